@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Each creates the virtual environment and installs what it needs.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit integration faults bench services venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/swarm demo
+
+services:
+	bash deploy/dev/services.sh
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not faults"
+
+integration: $(STAMP) services
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m integration
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,93 @@
+"""The broker role: one durable queue per stage, with retry and dead-letter queues."""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import threading
+from typing import Callable, Iterable, Sequence
+
+REASON_HEADER = "x-swarm-reason"
+
+
+def stage_queue(job: str, stage: str) -> str:
+    """The queue that carries work for one stage of one job."""
+    return f"swarm.{job}.{stage}"
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+class Delivery(abc.ABC):
+    """One delivered message; ``ack``/``requeue`` may be called from any thread, once."""
+
+    queue: str
+    body: bytes
+    headers: dict
+    redelivered: bool
+
+    @abc.abstractmethod
+    def ack(self) -> None:
+        """The message is finished with: the broker forgets it."""
+
+    @abc.abstractmethod
+    def requeue(self) -> None:
+        """Give the message back to the queue for another delivery."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    queue: str  # the stage queue it was dead-lettered from
+    body: bytes
+    reason: str
+
+
+Callback = Callable[[Delivery], None]
+
+
+class Broker(abc.ABC):
+    """A connection to the message broker.
+
+    ``serve`` runs the I/O loop on the calling thread and invokes consumer
+    callbacks there; every other method is safe to call from any thread.
+    ``publish`` returns only once the broker has confirmed every message.
+    """
+
+    @abc.abstractmethod
+    def declare(self, queues: Iterable[str]) -> None:
+        """Create (idempotently) each stage queue with its retry and dead-letter queues."""
+
+    @abc.abstractmethod
+    def publish(self, messages: Sequence[tuple[str, bytes]], delay: float = 0.0) -> None:
+        """Publish persistent ``(queue, body)`` messages, confirmed; ``delay`` seconds before delivery."""
+
+    @abc.abstractmethod
+    def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        """Put ``body`` on ``queue``'s dead-letter queue with ``reason``, confirmed."""
+
+    @abc.abstractmethod
+    def consume(self, queue: str, prefetch: int, callback: Callback) -> None:
+        """Deliver from ``queue`` to ``callback`` with at most ``prefetch`` unacked at once."""
+
+    @abc.abstractmethod
+    def serve(self, stop: threading.Event) -> None:
+        """Run the I/O loop until ``stop`` is set, reconnecting after broker failures."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop receiving new deliveries; unacked ones may still be acked."""
+
+    @abc.abstractmethod
+    def depth(self, queue: str) -> int:
+        """Messages ready on ``queue`` (not counting unacked ones)."""
+
+    @abc.abstractmethod
+    def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:
+        """Remove and return up to ``limit`` messages from ``queue``'s dead-letter queue."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Drop every ready message on ``queue``; returns how many."""
+
+    def close(self) -> None:
+        """Close the connection; unacked deliveries go back to their queues."""

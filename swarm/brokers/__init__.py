@@ -1,0 +1,1 @@
+"""Broker implementations: ``memory`` (in-process) and ``rabbitmq`` (pika)."""

@@ -1,0 +1,191 @@
+"""The in-process broker (``memory://`` or ``memory://NAME``): the demo's and handler tests' default.
+
+A ``MemoryHub`` plays the server: named queues, delayed messages and
+dead-letter queues shared by every ``MemoryBroker`` (connection) in the
+process. Closing a connection returns its unacked deliveries to their
+queues, as a broker does when a worker process dies.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import threading
+import time
+from typing import Callable, Iterable, Sequence
+
+from swarm.broker import REASON_HEADER, Broker, Callback, DeadLetter, Delivery, dead_letter_queue
+from swarm.errors import BackendError
+
+_Item = tuple[bytes, dict, bool]  # body, headers, redelivered
+
+
+class MemoryHub:
+    """The shared state of in-process queues."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.queues: dict[str, collections.deque[_Item]] = {}
+        self.delayed: list[tuple[float, int, str, bytes]] = []
+        self._seq = itertools.count()
+
+    def queue(self, name: str) -> collections.deque[_Item]:
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise BackendError(f"queue {name!r} is not declared") from None
+
+    def put(self, name: str, body: bytes, headers: dict | None = None, front: bool = False, redelivered: bool = False) -> None:
+        q = self.queue(name)
+        item = (bytes(body), dict(headers or {}), redelivered)
+        q.appendleft(item) if front else q.append(item)
+        self.cond.notify_all()
+
+    def promote_due(self, now: float) -> float | None:
+        """Move delayed messages that are due onto their queues; seconds until the next one."""
+        while self.delayed and self.delayed[0][0] <= now:
+            _, _, name, body = heapq.heappop(self.delayed)
+            self.put(name, body)
+        return self.delayed[0][0] - now if self.delayed else None
+
+    def delay(self, name: str, body: bytes, seconds: float) -> None:
+        self.queue(name)
+        heapq.heappush(self.delayed, (time.monotonic() + seconds, next(self._seq), name, bytes(body)))
+        self.cond.notify_all()
+
+
+_hubs: dict[str, MemoryHub] = {}
+_hubs_lock = threading.Lock()
+
+
+def hub(name: str = "default") -> MemoryHub:
+    """The process-wide hub called ``name``."""
+    with _hubs_lock:
+        return _hubs.setdefault(name, MemoryHub())
+
+
+class _Consumer:
+    def __init__(self, queue: str, prefetch: int, callback: Callback):
+        self.queue, self.prefetch, self.callback = queue, prefetch, callback
+        self.unacked = 0
+
+
+class MemoryDelivery(Delivery):
+    def __init__(self, broker: "MemoryBroker", consumer: _Consumer, item: _Item):
+        self.queue = consumer.queue
+        self.body, self.headers, self.redelivered = item
+        self._broker, self._consumer, self._item = broker, consumer, item
+        self._settled = False
+
+    def ack(self) -> None:
+        self._settle(lambda: None)
+
+    def requeue(self) -> None:
+        self._settle(lambda: self._broker.hub.put(self.queue, self.body, self.headers, front=True, redelivered=True))
+
+    def _settle(self, action: Callable[[], None]) -> None:
+        with self._broker.hub.cond:
+            if self._settled or self not in self._broker._unacked:
+                return  # already settled, or returned to the queue when the connection closed
+            self._settled = True
+            self._broker._unacked.discard(self)
+            self._consumer.unacked -= 1
+            action()
+            self._broker.hub.cond.notify_all()
+
+
+class MemoryBroker(Broker):
+    """One connection to a ``MemoryHub``."""
+
+    def __init__(self, hub_: MemoryHub | None = None):
+        self.hub = hub_ or hub()
+        self._consumers: list[_Consumer] = []
+        self._unacked: set[MemoryDelivery] = set()
+        self._closed = False
+
+    def declare(self, queues: Iterable[str]) -> None:
+        with self.hub.cond:
+            for name in queues:
+                self.hub.queues.setdefault(name, collections.deque())
+                self.hub.queues.setdefault(dead_letter_queue(name), collections.deque())
+
+    def publish(self, messages: Sequence[tuple[str, bytes]], delay: float = 0.0) -> None:
+        self._check_open()
+        with self.hub.cond:
+            for name in {q for q, _ in messages}:
+                self.hub.queue(name)  # refuse the whole batch if any queue is unknown
+            for name, body in messages:
+                if delay > 0:
+                    self.hub.delay(name, body, delay)
+                else:
+                    self.hub.put(name, body)
+
+    def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        self._check_open()
+        with self.hub.cond:
+            self.hub.put(dead_letter_queue(queue), body, {REASON_HEADER: reason})
+
+    def consume(self, queue: str, prefetch: int, callback: Callback) -> None:
+        with self.hub.cond:
+            self.hub.queue(queue)
+            self._consumers.append(_Consumer(queue, max(1, prefetch), callback))
+
+    def serve(self, stop: threading.Event) -> None:
+        while not stop.is_set() and not self._closed:
+            ready = self._next_ready()
+            if ready is None:
+                continue
+            delivery, consumer = ready
+            consumer.callback(delivery)
+
+    def _next_ready(self) -> tuple[MemoryDelivery, _Consumer] | None:
+        with self.hub.cond:
+            wait = self.hub.promote_due(time.monotonic())
+            for consumer in self._consumers:
+                q = self.hub.queues[consumer.queue]
+                if q and consumer.unacked < consumer.prefetch:
+                    consumer.unacked += 1
+                    delivery = MemoryDelivery(self, consumer, q.popleft())
+                    self._unacked.add(delivery)
+                    return delivery, consumer
+            self.hub.cond.wait(timeout=min(wait, 0.05) if wait is not None else 0.05)
+        return None
+
+    def cancel(self) -> None:
+        with self.hub.cond:
+            self._consumers.clear()
+
+    def depth(self, queue: str) -> int:
+        with self.hub.cond:
+            return len(self.hub.queue(queue)) + sum(1 for d in self.hub.delayed if d[2] == queue)
+
+    def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:
+        with self.hub.cond:
+            dlq = self.hub.queue(dead_letter_queue(queue))
+            out = []
+            while dlq and len(out) < limit:
+                body, headers, _ = dlq.popleft()
+                out.append(DeadLetter(queue, body, str(headers.get(REASON_HEADER, "unknown"))))
+            return out
+
+    def purge(self, queue: str) -> int:
+        with self.hub.cond:
+            q = self.hub.queue(queue)
+            n = len(q)
+            q.clear()
+            return n
+
+    def close(self) -> None:
+        """Unacked deliveries go back to the front of their queues, marked redelivered."""
+        with self.hub.cond:
+            self._closed = True
+            self._consumers.clear()
+            for delivery in sorted(self._unacked, key=id):
+                delivery._settled = True
+                self.hub.put(delivery.queue, delivery.body, delivery.headers, front=True, redelivered=True)
+            self._unacked.clear()
+            self.hub.cond.notify_all()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("memory broker connection is closed")

@@ -1,0 +1,110 @@
+"""Effects: what a handler asks for, as plain data. The framework applies them."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping, Union
+
+from swarm.errors import PluginError
+
+Bytes = Union[bytes, str]
+
+
+def to_bytes(value: Bytes | int | float) -> bytes:
+    """Table keys and values are bytes; str is UTF-8, numbers their decimal text."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise PluginError(f"table keys and values must be bytes, str or numbers, got {type(value).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Put:
+    """Write cells ``{"family:qualifier": value}`` into one row."""
+
+    table: str
+    row: Bytes
+    cells: Mapping[Bytes, Bytes | int | float]
+
+    def normalized(self) -> "Put":
+        cells = {to_bytes(k): to_bytes(v) for k, v in self.cells.items()}
+        for column in cells:
+            if b":" not in column:
+                raise PluginError(f"column {column!r} in Put to {self.table} must be 'family:qualifier'")
+        return Put(self.table, to_bytes(self.row), cells)
+
+
+@dataclasses.dataclass(frozen=True)
+class Delete:
+    """Delete a row, or only the named columns of it."""
+
+    table: str
+    row: Bytes
+    columns: tuple[Bytes, ...] | None = None
+
+    def normalized(self) -> "Delete":
+        cols = None if self.columns is None else tuple(to_bytes(c) for c in self.columns)
+        return Delete(self.table, to_bytes(self.row), cols)
+
+
+@dataclasses.dataclass(frozen=True)
+class Send:
+    """A message for a next stage of the same run and phase.
+
+    ``key`` makes the child's id; it defaults to the position among the
+    handler's Sends, so a handler that always emits the same Sends in the same
+    order gets the same ids on a rerun.
+    """
+
+    stage: str
+    payload: Mapping[str, Any]
+    key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Count:
+    """Add ``value`` to a named counter of the run (counted once per message)."""
+
+    name: str
+    value: int = 1
+
+
+Effect = Union[Put, Delete, Send, Count]
+EFFECT_TYPES = (Put, Delete, Send, Count)
+
+
+@dataclasses.dataclass
+class Effects:
+    """A handler's effects, sorted by kind and validated."""
+
+    mutations: list[Put | Delete] = dataclasses.field(default_factory=list)
+    sends: list[Send] = dataclasses.field(default_factory=list)
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def collect(cls, returned: Iterable[Effect] | Effect | None) -> "Effects":
+        """Accept what a handler returned: None, one effect, or an iterable of them."""
+        if returned is None:
+            items: Iterable[Any] = ()
+        elif isinstance(returned, EFFECT_TYPES):
+            items = (returned,)
+        else:
+            items = returned
+        out = cls()
+        for item in items:
+            out._add(item)
+        return out
+
+    def _add(self, item: Any) -> None:
+        if isinstance(item, (Put, Delete)):
+            self.mutations.append(item.normalized())
+        elif isinstance(item, Send):
+            self.sends.append(item)
+        elif isinstance(item, Count):
+            if not isinstance(item.value, int) or isinstance(item.value, bool):
+                raise PluginError(f"Count({item.name!r}) value must be an int, got {item.value!r}")
+            self.counts[item.name] = self.counts.get(item.name, 0) + item.value
+        else:
+            raise PluginError(f"a handler returned {item!r}; expected Put, Delete, Send or Count")

@@ -1,0 +1,1 @@
+"""Ledger implementations: ``sqlite`` (embedded default) and ``mysql``."""

@@ -1,0 +1,164 @@
+"""The plugin API: a job declares its stages, phases and planners."""
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any, Callable, Iterable, Mapping
+
+from swarm.envelope import MAX_BODY_BYTES, _NAME
+from swarm.errors import PluginError
+
+Handler = Callable[[Any, Any], Any]
+Validator = Callable[[Mapping[str, Any]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """How a stage retries a ``Fault``: exponential backoff with full jitter."""
+
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        cap = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        return (rng or random).uniform(cap / 2, cap)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage: a handler with its own bounded pool and failure policy."""
+
+    name: str
+    handler: Handler
+    phase: str
+    pool: int = 4
+    prefetch: int | None = None  # defaults to pool: prefetch = free handler threads
+    retry: Retry = Retry()
+    timeout: float = 300.0
+    next: tuple[str, ...] = ()
+    validate: Validator | None = None
+    max_body: int = MAX_BODY_BYTES
+
+    @property
+    def bound(self) -> int:
+        return self.prefetch or self.pool
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """One unit of a phase's plan: becomes the root message of that chunk."""
+
+    id: str
+    payload: Mapping[str, Any]
+
+
+Planner = Callable[[Any], Iterable[Chunk]]
+
+
+class Job:
+    """A nightly job: named stages grouped into phases separated by barriers.
+
+    Phases run in the order their first stage is declared; a phase starts
+    only when every message of the previous phase is done.
+    """
+
+    def __init__(self, name: str, params: Iterable[str] = ("date",), description: str = ""):
+        _check_name("job", name)
+        self.name = name
+        self.params = tuple(params)
+        self.description = description
+        self.stages: dict[str, Stage] = {}
+        self.planners: dict[str, Planner] = {}
+        self.entries: dict[str, str] = {}  # phase -> entry stage
+
+    # declaration ---------------------------------------------------------
+
+    def stage(
+        self,
+        name: str,
+        *,
+        phase: str = "main",
+        pool: int = 4,
+        prefetch: int | None = None,
+        retry: Retry | None = None,
+        timeout: float = 300.0,
+        next: Iterable[str] = (),
+        validate: Validator | None = None,
+        entry: bool = False,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator declaring ``handler`` as stage ``name``."""
+
+        def register(handler: Handler) -> Handler:
+            self.add_stage(
+                Stage(name, handler, phase, pool, prefetch, retry or Retry(), timeout, tuple(next), validate, max_body),
+                entry=entry,
+            )
+            return handler
+
+        return register
+
+    def add_stage(self, stage: Stage, entry: bool = False) -> None:
+        _check_name("stage", stage.name)
+        _check_name("phase", stage.phase)
+        if stage.name in self.stages:
+            raise PluginError(f"job {self.name}: stage {stage.name!r} declared twice")
+        if stage.pool < 1 or (stage.prefetch is not None and not 1 <= stage.prefetch <= stage.pool):
+            raise PluginError(f"job {self.name}: stage {stage.name}: pool must be >= 1 and 1 <= prefetch <= pool")
+        if stage.retry.max_attempts < 1:
+            raise PluginError(f"job {self.name}: stage {stage.name}: retry.max_attempts must be >= 1")
+        if stage.timeout <= 0:
+            raise PluginError(f"job {self.name}: stage {stage.name}: timeout must be > 0")
+        self.stages[stage.name] = stage
+        if entry or stage.phase not in self.entries:
+            self.entries[stage.phase] = stage.name
+
+    def planner(self, phase: str) -> Callable[[Planner], Planner]:
+        """Decorator declaring how phase ``phase`` is split into chunks."""
+
+        def register(fn: Planner) -> Planner:
+            self.planners[phase] = fn
+            return fn
+
+        return register
+
+    # queries -------------------------------------------------------------
+
+    @property
+    def phases(self) -> list[str]:
+        return list(self.entries)
+
+    def check(self) -> None:
+        """Refuse a job whose declarations do not hold together."""
+        for stage in self.stages.values():
+            for target in stage.next:
+                if target not in self.stages:
+                    raise PluginError(f"job {self.name}: stage {stage.name} sends to unknown stage {target!r}")
+                if self.stages[target].phase != stage.phase:
+                    raise PluginError(
+                        f"job {self.name}: stage {stage.name} sends to {target} in another phase; "
+                        "phases are joined by barriers, not messages"
+                    )
+        for phase in self.phases:
+            if phase not in self.planners:
+                raise PluginError(f"job {self.name}: phase {phase!r} has no planner")
+
+    def run_id(self, params: Mapping[str, Any]) -> str:
+        """The deterministic id of a run of this job for ``params``."""
+        missing = [p for p in self.params if p not in params]
+        extra = [p for p in params if p not in self.params]
+        if missing or extra:
+            raise PluginError(
+                f"job {self.name} takes params {list(self.params)}; missing {missing}, unexpected {extra}"
+            )
+        parts = ",".join(f"{k}={params[k]}" for k in self.params)
+        run = f"{self.name}@{parts}" if parts else self.name
+        _check_name("run", run)
+        return run
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise PluginError(f"{kind} name {value!r} must be 1-128 characters of [A-Za-z0-9_.:@=,+#-]")

@@ -1,0 +1,1 @@
+"""Table-store implementations: ``embedded`` (default) and ``hbase`` (happybase)."""

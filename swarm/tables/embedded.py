@@ -1,0 +1,198 @@
+"""The embedded table store: HBase's data model on SQLite (``embedded://`` or ``embedded:///path``).
+
+Row keys and cell names are BLOBs, which SQLite orders by memcmp: the same
+byte order as HBase. One version per cell is kept, with its timestamp.
+"""
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from typing import Iterable, Iterator, Sequence
+
+import msgpack
+
+from swarm.effects import Delete, Put
+from swarm.errors import BackendError
+from swarm.table import Row, TableStore, prefix_stop
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, families BLOB NOT NULL, splits BLOB NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS cells (
+        tbl TEXT NOT NULL, row BLOB NOT NULL, col BLOB NOT NULL, ts INTEGER NOT NULL, value BLOB NOT NULL,
+        PRIMARY KEY (tbl, row, col)) WITHOUT ROWID""",
+]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EmbeddedTables(TableStore):
+    """Ordered tables in one SQLite database, safe for many threads (one lock)."""
+
+    def __init__(self, path: str = ":memory:"):
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open embedded table store {path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise BackendError(f"embedded table store: {exc}") from None
+                raise
+            finally:
+                cur.close()
+
+    # tables -----------------------------------------------------------------
+
+    def create_table(self, name: str, families: Iterable[str], splits: Iterable[bytes] = ()) -> None:
+        fams = sorted({f.rstrip(":") for f in families})
+        cuts = sorted({bytes(s) for s in splits if s})
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO meta (name, families, splits) VALUES (?, ?, ?)",
+                (name, msgpack.packb(fams), msgpack.packb(cuts)),
+            )
+
+    def drop_table(self, name: str) -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM cells WHERE tbl = ?", (name,))
+            cur.execute("DELETE FROM meta WHERE name = ?", (name,))
+
+    def tables(self) -> list[str]:
+        with self._tx() as cur:
+            cur.execute("SELECT name FROM meta ORDER BY name")
+            return [r[0] for r in cur.fetchall()]
+
+    def families(self, name: str) -> list[str]:
+        return self._meta(name)[0]
+
+    def regions(self, name: str) -> list[tuple[bytes, bytes]]:
+        cuts = self._meta(name)[1]
+        bounds = [b"", *cuts, b""]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def _meta(self, name: str) -> tuple[list[str], list[bytes]]:
+        with self._tx() as cur:
+            cur.execute("SELECT families, splits FROM meta WHERE name = ?", (name,))
+            row = cur.fetchone()
+        if row is None:
+            raise BackendError(f"table {name!r} does not exist")
+        return msgpack.unpackb(row[0]), msgpack.unpackb(row[1])
+
+    # reads ------------------------------------------------------------------
+
+    def scan(self, name, start=b"", stop=b"", prefix=None, columns=None, batch_size=1000) -> Iterator[Row]:
+        if prefix is not None:
+            start, stop = prefix, prefix_stop(prefix)
+        self._meta(name)
+        after: bytes | None = None
+        while True:
+            keys = self._next_keys(name, start, stop, after, batch_size)
+            if not keys:
+                return
+            yield from self._rows(name, keys, columns)
+            if len(keys) < batch_size:
+                return
+            after = keys[-1]
+
+    def _next_keys(self, name: str, start: bytes, stop: bytes, after: bytes | None, limit: int) -> list[bytes]:
+        sql, args = "SELECT DISTINCT row FROM cells WHERE tbl = ?", [name]
+        if after is not None:
+            sql += " AND row > ?"
+            args.append(after)
+        elif start:
+            sql += " AND row >= ?"
+            args.append(start)
+        if stop:
+            sql += " AND row < ?"
+            args.append(stop)
+        with self._tx() as cur:
+            cur.execute(sql + " ORDER BY row LIMIT ?", (*args, int(limit)))
+            return [bytes(r[0]) for r in cur.fetchall()]
+
+    def _rows(self, name: str, keys: list[bytes], columns: Sequence[bytes] | None) -> Iterator[Row]:
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT row, col, value FROM cells WHERE tbl = ? AND row >= ? AND row <= ? ORDER BY row, col",
+                (name, keys[0], keys[-1]),
+            )
+            found = cur.fetchall()
+        current: bytes | None = None
+        cells: dict[bytes, bytes] = {}
+        for row, col, value in found:
+            row, col = bytes(row), bytes(col)
+            if row != current:
+                if current is not None and cells:
+                    yield current, cells
+                current, cells = row, {}
+            if _wanted(col, columns):
+                cells[col] = bytes(value)
+        if current is not None and cells:
+            yield current, cells
+
+    def row(self, name: str, key: bytes, columns: Sequence[bytes] | None = None) -> dict[bytes, bytes]:
+        return {col: value for col, (value, _) in self.row_cells(name, key, columns).items()}
+
+    def row_cells(self, name: str, key: bytes, columns: Sequence[bytes] | None = None) -> dict[bytes, tuple[bytes, int]]:
+        """The row's cells with their timestamps (milliseconds)."""
+        with self._tx() as cur:
+            cur.execute("SELECT col, value, ts FROM cells WHERE tbl = ? AND row = ? ORDER BY col", (name, key))
+            found = cur.fetchall()
+        return {bytes(c): (bytes(v), int(ts)) for c, v, ts in found if _wanted(bytes(c), columns)}
+
+    # writes -----------------------------------------------------------------
+
+    def apply(self, mutations: Sequence[Put | Delete], timestamp: int | None = None) -> None:
+        ts = now_ms() if timestamp is None else int(timestamp)
+        with self._tx() as cur:
+            for m in mutations:
+                if isinstance(m, Put):
+                    cur.executemany(
+                        "INSERT OR REPLACE INTO cells (tbl, row, col, ts, value) VALUES (?, ?, ?, ?, ?)",
+                        [(m.table, m.row, col, ts, value) for col, value in m.cells.items()],
+                    )
+                elif m.columns is None:
+                    cur.execute("DELETE FROM cells WHERE tbl = ? AND row = ?", (m.table, m.row))
+                else:
+                    for col in m.columns:
+                        self._delete_column(cur, m.table, m.row, col)
+
+    @staticmethod
+    def _delete_column(cur: sqlite3.Cursor, table: str, row: bytes, col: bytes) -> None:
+        if col.endswith(b":"):  # a whole family
+            cur.execute(
+                "DELETE FROM cells WHERE tbl = ? AND row = ? AND col >= ? AND col < ?",
+                (table, row, col, prefix_stop(col)),
+            )
+        else:
+            cur.execute("DELETE FROM cells WHERE tbl = ? AND row = ? AND col = ?", (table, row, col))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _wanted(col: bytes, columns: Sequence[bytes] | None) -> bool:
+    if not columns:
+        return True
+    family = col.split(b":", 1)[0] + b":"
+    return col in columns or family in columns or family[:-1] in columns
