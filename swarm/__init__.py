@@ -1,0 +1,10 @@
+"""Swarm: staged, checkpointing master/worker batch processing over HBase."""
+from swarm.effects import Count, Delete, Put, Send
+from swarm.envelope import Envelope
+from swarm.errors import Abort, BadMessage, Fault
+from swarm.stage import Chunk, Job, Retry, Stage
+
+__all__ = [
+    "Abort", "BadMessage", "Chunk", "Count", "Delete", "Envelope", "Fault", "Job", "Put", "Retry", "Send", "Stage",
+]
+__version__ = "0.1.0"

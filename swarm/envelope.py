@@ -101,7 +101,6 @@ def _unpack(body: bytes, max_bytes: int) -> Any:
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_buffer_size=max_bytes,
             max_str_len=max_bytes,
             max_bin_len=max_bytes,
             max_array_len=100_000,

@@ -1,28 +1,26 @@
 """The embedded ledger: SQLite from the standard library (``sqlite:///path`` or ``sqlite://``)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sqlite3
 import threading
-from typing import Iterator
+from typing import Any
 
 from swarm.errors import BackendError, MasterLocked
-from swarm.ledgers.sql import SqlLedger
+from swarm.ledgers.sql import SqlLedger, T, Work
 
 
 class SqliteLedger(SqlLedger):
     """One connection, serialised by a lock; WAL so other processes can read and write too."""
 
-    insert_ignore = "INSERT OR IGNORE"
     types = {
         "key": "TEXT",
         "text": "TEXT",
         "blob": "BLOB",
         "real": "REAL",
         "autoid": "INTEGER PRIMARY KEY AUTOINCREMENT",
-        "if_not_exists": "IF NOT EXISTS",
+        "table_options": "",
     }
 
     def __init__(self, path: str = ":memory:"):
@@ -37,14 +35,14 @@ class SqliteLedger(SqlLedger):
             raise BackendError(f"cannot open SQLite ledger {path}: {exc}") from None
         self.init_schema()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self, work: Work[T]) -> T:
         with self._lock:
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
-                yield cur
+                result = work(cur)
                 cur.execute("COMMIT")
+                return result
             except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -61,7 +59,8 @@ class SqliteLedger(SqlLedger):
     def lock_master(self, key: str, holder: str) -> None:
         me = f"{socket.gethostname()}:{os.getpid()}:{holder}"
         now = self.now()
-        with self._tx() as cur:
+
+        def work(cur: Any) -> None:
             cur.execute("SELECT holder, expires_at FROM swarm_locks WHERE name = ?", (key,))
             row = cur.fetchone()
             if row is not None and row[0] != me and row[1] > now and _alive(row[0]):
@@ -71,9 +70,10 @@ class SqliteLedger(SqlLedger):
                 (key, me, now + self.LOCK_LEASE),
             )
 
+        self._transaction(work)
+
     def unlock_master(self, key: str) -> None:
-        with self._tx() as cur:
-            cur.execute("DELETE FROM swarm_locks WHERE name = ?", (key,))
+        self._write("DELETE FROM swarm_locks WHERE name = ?", (key,))
 
     def close(self) -> None:
         with self._lock:

@@ -2,14 +2,22 @@
 
 Row keys and cell names are BLOBs, which SQLite orders by memcmp: the same
 byte order as HBase. One version per cell is kept, with its timestamp.
+
+Besides the ``TableStore`` role, ``scan_cells``, ``edit`` and ``increment``
+give the cell-level operations the HBase development server
+(``swarm.hbase_dev``) needs: timestamps, HBase's column addressing and
+HBase's rule that a write with an older timestamp does not replace a newer
+cell.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
+import struct
 import threading
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import msgpack
 
@@ -25,8 +33,28 @@ _SCHEMA = [
 ]
 
 
+CellRow = tuple[bytes, dict[bytes, tuple[bytes, int]]]
+_COUNTER = struct.Struct(">q")
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    """One cell-level change to a row, addressed the way HBase addresses it.
+
+    ``put`` writes ``column`` (``b"family:qualifier"``, the qualifier may be
+    empty); ``delete`` removes exactly that cell; ``delete_family`` removes
+    every cell of the family ``column`` (``b"family"``); ``delete_row`` removes
+    the row (``column`` unused).
+    """
+
+    kind: Literal["put", "delete", "delete_family", "delete_row"]
+    row: bytes
+    column: bytes = b""
+    value: bytes = b""
 
 
 class EmbeddedTables(TableStore):
@@ -103,6 +131,18 @@ class EmbeddedTables(TableStore):
     def scan(self, name, start=b"", stop=b"", prefix=None, columns=None, batch_size=1000) -> Iterator[Row]:
         if prefix is not None:
             start, stop = prefix, prefix_stop(prefix)
+        for key, cells in self.scan_cells(name, start, stop, columns, batch_size):
+            yield key, {col: value for col, (value, _) in cells.items()}
+
+    def scan_cells(
+        self,
+        name: str,
+        start: bytes = b"",
+        stop: bytes = b"",
+        columns: Sequence[bytes] | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[CellRow]:
+        """Like ``scan`` (without ``prefix``), with each cell's timestamp: ``{col: (value, ts)}``."""
         self._meta(name)
         after: bytes | None = None
         while True:
@@ -129,23 +169,23 @@ class EmbeddedTables(TableStore):
             cur.execute(sql + " ORDER BY row LIMIT ?", (*args, int(limit)))
             return [bytes(r[0]) for r in cur.fetchall()]
 
-    def _rows(self, name: str, keys: list[bytes], columns: Sequence[bytes] | None) -> Iterator[Row]:
+    def _rows(self, name: str, keys: list[bytes], columns: Sequence[bytes] | None) -> Iterator[CellRow]:
         with self._tx() as cur:
             cur.execute(
-                "SELECT row, col, value FROM cells WHERE tbl = ? AND row >= ? AND row <= ? ORDER BY row, col",
+                "SELECT row, col, value, ts FROM cells WHERE tbl = ? AND row >= ? AND row <= ? ORDER BY row, col",
                 (name, keys[0], keys[-1]),
             )
             found = cur.fetchall()
         current: bytes | None = None
-        cells: dict[bytes, bytes] = {}
-        for row, col, value in found:
+        cells: dict[bytes, tuple[bytes, int]] = {}
+        for row, col, value, ts in found:
             row, col = bytes(row), bytes(col)
             if row != current:
                 if current is not None and cells:
                     yield current, cells
                 current, cells = row, {}
             if _wanted(col, columns):
-                cells[col] = bytes(value)
+                cells[col] = (bytes(value), int(ts))
         if current is not None and cells:
             yield current, cells
 
@@ -185,6 +225,61 @@ class EmbeddedTables(TableStore):
             )
         else:
             cur.execute("DELETE FROM cells WHERE tbl = ? AND row = ? AND col = ?", (table, row, col))
+
+    def edit(self, name: str, edits: Sequence[Edit], timestamp: int | None = None) -> None:
+        """Apply cell-level edits in order, in one transaction, with HBase's timestamp rules.
+
+        Everything is stamped ``timestamp`` (default: now). A put does not
+        replace a cell with a newer timestamp; a delete removes only cells
+        whose timestamp is not newer. Only the latest version of a cell is
+        kept, so there are no delete markers.
+        """
+        ts = now_ms() if timestamp is None else int(timestamp)
+        with self._tx() as cur:
+            for e in edits:
+                self._edit(cur, name, e, ts)
+
+    @staticmethod
+    def _edit(cur: sqlite3.Cursor, table: str, e: Edit, ts: int) -> None:
+        if e.kind == "put":
+            cur.execute(
+                """INSERT INTO cells (tbl, row, col, ts, value) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (tbl, row, col) DO UPDATE SET ts = excluded.ts, value = excluded.value
+                   WHERE excluded.ts >= cells.ts""",
+                (table, e.row, e.column, ts, e.value),
+            )
+            return
+        sql, args = "DELETE FROM cells WHERE tbl = ? AND row = ? AND ts <= ?", [table, e.row, ts]
+        if e.kind == "delete":
+            sql += " AND col = ?"
+            args.append(e.column)
+        elif e.kind == "delete_family":
+            family = e.column + b":"
+            sql += " AND col >= ? AND col < ?"
+            args += [family, prefix_stop(family)]
+        elif e.kind != "delete_row":
+            raise ValueError(f"unknown edit kind {e.kind!r}")
+        cur.execute(sql, args)
+
+    def increment(self, name: str, row: bytes, column: bytes, amount: int) -> int:
+        """Add ``amount`` to a 64-bit big-endian counter cell atomically; the new value.
+
+        A missing cell counts as 0. ``ValueError`` if the cell is not 8 bytes wide.
+        """
+        with self._tx() as cur:
+            cur.execute("SELECT value FROM cells WHERE tbl = ? AND row = ? AND col = ?", (name, row, column))
+            found = cur.fetchone()
+            current = 0
+            if found is not None:
+                if len(found[0]) != _COUNTER.size:
+                    raise ValueError(f"cell {column!r} of row {row!r} is not a 64-bit counter ({len(found[0])} bytes)")
+                current = _COUNTER.unpack(found[0])[0]
+            value = current + int(amount)
+            cur.execute(
+                "INSERT OR REPLACE INTO cells (tbl, row, col, ts, value) VALUES (?, ?, ?, ?, ?)",
+                (name, row, column, now_ms(), _COUNTER.pack(value)),
+            )
+            return value
 
     def close(self) -> None:
         with self._lock:

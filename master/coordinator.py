@@ -1,0 +1,155 @@
+"""The master: one thread that plans, checkpoints, publishes and watches a run.
+
+Every step is idempotent and reads its starting point from the ledger, so
+a master killed anywhere and started again resumes the same run:
+
+    lock -> open run -> for each phase: plan+checkpoint -> publish -> watch
+    (reap expired leases, re-publish lost messages) -> barrier -> finish
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from typing import Callable, Mapping
+
+from master.planner import plan_phase
+from swarm.broker import Broker, stage_queue
+from swarm.errors import SwarmError
+from swarm.ledger import (
+    DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
+)
+from swarm.stage import Job
+from swarm.table import TableStore
+
+log = logging.getLogger("swarm.master")
+
+ProgressFn = Callable[[str, str, Mapping[str, int]], None]  # run, phase, counts by state
+
+
+class RunFailed(SwarmError):
+    """The run cannot finish; the message is the reason recorded on it."""
+
+
+@dataclasses.dataclass
+class MasterSettings:
+    poll: float = 1.0  # seconds between looks at the ledger
+    publish_batch: int = 1000
+    lost_after: float = 120.0  # a queued message untouched this long, on an empty queue, is re-published
+    options: dict = dataclasses.field(default_factory=dict)  # passed to planners and handlers
+
+
+class Master:
+    def __init__(
+        self,
+        job: Job,
+        params: Mapping[str, str],
+        broker: Broker,
+        ledger: Ledger,
+        tables: TableStore,
+        settings: MasterSettings | None = None,
+        progress: ProgressFn | None = None,
+        run_id: str | None = None,
+    ):
+        job.check()
+        self.job, self.params = job, dict(params)
+        self.broker, self.ledger, self.tables = broker, ledger, tables
+        self.settings = settings or MasterSettings()
+        self.progress = progress or (lambda run, phase, counts: None)
+        self.run_id = run_id or job.run_id(self.params)
+        self.holder = f"master {socket.gethostname()}:{os.getpid()}"
+
+    def run(self) -> Run:
+        """Run or resume to the end; returns the run as the ledger has it (done or failed)."""
+        self.ledger.lock_master(self.run_id, self.holder)
+        try:
+            return self._run_locked()
+        finally:
+            self.ledger.unlock_master(self.run_id)
+
+    def _run_locked(self) -> Run:
+        run = self.ledger.open_run(self.run_id, self.job.name, self.params)
+        if run.status == DONE:
+            log.info("run %s is already done", self.run_id)
+            return run
+        if run.status == FAILED:
+            log.info("run %s failed before (%s); resuming it", self.run_id, run.error)
+            self.ledger.update_run(self.run_id, status=RUNNING)
+        self.broker.declare(stage_queue(self.job.name, s) for s in self.job.stages)
+        try:
+            for phase in self.job.phases:
+                self._phase(phase)
+        except RunFailed as exc:
+            log.error("run %s failed: %s", self.run_id, exc)
+            self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
+        else:
+            self.ledger.update_run(self.run_id, status=DONE, finished=True)
+            log.info("run %s done", self.run_id)
+        return self.ledger.get_run(self.run_id)
+
+    # one phase ----------------------------------------------------------------
+
+    def _phase(self, phase: str) -> None:
+        state = self.ledger.phase_state(self.run_id, phase)
+        if state == PHASE_DONE:
+            return
+        self.ledger.update_run(self.run_id, phase=phase)
+        if state is None:
+            messages = plan_phase(self.job, self.run_id, phase, self.tables, self.settings.options)
+            self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish
+            log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
+            state = PLANNED
+        if state == PLANNED:
+            self._publish_planned(phase)
+            self.ledger.set_phase_state(self.run_id, phase, PUBLISHED)
+        self._watch(phase)
+        self.ledger.set_phase_state(self.run_id, phase, PHASE_DONE)
+
+    def _publish_planned(self, phase: str) -> None:
+        while True:
+            batch = self.ledger.planned(self.run_id, phase, self.settings.publish_batch)
+            if not batch:
+                return
+            self._publish(batch)
+            self.ledger.mark_queued([m.id for m in batch])
+
+    def _publish(self, messages: list[Message]) -> None:
+        self.broker.publish([(stage_queue(self.job.name, m.stage), m.body) for m in messages])
+
+    def _watch(self, phase: str) -> None:
+        """Wait for the barrier: every message of the phase done, as the ledger counts them."""
+        while True:
+            counts = self.ledger.counts(self.run_id, phase)
+            self.progress(self.run_id, phase, counts)
+            open_ = sum(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
+            if not open_:
+                self._check_failed(phase, counts)
+                return
+            self._recover_lost()
+            self.ledger.lock_master(self.run_id, self.holder)  # renew
+            time.sleep(self.settings.poll)
+
+    def _check_failed(self, phase: str, counts: Mapping[str, int]) -> None:
+        bad = counts.get(M_DEAD, 0) + counts.get(M_ABORTED, 0)
+        if not bad:
+            return
+        first = next((f for f in self.ledger.failures(self.run_id) if f.state in (M_DEAD, M_ABORTED)), None)
+        detail = f"; first: {first.id}: {first.error.splitlines()[0] if first.error else ''}" if first else ""
+        raise RunFailed(
+            f"phase {phase}: {counts.get(M_ABORTED, 0)} aborted and {counts.get(M_DEAD, 0)} dead-lettered "
+            f"message(s){detail}"
+        )
+
+    def _recover_lost(self) -> None:
+        """Re-publish work whose lease expired, and queued work that vanished from the broker."""
+        expired = self.ledger.reclaim_expired(self.run_id, self.ledger.now())
+        if expired:
+            log.warning("re-publishing %d message(s) whose lease expired", len(expired))
+            self._publish(expired)
+        stale = self.ledger.stale_queued(self.run_id, self.ledger.now() - self.settings.lost_after)
+        lost = [m for m in stale if self.broker.depth(stage_queue(self.job.name, m.stage)) == 0]
+        if lost:
+            log.warning("re-publishing %d queued message(s) missing from their empty queues", len(lost))
+            self._publish(lost)

@@ -1,0 +1,25 @@
+"""Turning a phase's planner output into the root messages the master checkpoints."""
+from __future__ import annotations
+
+from swarm.context import PlanContext, ReadTables, params_of
+from swarm.envelope import Envelope, encode
+from swarm.errors import PluginError
+from swarm.ledger import Message
+from swarm.stage import Chunk, Job
+from swarm.table import TableStore
+
+
+def plan_phase(job: Job, run_id: str, phase: str, tables: TableStore, options: dict | None = None) -> list[Message]:
+    """Call the job's planner for ``phase``; one root message per chunk, for the phase's entry stage."""
+    ctx = PlanContext(job.name, run_id, ReadTables(tables), params_of(run_id), options or {})
+    entry = job.entries[phase]
+    messages, seen = [], set()
+    for chunk in job.planners[phase](ctx):
+        if not isinstance(chunk, Chunk):
+            raise PluginError(f"job {job.name}: planner of phase {phase} yielded {chunk!r}, not a Chunk")
+        if chunk.id in seen:
+            raise PluginError(f"job {job.name}: planner of phase {phase} yielded chunk id {chunk.id!r} twice")
+        seen.add(chunk.id)
+        env = Envelope(job.name, run_id, phase, entry, chunk.id, "0", 1, dict(chunk.payload))
+        messages.append(Message(env.id, entry, chunk.id, encode(env)))
+    return messages

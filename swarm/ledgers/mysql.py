@@ -1,0 +1,398 @@
+"""The production ledger: MySQL or MariaDB over PyMySQL (``mysql://user:password@host:port/database``).
+
+One connection per thread, with timeouts. A transaction that fails on a
+deadlock, a lock wait timeout or a lost connection is run again from the
+start on a new connection, a bounded number of times. The master's lock is
+``GET_LOCK`` held by a connection of its own, so it ends with the master's
+session even when the master is killed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable, Iterator
+
+import pymysql
+from pymysql.connections import Connection
+from pymysql.constants import CLIENT
+
+from swarm.backends import redact
+from swarm.errors import BackendError, ConfigError, MasterLocked
+from swarm.ledgers.sql import SqlLedger, T, Work
+
+log = logging.getLogger("swarm.ledger.mysql")
+
+LOCK_CONFLICTS = {1205, 1213}  # lock wait timeout, deadlock
+# Server gone, lost during a query, cannot connect, killed, idle too long, shutting down.
+CONNECTION_LOST = {2003, 2006, 2013, 2055, 1927, 4031, 1053}
+NO_SUCH_TABLE = 1146
+MAX_LOCK_NAME = 64  # GET_LOCK's limit on MySQL
+DRIVER_ERRORS = (pymysql.MySQLError, OSError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    user: str | None
+    password: str
+    database: str
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldLock:
+    """A master's lock: the session that holds it and the holder it names."""
+
+    conn: Connection
+    name: str
+    holder: str
+
+
+class MysqlLedger(SqlLedger):
+    connect_timeout = 10
+    # Above the lock wait below: a transaction waiting on a lock then ends
+    # with error 1205 (retried) instead of a client timeout that leaves its
+    # session running on the server.
+    read_timeout = 60
+    write_timeout = 60
+    lock_wait_timeout = 20
+    schema_lock_wait = 30
+    attempts = 8  # per transaction; the pauses between them add up to about 5 s
+    backoff = 0.05
+    max_backoff = 2.0
+    LOCK_LEASE = 60.0  # the expiry shown in swarm_locks; the lock itself lives as long as its session
+
+    def __init__(self, url: str):
+        self.url = url
+        self.target = parse_url(url)
+        self._conns: dict[threading.Thread, Connection] = {}
+        self._conns_guard = threading.Lock()
+        self._masters: dict[str, HeldLock] = {}
+        self._masters_guard = threading.Lock()
+        self._mariadb = True
+
+    # the dialect ----------------------------------------------------------------
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("%", "%%").replace("?", "%s")
+
+    def _ddl(self, statement: str) -> str:
+        # Keys compare as exact bytes with no trailing-space padding, so that
+        # "a", "A" and "a " are three ids, as they are in SQLite.
+        binary = "utf8mb4_nopad_bin" if self._mariadb else "utf8mb4_0900_bin"
+        types = {
+            "key": f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {binary}",
+            # The charset's default collation ignores case: error searches do, as in SQLite.
+            "text": "MEDIUMTEXT CHARACTER SET utf8mb4",
+            "blob": "MEDIUMBLOB",
+            "real": "DOUBLE",
+            "autoid": "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+            "table_options": f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={binary}",
+        }
+        return statement.format(**types)
+
+    def _insert_new(self, table: str, columns: str) -> str:
+        # Not INSERT IGNORE: it turns every error into a warning, so an
+        # over-long id would be cut short and collide with another. Assigning
+        # the key to itself changes nothing and locks the existing row
+        # exclusively at once, so two claims of one message queue up instead of
+        # deadlocking on a shared-to-exclusive lock upgrade.
+        marks = ", ".join("?" for _ in columns.split(","))
+        first = columns.split(",")[0].strip()
+        return f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {first} = {first}"
+
+    def _create_index(self, cur: Any, name: str, table: str, columns: str) -> None:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.statistics "
+            "WHERE table_schema = DATABASE() AND table_name = %s AND index_name = %s",
+            (table, name),
+        )
+        if not cur.fetchone()[0]:
+            cur.execute(f"CREATE INDEX {name} ON {table} ({columns})")
+
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        conn = self._retrying(self._take_schema_lock)
+        try:
+            yield
+        finally:
+            close_quietly(conn)
+
+    def _take_schema_lock(self) -> Connection:
+        conn = self._connect(autocommit=True)
+        try:
+            if scalar(conn, "SELECT GET_LOCK(%s, %s)", (self._lock_name("schema", ""), self.schema_lock_wait)) != 1:
+                raise BackendError(
+                    f"MySQL ledger {redact(self.url)}: another process has been changing the schema "
+                    f"for over {self.schema_lock_wait} s; try again when it has finished"
+                )
+        except BaseException:
+            close_quietly(conn)
+            raise
+        return conn
+
+    # connections ------------------------------------------------------------------
+
+    def _connect(self, autocommit: bool = False) -> Connection:
+        t = self.target
+        conn = pymysql.connect(
+            host=t.host, port=t.port, user=t.user, password=t.password, database=t.database,
+            charset="utf8mb4", autocommit=autocommit,
+            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout, write_timeout=self.write_timeout,
+            # rowcount counts the rows an UPDATE matched, as SQLite does, not only those it changed.
+            client_flag=CLIENT.FOUND_ROWS,
+        )
+        try:
+            with conn.cursor() as cur:
+                # No gap locks: two transactions that each look for a missing
+                # row and then insert it would deadlock on the gap under REPEATABLE READ.
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                cur.execute(
+                    "SET SESSION innodb_lock_wait_timeout = %s, SESSION sql_mode = %s",
+                    (self.lock_wait_timeout, "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"),
+                )
+            self._mariadb = "mariadb" in conn.get_server_info().lower()
+        except BaseException:
+            close_quietly(conn)
+            raise
+        return conn
+
+    def _connection(self) -> Connection:
+        """This thread's connection, made anew when there is none or it was closed."""
+        me = threading.current_thread()
+        with self._conns_guard:
+            conn = self._conns.get(me)
+        if conn is not None and conn.open:
+            return conn
+        conn = self._connect()
+        with self._conns_guard:
+            for gone in [t for t in self._conns if not t.is_alive()]:
+                close_quietly(self._conns.pop(gone))
+            self._conns[me] = conn
+        return conn
+
+    def _discard(self, conn: Connection) -> None:
+        with self._conns_guard:
+            if self._conns.get(threading.current_thread()) is conn:
+                del self._conns[threading.current_thread()]
+        close_quietly(conn)
+
+    def close(self) -> None:
+        with self._masters_guard:
+            held, self._masters = list(self._masters.values()), {}
+        with self._conns_guard:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in [h.conn for h in held] + conns:
+            close_quietly(conn)
+
+    # transactions -----------------------------------------------------------------
+
+    def _transaction(self, work: Work[T]) -> T:
+        return self._retrying(lambda: self._attempt(work))
+
+    def _attempt(self, work: Work[T]) -> T:
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            try:
+                result = work(cur)
+            finally:
+                close_quietly(cur)
+            self._commit(conn)
+            return result
+        except BaseException as exc:
+            self._roll_back(conn, exc)
+            raise
+
+    def _commit(self, conn: Connection) -> None:
+        conn.commit()
+
+    def _roll_back(self, conn: Connection, exc: BaseException) -> None:
+        # After an interrupt or a lost connection the session's state is
+        # unknown: a new connection is the only safe next step, and the
+        # server rolls back what the old one left open.
+        if not isinstance(exc, Exception) or lost_connection(exc) or not conn.open:
+            self._discard(conn)
+            return
+        try:
+            conn.rollback()
+        except DRIVER_ERRORS:
+            self._discard(conn)
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        """``action()``, again after a growing pause while it fails in a way a new attempt can cure."""
+        for attempt in itertools.count(1):
+            try:
+                return action()
+            except DRIVER_ERRORS as exc:
+                if not transient(exc) or attempt >= self.attempts:
+                    raise self._failure(exc, attempt) from None
+                log.warning(
+                    "MySQL ledger %s: %s; trying again (%d of %d)",
+                    redact(self.url), self._scrub(describe(exc)), attempt + 1, self.attempts,
+                )
+                time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+    def _failure(self, exc: BaseException, attempt: int) -> BackendError:
+        text = describe(exc)
+        if error_code(exc) == NO_SUCH_TABLE:
+            text += "; create the tables with `swarm db init`"
+        if transient(exc):
+            text += f" (gave up after {attempt} attempts)"
+        return BackendError(f"MySQL ledger {redact(self.url)}: {self._scrub(text)}")
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the password, should the server or driver ever echo it."""
+        password = self.target.password
+        return text.replace(password, "***") if password else text
+
+    # the master's lock ---------------------------------------------------------------
+
+    def lock_master(self, key: str, holder: str) -> None:
+        me = f"{socket.gethostname()}:{os.getpid()}:{holder}"
+        with self._masters_guard:
+            held = self._masters.pop(key, None)
+            if held is not None:
+                if held.holder != me:
+                    self._masters[key] = held
+                    raise MasterLocked(key, held.holder)
+                if self._renew_lock(key, held):
+                    self._masters[key] = held
+                    return
+                close_quietly(held.conn)  # its session, and the lock with it, is gone: take it again if free
+            self._masters[key] = self._retrying(lambda: self._take_lock(key, me))
+
+    def _take_lock(self, key: str, me: str) -> HeldLock:
+        conn = self._connect(autocommit=True)
+        try:
+            name = self._lock_name("master", key)
+            with conn.cursor() as cur:
+                cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+                if cur.fetchone()[0] != 1:
+                    raise MasterLocked(key, self._lock_holder(cur, key, name))
+                self._name_holder(cur, key, me)
+        except BaseException:
+            close_quietly(conn)
+            raise
+        return HeldLock(conn, name, me)
+
+    def _renew_lock(self, key: str, held: HeldLock) -> bool:
+        """Refresh the holder's row; False when the session no longer holds the lock."""
+        try:
+            with held.conn.cursor() as cur:
+                cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (held.name,))
+                if cur.fetchone()[0] != 1:
+                    return False
+                self._name_holder(cur, key, held.holder)
+        except DRIVER_ERRORS as exc:
+            log.warning("MySQL ledger %s: the master's lock on %s was lost: %s", redact(self.url), key, describe(exc))
+            return False
+        return True
+
+    def _name_holder(self, cur: Any, key: str, holder: str) -> None:
+        cur.execute(
+            "REPLACE INTO swarm_locks (name, holder, expires_at) VALUES (%s, %s, %s)",
+            (key, holder, self.now() + self.LOCK_LEASE),
+        )
+
+    @staticmethod
+    def _lock_holder(cur: Any, key: str, name: str) -> str:
+        cur.execute("SELECT holder FROM swarm_locks WHERE name = %s", (key,))
+        row = cur.fetchone()
+        cur.execute("SELECT IS_USED_LOCK(%s)", (name,))
+        session = cur.fetchone()[0]
+        holder = row[0] if row is not None else "a master that has not named itself yet"
+        return holder if session is None else f"{holder} (MySQL connection {session})"
+
+    def unlock_master(self, key: str) -> None:
+        with self._masters_guard:
+            held = self._masters.pop(key, None)
+        if held is None:
+            return  # never held here: another master's lock is not ours to release
+        try:
+            with held.conn.cursor() as cur:
+                cur.execute("DELETE FROM swarm_locks WHERE name = %s AND holder = %s", (key, held.holder))
+                cur.execute("SELECT RELEASE_LOCK(%s)", (held.name,))
+        except DRIVER_ERRORS as exc:
+            log.warning("MySQL ledger %s: releasing the master's lock on %s: %s", redact(self.url), key, describe(exc))
+        finally:
+            close_quietly(held.conn)  # ends the session, which frees the lock in any case
+
+    def _lock_name(self, kind: str, key: str) -> str:
+        # Lock names are server-wide: the database in the name keeps two
+        # deployments sharing a server apart.
+        name = f"swarm.{kind}:{self.target.database}:{key}"
+        if len(name) <= MAX_LOCK_NAME:
+            return name
+        return f"swarm.{kind}:" + hashlib.sha256(name.encode()).hexdigest()[: MAX_LOCK_NAME - len(kind) - 7]
+
+
+def parse_url(url: str) -> Target:
+    """The parts of ``mysql://user:password@host:port/database``; ``ConfigError`` naming what is wrong."""
+    expected = "expected mysql://user:password@host:port/database"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise ConfigError(f"ledger: {expected}, got {redact(url)} ({exc})") from None
+    database = urllib.parse.unquote(parts.path[1:])
+    if parts.scheme.lower() != "mysql" or not database or "/" in database:
+        raise ConfigError(f"ledger: {expected}, got {redact(url)}")
+    return Target(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        user=None if parts.username is None else urllib.parse.unquote(parts.username),
+        password=urllib.parse.unquote(parts.password or ""),
+        database=database,
+    )
+
+
+def error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def lost_connection(exc: BaseException) -> bool:
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True  # PyMySQL's word for a connection it has already closed
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, pymysql.MySQLError) and error_code(exc) in CONNECTION_LOST
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether running the transaction again on a new connection can succeed."""
+    return lost_connection(exc) or error_code(exc) in LOCK_CONFLICTS
+
+
+def describe(exc: BaseException) -> str:
+    code = error_code(exc)
+    if isinstance(exc, pymysql.err.InterfaceError) and not code:
+        return "the connection was closed"
+    if code is not None and len(exc.args) > 1:
+        return f"error {code}: {str(exc.args[1])[:500]}"
+    return f"{type(exc).__name__}: {str(exc)[:500]}"
+
+
+def scalar(conn: Connection, statement: str, args: tuple) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(statement, args)
+        return cur.fetchone()[0]
+
+
+def close_quietly(resource: Any) -> None:
+    """Close a connection or cursor that may be broken already."""
+    try:
+        resource.close()
+    except Exception:  # noqa: BLE001 - it is being thrown away
+        pass

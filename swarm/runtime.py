@@ -1,0 +1,303 @@
+"""Processing one delivery, start to ack: the one place where effects are applied.
+
+Order matters for the guarantees: table writes are flushed, next-stage
+messages are confirmed by the broker, and the ledger records the message
+done (fenced by its lease token) before the delivery is acked. A crash at
+any point before the ack leaves the delivery unacked, so the broker
+delivers it again, and every step is idempotent on the way round.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from typing import Callable, Sequence
+
+from swarm import metrics
+from swarm.broker import Broker, Delivery, stage_queue
+from swarm.context import Context, ReadTables, params_of
+from swarm.effects import Effects
+from swarm.envelope import Envelope, decode, encode
+from swarm.errors import Abort, BackendError, BadMessage, Fault, Fenced
+from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
+from swarm.ledger import M_ABORTED, M_CLAIMED, M_DEAD, M_QUEUED, Ledger, Message
+from swarm.stage import Job, Stage
+from swarm.table import TableStore
+
+log = logging.getLogger("swarm.worker")
+
+# Outcomes, as counted in metrics and returned for tests.
+DONE, SKIPPED, RETRY, DEAD, ABORTED, REJECTED, REQUEUED, FENCED, TIMED_OUT = (
+    "done", "skipped", "retry", "dead", "aborted", "rejected", "requeued", "fenced", "timed_out",
+)
+
+
+@dataclasses.dataclass
+class InFlight:
+    """A claimed message being handled: what the lease renewer and the watchdog see."""
+
+    env: Envelope
+    stage: Stage
+    delivery: Delivery
+    token: int
+    attempts: int
+    deadline: float
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    settled: bool = False
+
+    def settle(self) -> bool:
+        """True for the first caller only: the handler's return or the watchdog's time-out."""
+        with self.lock:
+            if self.settled:
+                return False
+            self.settled = True
+            return True
+
+
+class Processor:
+    """Takes a delivery through decode, dedup, claim, handler, effects, ledger and ack."""
+
+    def __init__(
+        self,
+        job: Job,
+        broker: Broker,
+        ledger: Ledger,
+        tables: TableStore,
+        holder: str,
+        lease: float = 60.0,
+        hooks: Sequence[Hook] = DEFAULT_HOOKS,
+        options: dict | None = None,
+        backend_pause: float = 2.0,
+        rng: random.Random | None = None,
+    ):
+        self.job, self.broker, self.ledger, self.tables = job, broker, ledger, tables
+        self.holder, self.lease = holder, lease
+        self.call_handler: Callable[[Call], Effects] = chain(hooks)
+        self.read_tables = ReadTables(tables)
+        self.options = options or {}
+        self.backend_pause = backend_pause
+        self.rng = rng or random.Random()
+        self.inflight: dict[str, InFlight] = {}
+        self._inflight_lock = threading.Lock()
+
+    # entry point ------------------------------------------------------------
+
+    def handle(self, delivery: Delivery) -> str:
+        """Never raises: every outcome ends in an ack, a requeue or (on a lost connection) neither."""
+        stage_name = "?"
+        try:
+            env, stage = self._accept(delivery)
+            stage_name = stage.name
+            outcome = self._process(delivery, env, stage)
+        except BadMessage as exc:
+            outcome = self._reject(delivery, str(exc), getattr(exc, "envelope", None))
+        except BackendError as exc:
+            outcome = self._backend_failed(delivery, exc)
+        except Exception:  # noqa: BLE001 - last line of defence: the worker must survive
+            log.exception("unexpected error handling a message on %s; returning it to the queue", delivery.queue)
+            outcome = self._requeue(delivery)
+        metrics.MESSAGES.labels(self.job.name, stage_name, outcome).inc()
+        return outcome
+
+    def _accept(self, delivery: Delivery) -> tuple[Envelope, Stage]:
+        """Decode and check that the message belongs on this queue; ``BadMessage`` otherwise."""
+        queue_stage = self.job.stages.get(delivery.queue.rsplit(".", 1)[-1])
+        env = decode(delivery.body, queue_stage.max_body) if queue_stage else decode(delivery.body)
+        try:
+            return env, self._check(delivery, env)
+        except BadMessage as exc:
+            exc.envelope = env  # decodable: the ledger can record it dead too
+            raise
+
+    def _check(self, delivery: Delivery, env: Envelope) -> Stage:
+        if env.job != self.job.name:
+            raise BadMessage(f"message for job {env.job!r} on a queue of job {self.job.name!r}")
+        stage = self.job.stages.get(env.stage)
+        if stage is None:
+            raise BadMessage(f"unknown stage {env.stage!r} for job {self.job.name!r}")
+        if delivery.queue != stage_queue(self.job.name, env.stage):
+            raise BadMessage(f"message for stage {env.stage!r} arrived on queue {delivery.queue!r}")
+        if env.phase != stage.phase:
+            raise BadMessage(f"stage {env.stage!r} belongs to phase {stage.phase!r}, message says {env.phase!r}")
+        if stage.validate is not None:
+            try:
+                stage.validate(env.payload)
+            except (BadMessage, ValueError, TypeError, KeyError) as exc:
+                raise BadMessage(f"payload fails stage {stage.name!r} validation: {exc}") from None
+        return stage
+
+    # the happy path -----------------------------------------------------------
+
+    def _process(self, delivery: Delivery, env: Envelope, stage: Stage) -> str:
+        msg = Message(env.id, env.stage, env.chunk, bytes(delivery.body))
+        claim = self.ledger.claim(env.run, env.phase, msg, self.holder, self.lease)
+        if not claim.granted:
+            return self._not_granted(delivery, env, claim.state)
+        flight = InFlight(env, stage, delivery, claim.token, claim.attempts, time.monotonic() + stage.timeout)
+        if claim.attempts > stage.retry.max_attempts:
+            # Delivered again and again without an outcome: its workers died on it.
+            return self._give_up(flight, f"no outcome after {claim.attempts - 1} deliveries (worker lost each time)")
+        with self._inflight_lock:
+            self.inflight[env.id] = flight
+        try:
+            return self._run(flight)
+        except BackendError:
+            self._release_quietly(flight)
+            raise
+        finally:
+            with self._inflight_lock:
+                self.inflight.pop(env.id, None)
+
+    def _not_granted(self, delivery: Delivery, env: Envelope, state: str | None) -> str:
+        if state == M_CLAIMED:
+            # Another holder's lease is live: it may be working on it, or it
+            # died (this is then the broker's redelivery). Look again once
+            # that lease can have run out; a duplicate is skipped then.
+            self.broker.publish([(delivery.queue, bytes(delivery.body))], delay=self.lease)
+        delivery.ack()  # done, dead or aborted already: nothing to do
+        return SKIPPED
+
+    def _release_quietly(self, flight: InFlight) -> None:
+        """After a backend failure: hand the message back so its redelivery can be claimed at once."""
+        try:
+            self.ledger.release(flight.env.id, flight.token, M_QUEUED, "backend failure; returned to the queue")
+        except (BackendError, Fenced):
+            pass  # the lease will expire instead
+
+    def _run(self, flight: InFlight) -> str:
+        env, stage = flight.env, flight.stage
+        ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options)
+        metrics.BUSY.labels(self.job.name, stage.name).inc()
+        try:
+            effects = self.call_handler(Call(stage, ctx, env, flight.attempts))
+        except Abort as exc:
+            return self._settled(flight, lambda: self._abort(flight, str(exc)))
+        except Fault as exc:
+            return self._settled(flight, lambda: self._fault(flight, str(exc)))
+        finally:
+            metrics.BUSY.labels(self.job.name, stage.name).dec()
+        return self._settled(flight, lambda: self._commit(flight, effects))
+
+    def _settled(self, flight: InFlight, finish: Callable[[], str]) -> str:
+        if not flight.settle():
+            return TIMED_OUT  # the watchdog has already retried this message
+        try:
+            return finish()
+        except Fenced:
+            flight.delivery.ack()  # our lease was taken over: the new holder finishes it
+            return FENCED
+        except Abort as exc:  # e.g. a Send to an undeclared stage, found before anything was applied
+            return self._abort(flight, str(exc))
+
+    def _commit(self, flight: InFlight, effects: Effects) -> str:
+        env, stage = flight.env, flight.stage
+        children = [self._child(env, stage, i, send) for i, send in enumerate(effects.sends)]
+        if effects.mutations:
+            self.tables.apply(effects.mutations)
+        if children:
+            self.broker.publish([(stage_queue(self.job.name, c.stage), c.body) for c in children])
+            for c in children:
+                metrics.PUBLISHED.labels(self.job.name, c.stage).inc()
+        self.ledger.complete(env.id, flight.token, env.run, env.phase, children, effects.counts)
+        flight.delivery.ack()
+        return DONE
+
+    def _child(self, env: Envelope, stage: Stage, index: int, send) -> Message:
+        if send.stage not in stage.next:
+            raise Abort(f"stage {stage.name} sent to {send.stage!r}, which is not in its next={list(stage.next)}")
+        try:
+            child = env.child(send.stage, dict(send.payload), send.key or f"{env.seq}.{index}")
+            return Message(child.id, child.stage, child.chunk, encode(child))
+        except BadMessage as exc:
+            raise Abort(f"stage {stage.name} sent an invalid message: {exc}") from None
+
+    # failures -------------------------------------------------------------------
+
+    def _fault(self, flight: InFlight, error: str) -> str:
+        if flight.attempts >= flight.stage.retry.max_attempts:
+            return self._give_up(flight, f"failed {flight.attempts} times; last error: {error}")
+        delay = flight.stage.retry.delay(flight.attempts, self.rng)
+        queue = stage_queue(self.job.name, flight.env.stage)
+        # Publish the retry first: if we die before the release, the lease
+        # expires and a duplicate is skipped; the other order could lose it.
+        self.broker.publish([(queue, encode(flight.env.next_attempt()))], delay=delay)
+        self.ledger.release(flight.env.id, flight.token, M_QUEUED, error)
+        flight.delivery.ack()
+        metrics.RETRIES.labels(self.job.name, flight.stage.name).inc()
+        log.warning("retrying %s in %.1fs (attempt %d): %s", flight.env.id, delay, flight.attempts, _first_line(error))
+        return RETRY
+
+    def _give_up(self, flight: InFlight, reason: str) -> str:
+        queue = stage_queue(self.job.name, flight.env.stage)
+        self.broker.dead_letter(queue, flight.delivery.body, reason)
+        self.ledger.release(flight.env.id, flight.token, M_DEAD, reason)
+        flight.delivery.ack()
+        metrics.DEAD_LETTERS.labels(self.job.name, flight.stage.name).inc()
+        log.error("dead-lettered %s: %s", flight.env.id, _first_line(reason))
+        return DEAD
+
+    def _abort(self, flight: InFlight, reason: str) -> str:
+        self.ledger.release(flight.env.id, flight.token, M_ABORTED, f"abort: {reason}")
+        flight.delivery.ack()
+        log.error("aborted %s: %s", flight.env.id, _first_line(reason))
+        return ABORTED
+
+    def _reject(self, delivery: Delivery, reason: str, env: Envelope | None) -> str:
+        """Bad input: to the dead-letter queue with the reason, and on with the next message."""
+        try:
+            self.broker.dead_letter(delivery.queue, delivery.body, reason)
+            if env is not None:
+                self._record_dead(env, delivery.body, reason)
+        except BackendError as exc:
+            return self._backend_failed(delivery, exc)
+        delivery.ack()
+        log.error("rejected a message on %s: %s", delivery.queue, reason)
+        return REJECTED
+
+    def _record_dead(self, env: Envelope, body: bytes, reason: str) -> None:
+        """So that the master sees the message ended, and why, instead of waiting for it."""
+        msg = Message(env.id, env.stage, env.chunk, bytes(body))
+        claim = self.ledger.claim(env.run, env.phase, msg, self.holder, self.lease)
+        if claim.granted:
+            self.ledger.release(env.id, claim.token, M_DEAD, f"rejected: {reason}")
+
+    def _backend_failed(self, delivery: Delivery, exc: BackendError) -> str:
+        log.error("backend failure on %s, returning the message: %s", delivery.queue, exc)
+        time.sleep(self.backend_pause * self.rng.uniform(0.5, 1.5))  # do not spin while a backend is down
+        return self._requeue(delivery)
+
+    @staticmethod
+    def _requeue(delivery: Delivery) -> str:
+        try:
+            delivery.requeue()
+        except Exception:  # noqa: BLE001 - a lost connection redelivers it anyway
+            log.exception("could not requeue on %s", delivery.queue)
+        return REQUEUED
+
+    # called from the worker's housekeeping thread ------------------------------------
+
+    def leases(self) -> list[tuple[str, int]]:
+        with self._inflight_lock:
+            return [(f.env.id, f.token) for f in self.inflight.values() if not f.settled]
+
+    def expire_overdue(self, now: float | None = None) -> list[str]:
+        """Handle every call past its stage's timeout as a fault; their late results are dropped."""
+        now = time.monotonic() if now is None else now
+        with self._inflight_lock:
+            overdue = [f for f in self.inflight.values() if f.deadline <= now and not f.settled]
+        expired = []
+        for flight in overdue:
+            if not flight.settle():
+                continue
+            try:
+                self._fault(flight, f"timed out after {flight.stage.timeout:g}s")
+                expired.append(flight.env.id)
+            except (Fenced, BackendError) as exc:
+                log.error("could not retry timed-out %s: %s", flight.env.id, exc)
+        return expired
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text

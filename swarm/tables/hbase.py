@@ -1,0 +1,359 @@
+"""The table store on HBase through happybase's Thrift client: ``hbase://host:9090?option=value&...``.
+
+URL options (all optional):
+
+- ``pool_size`` (10): connections in happybase's pool, the most calls in flight at once.
+- ``timeout_ms`` (60000): socket timeout of each call; 0 waits forever.
+- ``table_prefix`` (none): table ``t`` is ``<prefix>_t`` in HBase; ``tables()`` lists only those.
+- ``transport`` (``buffered``) / ``protocol`` (``binary``): must match the Thrift server
+  (``framed`` for HBase's ``-hsha``/``-nonblocking`` servers; ``compact`` if it runs ``-c``).
+- ``retries`` (8), ``backoff`` (0.1 s), ``backoff_max`` (5 s): a call that fails on a broken
+  connection (server restart, socket error, time-out) is retried up to ``retries`` times, waiting
+  ``backoff`` doubling up to ``backoff_max`` (with jitter) in between; then ``BackendError``.
+
+happybase's pool replaces a connection that failed and re-raises: this store is the caller that
+retries. Every call is idempotent, so retrying one that may have landed is safe: ``apply`` only
+puts and deletes fixed bytes, never increments.
+
+Scans read in bounded batches: each batch is one short-lived scanner that starts just after the
+last row key seen. No scanner outlives a batch, so a slow consumer cannot lose a scanner lease;
+a batch whose scanner or connection is lost anyway is read again from the same key.
+
+Pre-split tables: HBase's Thrift1 API cannot create a table with split keys. ``create_table``
+with ``splits`` uses the ``createTableWithSplits`` call of Swarm's development server
+(``swarm.hbase_dev``); a real HBase Thrift server does not know it, so on HBase the table is
+created with one region and a warning says so: there, tables are pre-split by the operator in the
+HBase shell (``create 't', 'f', SPLITS => ['k1', 'k2']``) before the first run, and
+``create_table`` leaves an existing table as it is.
+
+Order within ``apply``: HBase's ``mutateRows`` applies all puts of a call before its deletes, so
+a put that follows a delete of the same row goes in a later call. HBase itself still hides a put
+behind a delete of the same cell with the same millisecond timestamp; handlers that rewrite a row
+should put the new cells rather than delete and re-put them.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import socket
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+import happybase
+import Hbase_thrift  # registered by happybase: the IDL module its client raises from
+from happybase.connection import THRIFT_PROTOCOLS, THRIFT_TRANSPORTS
+from thriftpy2.protocol.exc import TProtocolException
+from thriftpy2.thrift import TApplicationException, TClient
+from thriftpy2.transport import TTransportException
+
+from swarm.backends import redact
+from swarm.effects import Delete, Put
+from swarm.errors import BackendError, ConfigError
+from swarm.hbase_dev import idl
+from swarm.table import Row, TableStore, prefix_stop
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A broken or timed-out connection: the pool has replaced it, the call may be retried.
+_CONNECTION_ERRORS = (TTransportException, TProtocolException, socket.error, EOFError)
+# An answer from the server: retrying would get the same answer.
+_SERVER_ERRORS = (
+    Hbase_thrift.IOError, Hbase_thrift.IllegalArgument, Hbase_thrift.AlreadyExists,
+    idl.dev.IOError, idl.dev.IllegalArgument, idl.dev.AlreadyExists, TApplicationException,
+)
+# How HBase says a scanner is gone (lease expired, region moved, Thrift server restarted).
+_SCANNER_LOST = (
+    "ScannerTimeoutException", "UnknownScannerException", "OutOfOrderScannerNextException",
+    "LeaseException", "scanner ID is invalid",
+)
+
+_DEFAULTS = {
+    "pool_size": "10", "timeout_ms": "60000", "table_prefix": "", "transport": "buffered",
+    "protocol": "binary", "retries": "8", "backoff": "0.1", "backoff_max": "5",
+}
+
+
+class HBaseTables(TableStore):
+    """HBase tables through a happybase connection pool; safe for many threads."""
+
+    def __init__(self, url: str):
+        self._url = redact(url)
+        self.host, self.port, options = _parse_url(url)
+        self.pool_size = _number(options, "pool_size", int, url, minimum=1)
+        self.timeout_ms = _number(options, "timeout_ms", int, url, minimum=0)
+        self.prefix = options["table_prefix"]
+        self.transport = _choice(options, "transport", THRIFT_TRANSPORTS, url)
+        self.protocol = _choice(options, "protocol", THRIFT_PROTOCOLS, url)
+        self.retries = _number(options, "retries", int, url, minimum=0)
+        self.backoff = _number(options, "backoff", float, url, minimum=0)
+        self.backoff_max = _number(options, "backoff_max", float, url, minimum=0)
+        self._pool: happybase.ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._connections: set[happybase.Connection] = set()
+        self._closed = False
+
+    # tables -----------------------------------------------------------------
+
+    def create_table(self, name: str, families: Iterable[str], splits: Iterable[bytes] = ()) -> None:
+        full = self._full(name)
+        fams = sorted({f.rstrip(":") for f in families})
+        cuts = sorted({bytes(s) for s in splits if s})
+
+        def create(conn: happybase.Connection) -> None:
+            if full.encode() in conn.tables():
+                return
+            if cuts and self._create_presplit(conn, full, fams, cuts):
+                return
+            try:
+                conn.create_table(full, {f: {} for f in fams})
+            except Hbase_thrift.AlreadyExists:
+                pass  # created meanwhile by someone else
+
+        self._call(f"create table {full}", create)
+
+    def _create_presplit(self, conn: happybase.Connection, full: str, fams: list[str], cuts: list[bytes]) -> bool:
+        """Create through the development server's extension; False if the server is a real HBase."""
+        proto = THRIFT_PROTOCOLS[self.protocol](conn.transport, decode_response=False)
+        try:
+            TClient(idl.dev.HbaseDev, proto).createTableWithSplits(full.encode(), [f.encode() for f in fams], cuts)
+        except idl.dev.AlreadyExists:
+            pass
+        except TApplicationException as exc:
+            if exc.type != TApplicationException.UNKNOWN_METHOD:
+                raise
+            log.warning(
+                "HBase's Thrift API cannot pre-split: creating %s with one region instead of %d. "
+                "Pre-split it in the HBase shell before the first run: create '%s', %s, SPLITS => [...]",
+                full, len(cuts) + 1, full, ", ".join(repr(f) for f in fams),
+            )
+            return False
+        return True
+
+    def drop_table(self, name: str) -> None:
+        full = self._full(name)
+
+        def drop(conn: happybase.Connection) -> None:
+            if full.encode() not in conn.tables():
+                return
+            if conn.is_table_enabled(full):
+                conn.disable_table(full)
+            conn.delete_table(full)
+
+        self._call(f"drop table {full}", drop)
+
+    def tables(self) -> list[str]:
+        names = self._call("list tables", lambda conn: conn.tables())
+        head = f"{self.prefix}_".encode() if self.prefix else b""
+        return sorted(n[len(head):].decode() for n in names if n.startswith(head))
+
+    def regions(self, name: str) -> list[tuple[bytes, bytes]]:
+        full = self._full(name)
+        found = self._call(f"regions of {full}", lambda conn: conn.table(full).regions())
+        if not found:  # HBase answers no regions for a missing table
+            raise BackendError(f"table {name!r} does not exist in HBase at {self.host}:{self.port}")
+        return sorted((r["start_key"] or b"", r["end_key"] or b"") for r in found)
+
+    # reads ------------------------------------------------------------------
+
+    def scan(
+        self,
+        name: str,
+        start: bytes = b"",
+        stop: bytes = b"",
+        prefix: bytes | None = None,
+        columns: Sequence[bytes] | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[Row]:
+        if prefix is not None:
+            start, stop = prefix, prefix_stop(prefix)
+        full, cols, size = self._full(name), _thrift_columns(columns), max(1, int(batch_size))
+        cursor = start
+        while True:
+            read = functools.partial(_scan_batch, full=full, start=cursor, stop=stop, columns=cols, size=size)
+            rows = self._call(f"scan {full}", read, retry_if=_scanner_lost)
+            yield from rows
+            if len(rows) < size:
+                return
+            cursor = rows[-1][0] + b"\x00"  # the smallest key after the last one seen
+
+    def row(self, name: str, key: bytes, columns: Sequence[bytes] | None = None) -> dict[bytes, bytes]:
+        full, cols = self._full(name), _thrift_columns(columns)
+        return self._call(f"read {full}", lambda conn: conn.table(full).row(key, columns=cols))
+
+    # writes -----------------------------------------------------------------
+
+    def apply(self, mutations: Sequence[Put | Delete]) -> None:
+        for segment in _segments([m.normalized() for m in mutations]):
+            for table, group in _by_table(segment).items():
+                full = self._full(table)
+                self._call(f"write to {full}", functools.partial(_send, full=full, mutations=group))
+
+    # plumbing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, set()
+            self._pool = None
+        for conn in connections:
+            conn.close()
+
+    def _full(self, name: str) -> str:
+        return f"{self.prefix}_{name}" if self.prefix else name
+
+    def _call(
+        self, what: str, fn: Callable[[happybase.Connection], T], retry_if: Callable[[Exception], bool] | None = None
+    ) -> T:
+        """``fn(connection)``, retried with backoff while the connection breaks; ``BackendError`` after that."""
+        for attempt in range(self.retries + 1):
+            try:
+                with self._get_pool().connection() as conn:
+                    self._remember(conn)
+                    return fn(conn)
+            except _CONNECTION_ERRORS as exc:
+                failure = exc
+            except _SERVER_ERRORS as exc:
+                if retry_if is None or not retry_if(exc):
+                    raise BackendError(f"HBase at {self.host}:{self.port}: {what}: {_message(exc)}") from None
+                failure = exc
+            if attempt < self.retries:
+                log.warning("HBase at %s:%d: %s failed (%s); retrying", self.host, self.port, what, _message(failure))
+                time.sleep(self._delay(attempt))
+        raise BackendError(
+            f"HBase at {self.host}:{self.port}: {what} failed {self.retries + 1} times, last: {_message(failure)}"
+        ) from None
+
+    def _get_pool(self) -> happybase.ConnectionPool:
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"the HBase table store {self._url} is closed")
+            if self._pool is None:
+                # Connects once at creation: a server that is down fails here and the call is retried.
+                self._pool = happybase.ConnectionPool(
+                    self.pool_size, host=self.host, port=self.port, timeout=self.timeout_ms or None,
+                    transport=self.transport, protocol=self.protocol,
+                )
+            return self._pool
+
+    def _remember(self, conn: happybase.Connection) -> None:
+        with self._lock:
+            self._connections.add(conn)
+
+    def _delay(self, attempt: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff * (2**attempt))
+        return ceiling * (0.5 + random.random() / 2)
+
+
+# helpers -----------------------------------------------------------------------
+
+
+def _scan_batch(conn: happybase.Connection, full: str, start: bytes, stop: bytes, columns, size: int) -> list[Row]:
+    """At most ``size`` rows from ``start`` on, through one scanner opened and closed here."""
+    scanner = conn.table(full).scan(
+        row_start=start or None, row_stop=stop or None, columns=columns, batch_size=size, limit=size
+    )
+    return list(scanner)
+
+
+def _send(conn: happybase.Connection, full: str, mutations: list[Put | Delete]) -> None:
+    batch = conn.table(full).batch()
+    for m in mutations:
+        if isinstance(m, Put):
+            batch.put(m.row, dict(m.cells))
+        elif m.columns is None:
+            batch.delete(m.row)
+        else:
+            # A name without ":" addresses no cell in Swarm (the embedded store deletes nothing
+            # for it) but a whole family in HBase's Thrift API: leave it out.
+            named = [c for c in m.columns if b":" in c]
+            batch.delete(m.row, columns=_thrift_columns(named) or [])
+    batch.send()
+
+
+def _segments(mutations: list[Put | Delete]) -> list[list[Put | Delete]]:
+    """Split where a put follows a delete of the same row: one call applies its puts first."""
+    segments: list[list[Put | Delete]] = []
+    current: list[Put | Delete] = []
+    deleted: set[tuple[str, bytes]] = set()
+    for m in mutations:
+        key = (m.table, m.row)
+        if isinstance(m, Put) and key in deleted:
+            segments.append(current)
+            current, deleted = [], set()
+        current.append(m)
+        if isinstance(m, Delete):
+            deleted.add(key)
+    if current:
+        segments.append(current)
+    return segments
+
+
+def _by_table(mutations: list[Put | Delete]) -> dict[str, list[Put | Delete]]:
+    out: dict[str, list[Put | Delete]] = {}
+    for m in mutations:
+        out.setdefault(m.table, []).append(m)
+    return out
+
+
+def _thrift_columns(columns: Sequence[bytes] | None) -> list[bytes] | None:
+    """Swarm's column names in HBase's Thrift terms: ``b"f:"`` (a family here) is ``b"f"`` there."""
+    if not columns:
+        return None
+    return [c[:-1] if c.endswith(b":") else c for c in columns]
+
+
+def _scanner_lost(exc: Exception) -> bool:
+    text = _message(exc)
+    return any(marker in text for marker in _SCANNER_LOST)
+
+
+def _message(exc: BaseException) -> str:
+    """The first line of a Thrift error's message (HBase sends whole Java stack traces)."""
+    message: Any = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", errors="replace")
+    lines = str(message).strip().splitlines() or [type(exc).__name__]
+    return lines[0][:500]
+
+
+# URL --------------------------------------------------------------------------
+
+
+def _parse_url(url: str) -> tuple[str, int, dict[str, str]]:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 9090
+    except ValueError as exc:
+        raise ConfigError(f"tables: {redact(url)}: {exc}") from None
+    if parts.scheme.lower() != "hbase":
+        raise ConfigError(f"tables: expected hbase://host:port, got {redact(url)}")
+    if parts.username or parts.password:
+        raise ConfigError(f"tables: {redact(url)}: the HBase Thrift client does not authenticate; remove the user")
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"tables: {redact(url)}: unexpected path {parts.path!r}; options go in the query")
+    options = dict(_DEFAULTS)
+    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _DEFAULTS:
+            raise ConfigError(f"tables: unknown option {key!r} in {redact(url)}; known: {', '.join(_DEFAULTS)}")
+        options[key] = value
+    return parts.hostname or "localhost", port, options
+
+
+def _number(options: dict[str, str], key: str, kind: type, url: str, minimum: float) -> Any:
+    try:
+        value = kind(options[key])
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"tables: option {key}={options[key]!r} in {redact(url)} must be a number >= {minimum}")
+    return value
+
+
+def _choice(options: dict[str, str], key: str, allowed: Iterable[str], url: str) -> str:
+    if options[key] not in allowed:
+        raise ConfigError(f"tables: option {key}={options[key]!r} in {redact(url)} must be one of {', '.join(allowed)}")
+    return options[key]

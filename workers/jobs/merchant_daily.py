@@ -1,0 +1,192 @@
+"""The nightly merchant analytics job.
+
+Raw events (merchant, customer, view/cart/purchase, amount, time) for one day
+sit in the ``events`` table under ``<date>/<16 hex digits>``. Phase ``map``
+scans key ranges and writes per-chunk partial aggregates to ``partials``;
+after the barrier, phase ``reduce`` folds each bucket of merchants into
+``merchant_daily``: orders, revenue, unique customers, conversion.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import random
+import zlib
+from typing import Any, Iterable, Mapping
+
+from swarm import Chunk, Count, Job, Put, Retry, Send
+from swarm.errors import BadMessage
+from swarm.keyrange import plan_ranges, uniform_splits
+from swarm.table import prefix_stop
+
+EVENTS, PARTIALS, SUMMARY = "events", "partials", "merchant_daily"
+BUCKETS = 16  # reduce partitions
+MAX_ROWS = 20_000  # rows one scan message handles before it hands the rest on
+SCAN_BATCH = 1000
+
+job = Job("merchant_daily", params=("date",), description=__doc__.splitlines()[0])
+
+
+def day_prefix(date: str) -> bytes:
+    return f"{date}/".encode()
+
+
+def bucket_of(merchant: str) -> int:
+    return zlib.crc32(merchant.encode()) % BUCKETS
+
+
+# map ------------------------------------------------------------------------
+
+
+@job.planner("map")
+def plan_map(ctx) -> Iterable[Chunk]:
+    """Split the day's key range at region boundaries and uniform cuts."""
+    prefix = day_prefix(ctx.params["date"])
+    per_day = int(ctx.options.get("chunks", 32))
+    ranges = plan_ranges(ctx.tables.regions(EVENTS), prefix, prefix_stop(prefix), uniform_splits(prefix, per_day))
+    for i, (start, stop) in enumerate(ranges):
+        yield Chunk(f"r{i:05d}", {"start": start, "stop": stop, "part": 0})
+
+
+def _check_scan(payload: Mapping[str, Any]) -> None:
+    for key in ("start", "stop"):
+        if not isinstance(payload.get(key), bytes):
+            raise BadMessage(f"payload[{key!r}] must be bytes")
+    if not isinstance(payload.get("part"), int):
+        raise BadMessage("payload['part'] must be an int")
+
+
+@job.stage("scan", phase="map", pool=4, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300,
+           next=("scan",), validate=_check_scan)
+def scan(ctx, msg):
+    """Aggregate one key range per merchant; hand on the rest of a range too large for one message."""
+    start, stop, part = msg.payload["start"], msg.payload["stop"], msg.payload["part"]
+    totals: dict[str, dict] = {}
+    rows, last = 0, None
+    for key, cells in ctx.tables.scan(EVENTS, start, stop, batch_size=SCAN_BATCH):
+        _fold_event(totals, cells)
+        rows, last = rows + 1, key
+        if rows == MAX_ROWS:
+            break
+    effects: list = [_partial_put(ctx.run, msg.chunk, part, m, t) for m, t in sorted(totals.items())]
+    if rows == MAX_ROWS and last is not None:
+        rest = {"start": last + b"\x00", "stop": stop, "part": part + 1}
+        effects.append(Send("scan", rest, key=f"p{part + 1}"))
+    effects.append(Count("rows", rows))
+    return effects
+
+
+def _fold_event(totals: dict[str, dict], cells: Mapping[bytes, bytes]) -> None:
+    merchant = cells[b"e:merchant"].decode()
+    t = totals.setdefault(merchant, {"views": 0, "carts": 0, "orders": 0, "revenue": 0, "customers": set()})
+    kind = cells[b"e:type"]
+    if kind == b"view":
+        t["views"] += 1
+    elif kind == b"cart":
+        t["carts"] += 1
+    elif kind == b"purchase":
+        t["orders"] += 1
+        t["revenue"] += int(cells[b"e:amount"])
+        t["customers"].add(cells[b"e:customer"].decode())
+
+
+def _partial_put(run: str, chunk: str, part: int, merchant: str, t: dict) -> Put:
+    # Deterministic key and bytes: a redelivered message rewrites the same cells.
+    row = f"{run}/{bucket_of(merchant):02d}/{merchant}/{chunk}.{part:04d}"
+    return Put(PARTIALS, row, {
+        "p:views": t["views"], "p:carts": t["carts"], "p:orders": t["orders"], "p:revenue": t["revenue"],
+        "p:customers": "\n".join(sorted(t["customers"])),
+    })
+
+
+# reduce ------------------------------------------------------------------------
+
+
+@job.planner("reduce")
+def plan_reduce(ctx) -> Iterable[Chunk]:
+    for b in range(BUCKETS):
+        yield Chunk(f"b{b:02d}", {"bucket": b})
+
+
+@job.stage("reduce", phase="reduce", pool=2, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300)
+def reduce(ctx, msg):
+    """Fold the partials of one bucket into per-merchant daily summaries."""
+    prefix = f"{ctx.run}/{msg.payload['bucket']:02d}/".encode()
+    merged: dict[str, dict] = {}
+    for key, cells in ctx.tables.scan(PARTIALS, prefix=prefix, batch_size=SCAN_BATCH):
+        merchant = key[len(prefix):].split(b"/", 1)[0].decode()
+        m = merged.setdefault(merchant, {"views": 0, "carts": 0, "orders": 0, "revenue": 0, "customers": set()})
+        for name in ("views", "carts", "orders", "revenue"):
+            m[name] += int(cells[f"p:{name}".encode()])
+        if cells.get(b"p:customers"):
+            m["customers"].update(cells[b"p:customers"].decode().split("\n"))
+    date = ctx.params["date"]
+    effects: list = [Put(SUMMARY, f"{date}/{merchant}", summary_cells(m)) for merchant, m in sorted(merged.items())]
+    effects.append(Count("merchants", len(merged)))
+    return effects
+
+
+def summary_cells(m: Mapping[str, Any]) -> dict[str, str]:
+    """The summary row's cells, from totals with a set of purchasing customers."""
+    conversion = m["orders"] / m["views"] if m["views"] else 0.0
+    return {
+        "s:orders": str(m["orders"]),
+        "s:revenue": str(m["revenue"]),
+        "s:customers": str(len(m["customers"])),
+        "s:views": str(m["views"]),
+        "s:carts": str(m["carts"]),
+        "s:conversion": f"{conversion:.4f}",
+    }
+
+
+# set-up and checking ------------------------------------------------------------
+
+
+def create_tables(tables, date: str, regions: int = 8) -> None:
+    """Create the job's tables; ``events`` is pre-split into ``regions`` for the first date."""
+    tables.create_table(EVENTS, ["e"], uniform_splits(day_prefix(date), regions))
+    tables.create_table(PARTIALS, ["p"])
+    tables.create_table(SUMMARY, ["s"])
+
+
+def generate(tables, date: str, events: int, merchants: int = 50, customers: int = 2000, seed: int = 1,
+             batch: int = 2000) -> int:
+    """Write ``events`` deterministic raw events for ``date``; returns how many."""
+    rng = random.Random(f"{seed}/{date}")
+    weights = [1 / (i + 1) for i in range(merchants)]  # a few big merchants, a long tail
+    names = [f"m{i:05d}" for i in range(merchants)]
+    day_start = int(datetime.datetime.fromisoformat(date).replace(tzinfo=datetime.timezone.utc).timestamp())
+    puts = []
+    for i in range(events):
+        key = hashlib.blake2b(f"{seed}/{date}/{i}".encode(), digest_size=8).hexdigest()
+        kind = rng.choices(("view", "cart", "purchase"), (70, 20, 10))[0]
+        puts.append(Put(EVENTS, f"{date}/{key}", {
+            "e:merchant": rng.choices(names, weights)[0],
+            "e:customer": f"c{rng.randrange(customers):06d}",
+            "e:type": kind,
+            "e:amount": rng.randrange(100, 20_000) if kind == "purchase" else 0,
+            "e:ts": day_start + rng.randrange(86_400),
+        }).normalized())
+        if len(puts) >= batch:
+            tables.apply(puts)
+            puts = []
+    if puts:
+        tables.apply(puts)
+    return events
+
+
+def reference(tables, date: str) -> dict[bytes, dict[bytes, bytes]]:
+    """The summary computed the plain way, in one process, straight from the events."""
+    totals: dict[str, dict] = {}
+    prefix = day_prefix(date)
+    for _, cells in tables.scan(EVENTS, prefix=prefix):
+        _fold_event(totals, cells)
+    return {
+        f"{date}/{m}".encode(): {k.encode(): v.encode() for k, v in summary_cells(t).items()}
+        for m, t in totals.items()
+    }
+
+
+def summary(tables, date: str) -> dict[bytes, dict[bytes, bytes]]:
+    """The summary rows the job wrote for ``date``."""
+    return dict(tables.scan(SUMMARY, prefix=f"{date}/".encode()))

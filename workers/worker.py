@@ -1,0 +1,115 @@
+"""The worker process: serves a job's stages, each on its own bounded thread pool.
+
+The broker's I/O loop runs on the main thread and only hands deliveries to
+the pools; prefetch equals the pool size, so at most ``pool`` messages of a
+stage are in this process at once and the backlog waits in the broker.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
+
+from swarm.broker import Broker, Delivery, stage_queue
+from swarm.errors import BackendError, ConfigError
+from swarm.ledger import Ledger
+from swarm.runtime import Processor
+from swarm.stage import Job
+from swarm.table import TableStore
+
+log = logging.getLogger("swarm.worker")
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
+
+
+class Worker:
+    """Consumes the queues of some (default: all) stages of one job."""
+
+    def __init__(
+        self,
+        job: Job,
+        broker: Broker,
+        ledger: Ledger,
+        tables: TableStore,
+        stages: Iterable[str] | None = None,
+        holder: str | None = None,
+        lease: float = 60.0,
+        options: dict | None = None,
+        **processor_args,
+    ):
+        self.job, self.broker = job, broker
+        names = list(stages) if stages else list(job.stages)
+        unknown = [n for n in names if n not in job.stages]
+        if unknown:
+            raise ConfigError(f"worker.stages: job {job.name} has no stage(s) {unknown}; it has {list(job.stages)}")
+        self.stages = [job.stages[n] for n in names]
+        self.lease = lease
+        self.processor = Processor(
+            job, broker, ledger, tables, holder or default_holder(), lease, options=options, **processor_args
+        )
+        self.pools: dict[str, ThreadPoolExecutor] = {}
+        self._housekeeping_stop = threading.Event()
+        self._last_renew = 0.0
+
+    def start(self) -> None:
+        """Declare the queues, start the pools and register the consumers."""
+        self.broker.declare(stage_queue(self.job.name, s.name) for s in self.stages)
+        for stage in self.stages:
+            pool = ThreadPoolExecutor(max_workers=stage.pool, thread_name_prefix=f"swarm-{stage.name}")
+            self.pools[stage.name] = pool
+            self.broker.consume(stage_queue(self.job.name, stage.name), stage.bound, self._submitter(pool))
+
+    def _submitter(self, pool: ThreadPoolExecutor):
+        def submit(delivery: Delivery) -> None:
+            pool.submit(self.processor.handle, delivery)
+
+        return submit
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set, then drain: in-flight messages finish and are acked."""
+        self.start()
+        housekeeping = threading.Thread(target=self._housekeeping, name="swarm-housekeeping", daemon=True)
+        housekeeping.start()
+        drained = threading.Event()
+        threading.Thread(target=self._drain_after, args=(stop, drained), name="swarm-drain", daemon=True).start()
+        try:
+            self.broker.serve(drained)  # keeps serving acks while the pools drain
+        finally:
+            self._housekeeping_stop.set()
+            self.broker.close()
+        log.info("worker for %s stopped", self.job.name)
+
+    def _drain_after(self, stop: threading.Event, drained: threading.Event) -> None:
+        stop.wait()
+        log.info("draining: no new deliveries, finishing those in hand")
+        try:
+            self.broker.cancel()
+        except BackendError as exc:
+            log.warning("could not cancel consumers: %s", exc)
+        for pool in self.pools.values():
+            pool.shutdown(wait=True)
+        drained.set()
+
+    def _housekeeping(self) -> None:
+        """Renew the leases of messages in hand and time out overdue handler calls."""
+        interval = max(0.2, min(self.lease / 3, 10.0))
+        while not self._housekeeping_stop.wait(min(interval, 1.0)):
+            self.processor.expire_overdue()
+            if self._due(interval):
+                try:
+                    self.processor.ledger.renew(self.processor.leases(), self.lease)
+                except BackendError as exc:
+                    log.warning("could not renew leases: %s", exc)
+
+    def _due(self, interval: float) -> bool:
+        now = time.monotonic()
+        if now - self._last_renew >= interval:
+            self._last_renew = now
+            return True
+        return False
