@@ -1,0 +1,253 @@
+"""The ``swarm`` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Sequence
+
+from swarm import config as config_mod
+from swarm.errors import ConfigError, MasterLocked, PluginError, SwarmError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+log = logging.getLogger("swarm")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+        logging.basicConfig(
+            level=getattr(logging, str(cfg["log"]["level"]).upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("pika").setLevel(logging.WARNING)
+        return args.func(args, cfg)
+    except MasterLocked as exc:
+        print(f"swarm: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except (ConfigError, PluginError) as exc:
+        print(f"swarm: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SwarmError as exc:
+        print(f"swarm: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="swarm", description="Staged, checkpointing batch work over HBase.")
+    p.add_argument("--config", help="TOML config file (default: swarm.toml if present)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the nightly example job end to end on one machine")
+    d.add_argument("--events", type=int, default=60_000, help="raw events to generate (default 60000)")
+    d.add_argument("--merchants", type=int, default=50)
+    d.add_argument("--workers", type=int, default=2, help="worker threads (memory://) or processes")
+    d.add_argument("--chunks", type=int, default=32, help="map chunks per day")
+    d.add_argument("--date", help="the day to generate and process (default: yesterday)")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--data", help="directory for the embedded ledger and tables (default: a new temp dir)")
+    d.add_argument("--broker", help="broker URL (default memory://)")
+    d.add_argument("--ledger", help="ledger URL (default sqlite in --data)")
+    d.add_argument("--tables", help="tables URL (default embedded in --data)")
+    d.set_defaults(func=_demo)
+
+    m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, 3 locked)")
+    m.add_argument("job")
+    m.add_argument("--date", help="the date param (shorthand for --param date=...)")
+    m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    m.set_defaults(func=_master)
+
+    w = sub.add_parser("worker", help="serve a job's stages until SIGTERM, then drain")
+    w.add_argument("--job", help="job to serve (default: worker.job)")
+    w.add_argument("--stages", help="comma-separated stages (default: worker.stages, else all)")
+    w.set_defaults(func=_worker)
+
+    r = sub.add_parser("runs", help="run history, newest first")
+    r.add_argument("--job")
+    r.add_argument("--status", choices=["running", "done", "failed"])
+    r.add_argument("--since", help="YYYY-MM-DD (created on or after)")
+    r.add_argument("--until", help="YYYY-MM-DD (created before)")
+    r.add_argument("--text", help="text in the error")
+    r.add_argument("--limit", type=int, default=50)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_runs)
+
+    s = sub.add_parser("status", help="one run: phases, messages by state, failures")
+    s.add_argument("run")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_status)
+
+    q = sub.add_parser("dlq", help="dead letters: list, show, replay")
+    q.add_argument("action", choices=["list", "show", "replay"])
+    q.add_argument("ids", nargs="*", type=int, help="dead-letter ids (show/replay)")
+    q.add_argument("--job", help="collect dead letters from this job's queues first")
+    q.add_argument("--all", action="store_true", help="replay every listed dead letter")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_dlq)
+
+    b = sub.add_parser("db", help="ledger schema")
+    b.add_argument("action", choices=["init", "migrate"])
+    b.set_defaults(func=_db)
+
+    h = sub.add_parser("hbase-dev", help="the HBase Thrift development server (a test stand-in, not a store)")
+    h.add_argument("--host", default="127.0.0.1")
+    h.add_argument("--port", type=int, default=9090)
+    h.add_argument("--data", help="SQLite file for its tables (default: in memory)")
+    h.set_defaults(func=_hbase_dev)
+    return p
+
+
+# commands --------------------------------------------------------------------------
+
+
+def _demo(args, cfg) -> int:
+    from swarm.demo import run_demo
+
+    return run_demo(args)
+
+
+def _backends(cfg):
+    from swarm.backends import open_broker, open_ledger, open_tables
+
+    urls = cfg["backends"]
+    return open_broker(urls["broker"]), open_ledger(urls["ledger"]), open_tables(urls["tables"])
+
+
+def _job(cfg, name: str | None):
+    from swarm.plugins import load_job
+
+    name = name or cfg["worker"]["job"]
+    if not name:
+        raise ConfigError("worker.job: no job given (use --job or set worker.job / SWARM_WORKER_JOB)")
+    return load_job(name, cfg["jobs"]["modules"])
+
+
+def _params(args) -> dict[str, str]:
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
+        params[key] = value
+    if args.date:
+        params["date"] = args.date
+    return params
+
+
+def _master(args, cfg) -> int:
+    from master.coordinator import Master, MasterSettings
+    from swarm.metrics import serve_metrics
+    from swarm.progress import ProgressReport
+
+    job = _job(cfg, args.job)
+    broker, ledger, tables = _backends(cfg)
+    serve_metrics(cfg["master"]["metrics_port"])
+    settings = MasterSettings(poll=cfg["master"]["poll"], lost_after=cfg["master"]["lost_after"],
+                              options=cfg.options(job.name))
+    progress = ProgressReport()
+    try:
+        run = Master(job, _params(args), broker, ledger, tables, settings, progress).run()
+    finally:
+        progress.close()
+    print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
+    return EXIT_OK if run.status == "done" else EXIT_FAILED
+
+
+def _worker(args, cfg) -> int:
+    from swarm.metrics import serve_metrics
+    from workers.worker import Worker
+
+    job = _job(cfg, args.job)
+    stages = args.stages.split(",") if args.stages else cfg["worker"]["stages"]
+    broker, ledger, tables = _backends(cfg)
+    serve_metrics(cfg["worker"]["metrics_port"])
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = Worker(job, broker, ledger, tables, stages, lease=cfg["worker"]["lease"], options=cfg.options(job.name))
+    log.info("worker serving %s stages %s", job.name, [s.name for s in worker.stages])
+    worker.run(stop)
+    return EXIT_OK
+
+
+def _ledger(cfg):
+    from swarm.backends import open_ledger
+
+    return open_ledger(cfg["backends"]["ledger"])
+
+
+def _day(text: str | None) -> float | None:
+    if not text:
+        return None
+    return time.mktime(time.strptime(text, "%Y-%m-%d"))
+
+
+def _runs(args, cfg) -> int:
+    from swarm.report import print_runs
+
+    runs = _ledger(cfg).runs(args.job, args.status, _day(args.since), _day(args.until), args.text, args.limit)
+    print_runs(runs, as_json=args.json)
+    return EXIT_OK
+
+
+def _status(args, cfg) -> int:
+    from swarm.report import print_status
+
+    ledger = _ledger(cfg)
+    run = ledger.get_run(args.run)
+    if run is None:
+        raise ConfigError(f"no run {args.run!r}; `swarm runs` lists them")
+    print_status(run, ledger, as_json=args.json)
+    return EXIT_OK
+
+
+def _dlq(args, cfg) -> int:
+    from swarm import dlq
+
+    broker, ledger = None, _ledger(cfg)
+    if args.job or args.action == "replay":
+        from swarm.backends import open_broker
+
+        broker = open_broker(cfg["backends"]["broker"])
+    if args.job:
+        dlq.collect(broker, ledger, _job(cfg, args.job))
+    if args.action == "list":
+        dlq.print_list(ledger.dead_letters(), as_json=args.json)
+    elif args.action == "show":
+        for dl_id in args.ids:
+            dlq.print_one(ledger, dl_id, as_json=args.json)
+    else:
+        ids = [d.id for d in ledger.dead_letters()] if args.all else args.ids
+        if not ids:
+            raise ConfigError("dlq replay: give dead-letter ids or --all")
+        replayed = dlq.replay(broker, ledger, ids)
+        print(f"replayed {replayed} dead letter(s)")
+    return EXIT_OK
+
+
+def _db(args, cfg) -> int:
+    ledger = _ledger(cfg)
+    if args.action == "init":
+        ledger.init_schema()
+    else:
+        getattr(ledger, "migrate", ledger.init_schema)()
+    print(f"ledger schema {args.action}: ok")
+    return EXIT_OK
+
+
+def _hbase_dev(args, cfg) -> int:
+    from swarm.hbase_dev import serve
+
+    serve(args.host, args.port, args.data)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Configuration: one TOML file, every key overridable by ``SWARM_<SECTION>_<KEY>``.
+
+A wrong key or value fails at start with the key named; URLs are shown
+only redacted.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from swarm.backends import check_url, redact
+from swarm.errors import ConfigError
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "backends": {
+        "broker": "memory://",
+        "ledger": "sqlite:///swarm.db",
+        "tables": "embedded:///swarm-tables.db",
+    },
+    "jobs": {"modules": []},  # job modules besides the swarm.jobs entry points
+    "worker": {
+        "job": "",
+        "stages": [],  # empty: every stage of the job
+        "lease": 60.0,
+        "processes": 2,
+        "metrics_port": 0,
+        "drain_seconds": 600,
+    },
+    "master": {
+        "poll": 1.0,
+        "lost_after": 120.0,
+        "metrics_port": 0,
+        "alert_command": "",
+        "deadline": "",
+    },
+    "log": {"level": "INFO"},
+}
+FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
+
+
+class Config:
+    """Validated settings; ``config["worker"]["lease"]`` style access."""
+
+    def __init__(self, data: Mapping[str, Mapping[str, Any]], source: str = "defaults"):
+        self.data = data
+        self.source = source
+
+    def __getitem__(self, section: str) -> Mapping[str, Any]:
+        return self.data[section]
+
+    def options(self, job: str) -> dict[str, Any]:
+        return dict(self.data.get("options", {}).get(job, {}))
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """The settings with secrets redacted, for logs and ``--show-config``."""
+        out = copy.deepcopy({k: dict(v) for k, v in self.data.items()})
+        for key in ("broker", "ledger", "tables"):
+            out["backends"][key] = redact(out["backends"][key])
+        return out
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the file (``path``, else ``swarm.toml`` if present), then env, then ``overrides``."""
+    env = os.environ if env is None else env
+    data = copy.deepcopy(DEFAULTS)
+    data["options"] = {}
+    source = "defaults"
+    file = Path(path) if path else Path("swarm.toml")
+    if path or file.exists():
+        _merge_file(data, file)
+        source = str(file)
+    _merge_env(data, env)
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
+    for key in ("broker", "ledger", "tables"):
+        check_url(f"backends.{key}", data["backends"][key])
+    return Config(data, source)
+
+
+def _merge_file(data: dict, file: Path) -> None:
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    for section, values in raw.items():
+        if section in FREE_SECTIONS:
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{section}] must be a table of per-job tables")
+            data[section] = values
+            continue
+        if section not in DEFAULTS:
+            raise ConfigError(f"unknown section [{section}] in {file}; known: {', '.join([*DEFAULTS, *FREE_SECTIONS])}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {file} must be a table")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(f"unknown key {section}.{key} in {file}; known: {', '.join(DEFAULTS[section])}")
+            data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
+
+
+def _merge_env(data: dict, env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("SWARM_"):
+            continue
+        for section, keys in DEFAULTS.items():
+            prefix = f"SWARM_{section.upper()}_"
+            if name.startswith(prefix):
+                key = name[len(prefix):].lower()
+                if key not in keys:
+                    raise ConfigError(f"environment variable {name} names unknown key {section}.{key}")
+                data[section][key] = _coerce(f"{section}.{key} (from {name})", _parse_env(value, keys[key]), keys[key])
+                break
+
+
+def _parse_env(text: str, default: Any) -> Any:
+    if isinstance(default, list):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(default, bool):
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    return text
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``, or ``ConfigError`` naming ``key``."""
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            result = float(value)
+            if result < 0:
+                raise ValueError
+            return result
+        if isinstance(default, list):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError
+            return value
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        shown = redact(value) if isinstance(value, str) else repr(value)
+        raise ConfigError(f"{key} must be {type(default).__name__}, got {shown!r}") from None

@@ -1,0 +1,112 @@
+"""``swarm demo``: the whole nightly job, generated data to summary, on one machine."""
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from swarm.backends import open_broker, open_ledger, open_tables, redact
+from swarm.progress import ProgressReport
+
+
+def run_demo(args) -> int:
+    """Generate a day of events, run master and workers, print what happened; 0 if the summary is exact."""
+    from master.coordinator import Master, MasterSettings
+    from workers.jobs import merchant_daily as md
+
+    console = Console()
+    data_dir = Path(args.data or tempfile.mkdtemp(prefix="swarm-demo-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    urls = {
+        "broker": args.broker or f"memory://demo-{os.getpid()}",
+        "ledger": args.ledger or f"sqlite:///{data_dir.resolve()}/ledger.db",
+        "tables": args.tables or f"embedded:///{data_dir.resolve()}/tables.db",
+    }
+    date = args.date or (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+    console.print(f"[bold]Swarm demo[/]: merchant_daily for {date}, {args.events:,} events, "
+                  f"{args.merchants} merchants, {args.workers} workers")
+    for role, url in urls.items():
+        console.print(f"  {role:<7} {redact(url)}")
+
+    tables, ledger = open_tables(urls["tables"]), open_ledger(urls["ledger"])
+    started = time.monotonic()
+    md.create_tables(tables, date)
+    md.generate(tables, date, args.events, merchants=args.merchants, seed=args.seed)
+    console.print(f"generated {args.events:,} events in {time.monotonic() - started:.1f}s")
+
+    options = {"chunks": args.chunks}
+    params = {"date": date}
+    run_id = f"{md.job.run_id(params)}#demo-{int(time.time())}"
+    settings = MasterSettings(poll=0.2, options=options)
+    progress = ProgressReport(interval=2.0)
+    started = time.monotonic()
+    with _fleet(md.job, urls, ledger, tables, args.workers, options):
+        run = Master(md.job, params, open_broker(urls["broker"]), ledger, tables, settings, progress, run_id).run()
+    progress.close()
+    elapsed = time.monotonic() - started
+    return _report(console, md, run, ledger, tables, date, elapsed)
+
+
+def _fleet(job, urls, ledger, tables, workers: int, options: dict):
+    """Worker threads on the in-process broker; worker processes on a real one."""
+    if urls["broker"].startswith("memory://"):
+        from swarm.local import local_fleet
+
+        return local_fleet(job, lambda: open_broker(urls["broker"]), ledger, tables, workers, options=options)
+    return _process_fleet(job.name, urls, workers)
+
+
+class _process_fleet:
+    """``swarm worker`` as separate OS processes, stopped with SIGTERM (they drain) on exit."""
+
+    def __init__(self, job: str, urls: dict, workers: int):
+        env = dict(os.environ)
+        env.update({f"SWARM_BACKENDS_{k.upper()}": v for k, v in urls.items()})
+        env["SWARM_WORKER_JOB"] = job
+        cmd = [sys.executable, "-m", "swarm.cli", "worker"]
+        self.procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+
+    def __enter__(self):
+        return self.procs
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _report(console: Console, md, run, ledger, tables, date: str, elapsed: float) -> int:
+    counters = ledger.counters(run.id)
+    chunks = ledger.chunk_counts(run.id)
+    written = md.summary(tables, date)
+    expected = md.reference(tables, date)
+    exact = written == expected
+    console.print(
+        f"\nrun [bold]{run.id}[/] {run.status} in {elapsed:.1f}s: {counters.get('rows', 0):,} rows "
+        f"({counters.get('rows', 0) / max(elapsed, 1e-9):,.0f} rows/s), "
+        f"{sum(chunks.get('map', {}).values())} map messages, {sum(chunks.get('reduce', {}).values())} reduce messages"
+    )
+    if run.error:
+        console.print(f"[red]error:[/] {run.error}")
+    top = sorted(written.items(), key=lambda kv: -int(kv[1][b"s:revenue"]))[:5]
+    table = Table("merchant", "orders", "revenue", "customers", "conversion", title="top merchants by revenue")
+    for key, cells in top:
+        table.add_row(
+            key.decode().split("/", 1)[1], cells[b"s:orders"].decode(),
+            f"{int(cells[b's:revenue']) / 100:,.2f}", cells[b"s:customers"].decode(), cells[b"s:conversion"].decode(),
+        )
+    console.print(table)
+    verdict = "[green]matches[/]" if exact else "[red]DIFFERS FROM[/]"
+    console.print(f"summary of {len(written)} merchants {verdict} the single-process reference ({len(expected)} merchants)")
+    return 0 if exact and run.status == "done" else 1

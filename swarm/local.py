@@ -1,0 +1,37 @@
+"""Workers as threads in this process, for the demo and tests on the in-process broker."""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable, Iterator
+
+from swarm.broker import Broker
+from swarm.ledger import Ledger
+from swarm.stage import Job
+from swarm.table import TableStore
+
+
+@contextlib.contextmanager
+def local_fleet(
+    job: Job,
+    connect: Callable[[], Broker],
+    ledger: Ledger,
+    tables: TableStore,
+    workers: int = 2,
+    **worker_args,
+) -> Iterator[list]:
+    """Run ``workers`` workers, each with its own broker connection, until the block exits."""
+    from workers.worker import Worker  # the worker lives beside the library, not inside it
+
+    stop = threading.Event()
+    fleet = [Worker(job, connect(), ledger, tables, holder=f"local-{i}", **worker_args) for i in range(workers)]
+    threads = [threading.Thread(target=w.run, args=(stop,), name=f"swarm-worker-{i}", daemon=True)
+               for i, w in enumerate(fleet)]
+    for t in threads:
+        t.start()
+    try:
+        yield fleet
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
