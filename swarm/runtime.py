@@ -108,7 +108,8 @@ class Processor:
         try:
             return env, self._check(delivery, env)
         except BadMessage as exc:
-            exc.envelope = env  # decodable: the ledger can record it dead too
+            if env.job == self.job.name:
+                exc.envelope = env  # ours and decodable: the ledger records it dead too
             raise
 
     def _check(self, delivery: Delivery, env: Envelope) -> Stage:

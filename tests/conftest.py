@@ -1,0 +1,39 @@
+"""Shared fixtures. Tests that need real services carry the ``integration`` marker."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from swarm.brokers.memory import MemoryBroker, MemoryHub
+from swarm.ledgers.sqlite import SqliteLedger
+from swarm.tables.embedded import EmbeddedTables
+
+
+@pytest.fixture
+def hub() -> MemoryHub:
+    return MemoryHub()
+
+
+@pytest.fixture
+def broker(hub) -> MemoryBroker:
+    return MemoryBroker(hub)
+
+
+@pytest.fixture
+def ledger(tmp_path) -> SqliteLedger:
+    led = SqliteLedger(str(tmp_path / "ledger.db"))
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def tables() -> EmbeddedTables:
+    store = EmbeddedTables()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,65 @@
+"""The ``swarm`` command as an operator types it."""
+import json
+
+import pytest
+
+from swarm.backends import open_broker, open_ledger, open_tables
+from swarm.cli import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
+from swarm.local import local_fleet
+from workers.jobs import merchant_daily as md
+
+DATE = "2026-11-22"
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch, unique):
+    """A config on embedded backends, a generated day, and worker threads on the same in-process broker."""
+    urls = {"broker": f"memory://cli-{unique}", "ledger": f"sqlite:///{tmp_path}/ledger.db",
+            "tables": f"embedded:///{tmp_path}/tables.db"}
+    (tmp_path / "swarm.toml").write_text(
+        "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in urls.items()) + "[master]\npoll = 0.05\n"
+        "[options.merchant_daily]\nchunks = 16\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    tables, ledger = open_tables(urls["tables"]), open_ledger(urls["ledger"])
+    md.create_tables(tables, DATE)
+    md.generate(tables, DATE, 1500, merchants=12)
+    with local_fleet(md.job, lambda: open_broker(urls["broker"]), ledger, tables, 2):
+        yield ledger, tables
+
+
+def test_master_runs_then_history_and_status_show_it(site, capsys):
+    ledger, tables = site
+    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_OK
+    assert f"merchant_daily@date={DATE}: done" in capsys.readouterr().out
+    assert md.summary(tables, DATE) == md.reference(tables, DATE)
+
+    assert main(["runs", "--json", "--job", "merchant_daily"]) == EXIT_OK
+    [run] = json.loads(capsys.readouterr().out)
+    assert (run["id"], run["status"], run["params"]) == (f"merchant_daily@date={DATE}", "done", {"date": DATE})
+
+    assert main(["status", run["id"], "--json"]) == EXIT_OK
+    status = json.loads(capsys.readouterr().out)
+    assert status["messages"]["map"] == {"done": 16} and status["counters"]["rows"] == 1500
+
+
+def test_a_second_master_refuses_naming_the_first(site, capsys):
+    ledger, _ = site
+    ledger.lock_master(f"merchant_daily@date={DATE}", "cron on host-a")
+    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_LOCKED
+    err = capsys.readouterr().err
+    assert "another master already runs merchant_daily@date=2026-11-22" in err and "cron on host-a" in err
+
+
+def test_unknown_job_and_missing_param_are_usage_errors(site, capsys):
+    assert main(["master", "no_such_job", "--date", DATE]) == EXIT_USAGE
+    assert "no job named 'no_such_job'" in capsys.readouterr().err
+    assert main(["master", "merchant_daily"]) == EXIT_USAGE
+    assert "missing ['date']" in capsys.readouterr().err
+
+
+def test_demo_runs_and_checks_itself(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--events", "2000", "--merchants", "15", "--data", str(tmp_path / "d")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "matches the single-process reference" in out and "top merchants by revenue" in out

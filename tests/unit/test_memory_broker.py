@@ -1,0 +1,48 @@
+import threading
+
+from swarm.brokers.memory import MemoryBroker
+
+
+def collect(broker, queue, prefetch, count, ack=True):
+    got, stop = [], threading.Event()
+
+    def cb(d):
+        got.append(d)
+        if ack:
+            d.ack()
+        if len(got) >= count:
+            stop.set()
+
+    broker.consume(queue, prefetch, cb)
+    t = threading.Thread(target=broker.serve, args=(stop,))
+    t.start()
+    stop.wait(5)
+    t.join(5)
+    return got
+
+
+def test_closing_a_connection_redelivers_its_unacked(hub):
+    first = MemoryBroker(hub)
+    first.declare(["q"])
+    first.publish([("q", b"1"), ("q", b"2")])
+    held = collect(first, "q", 2, 2, ack=False)
+    assert [d.body for d in held] == [b"1", b"2"]
+    first.close()
+    again = collect(MemoryBroker(hub), "q", 5, 2)
+    assert sorted(d.body for d in again) == [b"1", b"2"] and all(d.redelivered for d in again)
+
+
+def test_prefetch_is_respected(hub):
+    b = MemoryBroker(hub)
+    b.declare(["q"])
+    b.publish([("q", bytes([i])) for i in range(5)])
+    held = collect(b, "q", 2, 2, ack=False)
+    assert len(held) == 2 and b.depth("q") == 3
+
+
+def test_dead_letters_keep_their_reason(hub):
+    b = MemoryBroker(hub)
+    b.declare(["q"])
+    b.dead_letter("q", b"x", "because")
+    [dead] = b.take_dead("q")
+    assert (dead.body, dead.reason) == (b"x", "because")

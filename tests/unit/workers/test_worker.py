@@ -1,0 +1,122 @@
+"""A whole worker on the in-process broker: bounded pools, failures, draining."""
+import threading
+import time
+
+from swarm.broker import stage_queue
+from swarm.envelope import Envelope, encode
+from swarm.ledger import M_DEAD, M_DONE
+from swarm.testing import run_job
+from tests.unit.toyjob import job
+from workers.worker import Worker
+
+RUN = "toy@date=2026-11-22"
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_raising_handler_does_not_stop_the_worker(ledger, tables):
+    tables.create_table("out", ["f"])
+    run = run_job(job, {"date": "2026-11-22"}, tables, ledger, workers=1,
+                  options={"count": 6, "behaviour": {"2": "crash", "6": "crash"}})
+    assert run.status == "failed"
+    assert "2 dead-lettered" in run.error and "ValueError: boom" in run.error
+    counts = ledger.counts(run.id)
+    assert counts == {M_DONE: 6 + 4, M_DEAD: 2}  # six doubles, four sinks; two sinks dead after retries
+    assert ledger.counters(run.id) == {"doubled": 6, "sunk": 4, "total": 0 + 4 + 8 + 10}
+
+
+def test_abort_fails_the_run_with_the_reason(ledger, tables):
+    tables.create_table("out", ["f"])
+    run = run_job(job, {"date": "2026-11-22"}, tables, ledger, options={"count": 3, "behaviour": {"4": "abort"}})
+    assert run.status == "failed" and "4 is not allowed" in run.error
+
+
+def test_failed_run_resumes_after_its_dead_letters_are_replayed(ledger, tables, unique):
+    from swarm import dlq
+    from swarm.brokers.memory import MemoryBroker, hub
+
+    tables.create_table("out", ["f"])
+    params = {"date": "2026-11-22"}
+    failed = run_job(job, params, tables, ledger, options={"count": 3, "behaviour": {"2": "crash"}}, hub_name=unique)
+    assert failed.status == "failed"
+    broker = MemoryBroker(hub(unique))
+    assert dlq.collect(broker, ledger, job) == 1
+    [letter] = ledger.dead_letters()
+    assert letter.message_id == f"{failed.id}/main/n1/sink/0.0" and "ValueError: boom on 2" in letter.reason
+    # The cause is fixed (no more crash); the operator replays and starts the master again.
+    assert dlq.replay(broker, ledger, [letter.id]) == 1
+    done = run_job(job, params, tables, ledger, options={"count": 3}, hub_name=unique)
+    assert (done.id, done.status, done.error) == (failed.id, "done", None)
+    assert ledger.counters(done.id)["sunk"] == 3
+    assert ledger.dead_letters() == []  # replayed ones are no longer listed
+
+
+def test_prefetch_bounds_what_a_worker_holds(broker, hub, ledger, tables):
+    tables.create_table("out", ["f"])
+    entered, release = threading.Semaphore(0), threading.Event()
+    import dataclasses
+    original = job.stages["sink"]
+
+    def slow(ctx, msg):
+        entered.release()
+        release.wait(10)
+        return []
+
+    job.stages["sink"] = dataclasses.replace(original, handler=slow)
+    stop = threading.Event()
+    try:
+        worker = Worker(job, broker, ledger, tables, stages=["sink"])
+        broker.declare([stage_queue("toy", "sink")])
+        for n in range(10):
+            env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
+            broker.publish([(stage_queue("toy", "sink"), encode(env))])
+        t = threading.Thread(target=worker.run, args=(stop,))
+        t.start()
+        for _ in range(original.pool):
+            assert entered.acquire(timeout=10)
+        time.sleep(0.2)
+        assert broker.depth(stage_queue("toy", "sink")) == 10 - original.bound  # the rest waits in the broker
+        release.set()
+        assert wait_for(lambda: ledger.counts(RUN).get(M_DONE) == 10)
+    finally:
+        release.set()
+        job.stages["sink"] = original
+        stop.set()
+        t.join(10)
+    assert not t.is_alive()
+
+
+def test_stop_drains_in_flight_messages(broker, hub, ledger, tables):
+    tables.create_table("out", ["f"])
+    import dataclasses
+    original = job.stages["sink"]
+    entered = threading.Event()
+
+    def slow(ctx, msg):
+        entered.set()
+        time.sleep(0.3)
+        return []
+
+    job.stages["sink"] = dataclasses.replace(original, handler=slow)
+    stop = threading.Event()
+    try:
+        worker = Worker(job, broker, ledger, tables, stages=["sink"])
+        broker.declare([stage_queue("toy", "sink")])
+        env = Envelope("toy", RUN, "main", "sink", "n1", "0", 1, {"n": 1})
+        broker.publish([(stage_queue("toy", "sink"), encode(env))])
+        t = threading.Thread(target=worker.run, args=(stop,))
+        t.start()
+        assert entered.wait(10)
+        stop.set()  # while the handler is busy
+        t.join(10)
+    finally:
+        job.stages["sink"] = original
+    assert ledger.counts(RUN) == {M_DONE: 1}
+    assert broker.depth(stage_queue("toy", "sink")) == 0
