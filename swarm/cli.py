@@ -96,10 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("action", choices=["init", "migrate"])
     b.set_defaults(func=_db)
 
-    h = sub.add_parser("hbase-dev", help="the HBase Thrift development server (a test stand-in, not a store)")
-    h.add_argument("--host", default="127.0.0.1")
-    h.add_argument("--port", type=int, default=9090)
-    h.add_argument("--data", help="SQLite file for its tables (default: in memory)")
+    h = sub.add_parser("hbase-dev", add_help=False,
+                       help="the HBase Thrift development server (a test stand-in, not a store); --help for options")
+    h.add_argument("args", nargs=argparse.REMAINDER)
     h.set_defaults(func=_hbase_dev)
     return p
 
@@ -243,10 +242,9 @@ def _db(args, cfg) -> int:
 
 
 def _hbase_dev(args, cfg) -> int:
-    from swarm.hbase_dev import serve
+    from swarm.hbase_dev import main as hbase_dev_main
 
-    serve(args.host, args.port, args.data)
-    return EXIT_OK
+    return hbase_dev_main(args.args) or EXIT_OK
 
 
 if __name__ == "__main__":

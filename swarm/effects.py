@@ -46,6 +46,9 @@ class Delete:
 
     def normalized(self) -> "Delete":
         cols = None if self.columns is None else tuple(to_bytes(c) for c in self.columns)
+        for column in cols or ():
+            if b":" not in column:
+                raise PluginError(f"column {column!r} in Delete from {self.table} must be 'family:qualifier' or 'family:'")
         return Delete(self.table, to_bytes(self.row), cols)
 
 

@@ -83,7 +83,8 @@ def _chunks(key: bytes, cells: Cells, batch: int | None) -> Iterator[Chunk]:
 class _Lease:
     scanner: Scanner
     last_used: float
-    busy: bool = False
+    users: int = 0  # calls in progress: a lease does not end during a call
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class ScannerRegistry:
@@ -115,10 +116,11 @@ class ScannerRegistry:
         """The scanner ``sid`` for one call; its lease restarts when the call ends."""
         lease = self._take(sid)
         try:
-            yield lease.scanner
+            with lease.lock:  # one call at a time reads a scanner
+                yield lease.scanner
         finally:
             with self._lock:
-                lease.busy = False
+                lease.users -= 1
                 lease.last_used = self._clock()
 
     def _take(self, sid: int) -> _Lease:
@@ -127,7 +129,7 @@ class ScannerRegistry:
             self._reap(now)
             lease = self._open.get(sid)
             if lease is not None:
-                lease.busy = True
+                lease.users += 1
                 return lease
             if sid in self._expired:
                 raise self._timeout(self._expired[sid])
@@ -153,7 +155,7 @@ class ScannerRegistry:
         ended = [
             sid
             for sid, lease in self._open.items()
-            if not lease.busy and (force or now - lease.last_used > self.lease)
+            if not lease.users and (force or now - lease.last_used > self.lease)
         ]
         for sid in ended:
             self._expired[sid] = now - self._open.pop(sid).last_used

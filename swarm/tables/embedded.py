@@ -204,6 +204,7 @@ class EmbeddedTables(TableStore):
     def apply(self, mutations: Sequence[Put | Delete], timestamp: int | None = None) -> None:
         ts = now_ms() if timestamp is None else int(timestamp)
         with self._tx() as cur:
+            self._check_tables(cur, {m.table for m in mutations})
             for m in mutations:
                 if isinstance(m, Put):
                     cur.executemany(
@@ -215,6 +216,14 @@ class EmbeddedTables(TableStore):
                 else:
                     for col in m.columns:
                         self._delete_column(cur, m.table, m.row, col)
+
+    @staticmethod
+    def _check_tables(cur: sqlite3.Cursor, names: set[str]) -> None:
+        """Writing to a table that does not exist is an error, as on HBase."""
+        for name in names:
+            cur.execute("SELECT 1 FROM meta WHERE name = ?", (name,))
+            if cur.fetchone() is None:
+                raise BackendError(f"table {name!r} does not exist")
 
     @staticmethod
     def _delete_column(cur: sqlite3.Cursor, table: str, row: bytes, col: bytes) -> None:

@@ -127,8 +127,8 @@ class HBaseTables(TableStore):
                 raise
             log.warning(
                 "HBase's Thrift API cannot pre-split: creating %s with one region instead of %d. "
-                "Pre-split it in the HBase shell before the first run: create '%s', %s, SPLITS => [...]",
-                full, len(cuts) + 1, full, ", ".join(repr(f) for f in fams),
+                "Pre-split it in the HBase shell before the first run: create '%s', %s, SPLITS => [%s]",
+                full, len(cuts) + 1, full, ", ".join(f"'{f}'" for f in fams), ", ".join(map(_shell_string, cuts)),
             )
             return False
         return True
@@ -211,21 +211,34 @@ class HBaseTables(TableStore):
         """``fn(connection)``, retried with backoff while the connection breaks; ``BackendError`` after that."""
         for attempt in range(self.retries + 1):
             try:
-                with self._get_pool().connection() as conn:
-                    self._remember(conn)
-                    return fn(conn)
+                answered, result = self._attempt(fn)
             except _CONNECTION_ERRORS as exc:
-                failure = exc
-            except _SERVER_ERRORS as exc:
-                if retry_if is None or not retry_if(exc):
-                    raise BackendError(f"HBase at {self.host}:{self.port}: {what}: {_message(exc)}") from None
-                failure = exc
+                failure: Exception = exc
+            else:
+                if answered:
+                    return result
+                if retry_if is None or not retry_if(result):
+                    raise BackendError(f"HBase at {self.host}:{self.port}: {what}: {_message(result)}") from None
+                failure = result
             if attempt < self.retries:
                 log.warning("HBase at %s:%d: %s failed (%s); retrying", self.host, self.port, what, _message(failure))
                 time.sleep(self._delay(attempt))
         raise BackendError(
             f"HBase at {self.host}:{self.port}: {what} failed {self.retries + 1} times, last: {_message(failure)}"
         ) from None
+
+    def _attempt(self, fn: Callable[[happybase.Connection], T]) -> tuple[bool, Any]:
+        """``(True, result)``, or ``(False, error)`` when the server answered with an error."""
+        with self._get_pool().connection() as conn:
+            self._remember(conn)
+            try:
+                return True, fn(conn)
+            except _SERVER_ERRORS as exc:
+                # An answer, so the connection is sound: handled here, the pool keeps it.
+                return False, exc
+            except _CONNECTION_ERRORS:
+                conn.close()  # the pool replaces a broken connection without closing its socket
+                raise
 
     def _get_pool(self) -> happybase.ConnectionPool:
         with self._lock:
@@ -304,6 +317,12 @@ def _thrift_columns(columns: Sequence[bytes] | None) -> list[bytes] | None:
     if not columns:
         return None
     return [c[:-1] if c.endswith(b":") else c for c in columns]
+
+
+def _shell_string(key: bytes) -> str:
+    """``key`` as a double-quoted string of the HBase (JRuby) shell."""
+    printable = range(0x20, 0x7F)
+    return '"' + "".join(chr(b) if b in printable and b not in b'"\\#' else f"\\x{b:02x}" for b in key) + '"'
 
 
 def _scanner_lost(exc: Exception) -> bool:
