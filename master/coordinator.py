@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 from master.planner import plan_phase
 from swarm.broker import Broker, stage_queue
-from swarm.errors import SwarmError
+from swarm.errors import BackendError, SwarmError
 from swarm.ledger import (
     DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
 )
@@ -38,6 +38,7 @@ class MasterSettings:
     poll: float = 1.0  # seconds between looks at the ledger
     publish_batch: int = 1000
     lost_after: float = 120.0  # a queued message untouched this long, on an empty queue, is re-published
+    patience: float = 900.0  # how long a broker or ledger outage is waited out before the master gives up
     options: dict = dataclasses.field(default_factory=dict)  # passed to planners and handlers
 
 
@@ -80,7 +81,7 @@ class Master:
         self.broker.declare(stage_queue(self.job.name, s) for s in self.job.stages)
         try:
             for phase in self.job.phases:
-                self._phase(phase)
+                self._patiently(self._phase, phase)
         except RunFailed as exc:
             log.error("run %s failed: %s", self.run_id, exc)
             self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
@@ -88,6 +89,23 @@ class Master:
             self.ledger.update_run(self.run_id, status=DONE, finished=True)
             log.info("run %s done", self.run_id)
         return self.ledger.get_run(self.run_id)
+
+    def _patiently(self, step: Callable[[str], None], phase: str) -> None:
+        """Run ``step``, waiting out broker and ledger outages up to ``settings.patience`` seconds.
+
+        Each step starts from what the ledger holds, so running it again
+        after a failure part-way through is safe.
+        """
+        started, failures = time.monotonic(), 0
+        while True:
+            try:
+                return step(phase)
+            except BackendError as exc:
+                failures += 1
+                if time.monotonic() - started > self.settings.patience:
+                    raise
+                log.warning("backend unavailable during %s phase %s (try %d): %s", self.run_id, phase, failures, exc)
+                time.sleep(min(30.0, self.settings.poll * 2 ** min(failures, 5)))
 
     # one phase ----------------------------------------------------------------
 
@@ -120,16 +138,19 @@ class Master:
 
     def _watch(self, phase: str) -> None:
         """Wait for the barrier: every message of the phase done, as the ledger counts them."""
-        while True:
-            counts = self.ledger.counts(self.run_id, phase)
-            self.progress(self.run_id, phase, counts)
-            open_ = sum(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
-            if not open_:
-                self._check_failed(phase, counts)
-                return
-            self._recover_lost()
-            self.ledger.lock_master(self.run_id, self.holder)  # renew
+        while not self._barrier_passed(phase):
             time.sleep(self.settings.poll)
+
+    def _barrier_passed(self, phase: str) -> bool:
+        counts = self.ledger.counts(self.run_id, phase)
+        self.progress(self.run_id, phase, counts)
+        open_ = sum(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
+        if not open_:
+            self._check_failed(phase, counts)
+            return True
+        self._recover_lost()
+        self.ledger.lock_master(self.run_id, self.holder)  # renew
+        return False
 
     def _check_failed(self, phase: str, counts: Mapping[str, int]) -> None:
         bad = counts.get(M_DEAD, 0) + counts.get(M_ABORTED, 0)
@@ -149,7 +170,8 @@ class Master:
             log.warning("re-publishing %d message(s) whose lease expired", len(expired))
             self._publish(expired)
         stale = self.ledger.stale_queued(self.run_id, self.ledger.now() - self.settings.lost_after)
-        lost = [m for m in stale if self.broker.depth(stage_queue(self.job.name, m.stage)) == 0]
+        depths = {stage: self.broker.depth(stage_queue(self.job.name, stage)) for stage in {m.stage for m in stale}}
+        lost = [m for m in stale if depths[m.stage] == 0]
         if lost:
             log.warning("re-publishing %d queued message(s) missing from their empty queues", len(lost))
             self._publish(lost)

@@ -139,7 +139,7 @@ class Processor:
         flight = InFlight(env, stage, delivery, claim.token, claim.attempts, time.monotonic() + stage.timeout)
         if claim.attempts > stage.retry.max_attempts:
             # Delivered again and again without an outcome: its workers died on it.
-            return self._give_up(flight, f"no outcome after {claim.attempts - 1} deliveries (worker lost each time)")
+            return self._give_up(flight, f"no outcome after {claim.attempts - 1} deliveries (its worker died or a backend failed each time)")
         with self._inflight_lock:
             self.inflight[env.id] = flight
         try:

@@ -1,0 +1,51 @@
+"""Fixtures on the real services: a vhost, a database and an HBase Thrift dev server of the test's own."""
+from __future__ import annotations
+
+import uuid
+
+import pymysql
+import pytest
+
+from swarm.hbase_dev import DevServer
+from tests.integration.rabbitmq_support import temporary_vhost
+
+MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=10)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def amqp_vhost():
+    with temporary_vhost() as name:
+        yield name
+
+
+@pytest.fixture
+def mysql_db():
+    """A database of the test's own, dropped afterwards; yields its name."""
+    name = f"swarm_it_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(**MYSQL, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+def mysql_admin() -> pymysql.connections.Connection:
+    return pymysql.connect(**MYSQL, autocommit=True)
+
+
+@pytest.fixture
+def hbase_server(tmp_path):
+    server = DevServer(str(tmp_path / "hbase-dev.db"))
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,126 @@
+"""A whole Swarm site on the real services: config, worker processes, a master process, faults."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from swarm.backends import open_ledger, open_tables
+from tests.integration.conftest import mysql_admin
+from tests.integration.rabbitmq_support import amqp_url
+from workers.jobs import merchant_daily as md
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB = "merchant_slow"
+DATE = "2026-11-22"
+
+
+class Site:
+    def __init__(self, tmp: Path, vhost: str, database: str, hbase, options: dict, lease: float = 3.0,
+                 lost_after: float = 5.0):
+        self.tmp, self.vhost, self.database, self.hbase = tmp, vhost, database, hbase
+        self.urls = {
+            "broker": amqp_url(vhost, heartbeat=5),
+            "ledger": f"mysql://root@127.0.0.1:3306/{database}",
+            "tables": hbase.url,
+        }
+        self.config = tmp / "swarm.toml"
+        self.config.write_text(
+            "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.urls.items())
+            + f'[jobs]\nmodules = ["tests.integration.slowjob"]\n'
+            + f"[worker]\nlease = {lease}\n"
+            + f"[master]\npoll = 0.2\nlost_after = {lost_after}\n"
+            + f"[options.{JOB}]\n" + "".join(f"{k} = {v!r}\n" for k, v in options.items())
+        )
+        self.workers: list[subprocess.Popen] = []
+        self.logs = tmp / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self._n = 0
+
+    # data --------------------------------------------------------------------------
+
+    def init_ledger(self) -> None:
+        done = subprocess.run([sys.executable, "-m", "swarm.cli", "--config", str(self.config), "db", "init"],
+                              cwd=self.tmp, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    def generate(self, events: int) -> None:
+        tables = open_tables(self.urls["tables"])
+        md.create_tables(tables, DATE)
+        md.generate(tables, DATE, events, merchants=40, customers=800)
+        tables.close()
+
+    def exact(self) -> tuple[dict, dict]:
+        tables = open_tables(self.urls["tables"])
+        try:
+            return md.summary(tables, DATE), md.reference(tables, DATE)
+        finally:
+            tables.close()
+
+    def ledger(self):
+        return open_ledger(self.urls["ledger"])
+
+    # processes -----------------------------------------------------------------------
+
+    def _spawn(self, *args: str) -> subprocess.Popen:
+        self._n += 1
+        log = open(self.logs / f"{self._n:02d}-{args[0]}.log", "wb")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        return subprocess.Popen([sys.executable, "-m", "swarm.cli", "--config", str(self.config), *args],
+                                cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_worker(self) -> subprocess.Popen:
+        proc = self._spawn("worker", "--job", JOB)
+        self.workers.append(proc)
+        return proc
+
+    def start_master(self) -> subprocess.Popen:
+        return self._spawn("master", JOB, "--date", DATE)
+
+    def stop(self) -> None:
+        for p in self.workers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.workers:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for path in sorted(self.logs.iterdir()):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+def kill_mysql_sessions(database: str) -> int:
+    """Kill every connection using ``database``, as a failover or a network cut would."""
+    conn = mysql_admin()
+    killed = 0
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                        (database,))
+            for (pid,) in cur.fetchall():
+                try:
+                    cur.execute(f"KILL {int(pid)}")
+                    killed += 1
+                except Exception:  # noqa: BLE001 - it may have gone by itself
+                    pass
+    finally:
+        conn.close()
+    return killed
+
+
+def wait_until(condition, what: str, timeout: float = 120.0, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(every)

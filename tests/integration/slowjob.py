@@ -1,0 +1,23 @@
+"""merchant_daily with a configurable pause in every handler, so tests can kill things mid-message."""
+import dataclasses
+import functools
+import time
+
+from swarm import Job
+from workers.jobs import merchant_daily as md
+
+job = Job("merchant_slow", params=("date",), description="merchant_daily, slowed down for fault tests")
+
+
+def _slowed(handler):
+    @functools.wraps(handler)
+    def slow(ctx, msg):
+        time.sleep(float(ctx.options.get("sleep", 0.0)))
+        return handler(ctx, msg)
+
+    return slow
+
+
+for _stage in md.job.stages.values():
+    job.add_stage(dataclasses.replace(_stage, handler=_slowed(_stage.handler)))
+job.planners.update(md.job.planners)

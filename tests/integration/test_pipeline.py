@@ -1,0 +1,106 @@
+"""The example job on RabbitMQ + MariaDB + the HBase Thrift dev server, workers as OS processes.
+
+Each test breaks something for real in the middle of the run; the summary
+must still equal the single-process reference, with no row counted twice.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from swarm.ledger import M_CLAIMED, M_DONE
+from tests.integration.rabbitmq_support import rabbitmqctl
+from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
+
+EVENTS = 12_000
+
+
+@pytest.fixture
+def site(tmp_path, amqp_vhost, mysql_db, hbase_server):
+    s = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options={"chunks": 16, "sleep": 0.3})
+    s.init_ledger()
+    s.generate(EVENTS)
+    yield s
+    s.stop()
+
+
+def run_id() -> str:
+    return f"{JOB}@date={DATE}"
+
+
+def finish(site: Site, master) -> None:
+    """Wait for the master to end; the run must be done and the summary exact, nothing counted twice."""
+    try:
+        code = master.wait(timeout=240)
+    except Exception:
+        master.kill()
+        raise AssertionError(f"master did not finish\n{site.log_tail()}")
+    assert code == 0, site.log_tail()
+    ledger = site.ledger()
+    run = ledger.get_run(run_id())
+    assert run.status == "done", run.error
+    assert ledger.counters(run.id) == {"rows": EVENTS, "merchants": 40}
+    assert set(ledger.counts(run.id)) == {M_DONE}
+    written, expected = site.exact()
+    assert len(expected) == 40
+    assert written == expected
+
+
+def claimed(site: Site) -> int:
+    return site.ledger().counts(run_id()).get(M_CLAIMED, 0)
+
+
+def test_the_job_on_the_real_services_with_worker_processes(site):
+    for _ in range(3):
+        site.start_worker()
+    finish(site, site.start_master())
+
+
+def test_a_worker_killed_mid_message_loses_nothing(site):
+    victim = site.start_worker()
+    site.start_worker()
+    master = site.start_master()
+    wait_until(lambda: claimed(site) > 0, "a message in hand")
+    time.sleep(0.1)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    site.start_worker()
+    finish(site, master)
+
+
+def test_the_broker_restarted_mid_run(site):
+    site.start_worker()
+    site.start_worker()
+    master = site.start_master()
+    wait_until(lambda: site.ledger().counts(run_id()).get(M_DONE, 0) >= 3, "some progress")
+    rabbitmqctl("stop_app")
+    try:
+        time.sleep(2)
+    finally:
+        rabbitmqctl("start_app")
+    finish(site, master)
+    assert all(w.poll() is None for w in site.workers), "workers must ride out the restart"
+
+
+def test_mysql_connections_dropped_mid_run(site):
+    site.start_worker()
+    site.start_worker()
+    master = site.start_master()
+    wait_until(lambda: site.ledger().counts(run_id()).get(M_DONE, 0) >= 3, "some progress")
+    assert kill_mysql_sessions(site.database) > 0
+    time.sleep(1)
+    kill_mysql_sessions(site.database)
+    finish(site, master)
+
+
+def test_the_thrift_server_restarted_mid_run(site):
+    site.start_worker()
+    site.start_worker()
+    master = site.start_master()
+    wait_until(lambda: site.ledger().counts(run_id()).get(M_DONE, 0) >= 3, "some progress")
+    site.hbase.stop()
+    time.sleep(1)
+    site.hbase.start()
+    finish(site, master)
