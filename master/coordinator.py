@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 from master.planner import plan_phase
 from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, SwarmError
+from swarm.failpoints import failpoint
 from swarm.ledger import (
     DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
 )
@@ -86,6 +87,7 @@ class Master:
             log.error("run %s failed: %s", self.run_id, exc)
             self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
         else:
+            failpoint("master.finish")
             self.ledger.update_run(self.run_id, status=DONE, finished=True)
             log.info("run %s done", self.run_id)
         return self.ledger.get_run(self.run_id)
@@ -118,11 +120,14 @@ class Master:
             messages = plan_phase(self.job, self.run_id, phase, self.tables, self.settings.options)
             self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish
             log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
+            failpoint("master.after_plan")
             state = PLANNED
         if state == PLANNED:
             self._publish_planned(phase)
+            failpoint("master.after_publish")
             self.ledger.set_phase_state(self.run_id, phase, PUBLISHED)
         self._watch(phase)
+        failpoint("master.barrier")
         self.ledger.set_phase_state(self.run_id, phase, PHASE_DONE)
 
     def _publish_planned(self, phase: str) -> None:
@@ -131,6 +136,7 @@ class Master:
             if not batch:
                 return
             self._publish(batch)
+            failpoint("master.mid_publish")
             self.ledger.mark_queued([m.id for m in batch])
 
     def _publish(self, messages: list[Message]) -> None:

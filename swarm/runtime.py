@@ -21,6 +21,7 @@ from swarm.context import Context, ReadTables, params_of
 from swarm.effects import Effects
 from swarm.envelope import Envelope, decode, encode
 from swarm.errors import Abort, BackendError, BadMessage, Fault, Fenced
+from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
 from swarm.ledger import M_ABORTED, M_CLAIMED, M_DEAD, M_QUEUED, Ledger, Message
 from swarm.stage import Job, Stage
@@ -197,11 +198,14 @@ class Processor:
         children = [self._child(env, stage, i, send) for i, send in enumerate(effects.sends)]
         if effects.mutations:
             self.tables.apply(effects.mutations)
+        failpoint("worker.after_apply")
         if children:
             self.broker.publish([(stage_queue(self.job.name, c.stage), c.body) for c in children])
             for c in children:
                 metrics.PUBLISHED.labels(self.job.name, c.stage).inc()
+        failpoint("worker.after_publish")
         self.ledger.complete(env.id, flight.token, env.run, env.phase, children, effects.counts)
+        failpoint("worker.after_complete")
         flight.delivery.ack()
         return DONE
 

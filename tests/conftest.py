@@ -37,3 +37,8 @@ def tables() -> EmbeddedTables:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true", help="run the fault-injection suite at full length")
+    parser.addoption("--fault-seed", type=int, default=None, help="reproduce a fault-suite run from its seed")

@@ -65,20 +65,20 @@ class Site:
 
     # processes -----------------------------------------------------------------------
 
-    def _spawn(self, *args: str) -> subprocess.Popen:
+    def _spawn(self, *args: str, env: dict | None = None) -> subprocess.Popen:
         self._n += 1
         log = open(self.logs / f"{self._n:02d}-{args[0]}.log", "wb")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         return subprocess.Popen([sys.executable, "-m", "swarm.cli", "--config", str(self.config), *args],
                                 cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    def start_worker(self) -> subprocess.Popen:
-        proc = self._spawn("worker", "--job", JOB)
+    def start_worker(self, env: dict | None = None) -> subprocess.Popen:
+        proc = self._spawn("worker", "--job", JOB, env=env)
         self.workers.append(proc)
         return proc
 
-    def start_master(self) -> subprocess.Popen:
-        return self._spawn("master", JOB, "--date", DATE)
+    def start_master(self, env: dict | None = None) -> subprocess.Popen:
+        return self._spawn("master", JOB, "--date", DATE, env=env)
 
     def stop(self) -> None:
         for p in self.workers:

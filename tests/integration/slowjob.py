@@ -2,8 +2,9 @@
 import dataclasses
 import functools
 import time
+import zlib
 
-from swarm import Job
+from swarm import Fault, Job
 from workers.jobs import merchant_daily as md
 
 job = Job("merchant_slow", params=("date",), description="merchant_daily, slowed down for fault tests")
@@ -13,6 +14,9 @@ def _slowed(handler):
     @functools.wraps(handler)
     def slow(ctx, msg):
         time.sleep(float(ctx.options.get("sleep", 0.0)))
+        every = int(ctx.options.get("fault_every", 0))
+        if every and msg.attempt == 1 and zlib.crc32(msg.id.encode()) % every == 0:
+            raise Fault(f"injected fault in {msg.id}")  # once per chosen message: its retry succeeds
         return handler(ctx, msg)
 
     return slow

@@ -1,0 +1,211 @@
+"""Fault injection: the nightly job on the real services while things die, scored like Jepsen.
+
+Across its runs the suite SIGKILLs the master and workers at random instants
+and at named failpoints (between planning and publishing, mid-publish, at a
+barrier, while finishing; after a worker's table writes, after its publish,
+after its ledger commit), restarts the broker once, drops every MySQL
+connection once, and injects handler faults. After each run the summary must
+equal the reference, the ledger must show every message done and none
+counted twice, and the stage queues must be empty.
+
+Reproduce a failure with ``pytest tests/faults --fault-seed N``; ``--long``
+runs more.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from swarm.broker import dead_letter_queue, stage_queue
+from swarm.ledger import M_DONE
+from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
+from tests.integration.rabbitmq_support import ready, rabbitmqctl
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+EVENTS = 6_000
+MASTER_POINTS = ["master.after_plan", "master.mid_publish", "master.after_publish", "master.barrier",
+                 "master.finish"]
+WORKER_POINTS = ["worker.after_apply", "worker.after_publish", "worker.after_complete"]
+
+
+@dataclasses.dataclass
+class Score:
+    runs: int = 0
+    master_kills: int = 0
+    worker_kills: int = 0
+    broker_restarts: int = 0
+    mysql_disconnects: int = 0
+    handler_faults: int = 0
+    lost: int = 0  # reference rows missing from the summary
+    unexpected: int = 0  # summary rows the reference does not have
+    wrong: int = 0  # rows present in both but different
+    duplicated: int = 0  # rows counted more than once
+    leftover: int = 0  # messages still on a queue after the drain
+
+    def line(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+
+
+SCORE = Score()
+
+
+@pytest.fixture(scope="module")
+def seed(request):
+    chosen = request.config.getoption("--fault-seed")
+    return chosen if chosen is not None else random.SystemRandom().randrange(1_000_000)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report(request, seed):
+    yield
+    print(f"\nfault suite (seed {seed}): {SCORE.line()}")
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(f"fault suite (seed {seed}): {SCORE.line()}")
+
+
+def plan(long: bool) -> list[dict]:
+    """What each run does besides killing; ``kills`` per run keeps the totals over 20 each."""
+    runs = [
+        {"kills": 9},
+        {"kills": 9, "broker_restart": True},
+        {"kills": 9, "mysql_disconnect": True},
+        {"kills": 9},
+    ]
+    return runs * (3 if long else 1)
+
+
+class Chaos:
+    """Keeps a master running to completion while killing it and the workers."""
+
+    def __init__(self, site: Site, rng: random.Random, kills: int):
+        self.site, self.rng = site, rng
+        self.master_quota = self.worker_quota = kills
+        self.master: subprocess.Popen | None = None
+
+    def start_master(self) -> None:
+        env = {}
+        if self.master_quota > 0 and self.rng.random() < 0.5:
+            env["SWARM_FAILPOINTS"] = f"{self.rng.choice(MASTER_POINTS)}=1"
+        self.master = self.site.start_master(env)
+
+    def start_worker(self) -> None:
+        env = {}
+        if self.worker_quota > 0 and self.rng.random() < 0.3:
+            env["SWARM_FAILPOINTS"] = f"{self.rng.choice(WORKER_POINTS)}=0.2"
+        self.site.start_worker(env)
+
+    def step(self) -> bool:
+        """One round of trouble; True when the master has finished the run."""
+        code = self.master.poll()
+        if code == 0:
+            return True
+        if code is not None:  # died: by a failpoint (-9) or a real error, both are a restart for cron
+            assert code == -signal.SIGKILL, f"master failed with {code}\n{self.site.log_tail()}"
+            self._master_killed()
+            self.start_master()
+        self._replace_dead_workers()
+        if self.master_quota > 0 and self.rng.random() < 0.6:
+            self.master.send_signal(signal.SIGKILL)
+            self.master.wait()
+            self._master_killed()
+            self.start_master()
+        if self.worker_quota > 0 and self.rng.random() < 0.6:
+            victim = self.rng.choice([w for w in self.site.workers if w.poll() is None])
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+        time.sleep(self.rng.uniform(0.2, 0.8))
+        return False
+
+    def _master_killed(self) -> None:
+        self.master_quota -= 1
+        SCORE.master_kills += 1
+
+    def _replace_dead_workers(self) -> None:
+        for w in list(self.site.workers):
+            if w.poll() is not None:
+                assert w.returncode == -signal.SIGKILL, f"worker exited {w.returncode}\n{self.site.log_tail()}"
+                self.site.workers.remove(w)
+                self.worker_quota -= 1
+                SCORE.worker_kills += 1
+                self.start_worker()
+
+
+def score_run(site: Site) -> None:
+    ledger = site.ledger()
+    run_id = f"{JOB}@date={DATE}"
+    run = ledger.get_run(run_id)
+    assert run is not None and run.status == "done", (run, site.log_tail())
+    counters = ledger.counters(run_id)
+    SCORE.duplicated += max(0, counters.get("rows", 0) - EVENTS)
+    assert set(ledger.counts(run_id)) == {M_DONE}
+    written, expected = site.exact()
+    SCORE.lost += len(set(expected) - set(written))
+    SCORE.unexpected += len(set(written) - set(expected))
+    SCORE.wrong += sum(1 for k in set(written) & set(expected) if written[k] != expected[k])
+    SCORE.handler_faults += sum(1 for f in ledger.failures(run_id, limit=10_000) if "injected fault" in (f.error or ""))
+    site.stop()
+    for stage in ("scan", "reduce"):
+        queue = stage_queue(JOB, stage)
+        SCORE.leftover += ready(site.vhost, queue) + ready(site.vhost, dead_letter_queue(queue))
+    assert counters == {"rows": EVENTS, "merchants": 40}
+
+
+def run_under_faults(site: Site, rng: random.Random, spec: dict) -> None:
+    chaos = Chaos(site, rng, spec["kills"])
+    for _ in range(3):
+        chaos.start_worker()
+    chaos.start_master()
+    progressed = lambda: site.ledger().counts(f"{JOB}@date={DATE}").get(M_DONE, 0) >= 5  # noqa: E731
+    deadline = time.monotonic() + 300
+    disrupted = False
+    while not chaos.step():
+        assert time.monotonic() < deadline, f"run did not finish\n{site.log_tail()}"
+        if not disrupted and progressed():
+            disrupted = True
+            if spec.get("broker_restart"):
+                rabbitmqctl("stop_app")
+                try:
+                    time.sleep(1.5)
+                finally:
+                    rabbitmqctl("start_app")
+                SCORE.broker_restarts += 1
+            if spec.get("mysql_disconnect"):
+                assert kill_mysql_sessions(site.database) > 0
+                SCORE.mysql_disconnects += 1
+    score_run(site)
+    SCORE.runs += 1
+
+
+@pytest.mark.parametrize("index", range(len(plan(False))))
+def test_the_job_survives_faults(index, request, seed, tmp_path, amqp_vhost, mysql_db, hbase_server):
+    runs = plan(request.config.getoption("--long"))
+    if index >= len(runs):
+        pytest.skip("beyond this plan")
+    rng = random.Random(seed * 1000 + index)
+    site = Site(tmp_path, amqp_vhost, mysql_db, hbase_server,
+                options={"chunks": 24, "sleep": 0.15, "fault_every": 7}, lease=2.0, lost_after=4.0)
+    site.init_ledger()
+    site.generate(EVENTS)
+    try:
+        run_under_faults(site, rng, runs[index])
+    except BaseException:
+        print(f"reproduce with: pytest tests/faults --fault-seed {seed}")
+        raise
+    finally:
+        site.stop()
+
+
+def test_totals_meet_the_bar(request):
+    """The suite's own acceptance: enough of each fault, and nothing lost, wrong or counted twice."""
+    if SCORE.runs < len(plan(False)):
+        pytest.skip("the runs above did not all run")
+    assert SCORE.master_kills >= 20 and SCORE.worker_kills >= 20, SCORE.line()
+    assert SCORE.broker_restarts >= 1 and SCORE.mysql_disconnects >= 1, SCORE.line()
+    assert (SCORE.lost, SCORE.unexpected, SCORE.wrong, SCORE.duplicated, SCORE.leftover) == (0, 0, 0, 0, 0), SCORE.line()
