@@ -13,9 +13,10 @@ import logging
 import os
 import socket
 import time
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping, Sequence
 
 from master.planner import plan_phase
+from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, SwarmError
 from swarm.failpoints import failpoint
@@ -40,6 +41,7 @@ class MasterSettings:
     publish_batch: int = 1000
     lost_after: float = 120.0  # a queued message untouched this long, on an empty queue, is re-published
     patience: float = 900.0  # how long a broker or ledger outage is waited out before the master gives up
+    deadline: float | None = None  # epoch seconds by which the run should be done; alert once if not
     options: dict = dataclasses.field(default_factory=dict)  # passed to planners and handlers
 
 
@@ -54,22 +56,32 @@ class Master:
         settings: MasterSettings | None = None,
         progress: ProgressFn | None = None,
         run_id: str | None = None,
+        phases: Sequence[str] | None = None,
+        chunks: Collection[str] | None = None,
+        lock_key: str | None = None,
+        alert: Alert = no_alert,
     ):
+        """``phases``/``chunks`` narrow a rerun; ``lock_key`` is the run whose one-master lock is taken."""
         job.check()
         self.job, self.params = job, dict(params)
         self.broker, self.ledger, self.tables = broker, ledger, tables
         self.settings = settings or MasterSettings()
         self.progress = progress or (lambda run, phase, counts: None)
         self.run_id = run_id or job.run_id(self.params)
+        self.phases = list(phases) if phases else job.phases
+        self.chunks = set(chunks) if chunks else None
+        self.lock_key = lock_key or self.run_id
+        self.alert = alert
+        self._deadline_alerted = False
         self.holder = f"master {socket.gethostname()}:{os.getpid()}"
 
     def run(self) -> Run:
         """Run or resume to the end; returns the run as the ledger has it (done or failed)."""
-        self.ledger.lock_master(self.run_id, self.holder)
+        self.ledger.lock_master(self.lock_key, self.holder)
         try:
             return self._run_locked()
         finally:
-            self.ledger.unlock_master(self.run_id)
+            self.ledger.unlock_master(self.lock_key)
 
     def _run_locked(self) -> Run:
         run = self.ledger.open_run(self.run_id, self.job.name, self.params)
@@ -81,11 +93,12 @@ class Master:
             self.ledger.update_run(self.run_id, status=RUNNING)
         self.broker.declare(stage_queue(self.job.name, s) for s in self.job.stages)
         try:
-            for phase in self.job.phases:
+            for phase in self.phases:
                 self._patiently(self._phase, phase)
         except RunFailed as exc:
             log.error("run %s failed: %s", self.run_id, exc)
             self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
+            self._alert("run_failed", error=str(exc))
         else:
             failpoint("master.finish")
             self.ledger.update_run(self.run_id, status=DONE, finished=True)
@@ -118,6 +131,8 @@ class Master:
         self.ledger.update_run(self.run_id, phase=phase)
         if state is None:
             messages = plan_phase(self.job, self.run_id, phase, self.tables, self.settings.options)
+            if self.chunks is not None and phase == self.phases[0]:
+                messages = [m for m in messages if m.chunk in self.chunks]
             self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish
             log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
             failpoint("master.after_plan")
@@ -155,8 +170,21 @@ class Master:
             self._check_failed(phase, counts)
             return True
         self._recover_lost()
-        self.ledger.lock_master(self.run_id, self.holder)  # renew
+        self.ledger.lock_master(self.lock_key, self.holder)  # renew
+        self._check_deadline(phase, counts)
         return False
+
+    def _check_deadline(self, phase: str, counts: Mapping[str, int]) -> None:
+        deadline = self.settings.deadline
+        if deadline is None or self._deadline_alerted or time.time() < deadline:
+            return
+        self._deadline_alerted = True
+        log.error("run %s missed its deadline; still in phase %s", self.run_id, phase)
+        self._alert("deadline_missed", phase=phase, counts=dict(counts), deadline=deadline)
+
+    def _alert(self, event: str, **detail) -> None:
+        self.alert({"event": event, "run": self.run_id, "job": self.job.name, "params": self.params,
+                    "at": time.time(), **detail})
 
     def _check_failed(self, phase: str, counts: Mapping[str, int]) -> None:
         bad = counts.get(M_DEAD, 0) + counts.get(M_ABORTED, 0)

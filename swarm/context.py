@@ -25,11 +25,19 @@ class ReadTables:
         return self._store.regions(name)
 
 
+RERUN_MARK = "+r"  # a rerun's id is ``<source run>+r<N>``
+
+
 def params_of(run_id: str) -> dict[str, str]:
-    """The params a run id was made from: ``job@a=1,b=2#rerun`` -> ``{"a": "1", "b": "2"}``."""
-    _, _, rest = run_id.partition("@")
+    """The params a run id was made from: ``job@a=1,b=2#tag+r1`` -> ``{"a": "1", "b": "2"}``."""
+    _, _, rest = source_of(run_id).partition("@")
     rest = rest.split("#", 1)[0]
     return dict(p.split("=", 1) for p in rest.split(",") if "=" in p)
+
+
+def source_of(run_id: str) -> str:
+    """The run whose intermediate data a run reads: itself, or for a rerun the run it reruns."""
+    return run_id.split(RERUN_MARK, 1)[0]
 
 
 @dataclasses.dataclass
@@ -42,6 +50,11 @@ class Context:
     params: Mapping[str, str]
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("swarm.handler"))
+
+    @property
+    def source_run(self) -> str:
+        """Key intermediate data by this, not ``run``: a rerun of a later stage reads what its source wrote."""
+        return source_of(self.run)
 
 
 @dataclasses.dataclass

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from typing import Any, Callable, Iterable, Mapping
 
 from swarm.envelope import MAX_BODY_BYTES, _NAME
 from swarm.errors import PluginError
 
 Handler = Callable[[Any, Any], Any]
+_PARAM = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 Validator = Callable[[Mapping[str, Any]], None]
 
 
@@ -153,6 +155,9 @@ class Job:
             raise PluginError(
                 f"job {self.name} takes params {list(self.params)}; missing {missing}, unexpected {extra}"
             )
+        for key in self.params:
+            if not _PARAM.match(str(params[key])):
+                raise PluginError(f"job {self.name}: param {key}={params[key]!r} must be 1-64 of [A-Za-z0-9_.:-]")
         parts = ",".join(f"{k}={params[k]}" for k in self.params)
         run = f"{self.name}@{parts}" if parts else self.name
         _check_name("run", run)

@@ -68,7 +68,7 @@ def scan(ctx, msg):
         rows, last = rows + 1, key
         if rows == MAX_ROWS:
             break
-    effects: list = [_partial_put(ctx.run, msg.chunk, part, m, t) for m, t in sorted(totals.items())]
+    effects: list = [_partial_put(ctx.source_run, msg.chunk, part, m, t) for m, t in sorted(totals.items())]
     if rows == MAX_ROWS and last is not None:
         rest = {"start": last + b"\x00", "stop": stop, "part": part + 1}
         effects.append(Send("scan", rest, key=f"p{part + 1}"))
@@ -111,7 +111,7 @@ def plan_reduce(ctx) -> Iterable[Chunk]:
 @job.stage("reduce", phase="reduce", pool=2, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300)
 def reduce(ctx, msg):
     """Fold the partials of one bucket into per-merchant daily summaries."""
-    prefix = f"{ctx.run}/{msg.payload['bucket']:02d}/".encode()
+    prefix = f"{ctx.source_run}/{msg.payload['bucket']:02d}/".encode()
     merged: dict[str, dict] = {}
     for key, cells in ctx.tables.scan(PARTIALS, prefix=prefix, batch_size=SCAN_BATCH):
         merchant = key[len(prefix):].split(b"/", 1)[0].decode()
