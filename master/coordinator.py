@@ -9,6 +9,7 @@ a master killed anywhere and started again resumes the same run:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import socket
@@ -41,7 +42,7 @@ class MasterSettings:
     publish_batch: int = 1000
     lost_after: float = 120.0  # a queued message untouched this long, on an empty queue, is re-published
     patience: float = 900.0  # how long a broker or ledger outage is waited out before the master gives up
-    deadline: float | None = None  # epoch seconds by which the run should be done; alert once if not
+    deadline: float | str | None = None  # epoch seconds, or "HH:MM" next after the run began; alert once if missed
     options: dict = dataclasses.field(default_factory=dict)  # passed to planners and handlers
 
 
@@ -176,6 +177,9 @@ class Master:
 
     def _check_deadline(self, phase: str, counts: Mapping[str, int]) -> None:
         deadline = self.settings.deadline
+        if isinstance(deadline, str):
+            run = self.ledger.get_run(self.run_id)
+            deadline = self.settings.deadline = next_time_of_day(run.created_at, deadline)
         if deadline is None or self._deadline_alerted or time.time() < deadline:
             return
         self._deadline_alerted = True
@@ -209,3 +213,13 @@ class Master:
         if lost:
             log.warning("re-publishing %d queued message(s) missing from their empty queues", len(lost))
             self._publish(lost)
+
+
+def next_time_of_day(after: float, hhmm: str) -> float:
+    """The first local ``HH:MM`` after ``after`` (epoch seconds)."""
+    hour, _, minute = hhmm.partition(":")
+    start = datetime.datetime.fromtimestamp(after)
+    at = start.replace(hour=int(hour), minute=int(minute or 0), second=0, microsecond=0)
+    if at <= start:
+        at += datetime.timedelta(days=1)
+    return at.timestamp()

@@ -11,6 +11,7 @@ import time
 from typing import Sequence
 
 from swarm import config as config_mod
+from master.rerun import RerunRefused
 from swarm.errors import ConfigError, MasterLocked, PluginError, SwarmError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
@@ -29,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args, cfg)
     except MasterLocked as exc:
         print(f"swarm: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except RerunRefused as exc:
+        print(f"swarm: rerun refused: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except (ConfigError, PluginError) as exc:
         print(f"swarm: {exc}", file=sys.stderr)
@@ -68,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--job", help="job to serve (default: worker.job)")
     w.add_argument("--stages", help="comma-separated stages (default: worker.stages, else all)")
     w.set_defaults(func=_worker)
+
+    rr = sub.add_parser("rerun", help="rerun stages of finished runs from their intermediate tables")
+    rr.add_argument("job")
+    rr.add_argument("--dates", required=True, help="YYYY-MM-DD, a range D1..D2, or a comma-separated list")
+    rr.add_argument("--from-stage", required=True, help="first stage of the phase to rerun from")
+    rr.add_argument("--chunks", help="comma-separated chunk ids of that phase (default: all)")
+    rr.add_argument("--dry-run", action="store_true", help="show what would be rerun, change nothing")
+    rr.set_defaults(func=_rerun)
 
     r = sub.add_parser("runs", help="run history, newest first")
     r.add_argument("--job")
@@ -141,22 +153,50 @@ def _params(args) -> dict[str, str]:
 
 
 def _master(args, cfg) -> int:
-    from master.coordinator import Master, MasterSettings
+    from master.coordinator import Master
+    from swarm.alerts import command_alert
     from swarm.metrics import serve_metrics
     from swarm.progress import ProgressReport
 
     job = _job(cfg, args.job)
     broker, ledger, tables = _backends(cfg)
     serve_metrics(cfg["master"]["metrics_port"])
-    settings = MasterSettings(poll=cfg["master"]["poll"], lost_after=cfg["master"]["lost_after"],
-                              options=cfg.options(job.name))
     progress = ProgressReport()
     try:
-        run = Master(job, _params(args), broker, ledger, tables, settings, progress).run()
+        run = Master(job, _params(args), broker, ledger, tables, _master_settings(cfg, job), progress,
+                     alert=command_alert(cfg["master"]["alert_command"])).run()
     finally:
         progress.close()
     print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
     return EXIT_OK if run.status == "done" else EXIT_FAILED
+
+
+def _master_settings(cfg, job):
+    from master.coordinator import MasterSettings
+
+    m = cfg["master"]
+    return MasterSettings(poll=m["poll"], lost_after=m["lost_after"], deadline=m["deadline"] or None,
+                          options=cfg.options(job.name))
+
+
+def _rerun(args, cfg) -> int:
+    from master.rerun import dates_between, describe, plan_rerun, run_rerun
+
+    job = _job(cfg, args.job)
+    broker, ledger, tables = _backends(cfg)
+    chunks = args.chunks.split(",") if args.chunks else None
+    dates = dates_between(args.dates)
+    plans = [plan_rerun(job, {"date": d}, args.from_stage, ledger, tables, chunks, cfg.options(job.name))
+             for d in dates]
+    print(describe(plans))
+    if args.dry_run:
+        return EXIT_OK
+    failed = 0
+    for plan, date in zip(plans, dates):  # one at a time: reruns keep to a budget of one run
+        run = run_rerun(plan, job, {"date": date}, broker, ledger, tables, _master_settings(cfg, job))
+        print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
+        failed += run.status != "done"
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _worker(args, cfg) -> int:

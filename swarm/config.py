@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,6 +79,9 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
         data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
     for key in ("broker", "ledger", "tables"):
         check_url(f"backends.{key}", data["backends"][key])
+    deadline = data["master"]["deadline"]
+    if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
+        raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")
     return Config(data, source)
 
 

@@ -63,3 +63,16 @@ def test_demo_runs_and_checks_itself(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--events", "2000", "--merchants", "15", "--data", str(tmp_path / "d")]) == EXIT_OK
     out = capsys.readouterr().out
     assert "matches the single-process reference" in out and "top merchants by revenue" in out
+
+
+def test_rerun_from_the_command_line(site, capsys):
+    ledger, tables = site
+    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_OK
+    assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce", "--dry-run"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "phase reduce: 16 chunk(s)" in out and ledger.get_run(f"merchant_daily@date={DATE}+r1") is None
+    assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce"]) == EXIT_OK
+    assert f"merchant_daily@date={DATE}+r1: done" in capsys.readouterr().out
+    assert md.summary(tables, DATE) == md.reference(tables, DATE)
+    assert main(["rerun", "merchant_daily", "--dates", "2026-11-01", "--from-stage", "reduce"]) == EXIT_LOCKED
+    assert "has never run" in capsys.readouterr().err

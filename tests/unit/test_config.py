@@ -36,6 +36,7 @@ def test_file_then_env_override(tmp_path):
     ("", {"SWARM_MASTER_POLL": "-1"}, "master.poll"),
     ("[backends]\nledger = 'postgres://x'\n", {}, "backends.ledger"),
     ("[backends\n", {}, "not valid TOML"),
+    ("[master]\ndeadline = '7am'\n", {}, "master.deadline"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, env, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
