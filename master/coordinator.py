@@ -92,7 +92,7 @@ class Master:
         if run.status == FAILED:
             log.info("run %s failed before (%s); resuming it", self.run_id, run.error)
             self.ledger.update_run(self.run_id, status=RUNNING)
-        self.broker.declare(stage_queue(self.job.name, s) for s in self.job.stages)
+        self._patiently(self._declare, "setup")
         try:
             for phase in self.phases:
                 self._patiently(self._phase, phase)
@@ -105,6 +105,9 @@ class Master:
             self.ledger.update_run(self.run_id, status=DONE, finished=True)
             log.info("run %s done", self.run_id)
         return self.ledger.get_run(self.run_id)
+
+    def _declare(self, _phase: str) -> None:
+        self.broker.declare([stage_queue(self.job.name, s) for s in self.job.stages])
 
     def _patiently(self, step: Callable[[str], None], phase: str) -> None:
         """Run ``step``, waiting out broker and ledger outages up to ``settings.patience`` seconds.

@@ -108,6 +108,27 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("action", choices=["init", "migrate"])
     b.set_defaults(func=_db)
 
+    y = sub.add_parser("deploy", help="render deployment files from the config")
+    y.add_argument("what", choices=["supervisord"], help="supervisord: the worker fleet's supervisord config")
+    y.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (as before the command)")
+    y.add_argument("--out", help="write here, mode 0600 (default: print with passwords hidden)")
+    y.add_argument("--processes", type=int,
+                   help="worker processes (default: worker.processes; autoscale.max with --autoscale)")
+    y.add_argument("--autoscale", action="store_true",
+                   help="add a `swarm autoscale` program; it starts and drains the workers")
+    y.add_argument("--log-dir", default="/var/log/swarm")
+    y.add_argument("--run-dir", default="/run/swarm", help="for supervisord's pid file")
+    y.add_argument("--user", help="run the programs as this user (supervisord running as root)")
+    y.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra environment variable for the programs (e.g. PYTHONPATH)")
+    y.set_defaults(func=_deploy)
+
+    a = sub.add_parser("autoscale", help="start and drain worker processes under supervisord by queue depth")
+    a.add_argument("--job", help="job whose queues to watch (default: worker.job)")
+    a.add_argument("--once", action="store_true", help="look once, act, print the decision and exit")
+    a.add_argument("--dry-run", action="store_true", help="say what it would start or drain, change nothing")
+    a.set_defaults(func=_autoscale)
+
     h = sub.add_parser("hbase-dev", add_help=False,
                        help="the HBase Thrift development server (a test stand-in, not a store); --help for options")
     h.add_argument("args", nargs=argparse.REMAINDER)
@@ -273,11 +294,61 @@ def _dlq(args, cfg) -> int:
 
 def _db(args, cfg) -> int:
     ledger = _ledger(cfg)
-    if args.action == "init":
-        ledger.init_schema()
-    else:
-        getattr(ledger, "migrate", ledger.init_schema)()
-    print(f"ledger schema {args.action}: ok")
+    applied = ledger.migrate()
+    print(f"ledger schema {args.action}: " + (f"applied step(s) {applied}" if applied else "up to date"))
+    return EXIT_OK
+
+
+def _deploy(args, cfg) -> int:
+    from pathlib import Path
+
+    from swarm import deploy
+
+    extra = dict(_pairs(args.env, "--env"))
+    processes = args.processes or (cfg["autoscale"]["max"] if args.autoscale else cfg["worker"]["processes"])
+    layout = deploy.Layout(processes=processes, log_dir=args.log_dir, run_dir=args.run_dir, user=args.user,
+                           autoscale=args.autoscale, extra_env=extra, secrets=bool(args.out))
+    text = deploy.render(cfg, layout)
+    if not args.out:
+        print(text, end="")
+        print("swarm: passwords are shown as ***; --out FILE writes the usable file (mode 0600)", file=sys.stderr)
+        return EXIT_OK
+    deploy.write_private(Path(args.out), text)
+    print(f"wrote {args.out} (mode 0600: it holds the backend passwords)")
+    return EXIT_OK
+
+
+def _pairs(items: Sequence[str], flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        pairs.append((key, value))
+    return pairs
+
+
+def _autoscale(args, cfg) -> int:
+    from swarm.autoscale import Autoscaler, Policy, Supervisor
+    from swarm.backends import open_broker
+    from swarm.broker import stage_queue
+
+    job = _job(cfg, args.job)
+    settings = cfg["autoscale"]
+    stages = cfg["worker"]["stages"] or list(job.stages)
+    scaler = Autoscaler(open_broker(cfg["backends"]["broker"]), [stage_queue(job.name, s) for s in stages],
+                        Supervisor(settings["supervisor_url"], settings["group"]), Policy.from_config(settings),
+                        settings["interval"], dry_run=args.dry_run)
+    if args.once:
+        decision = scaler.tick()
+        print(f"{settings['group']}: {decision.target} worker(s): {decision.reason}")
+        return EXIT_OK
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("autoscaling %s for %s between %d and %d workers", settings["group"], job.name,
+             settings["min"], settings["max"])
+    scaler.run(stop)
     return EXIT_OK
 
 

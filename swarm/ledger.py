@@ -98,6 +98,10 @@ class Ledger(abc.ABC):
     def init_schema(self) -> None:
         """Create or migrate the tables; idempotent."""
 
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending schema steps; returns their numbers."""
+
     # runs -------------------------------------------------------------------
     @abc.abstractmethod
     def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
@@ -174,6 +178,14 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def release(self, msg_id: str, token: int, state: str, error: str | None) -> None:
         """End a lease: ``queued`` for a retry, or terminal ``dead``/``aborted``; ``Fenced`` if stale."""
+
+    @abc.abstractmethod
+    def reject(self, msg_id: str, reason: str) -> bool:
+        """A known, unfinished message that can never run (bad input): dead with ``reason``.
+
+        Ids the ledger has never seen are left alone, so stray messages on a
+        queue cannot change a run. True if a message was marked.
+        """
 
     # the master's watch ---------------------------------------------------------
     @abc.abstractmethod

@@ -254,19 +254,16 @@ class Processor:
         try:
             self.broker.dead_letter(delivery.queue, delivery.body, reason)
             if env is not None:
-                self._record_dead(env, delivery.body, reason)
+                self._record_dead(env, reason)
         except BackendError as exc:
             return self._backend_failed(delivery, exc)
         delivery.ack()
         log.error("rejected a message on %s: %s", delivery.queue, reason)
         return REJECTED
 
-    def _record_dead(self, env: Envelope, body: bytes, reason: str) -> None:
-        """So that the master sees the message ended, and why, instead of waiting for it."""
-        msg = Message(env.id, env.stage, env.chunk, bytes(body))
-        claim = self.ledger.claim(env.run, env.phase, msg, self.holder, self.lease)
-        if claim.granted:
-            self.ledger.release(env.id, claim.token, M_DEAD, f"rejected: {reason}")
+    def _record_dead(self, env: Envelope, reason: str) -> None:
+        """A message the ledger expects (a planned chunk, a recorded child) ends dead, so the master sees why."""
+        self.ledger.reject(env.id, f"rejected: {reason}")
 
     def _backend_failed(self, delivery: Delivery, exc: BackendError) -> str:
         log.error("backend failure on %s, returning the message: %s", delivery.queue, exc)

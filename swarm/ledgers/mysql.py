@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 import logging
 import os
 import random
@@ -44,7 +43,7 @@ class Target:
     host: str
     port: int
     user: str | None
-    password: str
+    password: str = dataclasses.field(repr=False)
     database: str
 
 
@@ -67,6 +66,7 @@ class MysqlLedger(SqlLedger):
     lock_wait_timeout = 20
     schema_lock_wait = 30
     attempts = 8  # per transaction; the pauses between them add up to about 5 s
+    retry_for = 45.0  # and no new attempt after this many seconds, lock waits included
     backoff = 0.05
     max_backoff = 2.0
     LOCK_LEASE = 60.0  # the expiry shown in swarm_locks; the lock itself lives as long as its session
@@ -230,18 +230,20 @@ class MysqlLedger(SqlLedger):
 
     def _retrying(self, action: Callable[[], T]) -> T:
         """``action()``, again after a growing pause while it fails in a way a new attempt can cure."""
-        for attempt in itertools.count(1):
+        give_up = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return action()
             except DRIVER_ERRORS as exc:
-                if not transient(exc) or attempt >= self.attempts:
+                if not transient(exc) or attempt >= self.attempts or time.monotonic() > give_up:
                     raise self._failure(exc, attempt) from None
                 log.warning(
                     "MySQL ledger %s: %s; trying again (%d of %d)",
                     redact(self.url), self._scrub(describe(exc)), attempt + 1, self.attempts,
                 )
                 time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")
 
     def _failure(self, exc: BaseException, attempt: int) -> BackendError:
         text = describe(exc)

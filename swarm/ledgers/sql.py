@@ -349,6 +349,21 @@ class SqlLedger(Ledger, abc.ABC):
             return False
         raise Fenced(f"message {msg_id}: lease token {token} is no longer current")
 
+    def reject(self, msg_id: str, reason: str) -> bool:
+        now = self.now()
+
+        def work(cur: Any) -> bool:
+            cur.execute(
+                self._sql(
+                    "UPDATE swarm_messages SET state = ?, error = ?, token = token + 1, lease_until = NULL, "
+                    "updated_at = ? WHERE id = ? AND state IN (?, ?)"
+                ),
+                (M_DEAD, _clip(reason), now, msg_id, M_PLANNED, M_QUEUED),
+            )
+            return cur.rowcount == 1
+
+        return self._transaction(work)
+
     # the master's watch -----------------------------------------------------------
 
     def counts(self, run_id: str, phase: str | None = None) -> dict[str, int]:
@@ -451,7 +466,8 @@ class SqlLedger(Ledger, abc.ABC):
             ran = True
             cur.execute(
                 self._sql(
-                    "INSERT INTO swarm_dead_letters (queue, message_id, reason, body, created_at) VALUES (?, ?, ?, ?, ?)"
+                    "INSERT INTO swarm_dead_letters (queue, message_id, reason, body, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)"
                 ),
                 row,
             )

@@ -135,9 +135,18 @@ def test_bad_input_is_dead_lettered_with_its_reason(setup, broker, make_body, qu
     assert deliver(proc)[0] == DONE  # and the next good message is served
 
 
-def test_rejected_decodable_message_is_recorded_dead_for_the_master(setup, ledger):
+def test_rejected_message_the_ledger_expects_ends_dead_for_the_master(setup, ledger):
+    from swarm.ledger import Message
+    bad = envelope(stage="double", payload={"n": "x"})
+    ledger.save_plan(RUN, "main", [Message(bad.id, "double", bad.chunk, encode(bad))])
+    deliver(setup(), body=encode(bad), queue="swarm.toy.double")
+    [failure] = ledger.failures(RUN)
+    assert failure.state == M_DEAD and "rejected: payload fails stage 'double' validation" in failure.error
+
+
+def test_a_stray_message_does_not_change_any_run(setup, ledger):
     deliver(setup(), body=encode(envelope(stage="double", payload={"n": "x"})), queue="swarm.toy.double")
-    assert ledger.counts(RUN) == {M_DEAD: 1}
+    assert ledger.counts(RUN) == {}
 
 
 def test_stale_holder_is_fenced(setup, ledger):

@@ -1,0 +1,395 @@
+"""The ledger contract on MariaDB/MySQL, plus lost connections, lock conflicts and the server-side lock.
+
+Needs the server of ``make services``: 127.0.0.1:3306, root with no password.
+Each module run gets a database of its own, dropped at the end.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import secrets
+import threading
+import time
+
+import pymysql
+import pytest
+
+from swarm.errors import BackendError, ConfigError, MasterLocked
+from swarm.ledger import M_CLAIMED, M_DONE, M_QUEUED
+from swarm.ledgers.mysql import MysqlLedger
+from tests.ledger_contract import EXPIRED, LEASE, PHASE, RUN, LedgerContract, message, retry_while_locked
+
+pytestmark = pytest.mark.integration
+
+SERVER = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def connect(database: str | None = None) -> pymysql.connections.Connection:
+    conn = pymysql.connect(**SERVER, database=database, autocommit=True, connect_timeout=5, read_timeout=60)
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION lock_wait_timeout = 20")  # metadata locks: fail rather than hang
+    return conn
+
+
+@pytest.fixture(scope="module")
+def database():
+    try:
+        admin = connect()
+    except pymysql.MySQLError as exc:
+        pytest.fail(f"MariaDB is not reachable on 127.0.0.1:3306 ({exc}); start it with `make services`")
+    name = f"swarm_test_{secrets.token_hex(4)}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name}")
+        admin.close()
+
+
+@pytest.fixture
+def admin(database):
+    conn = connect(database)
+    yield conn
+    conn.close()
+
+
+def url_of(database: str) -> str:
+    return f"mysql://root@127.0.0.1:3306/{database}"
+
+
+def drop_tables(admin) -> None:
+    with admin.cursor() as cur:
+        cur.execute("SHOW TABLES")
+        for (table,) in cur.fetchall():
+            cur.execute(f"DROP TABLE {table}")
+
+
+@pytest.fixture
+def url(database, admin) -> str:
+    """An empty ledger, schema and all."""
+    drop_tables(admin)
+    ledger = MysqlLedger(url_of(database))
+    ledger.init_schema()
+    ledger.close()
+    return url_of(database)
+
+
+def kill_sessions(admin, database: str) -> int:
+    """KILL every other session using the test database; how many."""
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", (database,)
+        )
+        ids = [row[0] for row in cur.fetchall()]
+        for session in ids:
+            cur.execute(f"KILL {session}")
+    return len(ids)
+
+
+class TestMysqlLedger(LedgerContract):
+    pass
+
+
+# lost connections ------------------------------------------------------------------------
+
+
+def test_a_killed_connection_is_replaced_by_a_new_one(url, database, admin):
+    ledger = MysqlLedger(url)
+    try:
+        ledger.open_run(RUN, "nightly", {})
+        assert kill_sessions(admin, database) == 1
+        assert ledger.get_run(RUN).id == RUN
+        claim = ledger.claim(RUN, PHASE, message(1), "w1", LEASE)
+        assert claim.granted and claim.attempts == 1
+    finally:
+        ledger.close()
+
+
+class KilledBeforeCommit(MysqlLedger):
+    """Its next COMMITs find their session killed: nothing of the transaction is kept."""
+
+    def __init__(self, url: str, admin):
+        super().__init__(url)
+        self.admin, self.kills = admin, 0
+
+    def _commit(self, conn):
+        if self.kills:
+            self.kills -= 1
+            with self.admin.cursor() as cur:
+                cur.execute(f"KILL {conn.thread_id()}")
+        super()._commit(conn)
+
+
+def test_a_transaction_whose_session_is_killed_runs_again_once(url, admin):
+    ledger = KilledBeforeCommit(url, admin)
+    try:
+        m = message(1)
+        ledger.kills = 1
+        claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+        assert claim.granted and claim.attempts == 1
+        ledger.kills = 2
+        ledger.complete(m.id, claim.token, RUN, PHASE, [message("1.0", stage="write")], {"rows": 2})
+        assert ledger.kills == 0
+        assert ledger.counts(RUN) == {M_DONE: 1, M_QUEUED: 1}
+        assert ledger.counters(RUN) == {"rows": 2}
+    finally:
+        ledger.close()
+
+
+class LostAcks(MysqlLedger):
+    """Its next COMMITs land, but the answer never arrives: the client sees a lost connection."""
+
+    lose = 0
+
+    def _commit(self, conn):
+        super()._commit(conn)
+        if self.lose:
+            self.lose -= 1
+            conn.close()
+            raise pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query")
+
+
+@pytest.fixture
+def lossy(url):
+    ledger = LostAcks(url)
+    yield ledger
+    ledger.close()
+
+
+def test_a_claim_whose_commit_answer_was_lost_is_still_granted_once(lossy):
+    m = message(1)
+    lossy.lose = 1
+    claim = lossy.claim(RUN, PHASE, m, "w1", LEASE)
+    assert claim.granted and claim.attempts == 1 and lossy.lose == 0
+    lossy.complete(m.id, claim.token, RUN, PHASE, [], {})  # the token it returned is the current one
+    assert lossy.counts(RUN) == {M_DONE: 1}
+
+
+def test_a_complete_whose_commit_answer_was_lost_is_not_fenced(lossy):
+    m, child = message(1), message("1.0", stage="write")
+    claim = lossy.claim(RUN, PHASE, m, "w1", LEASE)
+    lossy.lose = 1
+    lossy.complete(m.id, claim.token, RUN, PHASE, [child], {"rows": 7})
+    assert lossy.counts(RUN) == {M_DONE: 1, M_QUEUED: 1}
+    assert lossy.counters(RUN) == {"rows": 7}
+
+
+def test_a_release_whose_commit_answer_was_lost_is_not_fenced(lossy):
+    m = message(1)
+    claim = lossy.claim(RUN, PHASE, m, "w1", LEASE)
+    lossy.lose = 1
+    lossy.release(m.id, claim.token, M_QUEUED, "Fault: busy")
+    assert lossy.counts(RUN) == {M_QUEUED: 1}
+
+
+def test_a_dead_letter_whose_commit_answer_was_lost_is_recorded_once(lossy):
+    lossy.lose = 1
+    dl_id = lossy.add_dead_letter("swarm.nightly.read", "bad msgpack", b"\xc1", None)
+    assert [d.id for d in lossy.dead_letters()] == [dl_id]
+
+
+def test_expired_leases_reclaimed_with_a_lost_commit_answer_are_still_returned(lossy):
+    m = message(1)
+    lossy.claim(RUN, PHASE, m, "w1", EXPIRED)
+    lossy.lose = 1
+    assert lossy.reclaim_expired(RUN, lossy.now()) == [m]
+    assert lossy.counts(RUN) == {M_QUEUED: 1}
+
+
+def test_failing_connections_give_up_with_a_clear_error_and_no_password(caplog):
+    ledger = MysqlLedger("mysql://swarm:s3cret-Pa55@127.0.0.1:1/swarm")  # nothing listens on port 1
+    ledger.attempts, ledger.backoff = 3, 0.001
+    with caplog.at_level(logging.WARNING), pytest.raises(BackendError) as failed:
+        ledger.get_run(RUN)
+    assert "gave up after 3 attempts" in str(failed.value) and "error 2003" in str(failed.value)
+    assert "swarm:***@127.0.0.1:1/swarm" in str(failed.value)
+    assert len(caplog.records) == 2
+    assert "s3cret-Pa55" not in str(failed.value) + caplog.text
+
+
+def test_a_refused_login_is_not_retried_and_hides_the_password(database):
+    ledger = MysqlLedger(f"mysql://root:s3cret-Pa55@127.0.0.1:3306/{database}")
+    with pytest.raises(BackendError) as failed:
+        ledger.get_run(RUN)
+    assert "error 1045" in str(failed.value) and "gave up" not in str(failed.value)
+    assert "s3cret-Pa55" not in str(failed.value)
+
+
+@pytest.mark.parametrize("bad", ["mysql://root:pw@127.0.0.1:3306/", "mysql://root:pw@127.0.0.1:port/db"])
+def test_a_malformed_url_is_a_config_error(bad):
+    with pytest.raises(ConfigError) as failed:
+        MysqlLedger(bad)
+    assert "root:***@" in str(failed.value) and ":pw@" not in str(failed.value)
+
+
+def test_missing_tables_point_to_db_init(url, admin):
+    ledger = MysqlLedger(url)
+    try:
+        drop_tables(admin)
+        with pytest.raises(BackendError, match="swarm db init"):
+            ledger.get_run(RUN)
+    finally:
+        ledger.close()
+
+
+# lock conflicts --------------------------------------------------------------------------
+
+
+def wait_for_lock_wait(admin, statement: str) -> None:
+    """Return once a transaction running ``statement...`` waits for a row lock."""
+    deadline = time.monotonic() + 30
+    while True:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.innodb_trx "
+                "WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE %s",
+                (statement + "%",),
+            )
+            if cur.fetchone()[0]:
+                return
+        assert time.monotonic() < deadline, "no transaction came to wait for a lock"
+        time.sleep(0.2)  # InnoDB refreshes this table only after 0.1 s without a read
+
+
+def test_a_deadlock_victim_runs_again(url, database, admin, caplog):
+    ledger = MysqlLedger(url)
+    first, second = message(1), message(2)
+    fillers = [message(f"filler{i}") for i in range(50)]
+    ledger.save_plan(RUN, PHASE, fillers)
+    leases = [(m.id, ledger.claim(RUN, PHASE, m, "w1", EXPIRED).token) for m in (first, second)]
+    other = connect(database)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cur.execute("BEGIN")
+            # Many rows changed make this transaction the costlier one, so
+            # InnoDB picks the ledger's as the deadlock victim.
+            cur.executemany("UPDATE swarm_messages SET updated_at = 1 WHERE id = %s", [(m.id,) for m in fillers])
+            cur.execute("UPDATE swarm_messages SET updated_at = 1 WHERE id = %s", (second.id,))
+            with concurrent.futures.ThreadPoolExecutor(1) as pool, caplog.at_level(logging.WARNING):
+                renewal = pool.submit(ledger.renew, leases, LEASE)  # locks first, then waits for second
+                wait_for_lock_wait(admin, "UPDATE swarm_messages SET lease_until")
+                cur.execute("UPDATE swarm_messages SET updated_at = 1 WHERE id = %s", (first.id,))
+                cur.execute("COMMIT")
+                renewal.result()
+        assert "error 1213" in caplog.text
+        assert not ledger.claim(RUN, PHASE, first, "w2", LEASE).granted  # both leases were renewed
+        assert not ledger.claim(RUN, PHASE, second, "w2", LEASE).granted
+    finally:
+        other.close()
+        ledger.close()
+
+
+def test_a_lock_wait_timeout_runs_again(url, database, caplog):
+    ledger = MysqlLedger(url)
+    ledger.lock_wait_timeout = 1
+    m = message(1)
+    ledger.save_plan(RUN, PHASE, [m])
+    other = connect(database)
+    try:
+        with other.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SELECT state FROM swarm_messages WHERE id = %s FOR UPDATE", (m.id,))
+            with concurrent.futures.ThreadPoolExecutor(1) as pool, caplog.at_level(logging.WARNING):
+                claim = pool.submit(ledger.claim, RUN, PHASE, m, "w1", LEASE)
+                while "error 1205" not in caplog.text:
+                    assert not claim.done(), claim.result()
+                    time.sleep(0.01)
+                cur.execute("COMMIT")
+                assert claim.result().granted
+    finally:
+        other.close()
+        ledger.close()
+
+
+def test_an_overlong_id_is_refused_not_cut_short(url):
+    ledger = MysqlLedger(url)
+    try:
+        long_id = message("x" * 300).id
+        with pytest.raises(BackendError, match="too long"):
+            ledger.claim(RUN, PHASE, message("x" * 300), "w1", LEASE)
+        with pytest.raises(BackendError, match="too long"):
+            ledger.save_plan(RUN, PHASE, [message(1), message("x" * 300)])
+        assert ledger.counts(RUN) == {}
+        assert len(long_id) > 255
+    finally:
+        ledger.close()
+
+
+# schema ------------------------------------------------------------------------------------
+
+
+def test_concurrent_migrations_apply_each_step_once(url, admin):
+    drop_tables(admin)
+    ledgers = [MysqlLedger(url) for _ in range(6)]
+    barrier = threading.Barrier(len(ledgers))
+
+    def migrate(ledger: MysqlLedger) -> list[int]:
+        barrier.wait()
+        return ledger.migrate()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(ledgers)) as pool:
+            applied = list(pool.map(migrate, ledgers))
+        assert sorted(applied) == [[]] * (len(ledgers) - 1) + [[1]]
+        assert ledgers[0].schema_version() == 1
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+
+
+# the master's lock -------------------------------------------------------------------------
+
+
+def test_a_lock_lost_with_its_session_is_taken_again_on_renewal(url, database, admin):
+    ledger, other = MysqlLedger(url), MysqlLedger(url)
+    try:
+        ledger.lock_master(RUN, "master A")
+        kill_sessions(admin, database)
+        retry_while_locked(lambda: ledger.lock_master(RUN, "master A"))
+        with pytest.raises(MasterLocked, match="master A"):
+            other.lock_master(RUN, "master B")
+    finally:
+        ledger.close()
+        other.close()
+
+
+def test_a_lock_lost_and_taken_by_another_master_is_refused_on_renewal(url, database, admin):
+    ledger, other = MysqlLedger(url), MysqlLedger(url)
+    try:
+        ledger.lock_master(RUN, "master A")
+        kill_sessions(admin, database)
+        retry_while_locked(lambda: other.lock_master(RUN, "master B"))
+        with pytest.raises(MasterLocked, match="master B"):
+            ledger.lock_master(RUN, "master A")
+    finally:
+        ledger.close()
+        other.close()
+
+
+def test_long_lock_names_are_hashed_without_collisions(url):
+    ledger, other = MysqlLedger(url), MysqlLedger(url)
+    first, second = "r" * 200 + "1", "r" * 200 + "2"
+    try:
+        assert len(ledger._lock_name("master", first)) <= 64
+        ledger.lock_master(first, "master A")
+        other.lock_master(second, "master B")
+        with pytest.raises(MasterLocked, match="master A"):
+            other.lock_master(first, "master B")
+    finally:
+        ledger.close()
+        other.close()
+
+
+def test_closing_the_ledger_releases_its_lock(url):
+    ledger, other = MysqlLedger(url), MysqlLedger(url)
+    try:
+        ledger.lock_master(RUN, "master A")
+        ledger.close()
+        retry_while_locked(lambda: other.lock_master(RUN, "master B"))
+        assert other.claim(RUN, PHASE, message(1), "w1", LEASE).state is None  # and it still works
+        assert other.counts(RUN) == {M_CLAIMED: 1}
+    finally:
+        other.close()

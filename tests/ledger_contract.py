@@ -1,0 +1,473 @@
+"""The behaviour every ledger shares, run against each implementation.
+
+A test module subclasses ``LedgerContract`` and provides a ``url`` fixture:
+the URL of an empty, initialised ledger that ``swarm.backends.open_ledger``
+opens. ``ledger`` is one ledger on it; ``reopen()`` opens another on the same
+data, as a second process would.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable
+
+import pytest
+
+from swarm.backends import open_ledger
+from swarm.errors import BackendError, Fenced, MasterLocked
+from swarm.ledger import (
+    DONE, FAILED, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED, PLANNED, PUBLISHED, RUNNING,
+    PHASE_DONE, Ledger, Message,
+)
+from swarm.ledgers import sql
+
+RUN = "nightly@date=2024-05-01"
+PHASE = "map"
+LEASE = 300.0
+EXPIRED = -1.0  # a lease that is over as soon as it is granted
+T0 = 1_714_521_600.0
+DAY = 86_400.0
+MIB = 1 << 20
+
+
+def message(seq: int | str, stage: str = "read", chunk: str = "c0", phase: str = PHASE, run: str = RUN,
+            body: bytes | None = None) -> Message:
+    mid = f"{run}/{phase}/{chunk}/{stage}/{seq}"
+    return Message(mid, stage, chunk, f"body of {mid}".encode() if body is None else body)
+
+
+class Clock:
+    """Stands in for ``Ledger.now`` so that tests choose the time."""
+
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def retry_while_locked(action: Callable[[], None], within: float = 10.0) -> None:
+    """Call ``action`` until no ``MasterLocked`` stops it: a dead session ends on the server a moment later."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return action()
+        except MasterLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# A master that takes the lock, says so, and waits to be killed.
+DOOMED_MASTER = """
+import sys, time
+from swarm.backends import open_ledger
+ledger = open_ledger(sys.argv[1])
+ledger.lock_master(sys.argv[2], "doomed master")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+class LedgerContract:
+    @pytest.fixture
+    def reopen(self, url: str):
+        opened: list[Ledger] = []
+
+        def open_() -> Ledger:
+            opened.append(open_ledger(url))
+            return opened[-1]
+
+        yield open_
+        for ledger in opened:
+            ledger.close()
+
+    @pytest.fixture
+    def ledger(self, reopen) -> Ledger:
+        return reopen()
+
+    @pytest.fixture
+    def clock(self, ledger, monkeypatch) -> Clock:
+        clock = Clock(T0)
+        monkeypatch.setattr(ledger, "now", clock)
+        return clock
+
+    # schema ---------------------------------------------------------------------------
+
+    def test_schema_is_current_and_init_is_idempotent(self, ledger):
+        assert ledger.schema_version() == sql.SCHEMA_VERSION
+        ledger.init_schema()
+        assert ledger.migrate() == []
+        assert ledger.schema_version() == sql.SCHEMA_VERSION
+
+    def test_migrate_applies_a_new_numbered_step_once(self, ledger, monkeypatch):
+        def add_notes(led, cur):
+            cur.execute(led._ddl(
+                "CREATE TABLE IF NOT EXISTS swarm_test_notes (id {key} PRIMARY KEY, note {text}){table_options}"
+            ))
+
+        monkeypatch.setattr(sql, "MIGRATIONS", sql.MIGRATIONS + (add_notes,))
+        assert ledger.migrate() == [sql.SCHEMA_VERSION + 1]
+        assert ledger.migrate() == []
+        assert ledger.schema_version() == sql.SCHEMA_VERSION + 1
+        ledger._write("INSERT INTO swarm_test_notes (id, note) VALUES (?, ?)", ("n1", "hello"))
+        assert ledger._rows("SELECT id, note FROM swarm_test_notes") == [("n1", "hello")]
+
+    def test_a_schema_newer_than_the_code_is_refused(self, ledger):
+        ledger._write("UPDATE swarm_schema SET version = ?", (sql.SCHEMA_VERSION + 1,))
+        with pytest.raises(BackendError, match="newer"):
+            ledger.migrate()
+
+    # runs -------------------------------------------------------------------------------
+
+    def test_open_run_is_idempotent(self, ledger):
+        first = ledger.open_run(RUN, "nightly", {"date": "2024-05-01"})
+        assert (first.id, first.job, dict(first.params)) == (RUN, "nightly", {"date": "2024-05-01"})
+        assert (first.status, first.phase, first.error, first.finished_at) == (RUNNING, None, None, None)
+        assert ledger.open_run(RUN, "nightly", {"date": "changed"}) == first
+        assert ledger.get_run(RUN) == first
+        assert ledger.get_run("no-such-run") is None
+        assert [r.id for r in ledger.runs()] == [RUN]
+
+    def test_update_run_and_reopen_after_failure(self, ledger):
+        ledger.open_run(RUN, "nightly", {})
+        ledger.update_run(RUN, status=FAILED, phase="reduce", error="boom", finished=True)
+        run = ledger.get_run(RUN)
+        assert (run.status, run.phase, run.error) == (FAILED, "reduce", "boom")
+        assert run.finished_at is not None
+        ledger.update_run(RUN, status=RUNNING)
+        run = ledger.get_run(RUN)
+        assert (run.status, run.phase, run.error, run.finished_at) == (RUNNING, "reduce", None, None)
+
+    def test_phase_state(self, ledger):
+        assert ledger.phase_state(RUN, "map") is None
+        ledger.set_phase_state(RUN, "map", PUBLISHED)
+        ledger.set_phase_state(RUN, "map", PHASE_DONE)
+        ledger.set_phase_state(RUN, "reduce", PUBLISHED)
+        assert ledger.phase_state(RUN, "map") == PHASE_DONE
+        assert ledger.phase_state(RUN, "reduce") == PUBLISHED
+        assert ledger.phase_state("other-run", "map") is None
+
+    def test_runs_filter_by_job_status_date_and_text(self, ledger, clock):
+        history = [("a", DONE, None), ("a", FAILED, "Timeout talking to HBase"), ("b", FAILED, "bad row 50%_x"),
+                   ("b", RUNNING, None)]
+        for day, (job, status, error) in enumerate(history):
+            clock.t = T0 + day * DAY
+            ledger.open_run(f"{job}@day={day}", job, {"day": str(day)})
+            ledger.update_run(f"{job}@day={day}", status=status, error=error)
+
+        def ids(**filters) -> list[str]:
+            return [r.id for r in ledger.runs(**filters)]
+
+        assert ids() == ["b@day=3", "b@day=2", "a@day=1", "a@day=0"]  # newest first
+        assert ids(job="a") == ["a@day=1", "a@day=0"]
+        assert ids(status=FAILED) == ["b@day=2", "a@day=1"]
+        assert ids(job="b", status=FAILED) == ["b@day=2"]
+        assert ids(since=T0 + DAY, until=T0 + 3 * DAY) == ["b@day=2", "a@day=1"]
+        assert ids(since=T0 + 3 * DAY) == ["b@day=3"]
+        assert ids(text="timeout") == ["a@day=1"]  # any case
+        assert ids(text="50%_x") == ["b@day=2"]
+        assert ids(text="5%x") == []  # % and _ are themselves, not wildcards
+        assert ids(text="0__") == []
+        assert ids(limit=1) == ["b@day=3"]
+
+    # the plan -------------------------------------------------------------------------
+
+    def test_save_plan_records_planned_messages_and_the_phase(self, ledger):
+        msgs = [message(i) for i in range(5)]
+        ledger.save_plan(RUN, PHASE, msgs)
+        assert ledger.phase_state(RUN, PHASE) == PLANNED
+        assert ledger.planned(RUN, PHASE, 10) == msgs
+        assert ledger.planned(RUN, PHASE, 2) == msgs[:2]
+        assert ledger.planned(RUN, "reduce", 10) == []
+        ledger.save_plan(RUN, PHASE, msgs)  # again, as a restarted master does: nothing doubles
+        assert ledger.counts(RUN, PHASE) == {M_PLANNED: 5}
+
+    def test_save_plan_is_atomic(self, ledger):
+        unstorable = Message(message(9).id, "read", "c0", None)  # a body is required
+        with pytest.raises(BackendError):
+            ledger.save_plan(RUN, PHASE, [message(i) for i in range(3)] + [unstorable])
+        assert ledger.planned(RUN, PHASE, 10) == []
+        assert ledger.phase_state(RUN, PHASE) is None
+
+    def test_mark_queued_moves_only_planned_messages(self, ledger):
+        msgs = [message(i) for i in range(4)]
+        ledger.save_plan(RUN, PHASE, msgs)
+        ledger.mark_queued([msgs[0].id, msgs[1].id])
+        assert ledger.planned(RUN, PHASE, 10) == msgs[2:]
+        assert ledger.claim(RUN, PHASE, msgs[2], "w1", LEASE).granted
+        ledger.mark_queued([msgs[0].id, msgs[2].id])
+        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 2, M_CLAIMED: 1, M_PLANNED: 1}
+
+    # claims ---------------------------------------------------------------------------
+
+    def test_claim_grants_a_token_and_counts_the_attempt(self, ledger):
+        planned, unseen = message(1), message(2)
+        ledger.save_plan(RUN, PHASE, [planned])
+        for m in (planned, unseen):  # a message the ledger has not seen is recorded by its claim
+            claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+            assert claim.granted and claim.token >= 1 and claim.attempts == 1 and claim.state is None
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 2}
+
+    def test_a_second_claim_is_refused_while_the_lease_is_live(self, ledger):
+        m = message(1)
+        assert ledger.claim(RUN, PHASE, m, "w1", LEASE).granted
+        for holder in ("w2", "w1"):
+            refused = ledger.claim(RUN, PHASE, m, holder, LEASE)
+            assert (refused.granted, refused.state, refused.attempts) == (False, M_CLAIMED, 1)
+
+    def test_a_claim_after_the_lease_expired_gets_a_higher_token(self, ledger):
+        m = message(1)
+        first = ledger.claim(RUN, PHASE, m, "w1", EXPIRED)
+        second = ledger.claim(RUN, PHASE, m, "w2", LEASE)
+        assert second.granted and second.token > first.token and second.attempts == 2
+
+    def test_finished_messages_are_not_claimed(self, ledger):
+        ends = {
+            M_DONE: lambda m, t: ledger.complete(m.id, t, RUN, PHASE, [], {}),
+            M_DEAD: lambda m, t: ledger.release(m.id, t, M_DEAD, "too many faults"),
+            M_ABORTED: lambda m, t: ledger.release(m.id, t, M_ABORTED, "abort: bad input"),
+        }
+        for seq, (state, end) in enumerate(ends.items()):
+            m = message(seq)
+            end(m, ledger.claim(RUN, PHASE, m, "w1", LEASE).token)
+            refused = ledger.claim(RUN, PHASE, m, "w2", LEASE)
+            assert (refused.granted, refused.state, refused.attempts) == (False, state, 1)
+
+    def test_renew_extends_current_leases_only(self, ledger):
+        kept, lost = message(1), message(2)
+        kept_claim = ledger.claim(RUN, PHASE, kept, "w1", EXPIRED)
+        lost_claim = ledger.claim(RUN, PHASE, lost, "w1", EXPIRED)
+        ledger.renew([(kept.id, kept_claim.token), (lost.id, lost_claim.token + 1)], LEASE)
+        ledger.renew([], LEASE)
+        assert not ledger.claim(RUN, PHASE, kept, "w2", LEASE).granted
+        assert ledger.claim(RUN, PHASE, lost, "w2", LEASE).granted
+
+    def test_concurrent_claims_of_one_message_grant_exactly_one(self, ledger):
+        workers, rounds = 12, 8
+        barrier = threading.Barrier(workers)
+
+        def contend(m: Message, holder: str):
+            barrier.wait()
+            return ledger.claim(RUN, PHASE, m, holder, LEASE)
+
+        ledger.save_plan(RUN, PHASE, [message(f"planned{r}") for r in range(1, rounds, 2)])
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for r in range(rounds):
+                m = message(f"planned{r}") if r % 2 else message(f"unseen{r}")
+                claims = list(pool.map(contend, [m] * workers, [f"w{i}" for i in range(workers)]))
+                assert sum(c.granted for c in claims) == 1
+                assert all(c.state == M_CLAIMED and c.attempts == 1 for c in claims if not c.granted)
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: rounds}
+
+    # completion -------------------------------------------------------------------------
+
+    def test_complete_records_children_and_counts(self, ledger):
+        m = message(1)
+        children = [message("1.0", stage="write"), message("1.1", stage="write")]
+        claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+        ledger.complete(m.id, claim.token, RUN, PHASE, children, {"rows": 3, "skipped": 1})
+        assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 2}
+        assert ledger.counters(RUN) == {"rows": 3, "skipped": 1}
+        assert ledger.stale_queued(RUN, ledger.now() + 1) == children  # bodies and all, for re-publishing
+        assert ledger.claim(RUN, PHASE, children[0], "w2", LEASE).granted
+
+    def test_complete_with_a_stale_token_is_fenced(self, ledger):
+        m = message(1)
+        stale = ledger.claim(RUN, PHASE, m, "w1", EXPIRED)
+        ledger.claim(RUN, PHASE, m, "w2", LEASE)
+        with pytest.raises(Fenced):
+            ledger.complete(m.id, stale.token, RUN, PHASE, [message("1.0", stage="write")], {"rows": 1})
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 1}
+        assert ledger.counters(RUN) == {}
+
+    @pytest.mark.parametrize("stale_first", [True, False])
+    def test_a_message_completed_under_two_tokens_counts_once(self, ledger, stale_first):
+        m, child = message(1), message("1.0", stage="write")
+        stale = ledger.claim(RUN, PHASE, m, "w1", EXPIRED)
+        current = ledger.claim(RUN, PHASE, m, "w2", LEASE)
+
+        def finish(token: int) -> None:
+            ledger.complete(m.id, token, RUN, PHASE, [child], {"rows": 5})
+
+        if stale_first:
+            with pytest.raises(Fenced):
+                finish(stale.token)
+            finish(current.token)
+        else:
+            finish(current.token)
+            with pytest.raises(Fenced):
+                finish(stale.token)
+        assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 1}
+        assert ledger.counters(RUN) == {"rows": 5}
+
+    def test_completing_again_with_the_same_token_changes_nothing(self, ledger):
+        m, child = message(1), message("1.0", stage="write")
+        claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+        for _ in range(2):  # as when the answer to the first COMMIT was lost
+            ledger.complete(m.id, claim.token, RUN, PHASE, [child], {"rows": 5})
+        assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 1}
+        assert ledger.counters(RUN) == {"rows": 5}
+
+    # release, expiry, revival ----------------------------------------------------------
+
+    def test_release_to_queued_for_a_retry(self, ledger):
+        m = message(1)
+        first = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+        ledger.release(m.id, first.token, M_QUEUED, "Fault: HBase busy")
+        ledger.release(m.id, first.token, M_QUEUED, "Fault: HBase busy")  # repeated: no change
+        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1}
+        again = ledger.claim(RUN, PHASE, m, "w2", LEASE)
+        assert again.granted and again.token > first.token and again.attempts == 2
+        with pytest.raises(Fenced):
+            ledger.release(m.id, first.token, M_QUEUED, "late")
+
+    def test_release_to_dead(self, ledger):
+        m = message(1)
+        claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+        ledger.release(m.id, claim.token, M_DEAD, "failed 5 times")
+        with pytest.raises(Fenced):
+            ledger.release(m.id, claim.token, M_QUEUED, "a different ending")
+        assert ledger.counts(RUN, PHASE) == {M_DEAD: 1}
+        with pytest.raises(ValueError):
+            ledger.release(m.id, claim.token, M_DONE, None)
+
+    def test_reclaim_expired_requeues_and_fences_the_old_holder(self, ledger):
+        big = message(1, body=os.urandom(MIB))
+        live = message(2)
+        expired = ledger.claim(RUN, PHASE, big, "w1", EXPIRED)
+        ledger.claim(RUN, PHASE, live, "w1", LEASE)
+        ledger.claim("other-run", PHASE, message(3, run="other-run"), "w1", EXPIRED)
+        assert ledger.reclaim_expired(RUN, ledger.now()) == [big]
+        assert ledger.reclaim_expired(RUN, ledger.now()) == []
+        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1, M_CLAIMED: 1}
+        with pytest.raises(Fenced):
+            ledger.complete(big.id, expired.token, RUN, PHASE, [], {"rows": 1})
+        again = ledger.claim(RUN, PHASE, big, "w2", LEASE)
+        assert again.granted and again.token > expired.token + 1 and again.attempts == 2
+        assert [f.error for f in ledger.failures(RUN)] == ["lease expired"]
+
+    def test_stale_queued_returns_untouched_queued_messages_and_touches_them(self, ledger, clock):
+        queued, planned = message(1), message(2)
+        ledger.save_plan(RUN, PHASE, [queued, planned])
+        ledger.mark_queued([queued.id])
+        clock.t = T0 + 100
+        assert ledger.stale_queued(RUN, T0 + 50) == [queued]
+        assert ledger.stale_queued(RUN, T0 + 50) == []
+        clock.t = T0 + 200
+        assert ledger.stale_queued(RUN, T0 + 150) == [queued]
+        assert ledger.stale_queued("other-run", T0 + 500) == []
+
+    def test_revive_requeues_a_dead_message_with_attempts_reset(self, ledger):
+        m, done = message(1), message(2)
+        dead = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+        ledger.release(m.id, dead.token, M_DEAD, "failed 5 times")
+        ledger.revive(m.id)
+        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1}
+        with pytest.raises(Fenced):
+            ledger.release(m.id, dead.token, M_DEAD, "late")
+        again = ledger.claim(RUN, PHASE, m, "w2", LEASE)
+        assert again.granted and again.attempts == 1 and again.token > dead.token
+        ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
+        ledger.revive(done.id)  # only dead messages come back
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 1, M_DONE: 1}
+
+    # the master's view ------------------------------------------------------------------
+
+    def test_counts_and_chunk_counts(self, ledger):
+        maps = [message(i) for i in range(4)]
+        ledger.save_plan(RUN, "map", maps)
+        ledger.save_plan(RUN, "reduce", [message(0, phase="reduce", stage="sum")])
+        ledger.mark_queued([m.id for m in maps[1:]])
+        ledger.claim(RUN, "map", maps[2], "w1", LEASE)
+        done = ledger.claim(RUN, "map", maps[3], "w1", LEASE)
+        ledger.complete(maps[3].id, done.token, RUN, "map", [], {})
+        assert ledger.counts(RUN) == {M_PLANNED: 2, M_QUEUED: 1, M_CLAIMED: 1, M_DONE: 1}
+        assert ledger.counts(RUN, "map") == {M_PLANNED: 1, M_QUEUED: 1, M_CLAIMED: 1, M_DONE: 1}
+        assert ledger.chunk_counts(RUN) == {
+            "map": {M_PLANNED: 1, M_QUEUED: 1, M_CLAIMED: 1, M_DONE: 1},
+            "reduce": {M_PLANNED: 1},
+        }
+        assert ledger.counts("other-run") == {} and ledger.chunk_counts("other-run") == {}
+
+    def test_failures_list_dead_aborted_and_errored_messages(self, ledger):
+        retried, dead, aborted, fine = (message(i) for i in range(4))
+        ends = [(retried, M_QUEUED, "Fault: HBase busy"), (dead, M_DEAD, None), (aborted, M_ABORTED, "abort: bad row")]
+        for m, state, error in ends:
+            ledger.release(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, state, error)
+        ledger.complete(fine.id, ledger.claim(RUN, PHASE, fine, "w1", LEASE).token, RUN, PHASE, [], {})
+        failures = {f.id: f for f in ledger.failures(RUN)}
+        assert {(i, f.state, f.error, f.attempts) for i, f in failures.items()} == {
+            (retried.id, M_QUEUED, "Fault: HBase busy", 1), (dead.id, M_DEAD, None, 1),
+            (aborted.id, M_ABORTED, "abort: bad row", 1),
+        }
+        assert failures[dead.id].stage == "read" and failures[dead.id].chunk == "c0"
+        assert len(ledger.failures(RUN, limit=2)) == 2
+        assert ledger.failures("other-run") == []
+
+    def test_keys_are_exact_strings(self, ledger):
+        ids = ["x/a", "x/A", "x/a "]
+        for i in ids:
+            assert ledger.claim(RUN, PHASE, Message(i, "read", "c0", b"b"), "w1", LEASE).granted
+        names = {"n": 1, "N": 2, "n ": 3, "größe": 4}
+        claim = ledger.claim(RUN, PHASE, message(1), "w1", LEASE)
+        ledger.complete(message(1).id, claim.token, RUN, PHASE, [], names)
+        assert ledger.counters(RUN) == names
+        assert ledger.counts(RUN) == {M_CLAIMED: 3, M_DONE: 1}
+
+    # dead letters -----------------------------------------------------------------------
+
+    def test_dead_letters(self, ledger):
+        body = os.urandom(MIB)
+        first = ledger.add_dead_letter("swarm.nightly.read", "body is not valid msgpack", body, None)
+        second = ledger.add_dead_letter("swarm.nightly.write", "failed 5 times", b"\x81\xa1v\x01", message(1).id)
+        assert first != second
+        assert [d.id for d in ledger.dead_letters()] == [first, second]
+        assert [d.id for d in ledger.dead_letters(queue="swarm.nightly.write")] == [second]
+        record = ledger.get_dead_letter(first)
+        assert (record.queue, record.message_id, record.reason, record.body, record.replayed_at) == (
+            "swarm.nightly.read", None, "body is not valid msgpack", body, None)
+        assert ledger.get_dead_letter(second).message_id == message(1).id
+        assert ledger.get_dead_letter(second + 1000) is None
+        ledger.mark_replayed([first, first])
+        assert [d.id for d in ledger.dead_letters()] == [second]
+        assert [d.id for d in ledger.dead_letters(replayed=True)] == [first, second]
+        assert ledger.get_dead_letter(first).replayed_at is not None
+        assert len(ledger.dead_letters(replayed=True, limit=1)) == 1
+
+    # the master's lock ------------------------------------------------------------------
+
+    def test_a_second_master_is_refused_naming_the_holder(self, ledger, reopen):
+        ledger.lock_master(RUN, "master A")
+        ledger.lock_master(RUN, "master A")  # renewal
+        other = reopen()
+        for contender, name in ((other, "master B"), (ledger, "master B")):
+            with pytest.raises(MasterLocked) as refused:
+                contender.lock_master(RUN, name)
+            assert refused.value.key == RUN
+            assert "master A" in refused.value.holder and str(os.getpid()) in refused.value.holder
+        other.lock_master("another-run", "master B")  # a different key is a different lock
+        ledger.unlock_master(RUN)
+        other.lock_master(RUN, "master B")
+        with pytest.raises(MasterLocked, match="master B"):
+            ledger.lock_master(RUN, "master A")
+
+    def test_the_lock_dies_with_a_killed_master(self, ledger, url):
+        doomed = subprocess.Popen([sys.executable, "-c", DOOMED_MASTER, url, RUN], stdout=subprocess.PIPE, text=True)
+        try:
+            assert doomed.stdout.readline().strip() == "locked"
+            with pytest.raises(MasterLocked) as refused:
+                ledger.lock_master(RUN, "next master")
+            assert "doomed master" in refused.value.holder and str(doomed.pid) in refused.value.holder
+            doomed.kill()
+            doomed.wait()
+            retry_while_locked(lambda: ledger.lock_master(RUN, "next master"))
+        finally:
+            if doomed.poll() is None:
+                doomed.kill()
+                doomed.wait()
+            doomed.stdout.close()

@@ -1,0 +1,25 @@
+"""The ledger contract on the embedded SQLite ledger, plus what only SQLite does."""
+from __future__ import annotations
+
+import pytest
+
+from swarm.ledger import M_CLAIMED
+from swarm.ledgers import sql
+from swarm.ledgers.sqlite import SqliteLedger
+from tests.ledger_contract import LEASE, PHASE, RUN, LedgerContract, message
+
+
+class TestSqliteLedger(LedgerContract):
+    @pytest.fixture
+    def url(self, tmp_path) -> str:
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+def test_an_in_memory_ledger_is_ready_to_use():
+    ledger = SqliteLedger()
+    try:
+        assert ledger.schema_version() == sql.SCHEMA_VERSION
+        assert ledger.claim(RUN, PHASE, message(1), "w1", LEASE).granted
+        assert ledger.counts(RUN) == {M_CLAIMED: 1}
+    finally:
+        ledger.close()
