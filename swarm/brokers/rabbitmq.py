@@ -31,8 +31,14 @@ Topology (``declare``; idempotent)
                       queue: with per-message TTLs a short delay would wait behind a
                       long one. Nothing waits unacked in a worker meanwhile.
 
-    Changing ``delivery_limit`` for an existing queue makes ``declare`` fail with
-    the broker's "inequivalent arg" message: delete the queue or use a policy.
+    A classic stage queue has no delivery limit: only the ledger's attempt count
+    ends a loop there. Changing ``delivery_limit`` for an existing queue makes
+    ``declare`` fail with the broker's "inequivalent arg" message: drain and
+    delete the queue, then declare it again.
+
+    ``publish`` refuses a batch that names a queue not known to exist before it
+    sends any of it (checked once per name); a queue deleted later makes the
+    broker return the message (``mandatory``), and the publish raises.
 
 Threading
     A pika connection is not thread safe. The broker owns one connection (pika's
@@ -52,7 +58,7 @@ Threading
 
     Why not ``BlockingConnection``: its publish waits for each message's confirm in
     turn, one round trip per message; writing a whole batch and then waiting for
-    its confirms is some 25 times faster. Why not a second connection for
+    its confirms is more than ten times faster. Why not a second connection for
     publishing: DESIGN wants one connection per process, and marshalling keeps
     every channel on one thread without locks around pika.
 
@@ -71,8 +77,12 @@ Reconnect
     re-declares the queues this broker declared and re-subscribes its consumers. A
     worker started while RabbitMQ is down simply waits. The broker redelivers what
     the lost connection held unacked; settling those old deliveries does nothing.
-    A consumer channel the broker closes alone (``consumer_timeout``, a deleted
-    queue) is reopened without dropping the connection.
+    A consumer channel the broker closes alone (``consumer_timeout``) is reopened
+    without dropping the connection; a consumer whose queue was deleted reconnects,
+    which declares the queue again. A callback that raises is logged and its
+    delivery requeued (a quorum queue's delivery limit ends a loop of that).
+    ``cancel`` sends deliveries already prefetched but not yet dispatched back to
+    the queue.
 
 Long handlers and ``consumer_timeout``
     RabbitMQ closes a consumer's channel when one of its deliveries stays unacked
@@ -98,7 +108,7 @@ import re
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence
 
 import pika
 import pika.channel
@@ -111,8 +121,6 @@ from swarm.broker import REASON_HEADER, Broker, Callback, DeadLetter, Delivery, 
 from swarm.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DEFAULT_CONSUMER_TIMEOUT = 1800.0  # RabbitMQ's own default, in seconds
 CONSUMER_TIMEOUT_SLACK = 60.0  # after a handler's limit: commit effects and get the ack to the broker
@@ -180,8 +188,9 @@ def _parse_url(url: str) -> _Options:
     except ValueError as e:
         raise ConfigError(f"broker: cannot parse {where!r}: {e}") from None
     ours = {name: query.pop(name)[-1] for name in list(query) if name in _OPTIONS}
+    rest = parts._replace(query=urllib.parse.urlencode(query, doseq=True))
     try:
-        params = pika.URLParameters(urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, doseq=True))))
+        params = pika.URLParameters(urllib.parse.urlunsplit(rest))
     except (ValueError, TypeError) as e:
         raise ConfigError(f"broker: {_scrub(str(e), parts.password)} (in {where})") from None
     if "blocked_connection_timeout" not in query:
@@ -235,7 +244,8 @@ def _root(error: BaseException | None) -> BaseException | None:
             error = error.exceptions[-1]
         elif isinstance(getattr(error, "exception", None), BaseException):
             error = error.exception  # a connector phase error
-        elif type(error) is pika.exceptions.AMQPConnectionError and error.args and isinstance(error.args[0], BaseException):
+        elif type(error) is pika.exceptions.AMQPConnectionError and error.args \
+                and isinstance(error.args[0], BaseException):
             error = error.args[0]
         else:
             return error
@@ -294,8 +304,9 @@ class _Lost(BackendError):
 class _Batch:
     """Messages published together; ``future`` resolves when the broker has confirmed all of them."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, error: Callable[[str], BackendError]):
         self.remaining = size
+        self._error = error
         self.keys: set[str] = set()
         self.unroutable: set[str] = set()
         self.nacked = 0
@@ -308,9 +319,9 @@ class _Batch:
     def finish(self) -> None:
         if self.unroutable:
             names = ", ".join(sorted(self.unroutable))
-            self.fail(BackendError(f"no queue named {names}: the broker returned the message; declare it first"))
+            self.fail(self._error(f"no queue named {names}: the broker returned the message; declare it first"))
         elif self.nacked:
-            self.fail(BackendError(f"the broker refused {self.nacked} message(s) (nack); publish again"))
+            self.fail(self._error(f"the broker refused {self.nacked} message(s) (nack); publish again"))
         elif not self.future.done():
             self.future.set_result(None)
 
@@ -394,7 +405,8 @@ class _Link:
 
     def _on_close(self, _conn: Any, error: BaseException) -> None:
         self.lost = self.lost or _describe(error)
-        self._fail_batches(self.error(f"connection lost before the broker confirmed ({self.lost}); publish again", _Lost))
+        why = f"connection lost before the broker confirmed ({self.lost}); publish again"
+        self._fail_batches(self.error(why, _Lost))
 
     def shut(self) -> None:
         """Close the connection (unacked deliveries go back to their queues) and release its loop."""
@@ -493,7 +505,7 @@ class _Link:
 
     def send(self, messages: Sequence[tuple[str, bytes, pika.BasicProperties]]) -> concurrent.futures.Future:
         """Write a batch and return the future its confirms resolve; does not wait for them."""
-        batch = _Batch(len(messages))
+        batch = _Batch(len(messages), self.error)
         if not messages:
             batch.finish()
             return batch.future
@@ -523,7 +535,10 @@ class _Link:
         return ch
 
     def _on_publisher_closed(self, _ch: pika.channel.Channel, reason: BaseException) -> None:
-        self._fail_batches(self.error(f"publishing channel closed before the broker confirmed ({_describe(reason)})"))
+        # closed with the connection, unless the broker closed just this channel
+        kind = BackendError if isinstance(reason, pika.exceptions.ChannelClosedByBroker) else _Lost
+        why = f"publishing channel closed before the broker confirmed ({_describe(reason)})"
+        self._fail_batches(self.error(why, kind))
 
     def _on_return(self, _ch: Any, method: Basic.Return, _props: Any, _body: bytes) -> None:
         # A return names no delivery tag; it comes before the ack of its message, so it belongs
@@ -552,6 +567,10 @@ class _Link:
             self._batches.discard(batch)
             batch.finish()
 
+    def confirmed(self) -> bool:
+        """No batch waits for confirms."""
+        return not self._batches
+
     def _fail_batches(self, error: BackendError) -> None:
         for batch in self._batches:
             batch.fail(error)
@@ -569,7 +588,10 @@ class _Link:
         ch.add_on_close_callback(lambda _ch, reason: self._on_consumer_closed(consumer, ch, reason))
         ch.add_on_cancel_callback(lambda _frame: self.broken.append(consumer))
         self.request(ch, lambda cb: ch.basic_qos(prefetch_count=consumer.prefetch, callback=cb), "setting prefetch")
-        on_message = lambda _ch, method, props, body: self.deliveries.append((consumer, ch, method, props, body))  # noqa: E731
+
+        def on_message(_ch: Any, method: Basic.Deliver, props: pika.BasicProperties, body: bytes) -> None:
+            self.deliveries.append((consumer, ch, method, props, body))  # dispatched at the top of serve's loop
+
         tag: list[str] = []
         self.request(ch, lambda cb: tag.append(ch.basic_consume(consumer.queue, on_message, callback=cb)),
                      f"consuming from {consumer.queue!r}")
@@ -577,7 +599,8 @@ class _Link:
 
     def _on_consumer_closed(self, consumer: _Consumer, ch: pika.channel.Channel, reason: BaseException) -> None:
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and consumer.channel is ch:
-            log.warning("RabbitMQ closed the channel consuming %r (%s); resubscribing", consumer.queue, _describe(reason))
+            log.warning("RabbitMQ at %s closed the channel consuming %r (%s); resubscribing",
+                        self.label, consumer.queue, _describe(reason))
             self.broken.append(consumer)
 
     def unsubscribe(self, consumer: _Consumer) -> None:
@@ -714,9 +737,15 @@ class RabbitBroker(Broker):
                     wait = _backoff(failures)
                     log.warning("%s; reconnecting in %.1f s", self._said(e), wait)
                     self._drop_link()
-                    stop.wait(wait)
+                    self._pause(stop, wait)
         finally:
             self._leave_serve()
+
+    def _pause(self, stop: threading.Event, seconds: float) -> None:
+        """Sleep between reconnects, cut short by ``stop`` or ``close``."""
+        deadline = time.monotonic() + seconds
+        while not (stop.is_set() or self._closed) and time.monotonic() < deadline:
+            stop.wait(min(_TICK, deadline - time.monotonic()))
 
     def cancel(self) -> None:
         with self._cv:
@@ -828,10 +857,15 @@ class RabbitBroker(Broker):
             return self._run(self._connect(), fn, confirm)
 
     def _run(self, link: _Link, fn: Callable[[_Link], Any], confirm: bool) -> Any:
-        result = fn(link)
-        if confirm:
-            link.pump_until(result.done)
-            result = result.result()
+        """``fn(link)`` on the pumping thread, with pika's exceptions turned into ``BackendError``."""
+        try:
+            result = fn(link)
+            if confirm:
+                link.pump_until(result.done)
+                result = result.result()
+        except (pika.exceptions.AMQPError, OSError) as e:
+            gone = link.lost is not None or not link.conn.is_open
+            raise link.error(_describe(e), _Lost if gone else BackendError) from None
         if threading.current_thread() is not self._io_thread:
             link.flush()  # no loop runs after us to write what fn left buffered
         return result
@@ -848,7 +882,7 @@ class RabbitBroker(Broker):
 
         def job() -> None:
             try:
-                future.set_result(fn(link))
+                future.set_result(self._run(link, fn, confirm=False))
             except BaseException as e:  # the caller re-raises it on its own thread
                 future.set_exception(e)
 
@@ -883,7 +917,8 @@ class RabbitBroker(Broker):
         try:
             link = _Link(self._opts, self._label, self._secret)
         except (pika.exceptions.AMQPError, OSError) as e:
-            raise BackendError(f"RabbitMQ at {self._label}: cannot connect: {_scrub(_describe(e), self._secret)}") from None
+            why = _scrub(_describe(e), self._secret)
+            raise BackendError(f"RabbitMQ at {self._label}: cannot connect: {why}") from None
         with self._cv:
             self._link = link
         return link
@@ -922,6 +957,7 @@ class RabbitBroker(Broker):
             self._run_jobs()
             link = self._live_link()
             if link is not None:
+                link.pump_until(link.confirmed)  # their publishers wait on threads that no longer pump
                 link.flush()
             if self._closed:
                 with self._cv:

@@ -1,0 +1,227 @@
+"""Helpers for tests on the real RabbitMQ: a throwaway vhost, a TCP fault proxy, a recording consumer."""
+from __future__ import annotations
+
+import contextlib
+import selectors
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from typing import Callable, Iterator
+
+import pika
+import pytest
+
+HOST, PORT = "127.0.0.1", 5672
+USER = PASSWORD = "guest"
+
+
+def rabbitmqctl(*args: str, retry_for: float = 60.0) -> str:
+    """Run ``rabbitmqctl`` and return its output, trying again for ``retry_for`` seconds.
+
+    Other tests on the same broker restart it; a command run meanwhile fails and is retried.
+    """
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is not installed: run `make services`")
+    deadline = time.monotonic() + retry_for
+    while True:
+        done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            return done.stdout
+        if time.monotonic() > deadline:
+            pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+        time.sleep(1)
+
+
+def broker_listening(host: str = HOST, port: int = PORT) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+def await_broker(timeout: float = 90.0) -> None:
+    """Wait until RabbitMQ listens: another test may be restarting it."""
+    deadline = time.monotonic() + timeout
+    while not broker_listening():
+        if time.monotonic() > deadline:
+            pytest.fail(f"RabbitMQ is not listening on {HOST}:{PORT}: run `make services`")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def temporary_vhost() -> Iterator[str]:
+    """A new vhost the guest user may use, deleted afterwards with everything in it."""
+    await_broker()
+    name = f"swarm-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, USER, ".*", ".*", ".*")
+        yield name
+    finally:
+        await_broker()
+        rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    with temporary_vhost() as name:
+        yield name
+
+
+def amqp_url(vhost: str, port: int = PORT, password: str = PASSWORD, **options: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"amqp://{USER}:{password}@{HOST}:{port}/{vhost}" + (f"?{query}" if query else "")
+
+
+def ready(vhost: str, queue: str) -> int:
+    """Messages ready on ``queue`` now, asked over a connection of the test's own.
+
+    (``rabbitmqctl list_queues`` reports quorum queues from metrics a few seconds old.)
+    """
+    params = pika.URLParameters(amqp_url(vhost))
+    with contextlib.closing(pika.BlockingConnection(params)) as conn:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+
+
+def queue_types(vhost: str) -> dict[str, str]:
+    out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", vhost, "name", "type")
+    return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Wait until ``condition()`` holds; the timeout only stops a broken test from hanging."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+class Recorder:
+    """A consumer callback that keeps every delivery and optionally settles it."""
+
+    def __init__(self, settle: Callable | None = None):
+        self.deliveries: list = []
+        self.threads: set[str] = set()
+        self._settle = settle
+        self._lock = threading.Lock()
+
+    def __call__(self, delivery) -> None:
+        with self._lock:
+            self.deliveries.append(delivery)
+            self.threads.add(threading.current_thread().name)
+        if self._settle is not None:
+            self._settle(delivery)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        with self._lock:
+            return [d.body for d in self.deliveries]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.deliveries)
+
+
+@contextlib.contextmanager
+def serving(broker) -> Iterator[threading.Thread]:
+    """Run ``broker.serve`` on its own thread for the block; stop it and check it returned."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            broker.serve(stop)
+        except BaseException as e:  # reported in the test's thread below
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name="serve", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), "serve did not return after stop was set"
+    assert not failure, f"serve raised {failure[0]!r}"
+
+
+class FaultProxy:
+    """A TCP proxy in front of RabbitMQ that can cut its connections, or refuse new ones.
+
+    A small stand-in for Toxiproxy: it lets a test break the network between a
+    client and the broker without touching the broker.
+    """
+
+    def __init__(self, target: tuple[str, int] = (HOST, PORT)):
+        self.target = target
+        self.refusing = False
+        self._server = socket.create_server((HOST, 0))
+        self.port = self._server.getsockname()[1]
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, name="fault-proxy", daemon=True).start()
+
+    def cut(self) -> int:
+        """Drop every connection now open, as a failed network would; returns how many."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        return len(pairs)
+
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._pairs)
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+        self.cut()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.refusing:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        peer = {a: b, b: a}
+        sel = selectors.DefaultSelector()
+        try:
+            for sock in (a, b):
+                sock.setblocking(True)
+                sel.register(sock, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select(timeout=0.5):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    peer[key.fileobj].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            sel.close()
+            for sock in (a, b):
+                sock.close()
+            with self._lock:
+                if (a, b) in self._pairs:
+                    self._pairs.remove((a, b))

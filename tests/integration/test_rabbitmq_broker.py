@@ -1,0 +1,449 @@
+"""RabbitBroker against a real RabbitMQ, each test in a vhost of its own."""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+
+import pytest
+
+from swarm.backends import open_broker
+from swarm.broker import dead_letter_queue
+from swarm.brokers.rabbitmq import (
+    DELAY_TIERS_MS,
+    RabbitBroker,
+    _Topology,
+    consumer_timeout_note,
+    delay_tier,
+    retry_queue,
+)
+from swarm.errors import BackendError, ConfigError
+
+from tests.integration.rabbitmq_support import (  # noqa: F401  (vhost is a fixture)
+    FaultProxy,
+    Recorder,
+    amqp_url,
+    queue_types,
+    rabbitmqctl,
+    ready,
+    serving,
+    vhost,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+Q = "swarm.test.stage"
+NEXT = "swarm.test.next"
+
+
+@pytest.fixture
+def broker(vhost):
+    b = RabbitBroker(amqp_url(vhost))
+    b.declare([Q, NEXT])
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def pool():
+    with concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="pool") as p:
+        yield p
+
+
+# -- publish and consume ---------------------------------------------------
+
+
+def test_confirmed_messages_are_consumed_in_order_and_acked_from_pool_threads(broker, vhost, pool):
+    bodies = [b"m%03d" % i for i in range(50)]
+    broker.publish([(Q, body) for body in bodies])
+    assert broker.depth(Q) == 50  # publish returned only once the broker had all of them
+
+    rec = Recorder(settle=lambda d: pool.submit(d.ack))
+    broker.consume(Q, 4, rec)
+    with serving(broker):
+        # with prefetch 4, the 5th and later deliveries prove the pool threads' acks took effect
+        wait_for(lambda: len(rec) == 50, "every message")
+    assert rec.bodies == bodies
+    assert ready(vhost, Q) == 0
+    assert rec.threads == {"serve"}  # callbacks run on the thread that serves
+    assert not any(d.redelivered for d in rec.deliveries)
+
+
+def test_publish_from_many_threads_and_from_a_callback_while_serving(broker, vhost, pool):
+    def forward(delivery):  # on the I/O thread: publishes inline, then acks
+        broker.publish([(NEXT, b"next-" + delivery.body)])
+        delivery.ack()
+
+    done = Recorder(settle=lambda d: pool.submit(d.ack))
+    broker.consume(Q, 8, forward)
+    broker.consume(NEXT, 8, done)
+    expected = {b"next-t%d-%d" % (t, i) for t in range(6) for i in range(40)}
+    with serving(broker):
+        def publisher(t):
+            for i in range(0, 40, 4):
+                broker.publish([(Q, b"t%d-%d" % (t, i + k)) for k in range(4)])
+
+        with concurrent.futures.ThreadPoolExecutor(6) as publishers:
+            list(publishers.map(publisher, range(6)))
+        wait_for(lambda: len(done) == len(expected), "every message through both stages")
+    assert sorted(done.bodies) == sorted(expected)
+    assert ready(vhost, Q) == ready(vhost, NEXT) == 0
+
+
+def test_a_large_batch_is_confirmed_in_full(broker):
+    broker.publish([(Q, b"%d" % i) for i in range(12000)])
+    assert broker.depth(Q) == 12000
+
+
+def test_publish_to_an_unknown_queue_is_refused_before_anything_is_sent(broker):
+    with pytest.raises(BackendError, match="swarm.test.missing"):
+        broker.publish([(Q, b"fine"), ("swarm.test.missing", b"lost?")])
+    assert broker.depth(Q) == 0
+
+
+def test_unroutable_publish_raises_rather_than_vanishing(broker, vhost):
+    broker.publish([(Q, b"first")])  # the broker now knows Q exists
+    rabbitmqctl("delete_queue", "-p", vhost, Q)
+    with pytest.raises(BackendError, match="no queue named swarm.test.stage"):
+        broker.publish([(Q, b"second")])
+    broker.publish([(NEXT, b"still works")])
+    assert broker.depth(NEXT) == 1
+
+
+# -- delays, dead letters, delivery limit ----------------------------------
+
+
+def test_delay_rounds_to_the_nearest_tier():
+    assert delay_tier(0.05) == 1000
+    assert delay_tier(1.2) == 1000
+    assert delay_tier(1.5) == 2000
+    assert delay_tier(3) == 4000
+    assert delay_tier(300) == 256_000
+    assert delay_tier(10**7) == DELAY_TIERS_MS[-1]
+
+
+def test_declare_creates_quorum_stage_dead_letter_and_delay_queues(broker, vhost):
+    types = queue_types(vhost)
+    expected = {Q, dead_letter_queue(Q)} | {retry_queue(Q, ms) for ms in DELAY_TIERS_MS}
+    assert {name: types.get(name) for name in expected} == dict.fromkeys(expected, "quorum")
+
+
+def test_delayed_message_waits_in_its_delay_queue_then_arrives(broker, vhost):
+    rec = Recorder(settle=lambda d: d.ack())
+    broker.consume(Q, 10, rec)
+    with serving(broker):
+        broker.publish([(Q, b"later")], delay=4.0)
+        broker.publish([(Q, b"now")])
+        wait_for(lambda: rec.bodies == [b"now"], "the immediate message")
+        # The delayed one waits ready in its delay queue, which nobody consumes: no worker holds it.
+        assert ready(vhost, retry_queue(Q, 4000)) == 1
+        assert ready(vhost, Q) == 0
+        assert broker.depth(Q) == 1
+        wait_for(lambda: rec.bodies == [b"now", b"later"], "the delayed message", timeout=60)
+    death = rec.deliveries[1].headers["x-death"][0]
+    assert (death["queue"], death["reason"]) == (retry_queue(Q, 4000), "expired")
+
+
+def test_dead_letter_then_take_dead_with_reasons(broker, vhost):
+    broker.dead_letter(Q, b"\xc1bad", "does not decode: unknown type")
+    broker.dead_letter(Q, b"big", "too large")
+    broker.dead_letter(Q, b"old", "schema version 0")
+    first = broker.take_dead(Q, limit=2)
+    assert [(d.queue, d.body, d.reason) for d in first] == [
+        (Q, b"\xc1bad", "does not decode: unknown type"),
+        (Q, b"big", "too large"),
+    ]
+    assert [d.reason for d in broker.take_dead(Q)] == ["schema version 0"]
+    assert broker.take_dead(Q) == []
+    broker.close()
+    other = RabbitBroker(amqp_url(vhost))
+    try:
+        assert other.take_dead(Q) == []  # taken means acked: closing the connection returned nothing
+    finally:
+        other.close()
+
+
+def test_quorum_delivery_limit_sends_a_poison_message_to_the_dlq(vhost):
+    broker = RabbitBroker(amqp_url(vhost, delivery_limit=2))
+    try:
+        broker.declare([Q])
+        broker.publish([(Q, b"poison")])
+        rec = Recorder(settle=lambda d: d.requeue())
+        broker.consume(Q, 1, rec)
+        dead = []
+        with serving(broker):  # take_dead from this thread goes through the serving loop
+            wait_for(lambda: dead.extend(broker.take_dead(Q)) or dead, "the message in the dlq")
+        assert [(d.queue, d.body, d.reason) for d in dead] == [(Q, b"poison", "delivery limit exceeded")]
+        assert [d.redelivered for d in rec.deliveries] == [False, True, True]
+        assert ready(vhost, Q) == 0
+    finally:
+        broker.close()
+
+
+# -- prefetch, cancel, close ---------------------------------------------
+
+
+def test_prefetch_bounds_unacked_deliveries(broker, vhost):
+    broker.publish([(Q, b"%d" % i) for i in range(5)])
+    rec = Recorder()  # holds everything unacked
+    broker.consume(Q, 3, rec)
+    with serving(broker):
+        wait_for(lambda: len(rec) == 3, "three deliveries")
+        assert ready(vhost, Q) == 2  # the broker holds back the rest
+        assert len(rec) == 3
+        rec.deliveries[0].ack()  # from this (non-serving) thread
+        wait_for(lambda: len(rec) == 4, "a fourth delivery once one is acked")
+        assert ready(vhost, Q) == 1
+        assert len(rec) == 4
+        for d in rec.deliveries[1:]:
+            d.ack()
+        wait_for(lambda: len(rec) == 5, "the last delivery")
+        rec.deliveries[4].ack()
+
+
+def test_cancel_stops_new_deliveries(broker, vhost):
+    rec = Recorder(settle=lambda d: d.ack())
+    broker.consume(Q, 2, rec)
+    with serving(broker):
+        broker.publish([(Q, b"before")])
+        wait_for(lambda: rec.bodies == [b"before"], "the first message")
+        broker.cancel()
+        broker.publish([(Q, b"after-1"), (Q, b"after-2")])
+        assert broker.depth(Q) == 2
+    assert rec.bodies == [b"before"]
+    assert ready(vhost, Q) == 2
+
+
+def test_close_returns_unacked_deliveries_for_redelivery(vhost):
+    first = RabbitBroker(amqp_url(vhost))
+    first.declare([Q])
+    first.publish([(Q, b"a"), (Q, b"b"), (Q, b"c")])
+    held = Recorder()
+    first.consume(Q, 5, held)
+    with serving(first):
+        wait_for(lambda: len(held) == 3, "three deliveries held unacked")
+    first.close()
+    held.deliveries[0].ack()  # settling after close does nothing, and does not raise
+
+    second = RabbitBroker(amqp_url(vhost))
+    try:
+        again = Recorder(settle=lambda d: d.ack())
+        second.consume(Q, 5, again)
+        with serving(second):
+            wait_for(lambda: len(again) == 3, "the three, redelivered")
+    finally:
+        second.close()
+    assert again.bodies == [b"a", b"b", b"c"]
+    assert all(d.redelivered for d in again.deliveries)
+
+
+def test_purge_drops_ready_messages_and_depth_counts_delayed_ones(broker):
+    broker.publish([(Q, b"1"), (Q, b"2"), (Q, b"3")])
+    broker.publish([(Q, b"4"), (Q, b"5")], delay=60)
+    assert broker.depth(Q) == 5
+    assert broker.purge(Q) == 3
+    assert broker.depth(Q) == 2
+
+
+# -- liveness and failures -------------------------------------------------
+
+
+def test_a_handler_busy_longer_than_the_heartbeat_does_not_lose_the_connection(vhost, caplog):
+    broker = RabbitBroker(amqp_url(vhost, heartbeat=2))
+    broker.declare([Q])
+
+    def slow(delivery):  # a pool thread busy for three heartbeat intervals
+        threading.Thread(target=lambda: (time.sleep(6), delivery.ack())).start()
+
+    rec = Recorder(settle=slow)
+    broker.consume(Q, 1, rec)
+    try:
+        with caplog.at_level(logging.WARNING, logger="swarm.brokers.rabbitmq"), serving(broker):
+            broker.publish([(Q, b"slow")])
+            wait_for(lambda: len(rec) == 1, "the slow message")
+            broker.publish([(Q, b"next")])  # delivered only once the slow one is acked (prefetch 1)
+            wait_for(lambda: len(rec) == 2, "the next message", timeout=60)
+    finally:
+        broker.close()
+    assert rec.bodies == [b"slow", b"next"]
+    assert not any(d.redelivered for d in rec.deliveries)  # a lost connection would have redelivered
+    assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]
+
+
+def test_serve_survives_a_broker_restart_without_losing_messages(broker, vhost, pool):
+    held: list = []
+
+    def settle(delivery):
+        if delivery.body == b"held" and not delivery.redelivered:
+            held.append(delivery)  # unacked when the broker goes down
+        else:
+            pool.submit(delivery.ack)
+
+    rec = Recorder(settle=settle)
+    broker.consume(Q, 4, rec)
+    before = [b"before-%d" % i for i in range(5)]
+    after = [b"after-%d" % i for i in range(5)]
+    with serving(broker):
+        broker.publish([(Q, b"held")] + [(Q, body) for body in before])
+        wait_for(lambda: len(rec) == 6, "every message delivered")
+        try:
+            rabbitmqctl("stop_app")
+        finally:
+            rabbitmqctl("start_app")
+        held[0].ack()  # from the lost connection: a harmless no-op
+        publish_when_back(broker, [(Q, body) for body in after])
+        wait_for(lambda: set(after) <= set(rec.bodies) and len(held_again(rec)) == 1,
+                 "the new messages and the held one, again", timeout=60)
+    assert set(rec.bodies) == set(before + after + [b"held"])  # none lost (an ack lost in the restart may duplicate)
+    assert ready(vhost, Q) == 0
+
+
+def held_again(rec):
+    return [d for d in rec.deliveries if d.body == b"held" and d.redelivered]
+
+
+def publish_when_back(broker, messages, timeout=60.0):
+    """Publish, retrying while the broker is still coming back (as a worker would)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return broker.publish(messages)
+        except BackendError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_serve_reconnects_after_the_network_drops(vhost):
+    proxy = FaultProxy()
+    broker = RabbitBroker(amqp_url(vhost, port=proxy.port))
+    try:
+        broker.declare([Q])
+        rec = Recorder()
+        broker.consume(Q, 1, rec)
+        with serving(broker):
+            broker.publish([(Q, b"one")])
+            wait_for(lambda: len(rec) == 1, "the first delivery")
+            assert proxy.cut() == 1
+            wait_for(lambda: len(rec) == 2, "the redelivery on a new connection")
+            rec.deliveries[0].ack()  # the old connection's tag: ignored
+            rec.deliveries[1].ack()
+            broker.publish([(Q, b"two")])  # prefetch 1: arrives only once the new tag's ack took effect
+            wait_for(lambda: len(rec) == 3, "a message on the new connection")
+        assert rec.bodies == [b"one", b"one", b"two"]
+        assert [d.redelivered for d in rec.deliveries] == [False, True, False]
+    finally:
+        broker.close()
+        proxy.close()
+
+
+def test_an_idle_connection_that_died_is_replaced_on_the_next_call(vhost):
+    proxy = FaultProxy()
+    broker = RabbitBroker(amqp_url(vhost, port=proxy.port))
+    try:
+        broker.declare([Q])  # nothing serves: the calling thread drives the connection, as the master does
+        broker.publish([(Q, b"before the cut")])
+        proxy.cut()
+        broker.publish([(Q, b"after the cut")])
+        assert broker.depth(Q) == 2
+        assert proxy.connections() == 1
+    finally:
+        broker.close()
+        proxy.close()
+
+
+def test_serve_waits_for_an_unreachable_broker_then_consumes(vhost):
+    proxy = FaultProxy()
+    broker = RabbitBroker(amqp_url(vhost, port=proxy.port))
+    direct = RabbitBroker(amqp_url(vhost))
+    try:
+        broker.declare([Q])
+        rec = Recorder(settle=lambda d: d.ack())
+        broker.consume(Q, 2, rec)
+        proxy.refusing = True
+        proxy.cut()
+        with serving(broker):
+            direct.publish([(Q, b"while down")])
+            time.sleep(1)  # serve keeps retrying meanwhile
+            assert len(rec) == 0
+            proxy.refusing = False
+            wait_for(lambda: rec.bodies == [b"while down"], "the message once reachable")
+    finally:
+        broker.close()
+        direct.close()
+        proxy.close()
+
+
+def test_a_failing_callback_requeues_and_serving_goes_on(broker, vhost):
+    calls = []
+
+    def flaky(delivery):
+        calls.append(delivery.redelivered)
+        if len(calls) == 1:
+            raise RuntimeError("handler bug")
+        delivery.ack()
+
+    broker.consume(Q, 1, flaky)
+    with serving(broker):
+        broker.publish([(Q, b"x")])
+        wait_for(lambda: len(calls) == 2, "the redelivery")
+    assert calls == [False, True]
+
+
+# -- declaration, configuration, errors ------------------------------------
+
+
+def test_servers_without_quorum_queues_get_classic_durable_ones():
+    old = _Topology((3, 7), delivery_limit=20).queues(Q)
+    assert all("x-queue-type" not in args and "x-delivery-limit" not in args for _, args in old)
+    stage = dict(old)[Q]
+    assert (stage["x-dead-letter-exchange"], stage["x-dead-letter-routing-key"]) == ("", dead_letter_queue(Q))
+    tier = dict(old)[retry_queue(Q, 8000)]
+    assert (tier["x-message-ttl"], tier["x-dead-letter-routing-key"]) == (8000, Q)
+
+
+def test_declare_is_idempotent_and_a_conflict_says_what_is_wrong(broker, vhost):
+    broker.declare([Q, NEXT])
+    other = RabbitBroker(amqp_url(vhost))
+    try:
+        other.declare([Q])
+    finally:
+        other.close()
+    changed = RabbitBroker(amqp_url(vhost, delivery_limit=7))
+    try:
+        with pytest.raises(BackendError, match="(?s)inequivalent arg 'x-delivery-limit'.*other arguments"):
+            changed.declare([Q])
+    finally:
+        changed.close()
+
+
+def test_connection_errors_are_backend_errors_without_the_password(vhost, caplog):
+    secret = "Not-The-Pa55word"
+    caplog.set_level(logging.DEBUG)
+    cases = [(amqp_url(vhost, password=secret), "login refused"),
+             (amqp_url(vhost, port=1, password=secret), "Connection refused")]
+    for url, why in cases:
+        broker = open_broker(url)
+        with pytest.raises(BackendError, match=why) as error:
+            broker.depth(Q)
+        assert secret not in str(error.value)
+        assert "guest:***@127.0.0.1" in str(error.value)
+    assert secret not in caplog.text
+
+
+def test_bad_url_options_are_config_errors_naming_the_option(vhost):
+    with pytest.raises(ConfigError, match="delivery_limit"):
+        RabbitBroker(amqp_url(vhost, delivery_limit="many"))
+    with pytest.raises(ConfigError, match="bogus"):
+        RabbitBroker(amqp_url(vhost, bogus=1))
+
+
+def test_consumer_timeout_note_says_what_to_configure(vhost):
+    broker = RabbitBroker(amqp_url(vhost))
+    assert broker.consumer_timeout_note(Q, 300) is None
+    note = broker.consumer_timeout_note(Q, 1800)
+    assert note and "consumer_timeout" in note and Q in note
+    assert RabbitBroker(amqp_url(vhost, consumer_timeout=7200)).consumer_timeout_note(Q, 1800) is None
+    assert consumer_timeout_note(Q, 10**6, consumer_timeout=0) is None  # 0: disabled on the server
