@@ -89,5 +89,9 @@ class Broker(abc.ABC):
     def purge(self, queue: str) -> int:
         """Drop every ready message on ``queue``; returns how many."""
 
+    def consumer_timeout_note(self, queue: str, handler_timeout: float) -> str | None:
+        """What to configure when a handler can outlast the broker's consumer timeout; None if it fits."""
+        return None
+
     def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""

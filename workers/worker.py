@@ -23,6 +23,8 @@ from swarm.table import TableStore
 
 log = logging.getLogger("swarm.worker")
 
+START_RETRY_FIRST, START_RETRY_CAP = 1.0, 30.0  # seconds between tries to reach the broker at start
+
 
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
@@ -59,7 +61,32 @@ class Worker:
 
     def start(self) -> None:
         """Declare the queues, start the pools and register the consumers."""
-        self.broker.declare(stage_queue(self.job.name, s.name) for s in self.stages)
+        self.broker.declare(self._queues())
+        self._subscribe()
+
+    def _queues(self) -> list[str]:
+        return [stage_queue(self.job.name, s.name) for s in self.stages]
+
+    def _declare_patiently(self, stop: threading.Event) -> bool:
+        """Declare the queues, waiting for a broker that is down; False if ``stop`` came first.
+
+        Exiting instead would make supervisord mark the program FATAL after
+        ``startretries`` quick exits, and the fleet would stay down once the
+        broker is back.
+        """
+        tries = 0
+        while not stop.is_set():
+            try:
+                self.broker.declare(self._queues())
+                return True
+            except BackendError as exc:
+                tries += 1
+                wait = min(START_RETRY_CAP, START_RETRY_FIRST * 2 ** (tries - 1))
+                log.warning("cannot reach the broker to start (try %d): %s; trying again in %.0f s", tries, exc, wait)
+                stop.wait(wait)
+        return False
+
+    def _subscribe(self) -> None:
         for stage in self.stages:
             pool = ThreadPoolExecutor(max_workers=stage.pool, thread_name_prefix=f"swarm-{stage.name}")
             self.pools[stage.name] = pool
@@ -73,7 +100,11 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set, then drain: in-flight messages finish and are acked."""
-        self.start()
+        if not self._declare_patiently(stop):
+            self.broker.close()
+            log.info("worker for %s stopped before it could start", self.job.name)
+            return
+        self._subscribe()
         housekeeping = threading.Thread(target=self._housekeeping, name="swarm-housekeeping", daemon=True)
         housekeeping.start()
         drained = threading.Event()

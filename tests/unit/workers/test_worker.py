@@ -120,3 +120,9 @@ def test_stop_drains_in_flight_messages(broker, hub, ledger, tables):
         job.stages["sink"] = original
     assert ledger.counts(RUN) == {M_DONE: 1}
     assert broker.depth(stage_queue("toy", "sink")) == 0
+
+
+def test_a_stage_longer_than_the_consumer_timeout_is_reported_at_start(broker, ledger, tables, caplog, monkeypatch):
+    monkeypatch.setattr(broker, "consumer_timeout_note", lambda queue, timeout: f"{queue}: set consumer_timeout")
+    Worker(job, broker, ledger, tables, stages=["sink"]).start()
+    assert "swarm.toy.sink: set consumer_timeout" in caplog.text
