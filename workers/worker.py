@@ -88,6 +88,9 @@ class Worker:
 
     def _subscribe(self) -> None:
         for stage in self.stages:
+            note = self.broker.consumer_timeout_note(stage_queue(self.job.name, stage.name), stage.timeout)
+            if note:
+                log.error("stage %s: %s", stage.name, note)
             pool = ThreadPoolExecutor(max_workers=stage.pool, thread_name_prefix=f"swarm-{stage.name}")
             self.pools[stage.name] = pool
             self.broker.consume(stage_queue(self.job.name, stage.name), stage.bound, self._submitter(pool))
