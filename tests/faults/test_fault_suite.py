@@ -22,6 +22,7 @@ import time
 import pytest
 
 from swarm.broker import dead_letter_queue, stage_queue
+from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.ledger import M_DONE
 from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
 from tests.integration.rabbitmq_support import ready, rabbitmqctl
@@ -47,9 +48,10 @@ class Score:
     wrong: int = 0  # rows present in both but different
     duplicated: int = 0  # rows counted more than once
     leftover: int = 0  # messages still on a queue after the drain
+    seed: int | None = None
 
     def line(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items() if k != "seed")
 
 
 SCORE = Score()
@@ -62,12 +64,9 @@ def seed(request):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report(request, seed):
+def remember_seed(seed):
+    SCORE.seed = seed
     yield
-    print(f"\nfault suite (seed {seed}): {SCORE.line()}")
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:
-        terminal.write_line(f"fault suite (seed {seed}): {SCORE.line()}")
 
 
 def plan(long: bool) -> list[dict]:
@@ -150,15 +149,31 @@ def score_run(site: Site) -> None:
     SCORE.unexpected += len(set(written) - set(expected))
     SCORE.wrong += sum(1 for k in set(written) & set(expected) if written[k] != expected[k])
     SCORE.handler_faults += sum(1 for f in ledger.failures(run_id, limit=10_000) if "injected fault" in (f.error or ""))
-    queues = [q for stage in ("scan", "reduce") for q in (stage_queue(JOB, stage), dead_letter_queue(stage_queue(JOB, stage)))]
-    # The drain: workers skip the duplicates re-published while things died; then every queue must be empty.
+    # The drain: workers skip the duplicates re-published while things died (some wait in delay
+    # queues); then every stage queue, delay queue and dead-letter queue must be empty.
     try:
-        wait_until(lambda: sum(ready(site.vhost, q) for q in queues) == 0, "the queues to drain", timeout=60)
+        wait_until(lambda: not waiting(site), "the queues to drain", timeout=90)
     except AssertionError:
         pass  # scored below as leftover
     site.stop()
-    SCORE.leftover += sum(ready(site.vhost, q) for q in queues)
+    left = waiting(site)
+    SCORE.leftover += sum(left.values())
+    assert not left, f"messages left after the drain: {left}"
     assert counters == {"rows": EVENTS, "merchants": 40}
+
+
+def waiting(site: Site) -> dict[str, int]:
+    """Messages on the job's queues (with their delay queues) and dead-letter queues, where not zero."""
+    broker = RabbitBroker(site.urls["broker"])
+    try:
+        counts = {}
+        for stage in ("scan", "reduce"):
+            queue = stage_queue(JOB, stage)
+            counts[queue] = broker.depth(queue)
+            counts[dead_letter_queue(queue)] = ready(site.vhost, dead_letter_queue(queue))
+        return {q: n for q, n in counts.items() if n}
+    finally:
+        broker.close()
 
 
 def run_under_faults(site: Site, rng: random.Random, spec: dict) -> None:
