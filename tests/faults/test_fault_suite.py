@@ -202,11 +202,13 @@ def run_under_faults(site: Site, rng: random.Random, spec: dict) -> None:
     SCORE.runs += 1
 
 
-@pytest.mark.parametrize("index", range(len(plan(False))))
+def pytest_generate_tests(metafunc):
+    if "index" in metafunc.fixturenames:
+        metafunc.parametrize("index", range(len(plan(metafunc.config.getoption("--long")))))
+
+
 def test_the_job_survives_faults(index, request, seed, tmp_path, amqp_vhost, mysql_db, hbase_server):
     runs = plan(request.config.getoption("--long"))
-    if index >= len(runs):
-        pytest.skip("beyond this plan")
     rng = random.Random(seed * 1000 + index)
     site = Site(tmp_path, amqp_vhost, mysql_db, hbase_server,
                 options={"chunks": 24, "sleep": 0.15, "fault_every": 7}, lease=2.0, lost_after=4.0)
@@ -223,7 +225,7 @@ def test_the_job_survives_faults(index, request, seed, tmp_path, amqp_vhost, mys
 
 def test_totals_meet_the_bar(request):
     """The suite's own acceptance: enough of each fault, and nothing lost, wrong or counted twice."""
-    if SCORE.runs < len(plan(False)):
+    if SCORE.runs < len(plan(request.config.getoption("--long"))):
         pytest.skip("the runs above did not all run")
     assert SCORE.master_kills >= 20 and SCORE.worker_kills >= 20, SCORE.line()
     assert SCORE.broker_restarts >= 1 and SCORE.mysql_disconnects >= 1, SCORE.line()
