@@ -19,7 +19,12 @@ log = logging.getLogger("swarm")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "hbase-dev":
+        args.args = extra  # the dev server parses its own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         cfg = config_mod.load(args.config)
         logging.basicConfig(
@@ -131,7 +136,6 @@ def _parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("hbase-dev", add_help=False,
                        help="the HBase Thrift development server (a test stand-in, not a store); --help for options")
-    h.add_argument("args", nargs=argparse.REMAINDER)
     h.set_defaults(func=_hbase_dev)
     return p
 

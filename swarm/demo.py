@@ -36,6 +36,7 @@ def run_demo(args) -> int:
         console.print(f"  {role:<7} {redact(url)}")
 
     tables, ledger = open_tables(urls["tables"]), open_ledger(urls["ledger"])
+    ledger.init_schema()
     started = time.monotonic()
     md.create_tables(tables, date)
     md.generate(tables, date, args.events, merchants=args.merchants, seed=args.seed)
