@@ -17,6 +17,7 @@ import time
 from typing import Callable, Collection, Mapping, Sequence
 
 from master.planner import plan_phase
+from swarm import metrics
 from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, SwarmError
@@ -169,6 +170,8 @@ class Master:
     def _barrier_passed(self, phase: str) -> bool:
         counts = self.ledger.counts(self.run_id, phase)
         self.progress(self.run_id, phase, counts)
+        for state, n in counts.items():
+            metrics.CHUNKS.labels(self.run_id, phase, state).set(n)
         open_ = sum(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
         if not open_:
             self._check_failed(phase, counts)
@@ -177,6 +180,12 @@ class Master:
         self.ledger.lock_master(self.lock_key, self.holder)  # renew
         self._check_deadline(phase, counts)
         return False
+
+    def _depth(self, stage: str) -> int:
+        queue = stage_queue(self.job.name, stage)
+        depth = self.broker.depth(queue)
+        metrics.QUEUE_DEPTH.labels(queue).set(depth)
+        return depth
 
     def _check_deadline(self, phase: str, counts: Mapping[str, int]) -> None:
         deadline = self.settings.deadline
@@ -211,7 +220,7 @@ class Master:
             log.warning("re-publishing %d message(s) whose lease expired", len(expired))
             self._publish(expired)
         stale = self.ledger.stale_queued(self.run_id, self.ledger.now() - self.settings.lost_after)
-        depths = {stage: self.broker.depth(stage_queue(self.job.name, stage)) for stage in {m.stage for m in stale}}
+        depths = {stage: self._depth(stage) for stage in {m.stage for m in stale}}
         lost = [m for m in stale if depths[m.stage] == 0]
         if lost:
             log.warning("re-publishing %d queued message(s) missing from their empty queues", len(lost))

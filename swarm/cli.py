@@ -185,7 +185,7 @@ def _master(args, cfg) -> int:
 
     job = _job(cfg, args.job)
     broker, ledger, tables = _backends(cfg)
-    serve_metrics(cfg["master"]["metrics_port"])
+    serve_metrics(cfg["master"]["metrics_port"] or None)
     progress = ProgressReport()
     try:
         run = Master(job, _params(args), broker, ledger, tables, _master_settings(cfg, job), progress,
@@ -231,7 +231,7 @@ def _worker(args, cfg) -> int:
     job = _job(cfg, args.job)
     stages = args.stages.split(",") if args.stages else cfg["worker"]["stages"]
     broker, ledger, tables = _backends(cfg)
-    serve_metrics(cfg["worker"]["metrics_port"])
+    serve_metrics(cfg["worker"]["metrics_port"] or None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -264,11 +264,24 @@ def _runs(args, cfg) -> int:
 def _status(args, cfg) -> int:
     from swarm.report import print_status
 
+    from swarm.backends import open_broker
+    from swarm.broker import stage_queue
+    from swarm.report import stage_dict
+
     ledger = _ledger(cfg)
     run = ledger.get_run(args.run)
     if run is None:
         raise ConfigError(f"no run {args.run!r}; `swarm runs` lists them")
-    print_status(run, ledger, as_json=args.json)
+    stages = None
+    try:
+        job = _job(cfg, run.job)
+    except PluginError:
+        job = None  # history of a job this host no longer has: show what the ledger knows
+    if job is not None:
+        broker = open_broker(cfg["backends"]["broker"])
+        stages = stage_dict(run, ledger, {s: stage_queue(job.name, s) for s in job.stages}, broker.depth)
+        broker.close()
+    print_status(run, ledger, as_json=args.json, stages=stages)
     return EXIT_OK
 
 

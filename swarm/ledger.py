@@ -212,6 +212,10 @@ class Ledger(abc.ABC):
     def chunk_counts(self, run_id: str) -> dict[str, dict[str, int]]:
         """Per phase, messages per state (for status)."""
 
+    @abc.abstractmethod
+    def done_since(self, run_id: str, since: float) -> dict[str, int]:
+        """Per stage, messages finished since ``since`` (for rates)."""
+
     # dead letters ---------------------------------------------------------------
     @abc.abstractmethod
     def add_dead_letter(self, queue: str, reason: str, body: bytes, message_id: str | None) -> int: ...

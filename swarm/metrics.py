@@ -14,7 +14,9 @@ QUEUE_DEPTH = Gauge("swarm_queue_depth", "Messages waiting, as last seen", ["que
 CHUNKS = Gauge("swarm_master_messages", "Messages of the current run by state", ["run", "phase", "state"])
 
 
-def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
-    """Expose ``/metrics`` on ``port`` (0 = do not expose)."""
-    if port:
-        start_http_server(port, addr=addr)
+def serve_metrics(port: int | None, addr: str = "0.0.0.0") -> int | None:
+    """Expose ``/metrics`` on ``port`` (0 = any free port, None = do not expose); returns the bound port."""
+    if port is None or port < 0:
+        return None
+    server, _ = start_http_server(port, addr=addr)
+    return server.server_port

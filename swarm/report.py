@@ -8,6 +8,9 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from typing import Callable, Mapping
+
+from swarm.errors import SwarmError
 from swarm.ledger import Ledger, Run
 
 
@@ -36,17 +39,34 @@ def print_runs(runs: list[Run], as_json: bool = False) -> None:
     Console().print(table)
 
 
-def status_dict(run: Run, ledger: Ledger) -> dict:
+RATE_WINDOW = 60.0  # seconds of history behind a stage's rate
+
+
+def stage_dict(run: Run, ledger: Ledger, queues: Mapping[str, str], depth: Callable[[str], int] | None) -> dict:
+    """Per stage: its queue, messages waiting there now, and messages done per second lately."""
+    recent = ledger.done_since(run.id, ledger.now() - RATE_WINDOW)
+    out = {}
+    for stage, queue in queues.items():
+        try:
+            waiting = depth(queue) if depth else None
+        except SwarmError:
+            waiting = None  # the broker is unreachable: show the rest
+        out[stage] = {"queue": queue, "depth": waiting, "rate_per_s": round(recent.get(stage, 0) / RATE_WINDOW, 2)}
+    return out
+
+
+def status_dict(run: Run, ledger: Ledger, stages: dict | None = None) -> dict:
     return {
         "run": run_dict(run),
         "messages": ledger.chunk_counts(run.id),
+        "stages": stages or {},
         "counters": ledger.counters(run.id),
         "failures": [dataclasses.asdict(f) for f in ledger.failures(run.id)],
     }
 
 
-def print_status(run: Run, ledger: Ledger, as_json: bool = False) -> None:
-    doc = status_dict(run, ledger)
+def print_status(run: Run, ledger: Ledger, as_json: bool = False, stages: dict | None = None) -> None:
+    doc = status_dict(run, ledger, stages)
     if as_json:
         print(json.dumps(doc, indent=2))
         return
@@ -59,6 +79,12 @@ def print_status(run: Run, ledger: Ledger, as_json: bool = False) -> None:
     for phase, states in doc["messages"].items():
         table.add_row(phase, *(str(states.get(s, 0)) for s in ("planned", "queued", "claimed", "done", "dead", "aborted")))
     console.print(table)
+    if doc["stages"]:
+        queues = Table("stage", "queue", "waiting", "done/s (last minute)")
+        for stage, info in doc["stages"].items():
+            waiting = "unavailable" if info["depth"] is None else str(info["depth"])
+            queues.add_row(stage, info["queue"], waiting, f"{info['rate_per_s']:.2f}")
+        console.print(queues)
     if doc["counters"]:
         console.print("counters: " + ", ".join(f"{k}={v:,}" for k, v in sorted(doc["counters"].items())))
     for f in doc["failures"]:

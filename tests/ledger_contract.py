@@ -394,6 +394,24 @@ class LedgerContract:
         }
         assert ledger.counts("other-run") == {} and ledger.chunk_counts("other-run") == {}
 
+    def test_done_since_counts_recent_finishes_per_stage(self, ledger, clock):
+        maps = [message(i) for i in range(3)]
+        ledger.save_plan(RUN, "map", maps)
+        for m in maps[:2]:
+            claim = ledger.claim(RUN, "map", m, "w1", LEASE)
+            ledger.complete(m.id, claim.token, RUN, "map", [], {})
+        assert ledger.done_since(RUN, 0) == {maps[0].stage: 2}
+        assert ledger.done_since(RUN, ledger.now() + 1) == {}
+
+    def test_reject_marks_only_known_unfinished_messages(self, ledger):
+        known = message(0)
+        ledger.save_plan(RUN, "map", [known])
+        assert ledger.reject(known.id, "bad payload") is True
+        assert ledger.counts(RUN) == {M_DEAD: 1}
+        assert ledger.reject(known.id, "again") is False
+        assert ledger.reject("never/seen/id/x/0", "stray") is False
+        assert ledger.counts(RUN) == {M_DEAD: 1}
+
     def test_failures_list_dead_aborted_and_errored_messages(self, ledger):
         retried, dead, aborted, fine = (message(i) for i in range(4))
         ends = [(retried, M_QUEUED, "Fault: HBase busy"), (dead, M_DEAD, None), (aborted, M_ABORTED, "abort: bad row")]

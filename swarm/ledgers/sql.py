@@ -383,6 +383,14 @@ class SqlLedger(Ledger, abc.ABC):
             out.setdefault(phase, {})[state] = int(n)
         return out
 
+    def done_since(self, run_id: str, since: float) -> dict[str, int]:
+        rows = self._rows(
+            "SELECT stage, COUNT(*) FROM swarm_messages WHERE run_id = ? AND state = ? AND updated_at >= ? "
+            "GROUP BY stage",
+            (run_id, M_DONE, since),
+        )
+        return {stage: int(n) for stage, n in rows}
+
     def reclaim_expired(self, run_id: str, now: float) -> list[Message]:
         # Kept across runs of the transaction: after a COMMIT that landed
         # unacknowledged the rows are queued already, yet must be re-published.

@@ -41,6 +41,8 @@ def test_master_runs_then_history_and_status_show_it(site, capsys):
     assert main(["status", run["id"], "--json"]) == EXIT_OK
     status = json.loads(capsys.readouterr().out)
     assert status["messages"]["map"] == {"done": 16} and status["counters"]["rows"] == 1500
+    assert status["stages"]["scan"]["queue"] == "swarm.merchant_daily.scan"
+    assert status["stages"]["scan"]["depth"] == 0 and status["stages"]["scan"]["rate_per_s"] > 0
 
 
 def test_a_second_master_refuses_naming_the_first(site, capsys):
