@@ -41,15 +41,14 @@ def source_of(run_id: str) -> str:
 
 
 @dataclasses.dataclass
-class Context:
-    """Given to every handler call."""
+class PlanContext:
+    """Given to a phase's planner: the run, its params and read access to the tables."""
 
     job: str
     run: str
     tables: ReadTables
     params: Mapping[str, str]
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("swarm.handler"))
 
     @property
     def source_run(self) -> str:
@@ -58,11 +57,7 @@ class Context:
 
 
 @dataclasses.dataclass
-class PlanContext:
-    """Given to a phase's planner."""
+class Context(PlanContext):
+    """Given to every handler call."""
 
-    job: str
-    run: str
-    tables: ReadTables
-    params: Mapping[str, str]
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("swarm.handler"))

@@ -174,10 +174,9 @@ class Processor:
         metrics.BUSY.labels(self.job.name, stage.name).inc()
         try:
             effects = self.call_handler(Call(stage, ctx, env, flight.attempts))
-        except Abort as exc:
-            return self._settled(flight, lambda: self._abort(flight, str(exc)))
-        except Fault as exc:
-            return self._settled(flight, lambda: self._fault(flight, str(exc)))
+        except (Abort, Fault) as exc:
+            error, permanent = str(exc), isinstance(exc, Abort)
+            return self._settled(flight, lambda: (self._abort if permanent else self._fault)(flight, error))
         finally:
             metrics.BUSY.labels(self.job.name, stage.name).dec()
         return self._settled(flight, lambda: self._commit(flight, effects))

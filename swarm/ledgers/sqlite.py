@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
-import threading
 from typing import Any
 
-from swarm.errors import BackendError, MasterLocked
+from swarm.errors import MasterLocked
+from swarm.sqlite_file import SqliteFile
 from swarm.ledgers.sql import SqlLedger, T, Work
 
 
@@ -25,32 +24,12 @@ class SqliteLedger(SqlLedger):
 
     def __init__(self, path: str = ":memory:"):
         self.path = path
-        self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL" if path == ":memory:" else "PRAGMA synchronous=FULL")
-        except sqlite3.Error as exc:
-            raise BackendError(f"cannot open SQLite ledger {path}: {exc}") from None
+        self._db = SqliteFile(path, "SQLite ledger")
         self.init_schema()
 
     def _transaction(self, work: Work[T]) -> T:
-        with self._lock:
-            cur = self._conn.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                result = work(cur)
-                cur.execute("COMMIT")
-                return result
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise BackendError(f"SQLite ledger {self.path}: {exc}") from None
-                raise
-            finally:
-                cur.close()
+        with self._db.transaction() as cur:
+            return work(cur)
 
     # A lock row naming host and pid: a holder whose process is gone on this
     # host is taken over at once; one on another host when its lease expires.
@@ -76,8 +55,7 @@ class SqliteLedger(SqlLedger):
         self._write("DELETE FROM swarm_locks WHERE name = ?", (key,))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
 
 def _alive(holder: str) -> bool:

@@ -11,11 +11,9 @@ cell.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sqlite3
 import struct
-import threading
 import time
 from typing import Iterable, Iterator, Literal, Sequence
 
@@ -23,6 +21,7 @@ import msgpack
 
 from swarm.effects import Delete, Put
 from swarm.errors import BackendError
+from swarm.sqlite_file import SqliteFile
 from swarm.table import Row, TableStore, prefix_stop
 
 _SCHEMA = [
@@ -62,32 +61,8 @@ class EmbeddedTables(TableStore):
 
     def __init__(self, path: str = ":memory:"):
         self.path = path
-        self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise BackendError(f"cannot open embedded table store {path}: {exc}") from None
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._conn.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                yield cur
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise BackendError(f"embedded table store: {exc}") from None
-                raise
-            finally:
-                cur.close()
+        self._db = SqliteFile(path, "embedded table store", _SCHEMA)
+        self._tx = self._db.transaction
 
     # tables -----------------------------------------------------------------
 
@@ -291,8 +266,7 @@ class EmbeddedTables(TableStore):
             return value
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
 
 def _wanted(col: bytes, columns: Sequence[bytes] | None) -> bool:

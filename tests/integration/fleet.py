@@ -30,7 +30,7 @@ class Site:
         self.config = tmp / "swarm.toml"
         self.config.write_text(
             "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.urls.items())
-            + f'[jobs]\nmodules = ["tests.integration.slowjob"]\n'
+            + '[jobs]\nmodules = ["tests.integration.slowjob"]\n'
             + f"[worker]\nlease = {lease}\n"
             + f"[master]\npoll = 0.2\nlost_after = {lost_after}\n"
             + f"[options.{JOB}]\n" + "".join(f"{k} = {v!r}\n" for k, v in options.items())

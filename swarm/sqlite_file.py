@@ -1,0 +1,48 @@
+"""One SQLite database shared by a process's threads: the embedded ledger's and table store's storage."""
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from typing import Iterable, Iterator
+
+from swarm.errors import BackendError
+
+
+class SqliteFile:
+    """A connection serialised by a lock, in WAL mode so other processes can use the file too."""
+
+    def __init__(self, path: str, what: str, schema: Iterable[str] = ()):
+        self.path, self.what = path, what
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+            for statement in schema:
+                self._conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open {what} {path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A cursor in one write transaction: committed on exit, rolled back on error."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise BackendError(f"{self.what} {self.path}: {exc}") from None
+                raise
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
