@@ -37,6 +37,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "alert_command": "",
         "deadline": "",
     },
+    "autoscale": {  # `swarm autoscale`: worker processes under supervisord, by queue depth
+        "min": 1,
+        "max": 4,  # the supervisord program needs this many processes (numprocs)
+        "interval": 5.0,  # seconds between looks at the queues
+        "up_depth": 100,  # messages waiting per running worker before another one starts
+        "down_idle_seconds": 300.0,  # fewer workers would do for this long before one is drained
+        "supervisor_url": "unix:///run/swarm/supervisor.sock",  # or http://127.0.0.1:9001
+        "group": "swarm-worker",  # the supervisord program of the workers
+    },
     "log": {"level": "INFO"},
 }
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is

@@ -1,0 +1,260 @@
+"""Render a host's supervisord config for the worker fleet from the Swarm config.
+
+The workers' environment carries the resolved settings as ``SWARM_*``
+variables, backend URLs included, because supervisord hands them to each
+process: the rendered file holds passwords and is written with mode 0600.
+``[options.<job>]`` tables cannot travel as variables, so a config file,
+when there is one, is also passed with ``--config``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Mapping
+
+from swarm.backends import redact
+from swarm.config import Config
+from swarm.errors import ConfigError
+
+WORKER_SECTIONS = ("backends", "jobs", "worker", "log")
+AUTOSCALE_PROGRAM = "swarm-autoscale"
+LOG_MAXBYTES, LOG_BACKUPS = "50MB", 10
+START_SECS, START_RETRIES = 3, 5  # a worker waits for its broker, so quick exits mean bad config
+_UNSAFE = re.compile(r'["\r\n]|\s[;#]')  # what supervisord's environment syntax cannot carry
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where things go on the host, and how many workers it runs."""
+
+    processes: int
+    log_dir: str = "/var/log/swarm"
+    run_dir: str = "/run/swarm"
+    user: str | None = None  # run the programs as this user (supervisord running as root)
+    autoscale: bool = False  # add the autoscaler program; it starts the workers
+    python: str = sys.executable
+    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    secrets: bool = True  # False: passwords as ***, for showing the file rather than using it
+
+
+def render(cfg: Config, layout: Layout) -> str:
+    """The whole supervisord config, as text."""
+    _check_fleet(cfg, layout)
+    server = _Server.parse(cfg["autoscale"]["supervisor_url"], layout.secrets)
+    parts = [_header(cfg), _supervisord(layout), *server.sections(layout.user), _rpcinterface(),
+             _worker_program(cfg, layout)]
+    if layout.autoscale:
+        parts.append(_autoscale_program(cfg, layout))
+    return "\n".join(parts)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only: it holds backend passwords."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        out.write(text)
+
+
+def settings_env(cfg: Config, sections: tuple[str, ...]) -> dict[str, str]:
+    """``SWARM_<SECTION>_<KEY>`` variables for every setting of ``sections``."""
+    env = {}
+    for section in sections:
+        for key, value in cfg[section].items():
+            env[f"SWARM_{section.upper()}_{key.upper()}"] = _env_text(value)
+    return env
+
+
+def _env_text(value: object) -> str:
+    """A setting as ``config._parse_env`` reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def _check_fleet(cfg: Config, layout: Layout) -> None:
+    if cfg["backends"]["broker"].startswith("memory:"):
+        raise ConfigError("backends.broker: a fleet of worker processes needs a shared broker (amqp://...), "
+                          "not memory://")
+    if not cfg["worker"]["job"]:
+        raise ConfigError("worker.job: the fleet needs a job to serve (set worker.job or SWARM_WORKER_JOB)")
+    if layout.processes < 1:
+        raise ConfigError(f"--processes must be at least 1, got {layout.processes}")
+    if layout.autoscale and layout.processes < cfg["autoscale"]["max"]:
+        raise ConfigError(f"autoscale.max is {cfg['autoscale']['max']} but the program would have only "
+                          f"{layout.processes} processes; raise --processes or lower autoscale.max")
+
+
+def _header(cfg: Config) -> str:
+    return (
+        f"; supervisord config for a Swarm worker host, rendered by `swarm deploy supervisord`\n"
+        f"; from {cfg.source}. Re-render after changing the Swarm config: the environment\n"
+        f"; below overrides the config file.\n"
+        f"; It holds the backend URLs with their passwords: keep it mode 0600.\n"
+    )
+
+
+def _supervisord(layout: Layout) -> str:
+    return _section("supervisord", {
+        "logfile": f"{layout.log_dir}/supervisord.log",
+        "pidfile": f"{layout.run_dir}/supervisord.pid",
+        "childlogdir": layout.log_dir,
+    })
+
+
+def _rpcinterface() -> str:
+    # The XML-RPC interface `supervisorctl` and `swarm autoscale` use.
+    return _section("rpcinterface:supervisor",
+                    {"supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Server:
+    """supervisord's control server, from ``autoscale.supervisor_url``."""
+
+    url: str
+    socket: str | None = None
+    port: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str, secrets: bool = True) -> "_Server":
+        if url.startswith("unix://"):
+            path = url[len("unix://"):]
+            if not path.startswith("/"):
+                raise ConfigError(f"autoscale.supervisor_url: a socket path must be absolute, as in "
+                                  f"unix:///run/swarm/supervisor.sock; got {url!r}")
+            return cls(url, socket=path)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ConfigError("autoscale.supervisor_url: expected unix:///path/to.sock or http://host:port")
+        plain = f"http://{parts.hostname}:{parts.port}"
+        user, password = (urllib.parse.unquote(p) if p else p for p in (parts.username, parts.password))
+        if password and not secrets:
+            password = "***"
+        return cls(plain, port=f"{parts.hostname}:{parts.port}", username=user, password=password)
+
+    def sections(self, user: str | None) -> list[str]:
+        auth = {"username": self.username, "password": self.password} if self.username else {}
+        if self.socket:
+            # The autoscaler runs as ``user`` and must reach the socket; nobody else may.
+            server = _section("unix_http_server", {"file": self.socket, "chmod": "0700", "chown": user})
+        else:
+            server = _section("inet_http_server", {"port": self.port, **auth})
+        return [server, _section("supervisorctl", {"serverurl": self.url, **auth})]
+
+
+def _worker_program(cfg: Config, layout: Layout) -> str:
+    group = cfg["autoscale"]["group"]
+    env = _env(cfg, WORKER_SECTIONS, layout)
+    env["SWARM_WORKER_METRICS_PORT"] = _metrics_port(cfg["worker"]["metrics_port"], layout.processes)
+    return _section(f"program:{group}", {
+        "command": _command(cfg, layout, "worker"),
+        "process_name": _Raw("%(program_name)s-%(process_num)02d"),
+        "numprocs": str(layout.processes),
+        "directory": _directory(cfg),
+        "user": layout.user,
+        # Under the autoscaler the workers wait for it: it starts autoscale.min of them at once.
+        "autostart": "false" if layout.autoscale else "true",
+        "autorestart": "true",
+        "startsecs": str(START_SECS),
+        "startretries": str(START_RETRIES),
+        "exitcodes": "0",
+        # TERM makes a worker drain: it stops taking messages and finishes those in hand.
+        "stopsignal": "TERM",
+        "stopwaitsecs": str(math.ceil(cfg["worker"]["drain_seconds"])),
+        "stopasgroup": "true",
+        "killasgroup": "true",
+        "redirect_stderr": "true",
+        "stdout_logfile": _Raw(f"{_escape(layout.log_dir)}/%(program_name)s-%(process_num)02d.log"),
+        "stdout_logfile_maxbytes": LOG_MAXBYTES,
+        "stdout_logfile_backups": str(LOG_BACKUPS),
+        "environment": _Raw(_environment(env)),
+    })
+
+
+def _autoscale_program(cfg: Config, layout: Layout) -> str:
+    env = _env(cfg, (*WORKER_SECTIONS, "autoscale"), layout)
+    env["SWARM_WORKER_METRICS_PORT"] = "0"
+    return _section(f"program:{AUTOSCALE_PROGRAM}", {
+        "command": _command(cfg, layout, "autoscale"),
+        "directory": _directory(cfg),
+        "user": layout.user,
+        "autostart": "true",
+        "autorestart": "true",
+        "startsecs": str(START_SECS),
+        "startretries": str(START_RETRIES),
+        "stopsignal": "TERM",
+        "stopwaitsecs": "30",
+        "redirect_stderr": "true",
+        "stdout_logfile": f"{layout.log_dir}/{AUTOSCALE_PROGRAM}.log",
+        "stdout_logfile_maxbytes": LOG_MAXBYTES,
+        "stdout_logfile_backups": str(LOG_BACKUPS),
+        "environment": _Raw(_environment(env)),
+    })
+
+
+def _env(cfg: Config, sections: tuple[str, ...], layout: Layout) -> dict[str, str]:
+    env = settings_env(cfg, sections) | dict(layout.extra_env)
+    return env if layout.secrets else {name: redact(value) for name, value in env.items()}
+
+
+def _command(cfg: Config, layout: Layout, command: str) -> str:
+    config = [] if cfg.source == "defaults" else ["--config", str(Path(cfg.source).resolve())]
+    words = [layout.python, "-m", "swarm.cli", *config, command]
+    bad = [w for w in words if not w or re.search(r"[\s\"'\\]", w)]
+    if bad:
+        raise ConfigError(f"cannot put {bad[0]!r} in a supervisord command: use a path without spaces or quotes")
+    return " ".join(words)
+
+
+def _directory(cfg: Config) -> str | None:
+    """The config file's directory, so relative paths in it mean the same to every process."""
+    return None if cfg.source == "defaults" else str(Path(cfg.source).resolve().parent)
+
+
+def _metrics_port(port: int, processes: int) -> str:
+    """Each process its own port: ``port`` + process number (supervisord cannot add, so it is spelled)."""
+    if not port or processes == 1:
+        return str(port)
+    if port % 100 or processes > 100:
+        raise ConfigError(f"worker.metrics_port: {processes} workers on one host need a port each; use a multiple "
+                          f"of 100 (process N then listens on metrics_port + N), got {port}")
+    return _Raw(f"{port // 100}%(process_num)02d")
+
+
+class _Raw(str):
+    """Text already in supervisord's syntax: its ``%(name)s`` expansions are meant."""
+
+
+def _escape(text: str) -> str:
+    return text if isinstance(text, _Raw) else text.replace("%", "%%")
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    """supervisord's ``KEY="value",...`` one variable a line; refuses values it cannot carry."""
+    lines = []
+    for name, value in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"environment variable name {name!r} is not valid")
+        if _UNSAFE.search(value) or value[:1] == "'" or value[-1:] == "'":
+            raise ConfigError(f"{name}: supervisord's environment cannot carry this value (a quote, a line break "
+                              f"or a ';'/'#' after a space); set it in the config file instead")
+        lines.append(f'{name}="{_escape(value)}"')
+    return ",\n    ".join(lines)
+
+
+def _section(name: str, values: Mapping[str, str | None]) -> str:
+    lines = [f"[{name}]"]
+    for key, value in values.items():
+        if value is not None:
+            lines.append(f"{key}={_escape(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,131 @@
+"""The fleet under a real supervisord, from the config `swarm deploy supervisord` renders, and cron's wrapper.
+
+A worker that supervisord stops mid-message drains: it finishes what it
+holds, exits 0, and the night's summary is still exact.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pymysql
+import pytest
+
+from swarm.ledger import M_CLAIMED, M_DONE
+from tests.integration.conftest import MYSQL
+from tests.integration.fleet import DATE, JOB, ROOT, Site, wait_until
+from tests.integration.rabbitmq_support import FaultProxy, amqp_url, ready
+from tests.integration.supervised import BIN, RUN, Supervisord, assert_exact
+
+EVENTS = 8_000
+NIGHTLY = ROOT / "deploy" / "swarm-nightly"
+
+
+@pytest.fixture
+def site(tmp_path, amqp_vhost, mysql_db, hbase_server):
+    s = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options={"chunks": 16, "sleep": 1.0})
+    s.init_ledger()
+    s.generate(EVENTS)
+    return s
+
+
+@pytest.fixture
+def supervised(site):
+    started: list[Supervisord] = []
+
+    def start(processes: int, **kw) -> Supervisord:
+        sv = Supervisord(site, processes, **kw)
+        started.append(sv)
+        sv.start()
+        return sv
+
+    yield start
+    for sv in started:
+        sv.stop()
+
+
+def messages(site: Site, state: str) -> list[dict]:
+    conn = pymysql.connect(**MYSQL, database=site.database, cursorclass=pymysql.cursors.DictCursor)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, holder, attempts, updated_at FROM swarm_messages WHERE run_id = %s AND state = %s",
+                        (RUN, state))
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def nightly(site: Site, log_name: str) -> subprocess.Popen:
+    """cron's wrapper around the master, as deploy/crontab runs it."""
+    args = ["sh", str(NIGHTLY), "--swarm", str(BIN / "swarm"), "--config", str(site.config),
+            "--log", str(site.logs / log_name), "--date", DATE, "--pause", "1", JOB]
+    return subprocess.Popen(args, cwd=site.tmp, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_worker_stopped_by_supervisord_drains_and_nothing_is_lost(site, supervised):
+    sv = supervised(3)
+    wait_until(lambda: len(sv.running()) == 3, "three workers running", timeout=30)
+    master = nightly(site, "nightly.log")
+
+    wait_until(lambda: messages(site, M_CLAIMED), "a worker holding a message")
+    [held, *_] = messages(site, M_CLAIMED)
+    victim = sv.by_pid(int(held["holder"].split(":")[1]))  # holder is host:pid:thread
+    stop_sent = time.time()
+    assert sv.rpc().stopProcess(f"swarm-worker:{victim}", True)  # TERM, then wait for the exit
+
+    info = sv.workers()[victim]
+    assert (info["statename"], info["exitstatus"]) == ("STOPPED", 0), sv.log_tail()
+    assert f"stopped: {victim} (exit status 0)" in (sv.logs / "supervisord.log").read_text()
+    worker_log = (sv.logs / f"{victim}.log").read_text()
+    assert "draining" in worker_log and "Traceback" not in worker_log
+
+    second = nightly(site, "nightly-second.log")  # cron started twice: the second one steps aside
+    assert second.wait(timeout=60) == 3
+    assert f"another master holds run {RUN}" in second.communicate()[1]
+
+    try:
+        assert master.wait(timeout=240) == 0, (site.logs / "nightly.log").read_text()
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert_exact(site, EVENTS)
+    # The message in hand when TERM came was finished by the worker that held it, once.
+    [finished] = [m for m in messages(site, M_DONE) if m["id"] == held["id"]]
+    assert finished["holder"] == held["holder"] and finished["attempts"] == 1
+    assert finished["updated_at"] > stop_sent
+
+
+def test_a_worker_started_while_the_broker_is_down_waits_for_it(site, supervised):
+    proxy = FaultProxy()
+    proxy.refusing = True
+    try:
+        sv = supervised(1, env={"SWARM_BACKENDS_BROKER": amqp_url(site.vhost, port=proxy.port)})
+        [name] = sv.workers()
+        log = sv.logs / f"{name}.log"
+
+        def retried() -> bool:
+            assert sv.workers()[name]["statename"] != "FATAL", sv.log_tail()  # supervisord gave up on it
+            return log.exists() and log.read_text().count("cannot reach the broker") >= 3
+
+        wait_until(retried, "the worker to retry", timeout=60)
+        first = sv.workers()[name]
+        assert first["statename"] == "RUNNING", sv.log_tail()  # not BACKOFF or FATAL
+
+        proxy.refusing = False
+        queue = f"swarm.{JOB}.scan"
+        wait_until(lambda: _declared(site.vhost, queue), "the worker to declare its queues", timeout=60)
+        assert sv.workers()[name]["pid"] == first["pid"]  # the same process, never restarted
+        assert sv.rpc().stopProcess(f"swarm-worker:{name}", True)
+        assert sv.workers()[name]["exitstatus"] == 0
+    finally:
+        proxy.close()
+
+
+def _declared(vhost: str, queue: str) -> bool:
+    try:
+        ready(vhost, queue)
+        return True
+    except Exception:  # noqa: BLE001 - pika says "not found" by closing the channel
+        return False

@@ -1,0 +1,170 @@
+"""`swarm deploy supervisord`: the rendered file as supervisord itself reads it."""
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from supervisor.datatypes import RestartUnconditionally
+from supervisor.options import ClientOptions, ServerOptions
+
+from swarm import config, deploy
+from swarm.cli import EXIT_OK, EXIT_USAGE, main
+from swarm.config import Config
+from swarm.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER = "amqp://swarm:p%25w,d#x@mq1:5672/%2F"  # a password with %, a comma and a hash
+LEDGER = "mysql://swarm:s3cret-pw@db1:3306/swarm"
+SITE = {"SWARM_BACKENDS_BROKER": BROKER, "SWARM_BACKENDS_LEDGER": LEDGER,
+        "SWARM_BACKENDS_TABLES": "hbase://thrift1:9090", "SWARM_WORKER_JOB": "merchant_daily",
+        "SWARM_JOBS_MODULES": "mycompany.jobs.a,mycompany.jobs.b", "SWARM_WORKER_STAGES": "scan,reduce",
+        "SWARM_WORKER_DRAIN_SECONDS": "900"}
+
+
+def site(tmp_path, env: dict | None = None, toml: str = "") -> Config:
+    path = tmp_path / "swarm.toml"
+    path.write_text(toml)
+    return config.load(str(path), env=SITE | (env or {}))
+
+
+def layout(tmp_path, **kw) -> deploy.Layout:
+    for d in ("log", "run"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    return deploy.Layout(**{"processes": 3, "log_dir": str(tmp_path / "log"), "run_dir": str(tmp_path / "run")} | kw)
+
+
+def supervisord_reads(tmp_path, text: str) -> ServerOptions:
+    path = tmp_path / "supervisord.conf"
+    path.write_text(text)
+    options = ServerOptions()
+    options.configfile = str(path)
+    options.process_config(do_usage=False)
+    return options
+
+
+def supervisorctl_reads(tmp_path) -> ClientOptions:
+    """What supervisorctl makes of the file ``supervisord_reads`` wrote."""
+    options = ClientOptions()
+    options.realize(args=["-c", str(tmp_path / "supervisord.conf")])
+    return options
+
+
+def programs(options: ServerOptions) -> dict:
+    return {g.name: g.process_configs for g in options.process_group_configs}
+
+
+def test_supervisord_reads_the_worker_program(tmp_path):
+    cfg = site(tmp_path)
+    options = supervisord_reads(tmp_path, deploy.render(cfg, layout(tmp_path)))
+    procs = programs(options)["swarm-worker"]
+    assert [p.name for p in procs] == ["swarm-worker-00", "swarm-worker-01", "swarm-worker-02"]
+    for p in procs:
+        assert (p.stopsignal.name, p.stopwaitsecs, p.stopasgroup, p.killasgroup) == ("SIGTERM", 900, True, True)
+        assert p.autostart and p.autorestart is RestartUnconditionally and p.exitcodes == [0]
+        assert p.command.split()[1:] == ["-m", "swarm.cli", "--config", str(tmp_path / "swarm.toml"), "worker"]
+        assert p.directory == str(tmp_path)
+    assert procs[1].stdout_logfile == str(tmp_path / "log" / "swarm-worker-01.log")
+    [server] = options.configroot.supervisord.server_configs
+    assert "unix://" + server["file"] == cfg["autoscale"]["supervisor_url"]
+    assert supervisorctl_reads(tmp_path).serverurl == cfg["autoscale"]["supervisor_url"]
+
+
+def test_the_environment_gives_a_worker_the_same_settings(tmp_path):
+    cfg = site(tmp_path)
+    [first, *_] = programs(supervisord_reads(tmp_path, deploy.render(cfg, layout(tmp_path))))["swarm-worker"]
+    assert first.environment["SWARM_BACKENDS_BROKER"] == BROKER
+    seen = config.load(None, env=first.environment)
+    for section in deploy.WORKER_SECTIONS:
+        assert dict(seen[section]) == dict(cfg[section])
+
+
+def test_each_process_gets_its_own_metrics_port(tmp_path):
+    cfg = site(tmp_path, {"SWARM_WORKER_METRICS_PORT": "9100"})
+    procs = programs(supervisord_reads(tmp_path, deploy.render(cfg, layout(tmp_path))))["swarm-worker"]
+    assert [p.environment["SWARM_WORKER_METRICS_PORT"] for p in procs] == ["9100", "9101", "9102"]
+    with pytest.raises(ConfigError, match="worker.metrics_port"):
+        deploy.render(site(tmp_path, {"SWARM_WORKER_METRICS_PORT": "9150"}), layout(tmp_path))
+
+
+def test_with_the_autoscaler_it_starts_the_workers(tmp_path):
+    cfg = site(tmp_path, {"SWARM_AUTOSCALE_MAX": "5"})
+    procs = programs(supervisord_reads(tmp_path, deploy.render(cfg, layout(tmp_path, processes=5, autoscale=True))))
+    assert not any(p.autostart for p in procs["swarm-worker"])
+    [scaler] = procs["swarm-autoscale"]
+    assert scaler.autostart and scaler.command.endswith(" autoscale")
+    assert scaler.environment["SWARM_AUTOSCALE_MAX"] == "5"
+    with pytest.raises(ConfigError, match="autoscale.max is 5"):
+        deploy.render(cfg, layout(tmp_path, processes=3, autoscale=True))
+
+
+def test_programs_run_as_the_user_who_may_use_the_socket(tmp_path):
+    text = deploy.render(site(tmp_path), layout(tmp_path, user="root", autoscale=True, processes=4))
+    procs = programs(supervisord_reads(tmp_path, text))
+    assert {p.uid for group in procs.values() for p in group} == {0}
+    [server] = supervisord_reads(tmp_path, text).configroot.supervisord.server_configs
+    assert (server["chown"], server["chmod"]) == ((0, -1), 0o700)
+
+
+def test_an_http_control_port_with_a_password(tmp_path):
+    cfg = site(tmp_path, {"SWARM_AUTOSCALE_SUPERVISOR_URL": "http://ops:p%40ss@127.0.0.1:9011"})
+    options = supervisord_reads(tmp_path, deploy.render(cfg, layout(tmp_path)))
+    [server] = options.configroot.supervisord.server_configs
+    assert (server["port"], server["username"], server["password"]) == (9011, "ops", "p@ss")
+    ctl = supervisorctl_reads(tmp_path)
+    assert (ctl.serverurl, ctl.username, ctl.password) == ("http://127.0.0.1:9011", "ops", "p@ss")
+
+
+@pytest.mark.parametrize("env, key", [
+    ({"SWARM_BACKENDS_BROKER": "memory://"}, "backends.broker"),
+    ({"SWARM_WORKER_JOB": ""}, "worker.job"),
+    ({"SWARM_WORKER_JOB": 'say "hi"'}, "SWARM_WORKER_JOB"),
+    ({"SWARM_AUTOSCALE_SUPERVISOR_URL": "ftp://x"}, "autoscale.supervisor_url"),
+])
+def test_what_cannot_work_is_refused_naming_the_key(tmp_path, env, key):
+    with pytest.raises(ConfigError, match=key):
+        deploy.render(site(tmp_path, env), layout(tmp_path))
+
+
+def test_the_file_is_private_even_over_an_old_one(tmp_path):
+    out = tmp_path / "supervisord.conf"
+    out.write_text("old")
+    out.chmod(0o644)
+    deploy.write_private(out, "new")
+    assert out.read_text() == "new"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_the_command_writes_the_file_and_shows_no_password(tmp_path, monkeypatch, capsys):
+    for name, value in SITE.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "swarm.toml").write_text("")
+    args = ["--config", str(tmp_path / "swarm.toml"), "deploy", "supervisord", "--log-dir", str(tmp_path),
+            "--run-dir", str(tmp_path)]
+    assert main(args) == EXIT_OK
+    shown = capsys.readouterr()
+    assert "s3cret-pw" not in shown.out + shown.err and "swarm:***@db1" in shown.out
+    out = tmp_path / "out.conf"
+    assert main([*args, "--out", str(out), "--processes", "2", "--env", "PYTHONPATH=/srv/app"]) == EXIT_OK
+    assert "s3cret-pw" not in capsys.readouterr().out
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    procs = programs(supervisord_reads(tmp_path, out.read_text()))["swarm-worker"]
+    assert len(procs) == 2 and procs[0].environment["SWARM_BACKENDS_LEDGER"] == LEDGER
+    assert procs[0].environment["PYTHONPATH"] == "/srv/app"
+    assert main([*args, "--env", "NOEQUALS"]) == EXIT_USAGE
+
+
+def example() -> str:
+    """The committed deploy/supervisord.conf: deploy/swarm.toml installed as the README says."""
+    cfg = config.load(str(ROOT / "deploy" / "swarm.toml"), env={})
+    layout = deploy.Layout(processes=cfg["worker"]["processes"], python="/opt/swarm/.venv/bin/python")
+    return deploy.render(Config(cfg.data, "/etc/swarm/swarm.toml"), layout)
+
+
+def test_the_committed_example_is_current():
+    committed = (ROOT / "deploy" / "supervisord.conf").read_text()
+    assert committed == example(), "regenerate it: python -m tests.unit.test_deploy"
+
+
+if __name__ == "__main__":
+    (ROOT / "deploy" / "supervisord.conf").write_text(example())

@@ -1,0 +1,192 @@
+"""deploy/swarm-nightly, the script cron runs, against a fake ``swarm`` that exits as told."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "swarm-nightly"
+DATE = "2026-11-22"
+RUN = f"merchant_daily@date={DATE}"
+
+FAKE = '''#!{python}
+"""A stand-in for `swarm`: records its arguments; `master` exits with the next code from codes.txt."""
+import json, os, pathlib, signal, sys, time
+
+here = pathlib.Path(os.environ["FAKE_DIR"])
+with open(here / "calls.txt", "a") as out:
+    out.write(json.dumps(sys.argv[1:]) + "\\n")
+args = [a for a in sys.argv[1:] if not a.startswith("--config")]
+if "master" in sys.argv:
+    codes = (here / "codes.txt").read_text().split()
+    (here / "codes.txt").write_text(" ".join(codes[1:]))
+    print("fake master running", flush=True)
+    if codes[0] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if codes[0] == "hang":
+        def stopped(*_):
+            (here / "terminated").write_text("TERM")
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, stopped)
+        (here / "hanging").write_text("yes")
+        while True:
+            time.sleep(0.05)
+    sys.exit(int(codes[0]))
+if "runs" in sys.argv:
+    failed = here / "failed.json"
+    if failed.exists():
+        print(failed.read_text())
+        sys.exit(0)
+    sys.exit(int((here / "runs-exit.txt").read_text()) if (here / "runs-exit.txt").exists() else 0)
+'''
+
+
+class Fake:
+    def __init__(self, tmp: Path):
+        self.dir = tmp
+        self.swarm = tmp / "swarm"
+        self.swarm.write_text(FAKE.format(python=sys.executable))
+        self.swarm.chmod(0o755)
+        self.log = tmp / "log" / "nightly.log"
+
+    def codes(self, *codes: str | int) -> None:
+        (self.dir / "codes.txt").write_text(" ".join(map(str, codes)))
+
+    def run_failed_in_ledger(self) -> None:
+        (self.dir / "failed.json").write_text(json.dumps([{"id": RUN, "status": "failed"}], indent=2))
+
+    def ledger_down(self) -> None:
+        (self.dir / "runs-exit.txt").write_text("1")
+
+    def calls(self) -> list[list[str]]:
+        path = self.dir / "calls.txt"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def masters(self) -> list[list[str]]:
+        return [c for c in self.calls() if "master" in c]
+
+    def args(self, *extra: str, date: str | None = DATE) -> list[str]:
+        dated = ["--date", date] if date else []
+        return ["sh", str(SCRIPT), "--swarm", str(self.swarm), "--config", "/etc/swarm/swarm.toml",
+                "--log", str(self.log), "--pause", "0", *dated, *extra, "merchant_daily"]
+
+    def run(self, *extra: str, date: str | None = DATE) -> subprocess.CompletedProcess:
+        env = dict(os.environ, FAKE_DIR=str(self.dir))
+        return subprocess.run(self.args(*extra, date=date), env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def fake(tmp_path) -> Fake:
+    return Fake(tmp_path)
+
+
+def test_a_run_that_finishes_exits_0_quietly(fake):
+    fake.codes(0)
+    done = fake.run()
+    assert done.returncode == 0
+    assert done.stderr == ""  # nothing for cron to mail
+    assert fake.masters() == [["--config", "/etc/swarm/swarm.toml", "master", "merchant_daily", "--date", DATE]]
+    log = fake.log.read_text()
+    assert "fake master running" in log and f"run {RUN} is done" in log
+
+
+def test_the_date_defaults_to_yesterday(fake):
+    fake.codes(0)
+    before = datetime.date.today() - datetime.timedelta(days=1)
+    assert fake.run(date=None).returncode == 0
+    after = datetime.date.today() - datetime.timedelta(days=1)
+    [call] = fake.masters()
+    assert call[-1] in {before.isoformat(), after.isoformat()}
+
+
+def test_a_master_killed_by_a_signal_is_restarted(fake):
+    fake.codes("kill", "kill", 0)
+    done = fake.run("--restarts", "3")
+    assert done.returncode == 0
+    assert len(fake.masters()) == 3
+    assert fake.log.read_text().count("killed by signal 9") == 2
+
+
+def test_restarts_are_capped(fake):
+    fake.codes("kill", "kill", "kill", 0)
+    done = fake.run("--restarts", "2")
+    assert done.returncode == 4
+    assert len(fake.masters()) == 3  # the first start and two restarts
+    assert "crashed 3 times" in done.stderr and str(fake.log) in done.stderr
+
+
+def test_a_failed_run_is_final(fake):
+    fake.codes(1, 0)
+    fake.run_failed_in_ledger()
+    done = fake.run()
+    assert done.returncode == 1
+    assert len(fake.masters()) == 1
+    assert f"swarm status {RUN}" in done.stderr
+
+
+def test_exit_1_without_a_failed_run_is_a_crash(fake):
+    # e.g. the master gave up waiting for MySQL: the run is still "running"
+    fake.codes(1, 0)
+    done = fake.run()
+    assert done.returncode == 0
+    assert len(fake.masters()) == 2
+    assert "exit 1 without the run failed in the ledger" in fake.log.read_text()
+
+
+def test_a_ledger_that_cannot_say_counts_as_a_crash(fake):
+    fake.codes(1, 1)
+    fake.ledger_down()
+    done = fake.run("--restarts", "1")
+    assert done.returncode == 4
+    assert len(fake.masters()) == 2
+
+
+def test_a_second_start_says_another_master_holds_the_run(fake):
+    fake.codes(3)
+    done = fake.run()
+    assert done.returncode == 3
+    assert len(fake.masters()) == 1  # not restarted
+    assert f"another master holds run {RUN}; this start did nothing" in done.stderr
+
+
+@pytest.mark.parametrize("code", [2, 127])
+def test_other_exits_are_final(fake, code):
+    fake.codes(code, 0)
+    assert fake.run().returncode == code
+    assert len(fake.masters()) == 1
+
+
+def test_sigterm_reaches_the_master(fake):
+    fake.codes("hang")
+    env = dict(os.environ, FAKE_DIR=str(fake.dir))
+    # Not pipes: a master left behind would hold them open and hang the test.
+    proc = subprocess.Popen(fake.args(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (fake.dir / "hanging").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the master never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (fake.dir / "terminated").read_text() == "TERM"
+    assert len(fake.masters()) == 1
+    assert "got SIGTERM: stopping the master" in fake.log.read_text()
+
+
+@pytest.mark.parametrize("args", [[], ["--restarts", "x", "job"], ["--bogus", "job"], ["--log"]])
+def test_usage_errors_exit_2(fake, args):
+    done = subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "swarm-nightly" in done.stderr or "usage" in done.stderr
