@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence, TypeVar
 
 from master.planner import plan_phase
 from swarm import metrics
@@ -30,6 +30,7 @@ from swarm.table import TableStore
 
 log = logging.getLogger("swarm.master")
 
+T = TypeVar("T")
 ProgressFn = Callable[[str, str, Mapping[str, int]], None]  # run, phase, counts by state
 
 
@@ -79,24 +80,24 @@ class Master:
 
     def run(self) -> Run:
         """Run or resume to the end; returns the run as the ledger has it (done or failed)."""
-        self.ledger.lock_master(self.lock_key, self.holder)
+        self._patiently("start", self.ledger.lock_master, self.lock_key, self.holder)
         try:
             return self._run_locked()
         finally:
             self.ledger.unlock_master(self.lock_key)
 
     def _run_locked(self) -> Run:
-        run = self.ledger.open_run(self.run_id, self.job.name, self.params)
+        run = self._patiently("start", self.ledger.open_run, self.run_id, self.job.name, self.params)
         if run.status == DONE:
             log.info("run %s is already done", self.run_id)
             return run
         if run.status == FAILED:
             log.info("run %s failed before (%s); resuming it", self.run_id, run.error)
             self.ledger.update_run(self.run_id, status=RUNNING)
-        self._patiently(self._declare, "setup")
+        self._patiently("start", self._declare)
         try:
             for phase in self.phases:
-                self._patiently(self._phase, phase)
+                self._patiently(phase, self._phase, phase)
         except RunFailed as exc:
             log.error("run %s failed: %s", self.run_id, exc)
             self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
@@ -107,10 +108,10 @@ class Master:
             log.info("run %s done", self.run_id)
         return self.ledger.get_run(self.run_id)
 
-    def _declare(self, _phase: str) -> None:
+    def _declare(self) -> None:
         self.broker.declare([stage_queue(self.job.name, s) for s in self.job.stages])
 
-    def _patiently(self, step: Callable[[str], None], phase: str) -> None:
+    def _patiently(self, what: str, step: Callable[..., T], *args) -> T:
         """Run ``step``, waiting out broker and ledger outages up to ``settings.patience`` seconds.
 
         Each step starts from what the ledger holds, so running it again
@@ -119,12 +120,12 @@ class Master:
         started, failures = time.monotonic(), 0
         while True:
             try:
-                return step(phase)
+                return step(*args)
             except BackendError as exc:
                 failures += 1
                 if time.monotonic() - started > self.settings.patience:
                     raise
-                log.warning("backend unavailable during %s phase %s (try %d): %s", self.run_id, phase, failures, exc)
+                log.warning("backend unavailable during %s of %s (try %d): %s", what, self.run_id, failures, exc)
                 time.sleep(min(30.0, self.settings.poll * 2 ** min(failures, 5)))
 
     # one phase ----------------------------------------------------------------

@@ -11,9 +11,10 @@ from typing import Sequence
 
 from swarm import config as config_mod
 from master.rerun import RerunRefused
-from swarm.errors import ConfigError, MasterLocked, PluginError, SwarmError
+from swarm.errors import BackendError, ConfigError, MasterLocked, PluginError, SwarmError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_UNAVAILABLE = 75  # a backend stayed unreachable (sysexits' EX_TEMPFAIL): try again later
 log = logging.getLogger("swarm")
 
 
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PluginError) as exc:
         print(f"swarm: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BackendError as exc:
+        print(f"swarm: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except SwarmError as exc:
         print(f"swarm: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -66,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--tables", help="tables URL (default embedded in --data)")
     d.set_defaults(func=_demo)
 
-    m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, 3 locked)")
+    m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, 3 locked, 75 backend down)")
     m.add_argument("job")
     m.add_argument("--date", help="the date param (shorthand for --param date=...)")
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")

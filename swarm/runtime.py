@@ -70,7 +70,7 @@ class Processor:
         lease: float = 60.0,
         hooks: Sequence[Hook] = DEFAULT_HOOKS,
         options: dict | None = None,
-        backend_pause: float = 2.0,
+        backend_pause: float = 5.0,
         rng: random.Random | None = None,
     ):
         self.job, self.broker, self.ledger, self.tables = job, broker, ledger, tables
@@ -265,9 +265,21 @@ class Processor:
         self.ledger.reject(env.id, f"rejected: {reason}")
 
     def _backend_failed(self, delivery: Delivery, exc: BackendError) -> str:
-        log.error("backend failure on %s, returning the message: %s", delivery.queue, exc)
-        time.sleep(self.backend_pause * self.rng.uniform(0.5, 1.5))  # do not spin while a backend is down
-        return self._requeue(delivery)
+        """Hand the message back for later without counting a delivery against it.
+
+        A plain requeue would count toward the broker's delivery limit and
+        dead-letter good work during a long ledger or table-store outage;
+        a delayed copy, acked, waits the outage out on a delay queue.
+        """
+        log.error("backend failure on %s, retrying the message later: %s", delivery.queue, exc)
+        delay = self.backend_pause * self.rng.uniform(1.0, 2.0)
+        try:
+            self.broker.publish([(delivery.queue, bytes(delivery.body))], delay=delay)
+        except BackendError:
+            time.sleep(delay)  # the broker is down too: the requeue below is then moot, but do not spin
+            return self._requeue(delivery)
+        delivery.ack()
+        return REQUEUED
 
     @staticmethod
     def _requeue(delivery: Delivery) -> str:

@@ -115,6 +115,14 @@ def test_a_master_killed_by_a_signal_is_restarted(fake):
     assert fake.log.read_text().count("killed by signal 9") == 2
 
 
+def test_a_backend_outage_longer_than_the_masters_patience_is_restarted(fake):
+    fake.codes(75, 0)
+    done = fake.run("--restarts", "3")
+    assert done.returncode == 0
+    assert len(fake.masters()) == 2
+    assert "backend stayed unreachable" in fake.log.read_text()
+
+
 def test_restarts_are_capped(fake):
     fake.codes("kill", "kill", "kill", 0)
     done = fake.run("--restarts", "2")

@@ -207,3 +207,20 @@ def test_overdue_handler_is_timed_out_and_its_late_result_dropped(setup, broker,
 
 def test_dead_letter_queue_name():
     assert dead_letter_queue("swarm.toy.sink") == "swarm.toy.sink.dlq"
+
+
+def test_a_backend_outage_sends_the_message_round_a_delay_queue_not_back_to_the_head(setup, broker, ledger, monkeypatch):
+    from swarm.errors import BackendError
+    from swarm.runtime import REQUEUED
+
+    proc = setup()
+
+    def down(*a, **k):
+        raise BackendError("ledger down")
+
+    monkeypatch.setattr(ledger, "claim", down)
+    outcome, d = deliver(proc)
+    assert (outcome, d.acked, d.requeued) == (REQUEUED, 1, 0)  # no delivery counted against it
+    assert broker.depth(stage_queue("toy", "sink")) == 1  # a delayed copy waits the outage out
+    monkeypatch.undo()
+    assert ledger.counts(RUN) == {}

@@ -59,3 +59,20 @@ def test_a_broken_alert_command_does_not_break_the_run(ledger, tables):
     alert = command_alert("/nonexistent/alert-hook")
     result = run(ledger, tables, alert, {"count": 1, "behaviour": {"0": "abort"}})
     assert result.status == "failed"
+
+
+def test_the_master_waits_out_a_ledger_that_is_down_at_start(ledger, tables, monkeypatch):
+    from swarm.errors import BackendError
+
+    failures = iter([BackendError("MySQL down"), BackendError("MySQL down")])
+    real_open = ledger.open_run
+
+    def flaky_open(*args):
+        error = next(failures, None)
+        if error:
+            raise error
+        return real_open(*args)
+
+    monkeypatch.setattr(ledger, "open_run", flaky_open)
+    result = run(ledger, tables, lambda event: None, {"count": 2})
+    assert result.status == "done"
