@@ -1,10 +1,12 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates the virtual environment and installs what it needs.
+# `make bench` measures throughput on the local services (BENCH_SCALE, BENCH_CASES; see bench/).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: demo test unit integration faults bench services venv clean
 
@@ -30,6 +32,13 @@ unit: $(STAMP)
 
 integration: $(STAMP) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m integration
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) services
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Throughput, latency, overload and master benchmarks on the local services: ``make bench``."""

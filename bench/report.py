@@ -1,0 +1,200 @@
+"""The bench's results: ratios and targets computed from one run's cases, a rich table, JSON files."""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from rich.console import Console
+from rich.table import Table
+
+# (name, what it is, how it compares, the bound)
+TARGETS = (
+    ("swarm_vs_raw_per_proc", "Swarm no-op per worker process / raw pika", ">=", 0.70),
+    ("swarm_vs_celery", "Swarm no-op fleet / Celery", ">=", 3.0),
+    ("overload_vs_peak", "throughput at 10x offered load / peak", ">=", 0.90),
+    ("overload_rss_growth", "worker RSS growth under 10x load", "<", 0.20),
+    ("master_total_seconds", "master: plan + checkpoint + publish, s", "<", 60.0),
+    ("master_resume_seconds", "master: restart after SIGKILL to watching, s", "<", 5.0),
+)
+
+
+def _get(results: Mapping[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(results, Mapping) or key not in results:
+            return None
+        results = results[key]
+    return results
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def fleet(results: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Swarm no-op run with the most worker processes."""
+    runs = results.get("swarm") or {}
+    return runs[max(runs, key=int)] if runs else None
+
+
+def single(results: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Swarm no-op run with the fewest worker processes."""
+    runs = results.get("swarm") or {}
+    return runs[min(runs, key=int)] if runs else None
+
+
+def ratios(results: Mapping[str, Any]) -> dict[str, float | None]:
+    one, many = single(results), fleet(results)
+    return {
+        "swarm_vs_raw_per_proc": _ratio(_get(one or {}, "per_proc"), _get(results, "raw_pika", "per_proc")),
+        "swarm_vs_celery": _ratio(_get(many or {}, "msgs_per_s"), _get(results, "celery", "msgs_per_s")),
+        "swarm_vs_celery_per_proc": _ratio(_get(many or {}, "per_proc"), _get(results, "celery", "per_proc")),
+        "overload_vs_peak": _get(results, "overload", "vs_peak"),
+        "overload_rss_growth": _get(results, "overload", "rss_growth"),
+        "master_total_seconds": _get(results, "master", "total_seconds"),
+        "master_resume_seconds": _get(results, "master", "resume", "resume_seconds"),
+    }
+
+
+def targets(measured: Mapping[str, float | None]) -> dict[str, dict]:
+    out = {}
+    for name, what, op, bound in TARGETS:
+        value = measured.get(name)
+        met = None if value is None or math.isnan(value) else (value >= bound if op == ">=" else value < bound)
+        out[name] = {"what": what, "target": f"{op} {bound:g}", "value": value, "met": met}
+    return out
+
+
+def finish(results: dict) -> dict:
+    """Add the ratios and the targets (both measured within this run) to ``results``."""
+    results["ratios"] = ratios(results)
+    results["targets"] = targets(results["ratios"])
+    return results
+
+
+# the table ------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.0%}"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}x"
+
+
+def throughput_table(results: Mapping[str, Any]) -> Table:
+    raw = _get(results, "raw_pika", "per_proc")
+    celery = _get(results, "celery", "msgs_per_s")
+    table = Table(title="Throughput (messages/s; each chunk is 2 messages: stage a, then b)")
+    for column in ("case", "msgs/s", "per process", "vs raw pika", "vs Celery", "p50 ms", "p99 ms",
+                   "peak RSS MiB", "notes"):
+        table.add_column(column, justify="left" if column in ("case", "notes") else "right")
+
+    def row(name: str, r: Mapping[str, Any] | None, notes: str = "") -> None:
+        if r:
+            table.add_row(name, _num(r.get("msgs_per_s")), _num(r.get("per_proc")),
+                          _pct(_ratio(r.get("per_proc"), raw)), _times(_ratio(r.get("msgs_per_s"), celery)),
+                          _num(_get(r, "latency_ms", "p50"), 1), _num(_get(r, "latency_ms", "p99"), 1),
+                          _num(r.get("peak_rss_mib"), 1), notes)
+
+    row("raw pika", results.get("raw_pika"), f"1 process, prefetch {_get(results, 'raw_pika', 'prefetch')}")
+    row("raw pika, Swarm's prefetch", results.get("raw_pika_matched"),
+        f"prefetch {_get(results, 'raw_pika_matched', 'prefetch')}")
+    for procs, r in sorted((results.get("swarm") or {}).items(), key=lambda kv: int(kv[0])):
+        row(f"Swarm noop, {procs} proc", r, "ledger on (MariaDB)")
+    row("Celery chain", results.get("celery"),
+        f"prefork, {_get(results, 'celery', 'procs')} children + parent (RSS summed)")
+    nightly = results.get("nightly")
+    if nightly:
+        table.add_row("nightly merchant_daily", "-", "-", "-", "-", "-", "-", _num(nightly.get("peak_rss_mib"), 1),
+                      f"{_num(nightly['rows_per_s'])} rows/s, {_num(nightly['chunks_per_s'], 1)} chunks/s, "
+                      f"{nightly['procs']} procs, {_num(nightly['seconds'], 1)} s")
+    return table
+
+
+def targets_table(results: Mapping[str, Any]) -> Table:
+    table = Table(title="Targets (ratios from this run)")
+    for column in ("target", "bound", "measured", "met"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for t in (results.get("targets") or {}).values():
+        value = t["value"]
+        shown = _num(value, 2)
+        met = {True: "[green]yes", False: "[red]no", None: "-"}[t["met"]]
+        table.add_row(t["what"], t["target"], shown, met)
+    return table
+
+
+def details(results: Mapping[str, Any]) -> list[str]:
+    """One line each for overload and the master."""
+    lines = []
+    for procs, r in sorted((results.get("swarm") or {}).items(), key=lambda kv: int(kv[0])):
+        if r.get("cores"):
+            lines.append(f"Swarm noop, {procs} proc: cores used: "
+                         + ", ".join(f"{name} {used:.2f}" for name, used in r["cores"].items()))
+    o = results.get("overload")
+    if o:
+        rss = [m for _, m in o["rss_mib"]]
+        settled = [m for t, m in o["rss_mib"] if t >= o.get("settle", 0)]
+        lines.append(
+            f"overload: offered {_num(o['offered_chunks_per_s'])} chunks/s (target {_num(o['target_chunks_per_s'])})"
+            f" for {o['seconds']:.0f} s on {o['procs']} procs: {_num(o['msgs_per_s'])} msgs/s ="
+            f" {_pct(o['vs_peak'])} of peak; workers' RSS summed {_num(rss[0] if rss else None, 1)} MiB at start,"
+            f" {_num(settled[0] if settled else None, 1)} after {o.get('settle', 0):g} s, at most"
+            f" {_num(max(settled, default=None), 1)} later (growth {_pct(o['rss_growth'])});"
+            f" backlog left in RabbitMQ {_num(o['backlog_at_end'])}; cores used: "
+            + ", ".join(f"{name} {used:.2f}" for name, used in (o.get("cores") or {}).items()))
+    m = results.get("master")
+    if m:
+        r = m["resume"]
+        lines.append(
+            f"master, {_num(m['chunks'])} chunks: start {m['start_seconds']:.1f} s, plan+checkpoint"
+            f" {m['plan_seconds']:.1f} s, publish {m['publish_seconds']:.1f} s, total {m['total_seconds']:.1f} s;"
+            f" SIGKILL at {_num(r['queued_at_kill'])} queued, resumed to watching in {r['resume_seconds']:.1f} s"
+            f" ({_num(r['republished'])} re-published)")
+    return lines
+
+
+def show(results: Mapping[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    host = results.get("host", {})
+    console.print(f"[bold]Swarm bench[/] {results.get('date', '')} on {host.get('cores', '?')} cores"
+                  f" (RabbitMQ {host.get('rabbitmq', '?')}, MariaDB {host.get('mariadb', '?')},"
+                  f" Python {host.get('python', '?')}), scale {results.get('scale', 1)}")
+    console.print(throughput_table(results))
+    for line in details(results):
+        console.print(line)
+    console.print(targets_table(results))
+
+
+# files ----------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write(results: Mapping[str, Any], directory: Path, now: datetime.datetime | None = None) -> list[Path]:
+    """``latest.json`` and a dated copy in ``directory``; returns both paths."""
+    now = now or datetime.datetime.now()
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_clean(results), indent=2, allow_nan=False) + "\n"
+    paths = [directory / "latest.json", directory / f"{now:%Y-%m-%dT%H%M%S}.json"]
+    for path in paths:
+        path.write_text(text)
+    return paths
