@@ -41,7 +41,7 @@ class RunFailed(SwarmError):
 @dataclasses.dataclass
 class MasterSettings:
     poll: float = 1.0  # seconds between looks at the ledger
-    publish_batch: int = 1000
+    publish_batch: int = 5000  # messages per confirmed publish and checkpoint update
     lost_after: float = 120.0  # a queued message untouched this long, on an empty queue, is re-published
     patience: float = 900.0  # how long a broker or ledger outage is waited out before the master gives up
     deadline: float | str | None = None  # epoch seconds, or "HH:MM" next after the run began; alert once if missed
