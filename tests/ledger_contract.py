@@ -73,6 +73,18 @@ time.sleep(600)
 """
 
 
+def together(run: Callable[[list[sql.Pending]], None], key, calls: list[tuple[str, tuple]]) -> list[sql.Pending]:
+    """Run ``calls`` (message id, arguments) as one group commit, as concurrent callers would share it."""
+    group = [sql.Pending(key, msg_id, args) for msg_id, args in calls]
+    run(group)
+    return group
+
+
+def outcome(pending: sql.Pending):
+    """A member's result, or the class of the exception it gets."""
+    return type(pending.error) if pending.error is not None else pending.result
+
+
 class LedgerContract:
     @pytest.fixture
     def reopen(self, url: str):
@@ -264,6 +276,63 @@ class LedgerContract:
                 assert all(c.state == M_CLAIMED and c.attempts == 1 for c in claims if not c.granted)
         assert ledger.counts(RUN, PHASE) == {M_CLAIMED: rounds}
 
+    def test_claims_in_one_group_get_the_outcome_each_would_get_alone(self, ledger):
+        planned, unseen, done, live, expired, unstorable = (message(i) for i in range(6))
+        unstorable = Message(unstorable.id, "read", "c0", None)  # a body is required
+        ledger.save_plan(RUN, PHASE, [planned])
+        ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
+        held = ledger.claim(RUN, PHASE, live, "w2", LEASE)
+        lapsed = ledger.claim(RUN, PHASE, expired, "w2", EXPIRED)
+        group = together(ledger._claim_group, ("w1", LEASE), [
+            (m.id, (RUN, PHASE, m)) for m in (planned, unseen, done, live, expired, unstorable)])
+        claims = [outcome(p) for p in group]
+        assert [c.granted for c in claims[:5]] == [True, True, False, False, True]
+        assert [(c.state, c.attempts) for c in claims[:5]] == [
+            (None, 1), (None, 1), (M_DONE, 1), (M_CLAIMED, 1), (None, 2)]
+        assert claims[4].token > lapsed.token
+        assert claims[5] is BackendError
+        with pytest.raises(Fenced):
+            ledger.complete(live.id, held.token + 1, RUN, PHASE, [], {})
+        ledger.complete(planned.id, claims[0].token, RUN, PHASE, [], {})
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 3, M_DONE: 2}
+
+    def test_concurrent_claims_and_completes_from_many_threads(self, ledger):
+        threads, per_thread = 16, 6
+        msgs = [message(i) for i in range(threads * per_thread // 2)]
+        children = {m.id: message(f"{i}.0", stage="write") for i, m in enumerate(msgs)}
+        ledger.save_plan(RUN, PHASE, msgs[::2])  # half planned, half seen first by their claim
+        barrier = threading.Barrier(threads, timeout=60)
+
+        def mine(t: int) -> list[Message]:  # every message is wanted by two threads
+            return [msgs[(3 * t + k) % len(msgs)] for k in range(per_thread)]
+
+        def work(t: int) -> dict[str, list]:
+            barrier.wait()
+            claims = [(m, ledger.claim(RUN, PHASE, m, "w1", LEASE)) for m in mine(t)]
+            granted = [(m, c) for m, c in claims if c.granted]
+            barrier.wait()
+            for m, c in granted:
+                ledger.complete(m.id, c.token, RUN, PHASE, [children[m.id]], {"rows": 1, "bytes": 10})
+            barrier.wait()
+            fenced = 0
+            for m, c in granted:  # again, as after a lost answer, then with a stale token
+                ledger.complete(m.id, c.token, RUN, PHASE, [], {"rows": 1000})
+                try:
+                    ledger.complete(m.id, c.token - 1, RUN, PHASE, [], {"rows": 1000})
+                except Fenced:
+                    fenced += 1
+            return {"claims": claims, "granted": [m.id for m, _ in granted], "fenced": fenced}
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(work, range(threads)))
+        granted = [i for r in results for i in r["granted"]]
+        assert sorted(granted) == sorted(m.id for m in msgs)  # each message exactly once
+        refused = [c for r in results for _, c in r["claims"] if not c.granted]
+        assert len(refused) == len(msgs) and all((c.state, c.attempts) == (M_CLAIMED, 1) for c in refused)
+        assert sum(r["fenced"] for r in results) == len(msgs)
+        assert ledger.counts(RUN, PHASE) == {M_DONE: len(msgs), M_QUEUED: len(msgs)}
+        assert ledger.counters(RUN) == {"rows": len(msgs), "bytes": 10 * len(msgs)}
+
     # completion -------------------------------------------------------------------------
 
     def test_complete_records_children_and_counts(self, ledger):
@@ -312,6 +381,29 @@ class LedgerContract:
             ledger.complete(m.id, claim.token, RUN, PHASE, [child], {"rows": 5})
         assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 1}
         assert ledger.counters(RUN) == {"rows": 5}
+
+    def test_completes_in_one_group_get_the_outcome_each_would_get_alone(self, ledger):
+        fresh, stale, again, unstorable, bare = (message(i) for i in range(5))
+        tokens = {m.id: ledger.claim(RUN, PHASE, m, "w1", LEASE).token for m in (fresh, again, unstorable, bare)}
+        old = ledger.claim(RUN, PHASE, stale, "w1", EXPIRED).token
+        current = ledger.claim(RUN, PHASE, stale, "w2", LEASE).token
+        ledger.complete(again.id, tokens[again.id], RUN, PHASE, [message("2.0", stage="write")], {"rows": 2})
+        calls = [
+            (fresh, tokens[fresh.id], [message("0.0", stage="write"), message("0.1", stage="write")], {"rows": 1}),
+            (stale, old, [message("1.0", stage="write")], {"rows": 100}),
+            (again, tokens[again.id], [message("2.0", stage="write")], {"rows": 2}),
+            (unstorable, tokens[unstorable.id], [Message(message("3.0").id, "write", "c0", None)], {"rows": 1000}),
+            (bare, tokens[bare.id], [], {}),
+        ]
+        group = together(ledger._complete_group, None, [
+            (m.id, (m.id, token, RUN, PHASE, children, counts)) for m, token, children, counts in calls])
+        assert [outcome(p) for p in group] == [None, Fenced, None, BackendError, None]
+        assert ledger.counts(RUN, PHASE) == {M_DONE: 3, M_CLAIMED: 2, M_QUEUED: 3}
+        assert ledger.counters(RUN) == {"rows": 3}
+        ledger.complete(stale.id, current, RUN, PHASE, [], {"rows": 5})  # the new holder is not fenced
+        ledger.complete(unstorable.id, tokens[unstorable.id], RUN, PHASE, [], {})  # nor the one that failed
+        assert ledger.counts(RUN, PHASE) == {M_DONE: 5, M_QUEUED: 3}
+        assert ledger.counters(RUN) == {"rows": 8}
 
     # release, expiry, revival ----------------------------------------------------------
 

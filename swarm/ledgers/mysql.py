@@ -2,7 +2,10 @@
 
 One connection per thread, with timeouts. A transaction that fails on a
 deadlock, a lock wait timeout or a lost connection is run again from the
-start on a new connection, a bounded number of times. The master's lock is
+start on a new connection, a bounded number of times. Concurrent claims,
+and concurrent completes, from the threads of one process share one
+transaction and one commit (group commit, ``swarm.ledgers.sql.Group``);
+each caller still gets its own outcome. The master's lock is
 ``GET_LOCK`` held by a connection of its own, so it ends with the master's
 session even when the master is killed.
 """
@@ -26,7 +29,7 @@ from pymysql.constants import CLIENT
 
 from swarm.backends import redact
 from swarm.errors import BackendError, ConfigError, MasterLocked
-from swarm.ledgers.sql import SqlLedger, T, Work
+from swarm.ledgers.sql import SplitGroup, SqlLedger, T, Work
 
 log = logging.getLogger("swarm.ledger.mysql")
 
@@ -71,7 +74,11 @@ class MysqlLedger(SqlLedger):
     max_backoff = 2.0
     LOCK_LEASE = 60.0  # the expiry shown in swarm_locks; the lock itself lives as long as its session
 
+    group_commit = True
+    lock_rows = " FOR UPDATE"
+
     def __init__(self, url: str):
+        super().__init__()
         self.url = url
         self.target = parse_url(url)
         self._conns: dict[threading.Thread, Connection] = {}
@@ -198,6 +205,20 @@ class MysqlLedger(SqlLedger):
 
     def _transaction(self, work: Work[T]) -> T:
         return self._retrying(lambda: self._attempt(work))
+
+    def _group_transaction(self, work: Work[T]) -> T:
+        # Only failures a new attempt cannot cure split the group: on a lost
+        # connection or a lock conflict the whole group runs again, as one call
+        # alone would, and a COMMIT that landed unacknowledged is recognised per message.
+        return self._retrying(lambda: self._group_attempt(work))
+
+    def _group_attempt(self, work: Work[T]) -> T:
+        try:
+            return self._attempt(work)
+        except Exception as exc:
+            if isinstance(exc, DRIVER_ERRORS) and transient(exc):
+                raise
+            raise SplitGroup(describe(exc)) from exc
 
     def _attempt(self, work: Work[T]) -> T:
         conn = self._connection()

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import json
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+import threading
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from swarm.errors import BackendError, Fenced
 from swarm.ledger import (
@@ -74,6 +76,95 @@ def _v1(ledger: SqlLedger, cur: Any) -> None:
 MIGRATIONS: tuple[Callable[[SqlLedger, Any], None], ...] = (_v1,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
+
+class SplitGroup(Exception):
+    """A grouped transaction failed in a way that one member alone may have caused."""
+
+
+@dataclasses.dataclass(eq=False)
+class Pending:
+    """One caller's request in a group commit, and then its outcome."""
+
+    key: Hashable  # only requests with equal keys share a transaction
+    id: str  # and never two for the same message
+    args: tuple
+    result: Any = None
+    error: BaseException | None = None
+    settled: bool = False
+
+    def succeed(self, result: Any) -> None:
+        self.result, self.settled = result, True
+
+    def fail(self, error: BaseException) -> None:
+        self.error, self.settled = error, True
+
+    def settle(self, action: Callable[[], Any]) -> None:
+        """The outcome of ``action()``, whether it returns or raises."""
+        try:
+            self.succeed(action())
+        except Exception as exc:  # noqa: BLE001 - it is this member's outcome, raised in its own thread
+            self.fail(exc)
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Group:
+    """Group commit: callers that arrive while a transaction runs share the next one.
+
+    No thread of its own and no waiting for company: a caller that finds no
+    transaction running leads one for every waiting request that fits (its
+    own included, in arrival order), so a lone caller goes straight through.
+    ``run`` settles every member of the group it is given.
+    """
+
+    def __init__(self, run: Callable[[list[Pending]], None], limit: int = 64):
+        self._run, self._limit = run, limit
+        self._cond = threading.Condition()
+        self._waiting: list[Pending] = []
+        self._busy = False
+
+    def submit(self, key: Hashable, id_: str, args: tuple) -> Any:
+        """Wait for this request's outcome: its result, or its exception raised here."""
+        me = Pending(key, id_, args)
+        with self._cond:
+            self._waiting.append(me)
+        while True:
+            with self._cond:
+                while self._busy and not me.settled:
+                    self._cond.wait()
+                if me.settled:
+                    return me.outcome()
+                self._busy = True
+                group = self._take()
+            self._lead(group)
+
+    def _take(self) -> list[Pending]:
+        """The oldest request and those after it that can share its transaction."""
+        first, group, rest, ids = self._waiting[0], [], [], set()
+        for p in self._waiting:
+            if len(group) < self._limit and p.key == first.key and p.id not in ids:
+                group.append(p)
+                ids.add(p.id)
+            else:
+                rest.append(p)  # a second request for a message waits for the first one's outcome
+        self._waiting = rest
+        return group
+
+    def _lead(self, group: list[Pending]) -> None:
+        try:
+            self._run(group)
+        finally:
+            for p in group:
+                if not p.settled:  # the leader was interrupted
+                    p.fail(BackendError("the ledger transaction was interrupted"))
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
 _RUN_COLUMNS = "id, job, params, status, phase, error, created_at, updated_at, finished_at"
 _MESSAGE_COLUMNS = "id, run_id, phase, stage, chunk, state, body, updated_at"
 
@@ -82,6 +173,15 @@ class SqlLedger(Ledger, abc.ABC):
     """Everything but the connection and the dialect."""
 
     types: Mapping[str, str] = {}
+    # Concurrent claims, and concurrent completes, share one transaction each
+    # (group commit): fewer commits, each waiting for its log flush.
+    group_commit = False
+    group_limit = 64
+    lock_rows = ""  # what makes a SELECT lock the rows it reads, where a transaction needs it
+
+    def __init__(self) -> None:
+        self._claims = Group(self._claim_group, self.group_limit)
+        self._completes = Group(self._complete_group, self.group_limit)
 
     @abc.abstractmethod
     def _transaction(self, work: Work[T]) -> T:
@@ -90,6 +190,13 @@ class SqlLedger(Ledger, abc.ABC):
         A dialect may run ``work`` again after a transient failure, so ``work``
         must be safe to repeat, also after an earlier run that committed.
         """
+
+    def _group_transaction(self, work: Work[T]) -> T:
+        """``_transaction`` for a group: ``SplitGroup`` when a member may be the cause of a failure."""
+        try:
+            return self._transaction(work)
+        except Exception as exc:
+            raise SplitGroup(str(exc)) from exc
 
     def _sql(self, statement: str) -> str:
         """Adapt a ``?``-placeholder statement to the driver."""
@@ -258,17 +365,29 @@ class SqlLedger(Ledger, abc.ABC):
     def mark_queued(self, ids: Sequence[str]) -> None:
         now = self.now()
         # Sorted, as every multi-row write here is, so that transactions take row locks in one order.
-        self._write_many(
-            "UPDATE swarm_messages SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
-            [(M_QUEUED, now, i, M_PLANNED) for i in sorted(ids)],
-        )
+        ordered = sorted(set(ids))
+
+        def work(cur: Any) -> None:
+            for part in _batches(ordered, 1000):
+                cur.execute(
+                    self._sql(
+                        f"UPDATE swarm_messages SET state = ?, updated_at = ? WHERE state = ? AND id IN ({_marks(part)})"
+                    ),
+                    (M_QUEUED, now, M_PLANNED, *part),
+                )
+
+        if ordered:
+            self._transaction(work)
 
     # workers ----------------------------------------------------------------
 
     def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
+        if self.group_commit:
+            return self._claims.submit((holder, lease), msg.id, (run_id, phase, msg))
         now = self.now()
-        until = now + lease
+        return self._claim_alone(run_id, phase, msg, holder, now, now + lease)
 
+    def _claim_alone(self, run_id: str, phase: str, msg: Message, holder: str, now: float, until: float) -> Claim:
         def work(cur: Any) -> Claim:
             cur.execute(
                 self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)),
@@ -293,35 +412,159 @@ class SqlLedger(Ledger, abc.ABC):
                 (holder, until, msg.id),
             )
             state, token, attempts, ours = cur.fetchone()
-            if granted or (state == M_CLAIMED and int(ours)):
-                return Claim(token=int(token), attempts=int(attempts))
-            return Claim(token=None, attempts=int(attempts), state=state)
+            return _claim(state, token, attempts, granted or int(ours))
 
         return self._transaction(work)
 
-    def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> None:
-        until = self.now() + lease
-        self._write_many(
-            "UPDATE swarm_messages SET lease_until = ? WHERE id = ? AND token = ? AND state = ?",
-            [(until, msg_id, token, M_CLAIMED) for msg_id, token in sorted(leases)],
+    def _claim_group(self, group: list[Pending]) -> None:
+        holder, lease = group[0].key
+        now = self.now()
+        until = now + lease
+        self._run_group(
+            group,
+            lambda p: self._claim_alone(*p.args, holder, now, until),
+            lambda cur: self._claim_many(cur, [p.args for p in group], holder, now, until),
         )
 
+    def _claim_many(self, cur: Any, calls: list[tuple], holder: str, now: float, until: float) -> list[Claim]:
+        """Claim distinct messages in three statements, each with the outcome ``_claim_alone`` gives it."""
+        rows = sorted((m.id, run_id, phase, m.stage, m.chunk, M_QUEUED, m.body, now) for run_id, phase, m in calls)
+        ids = [row[0] for row in rows]
+        cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), rows)
+        cur.execute(
+            self._sql(
+                "UPDATE swarm_messages SET state = ?, token = token + 1, attempts = attempts + 1, "
+                f"holder = ?, lease_until = ?, updated_at = ? WHERE id IN ({_marks(ids)}) "
+                "AND (state IN (?, ?) OR (state = ? AND lease_until < ?))"
+            ),
+            (M_CLAIMED, holder, until, now, *ids, M_PLANNED, M_QUEUED, M_CLAIMED, now),
+        )
+        # No per-row count here: a message is granted when it is claimed with this
+        # very holder and lease end, set by the UPDATE above or by an earlier run
+        # of this transaction whose COMMIT went unacknowledged.
+        cur.execute(
+            self._sql(
+                "SELECT id, state, token, attempts, CASE WHEN holder = ? AND lease_until = ? THEN 1 ELSE 0 END "
+                f"FROM swarm_messages WHERE id IN ({_marks(ids)})"
+            ),
+            (holder, until, *ids),
+        )
+        found = {row[0]: row[1:] for row in cur.fetchall()}
+        return [_claim(*found[m.id]) for _, _, m in calls]
+
+    def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> None:
+        until = self.now() + lease
+        held = sorted(set(leases))
+
+        def work(cur: Any) -> None:
+            for part in _batches(held, 500):
+                ids = [msg_id for msg_id, _ in part]
+                cur.execute(
+                    self._sql(
+                        f"UPDATE swarm_messages SET lease_until = ? WHERE state = ? AND id IN ({_marks(ids)}) "
+                        f"AND ({_id_token_pairs(len(part))})"
+                    ),
+                    (until, M_CLAIMED, *ids, *(v for pair in part for v in pair)),
+                )
+
+        if held:
+            self._transaction(work)
+
     def complete(self, msg_id, token, run_id, phase, children, counts) -> None:
-        now = self.now()
+        if self.group_commit:
+            return self._completes.submit(None, msg_id, (msg_id, token, run_id, phase, children, counts))
+        return self._complete_alone(msg_id, token, run_id, phase, children, counts, self.now())
+
+    def _complete_alone(self, msg_id, token, run_id, phase, children, counts, now: float) -> None:
         child_rows = [(c.id, run_id, phase, c.stage, c.chunk, M_QUEUED, c.body, now) for c in children]
         count_rows = [(msg_id, name, run_id, int(value)) for name, value in counts.items()]
 
         def work(cur: Any) -> None:
             if not self._end_lease(cur, msg_id, token, M_DONE, None, now):
                 return  # an earlier run of this very call committed it all
-            if child_rows:
-                cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), child_rows)
-            if count_rows:
-                cur.executemany(
-                    self._sql(self._insert_new("swarm_counters", "message_id, name, run_id, value")), count_rows
-                )
+            self._record_results(cur, child_rows, count_rows)
 
         self._transaction(work)
+
+    def _record_results(self, cur: Any, child_rows: list[tuple], count_rows: list[tuple]) -> None:
+        if child_rows:
+            cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), child_rows)
+        if count_rows:
+            cur.executemany(
+                self._sql(self._insert_new("swarm_counters", "message_id, name, run_id, value")), count_rows
+            )
+
+    def _complete_group(self, group: list[Pending]) -> None:
+        now = self.now()
+        self._run_group(
+            group,
+            lambda p: self._complete_alone(*p.args, now),
+            lambda cur: self._complete_many(cur, [p.args for p in group], now),
+        )
+
+    def _complete_many(self, cur: Any, calls: list[tuple], now: float) -> list[Fenced | None]:
+        """Complete distinct messages at once: ``Fenced`` for a stale token, None otherwise, as ``_complete_alone``."""
+        ids = sorted(call[0] for call in calls)
+        cur.execute(
+            self._sql(f"SELECT id, state, token FROM swarm_messages WHERE id IN ({_marks(ids)}){self.lock_rows}"),
+            ids,
+        )
+        found = {row[0]: (row[1], int(row[2])) for row in cur.fetchall()}
+        outcomes: list[Fenced | None] = []
+        ending = []
+        for call in calls:
+            msg_id, token = call[0], call[1]
+            state, current = found.get(msg_id, (None, None))
+            if current != token or state not in (M_CLAIMED, M_DONE):
+                outcomes.append(Fenced(f"message {msg_id}: lease token {token} is no longer current"))
+            else:
+                outcomes.append(None)
+                if state == M_CLAIMED:  # else done with this token: an earlier run of this very call committed it all
+                    ending.append(call)
+        if ending:
+            self._end_leases(cur, sorted(ending, key=lambda call: call[0]), now)
+        return outcomes
+
+    def _end_leases(self, cur: Any, calls: list[tuple], now: float) -> None:
+        """Mark done the claimed messages of ``calls``, locked and checked already, and record their results."""
+        ids = [call[0] for call in calls]
+        cur.execute(
+            self._sql(
+                f"UPDATE swarm_messages SET state = ?, lease_until = NULL, updated_at = ? WHERE id IN ({_marks(ids)}) "
+                f"AND state = ? AND ({_id_token_pairs(len(calls))})"
+            ),
+            (M_DONE, now, *ids, M_CLAIMED, *(v for call in calls for v in call[:2])),
+        )
+        if cur.rowcount != len(calls):
+            raise BackendError(f"{len(calls)} leases to end, {cur.rowcount} found: the rows changed under their locks")
+        children: dict[str, tuple] = {}
+        for _, _, run_id, phase, kids, _ in calls:
+            for c in kids:
+                children.setdefault(c.id, (c.id, run_id, phase, c.stage, c.chunk, M_QUEUED, c.body, now))
+        counts = [(msg_id, name, run_id, int(value)) for msg_id, _, run_id, _, _, named in calls
+                  for name, value in sorted(named.items())]
+        self._record_results(cur, [children[i] for i in sorted(children)], counts)
+
+    def _run_group(self, group: list[Pending], alone: Callable[[Pending], Any], together: Work[list]) -> None:
+        """Settle every member: alone when it is the only one or the group fails for a reason it may have caused."""
+        if len(group) == 1:
+            group[0].settle(lambda: alone(group[0]))
+            return
+        try:
+            outcomes = self._group_transaction(together)
+        except SplitGroup:
+            for p in group:
+                p.settle(lambda p=p: alone(p))
+            return
+        except BackendError as exc:  # e.g. the database is down: each call fails as it would alone
+            for p in group:
+                p.fail(BackendError(str(exc)))
+            return
+        for p, outcome in zip(group, outcomes):
+            if isinstance(outcome, Exception):
+                p.fail(outcome)
+            else:
+                p.succeed(outcome)
 
     def release(self, msg_id: str, token: int, state: str, error: str | None) -> None:
         if state not in (M_QUEUED, M_DEAD, M_ABORTED):
@@ -405,14 +648,15 @@ class SqlLedger(Ledger, abc.ABC):
                 (run_id, M_CLAIMED, now),
             )
             expired = [_message(r) for r in cur.fetchall()]
-            # token + 1 fences the stale holder out of committing.
-            cur.executemany(
-                self._sql(
-                    "UPDATE swarm_messages SET state = ?, token = token + 1, lease_until = NULL, "
-                    "error = ?, updated_at = ? WHERE id = ? AND state = ? AND lease_until < ?"
-                ),
-                [(M_QUEUED, "lease expired", now, m.id, M_CLAIMED, now) for m in expired],
-            )
+            for part in _batches([m.id for m in expired], 1000):
+                # token + 1 fences the stale holder out of committing.
+                cur.execute(
+                    self._sql(
+                        "UPDATE swarm_messages SET state = ?, token = token + 1, lease_until = NULL, error = ?, "
+                        f"updated_at = ? WHERE id IN ({_marks(part)}) AND state = ? AND lease_until < ?"
+                    ),
+                    (M_QUEUED, "lease expired", now, *part, M_CLAIMED, now),
+                )
             found.update((m.id, m) for m in expired)
 
         self._transaction(work)
@@ -431,10 +675,11 @@ class SqlLedger(Ledger, abc.ABC):
                 (run_id, M_QUEUED, older_than),
             )
             stale = [_message(r) for r in cur.fetchall()]
-            cur.executemany(
-                self._sql("UPDATE swarm_messages SET updated_at = ? WHERE id = ? AND state = ?"),
-                [(now, m.id, M_QUEUED) for m in stale],
-            )
+            for part in _batches([m.id for m in stale], 1000):
+                cur.execute(
+                    self._sql(f"UPDATE swarm_messages SET updated_at = ? WHERE id IN ({_marks(part)}) AND state = ?"),
+                    (now, *part, M_QUEUED),
+                )
             found.update((m.id, m) for m in stale)
 
         self._transaction(work)
@@ -512,6 +757,21 @@ class SqlLedger(Ledger, abc.ABC):
             "WHERE id = ? AND state = ?",
             (M_QUEUED, self.now(), msg_id, M_DEAD),
         )
+
+
+def _claim(state: str, token: Any, attempts: Any, granted: Any) -> Claim:
+    if granted and state == M_CLAIMED:
+        return Claim(token=int(token), attempts=int(attempts))
+    return Claim(token=None, attempts=int(attempts), state=state)
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _id_token_pairs(n: int) -> str:
+    """Matches any of ``n`` (id, token) pairs; written out, as SQLite has no IN over a list of row values."""
+    return " OR ".join(["(id = ? AND token = ?)"] * n)
 
 
 def _run(row: Sequence[Any]) -> Run:

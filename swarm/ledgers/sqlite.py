@@ -23,6 +23,7 @@ class SqliteLedger(SqlLedger):
     }
 
     def __init__(self, path: str = ":memory:"):
+        super().__init__()
         self.path = path
         self._db = SqliteFile(path, "SQLite ledger")
         self.init_schema()

@@ -14,10 +14,12 @@ import time
 import pymysql
 import pytest
 
-from swarm.errors import BackendError, ConfigError, MasterLocked
+from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked
 from swarm.ledger import M_CLAIMED, M_DONE, M_QUEUED
 from swarm.ledgers.mysql import MysqlLedger
-from tests.ledger_contract import EXPIRED, LEASE, PHASE, RUN, LedgerContract, message, retry_while_locked
+from tests.ledger_contract import (
+    EXPIRED, LEASE, PHASE, RUN, LedgerContract, message, outcome, retry_while_locked, together,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +176,40 @@ def test_a_complete_whose_commit_answer_was_lost_is_not_fenced(lossy):
     lossy.complete(m.id, claim.token, RUN, PHASE, [child], {"rows": 7})
     assert lossy.counts(RUN) == {M_DONE: 1, M_QUEUED: 1}
     assert lossy.counters(RUN) == {"rows": 7}
+
+
+def test_a_group_whose_commit_answer_was_lost_gives_each_member_its_own_outcome(lossy):
+    msgs = [message(i) for i in range(4)]
+    refused = lossy.claim(RUN, PHASE, msgs[3], "w2", LEASE)
+    lossy.lose = 1
+    claims = [outcome(p) for p in together(lossy._claim_group, ("w1", LEASE), [(m.id, (RUN, PHASE, m)) for m in msgs])]
+    assert lossy.lose == 0
+    assert [(c.granted, c.attempts) for c in claims] == [(True, 1), (True, 1), (True, 1), (False, 1)]
+    calls = [(m.id, (m.id, c.token, RUN, PHASE, [message(f"{i}.0", stage="write")], {"rows": 1}))
+             for i, (m, c) in enumerate(zip(msgs[:3], claims))]
+    calls.append((msgs[3].id, (msgs[3].id, refused.token + 1, RUN, PHASE, [], {"rows": 100})))
+    lossy.lose = 1
+    assert [outcome(p) for p in together(lossy._complete_group, None, calls)] == [None, None, None, Fenced]
+    assert lossy.lose == 0
+    assert lossy.counts(RUN) == {M_DONE: 3, M_QUEUED: 3, M_CLAIMED: 1}
+    assert lossy.counters(RUN) == {"rows": 3}
+
+
+def test_a_group_whose_session_is_killed_runs_again(url, admin):
+    ledger = KilledBeforeCommit(url, admin)
+    try:
+        msgs = [message(i) for i in range(3)]
+        ledger.kills = 1
+        group = together(ledger._claim_group, ("w1", LEASE), [(m.id, (RUN, PHASE, m)) for m in msgs])
+        claims = [outcome(p) for p in group]
+        assert ledger.kills == 0 and all(c.granted and c.attempts == 1 for c in claims)
+        ledger.kills = 1
+        calls = [(m.id, (m.id, c.token, RUN, PHASE, [], {"rows": 2})) for m, c in zip(msgs, claims)]
+        assert [outcome(p) for p in together(ledger._complete_group, None, calls)] == [None] * 3
+        assert ledger.kills == 0
+        assert ledger.counts(RUN) == {M_DONE: 3} and ledger.counters(RUN) == {"rows": 6}
+    finally:
+        ledger.close()
 
 
 def test_a_release_whose_commit_answer_was_lost_is_not_fenced(lossy):

@@ -23,3 +23,12 @@ def test_an_in_memory_ledger_is_ready_to_use():
         assert ledger.counts(RUN) == {M_CLAIMED: 1}
     finally:
         ledger.close()
+
+
+class TestSqliteLedgerGrouped(LedgerContract):
+    """The same contract with concurrent claims and completes sharing transactions, as on MySQL."""
+
+    @pytest.fixture
+    def url(self, tmp_path, monkeypatch) -> str:
+        monkeypatch.setattr(SqliteLedger, "group_commit", True)
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
