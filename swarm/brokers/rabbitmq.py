@@ -47,14 +47,24 @@ Threading
 
     * while ``serve`` runs, its thread is the I/O thread. A call from any other
       thread is queued as a job, the loop is woken with the I/O loop's
-      ``add_callback_threadsafe``, and the caller waits on a future. A publish job
-      only writes the batch and registers it: the loop goes on serving while the
-      confirms come back, so batches from many pool threads are in flight at once.
+      ``add_callback_threadsafe``, and the caller waits on a future.
+      Publishes, acks and requeues, the per-message path, are cheaper: each is
+      appended to a list of its kind, and only the append that finds the list
+      empty wakes the loop, which takes the whole list in one pass. A publish
+      waits on the one future its confirms resolve: the loop writes the batch and
+      goes on serving while the confirms come back, so batches from many pool
+      threads are in flight at once. An ack or requeue does not wait at all.
+    * acks leave in as few frames as is safe: per channel, one ``multiple`` ack
+      for the run of oldest unacked deliveries that are all being acked now, one
+      frame each for the rest. A requeue, or a delivery a handler still holds,
+      ends the run, so a multiple ack never covers a message meant to go back.
     * while nothing serves (the master), the calling thread pumps the loop itself
       for the length of the call; other threads wait their turn.
     * a call made on the I/O thread (from a consumer callback) runs inline and
-      pumps the loop while it waits. Deliveries that arrive meanwhile are queued
-      and dispatched after the callback returns, so callbacks never nest.
+      pumps the loop while it waits; an ack or requeue made there is written once
+      the callback returns, with those of the pool threads. Deliveries that arrive
+      meanwhile are queued and dispatched after the callback returns, so callbacks
+      never nest.
 
     Why not ``BlockingConnection``: its publish waits for each message's confirm in
     turn, one round trip per message; writing a whole batch and then waiting for
@@ -101,6 +111,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import math
 import random
@@ -304,13 +315,14 @@ class _Lost(BackendError):
 class _Batch:
     """Messages published together; ``future`` resolves when the broker has confirmed all of them."""
 
-    def __init__(self, size: int, error: Callable[[str], BackendError]):
+    def __init__(self, size: int, error: Callable[[str], BackendError],
+                 future: concurrent.futures.Future | None = None):
         self.remaining = size
         self._error = error
         self.keys: set[str] = set()
         self.unroutable: set[str] = set()
         self.nacked = 0
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.future: concurrent.futures.Future = future or concurrent.futures.Future()
 
     def fail(self, error: BackendError) -> None:
         if not self.future.done():
@@ -338,6 +350,8 @@ class _Consumer:
 
 
 _Pending = tuple[_Consumer, pika.channel.Channel, Basic.Deliver, pika.BasicProperties, bytes]
+# (channel, delivery tag, requeue?, called once the frame is written)
+_Settle = tuple[pika.channel.Channel, int, bool, Callable[[], None]]
 
 
 class _Link:
@@ -357,6 +371,8 @@ class _Link:
         self._unconfirmed: dict[int, _Batch] = {}
         self._order: collections.deque[int] = collections.deque()
         self._batches: set[_Batch] = set()
+        # per consumer channel, the delivery tags not yet settled, in delivery (ascending) order
+        self._unacked: dict[pika.channel.Channel, dict[int, None]] = {}
         opened: list = []
         self.conn = pika.SelectConnection(
             opts.params, on_open_callback=opened.append,
@@ -434,6 +450,7 @@ class _Link:
 
     def _on_channel_closed(self, ch: pika.channel.Channel, reason: BaseException) -> None:
         self._why[ch] = reason
+        self._unacked.pop(ch, None)  # the broker requeued what the channel held
 
     def _closed_error(self, ch: pika.channel.Channel, what: str) -> BackendError:
         """Why ``ch`` closed under ``what``, worded for the operator."""
@@ -503,9 +520,10 @@ class _Link:
 
     # -- publishing with confirms
 
-    def send(self, messages: Sequence[tuple[str, bytes, pika.BasicProperties]]) -> concurrent.futures.Future:
-        """Write a batch and return the future its confirms resolve; does not wait for them."""
-        batch = _Batch(len(messages), self.error)
+    def send(self, messages: Sequence[tuple[str, bytes, pika.BasicProperties]],
+             future: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
+        """Write a batch and return the future its confirms resolve (``future`` if given); does not wait."""
+        batch = _Batch(len(messages), self.error, future)
         if not messages:
             batch.finish()
             return batch.future
@@ -589,7 +607,10 @@ class _Link:
         ch.add_on_cancel_callback(lambda _frame: self.broken.append(consumer))
         self.request(ch, lambda cb: ch.basic_qos(prefetch_count=consumer.prefetch, callback=cb), "setting prefetch")
 
+        unacked = self._unacked[ch] = {}
+
         def on_message(_ch: Any, method: Basic.Deliver, props: pika.BasicProperties, body: bytes) -> None:
+            unacked[method.delivery_tag] = None
             self.deliveries.append((consumer, ch, method, props, body))  # dispatched at the top of serve's loop
 
         tag: list[str] = []
@@ -603,6 +624,50 @@ class _Link:
                         self.label, consumer.queue, _describe(reason))
             self.broken.append(consumer)
 
+    def reject(self, ch: pika.channel.Channel, tag: int) -> None:
+        """Send an undispatched delivery back to its queue."""
+        if ch.is_open and self._unacked.get(ch, {}).pop(tag, _MISSING) is not _MISSING:
+            ch.basic_reject(tag, requeue=True)
+
+    def settle(self, settles: Iterable[_Settle]) -> None:
+        """Write acks and requeues, as few frames as the broker's view of each channel allows."""
+        by_channel: dict[pika.channel.Channel, dict[int, tuple[bool, Callable[[], None]]]] = {}
+        for ch, tag, requeue, written in settles:
+            by_channel.setdefault(ch, {})[tag] = (requeue, written)
+        for ch, settled in by_channel.items():
+            unacked = self._unacked.get(ch)
+            if unacked is not None and ch.is_open:  # else closed: the broker requeued them itself
+                self._settle_on(ch, unacked, settled)
+
+    @staticmethod
+    def _settle_on(ch: pika.channel.Channel, unacked: dict[int, None],
+                   settled: dict[int, tuple[bool, Callable[[], None]]]) -> None:
+        # A multiple ack settles every unacked tag up to its own on the broker, so it may only
+        # cover a run of the oldest unacked tags that are all being acked now. A tag still held
+        # by a handler or being requeued ends the run; the rest go out one frame each.
+        last, run = 0, 0
+        for tag in unacked:
+            entry = settled.get(tag)
+            if entry is None or entry[0]:
+                break
+            last, run = tag, run + 1
+        if run > 1:
+            ch.basic_ack(last, multiple=True)
+        hooks = []
+        for tag, (requeue, written) in settled.items():
+            if unacked.pop(tag, _MISSING) is _MISSING:
+                continue  # not held on this channel: settling it again would close the channel
+            if requeue:
+                ch.basic_nack(tag, requeue=True)
+            elif run <= 1 or tag > last:
+                ch.basic_ack(tag)
+            hooks.append(written)
+        for written in hooks:  # after every frame: a failing hook must not strand a delivery unsettled
+            try:
+                written()
+            except Exception:
+                log.exception("a settle hook failed")
+
     def unsubscribe(self, consumer: _Consumer) -> None:
         ch = consumer.channel
         if consumer.link is self and ch is not None and ch.is_open and consumer.tag:
@@ -611,6 +676,9 @@ class _Link:
 
 def _noop() -> None:
     pass
+
+
+_MISSING = object()
 
 
 def _backoff(failures: int) -> float:
@@ -643,25 +711,27 @@ class RabbitDelivery(Delivery):
         self.queue, self.body, self.headers, self.redelivered = queue, body, headers, redelivered
         self._broker, self._link, self._channel, self._tag = broker, link, channel, tag
         self._settled = False
+        self._requeue = False
 
     def ack(self) -> None:
-        self._settle(lambda: self._channel.basic_ack(self._tag))
+        if self._claim(requeue=False):
+            self._settle(_noop)
 
     def requeue(self) -> None:
-        self._settle(lambda: self._channel.basic_nack(self._tag, requeue=True))
+        if self._claim(requeue=True):
+            self._settle(_noop)
 
-    def _settle(self, action: Callable[[], None]) -> None:
+    def _claim(self, requeue: bool) -> bool:
+        """The first of ``ack`` and ``requeue`` wins; later calls do nothing."""
         with self._broker._settle_lock:
             if self._settled:
-                return
-            self._settled = True
+                return False
+            self._settled, self._requeue = True, requeue
+            return True
 
-        def apply(link: _Link) -> None:
-            # after a reconnect the broker redelivers the message; this tag means nothing any more
-            if link is self._link and self._channel.is_open:
-                action()
-
-        self._broker._call(apply, connect=False, detach=True)
+    def _settle(self, written: Callable[[], None]) -> None:
+        """Hand the settlement to the I/O thread, which calls ``written`` once its frame is written."""
+        self._broker._queue_settle(self, written)
 
 
 class RabbitBroker(Broker):
@@ -679,7 +749,11 @@ class RabbitBroker(Broker):
         self._consumers: list[_Consumer] = []
         self._declared: list[str] = []
         self._known: set[str] = set()  # queues seen to exist, so publish can refuse unknown ones up front
+        # Acks and publishes from pool threads wait here for the I/O thread, which takes them all
+        # at once; only the first of a run wakes it (one write to its wake-up socket).
         self._settle_lock = threading.Lock()
+        self._settles: list[tuple[RabbitDelivery, Callable[[], None]]] = []
+        self._sends: list[tuple[list[tuple[str, bytes, pika.BasicProperties]], concurrent.futures.Future]] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -797,7 +871,71 @@ class RabbitBroker(Broker):
             self._known |= unknown
 
     def _publish(self, messages: list[tuple[str, bytes, pika.BasicProperties]]) -> None:
-        self._call(lambda link: link.send(messages), confirm=True)
+        future = self._queue_send(messages)
+        if future is None:
+            self._call(lambda link: link.send(messages), confirm=True)
+        else:
+            self._await(future, confirm=False)
+
+    def _queue_send(self, messages: list[tuple[str, bytes, pika.BasicProperties]]
+                    ) -> concurrent.futures.Future | None:
+        """Queue a batch for the serving loop and return its confirms' future; None: not serving, call here."""
+        me = threading.current_thread()
+        with self._cv:
+            if self._closed or self._io_thread in (None, me):
+                return None
+            if self._live_link() is None:
+                raise BackendError(f"RabbitMQ at {self._label}: not connected; serve is reconnecting, try again")
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            self._sends.append((messages, future))
+            if len(self._sends) == 1:
+                self._wake()
+        return future
+
+    def _drain_sends(self, link: _Link) -> None:
+        """Write every queued batch; their confirms resolve the publishers' futures later."""
+        if not self._sends:  # unlocked peek: a batch queued after it woke the loop, which comes back here
+            return
+        with self._cv:
+            sends, self._sends = self._sends, []
+        for messages, future in sends:
+            try:
+                self._run(link, functools.partial(_Link.send, messages=messages, future=future), confirm=False)
+            except BaseException as e:  # the publisher re-raises it on its own thread
+                if not future.done():
+                    future.set_exception(e)
+
+    def _fail_sends(self, error: BackendError) -> None:
+        with self._cv:
+            sends, self._sends = self._sends, []
+        for _, future in sends:
+            if not future.done():
+                future.set_exception(error)
+
+    # -- settling deliveries
+
+    def _queue_settle(self, delivery: RabbitDelivery, written: Callable[[], None]) -> None:
+        with self._settle_lock:
+            first = not self._settles
+            self._settles.append((delivery, written))
+        io_thread = self._io_thread  # read after the append: a loop leaving serve drains once more
+        if io_thread is None:
+            self._call(self._drain_settles, connect=False, detach=True)
+        elif first and io_thread is not threading.current_thread():
+            self._wake()  # the loop itself drains after its callbacks, before it polls
+
+    def _drain_settles(self, link: _Link) -> None:
+        if not self._settles:
+            return
+        with self._settle_lock:
+            settles, self._settles = self._settles, []
+        # a delivery from an earlier connection is no longer held: the broker redelivers it
+        current = [(d._channel, d._tag, d._requeue, written) for d, written in settles if d._link is link]
+        try:
+            link.settle(current)
+        except (pika.exceptions.AMQPError, OSError) as e:
+            # the channel or connection is going: the broker redelivers what was not settled
+            log.debug("RabbitMQ at %s: settling deliveries failed: %s", self._label, _describe(e))
 
     # -- running calls on the thread that owns the connection
 
@@ -929,9 +1067,13 @@ class RabbitBroker(Broker):
             link, self._link = self._link, None
             jobs = list(self._jobs)
             self._jobs.clear()
+        error = BackendError(f"RabbitMQ at {self._label}: connection lost; try again")
         for _, future in jobs:
             if not future.done():
-                future.set_exception(BackendError(f"RabbitMQ at {self._label}: connection lost; try again"))
+                future.set_exception(error)
+        self._fail_sends(error)
+        with self._settle_lock:
+            self._settles.clear()  # all from the lost connection: nothing to settle
         if link is not None:
             link.shut()
 
@@ -956,7 +1098,11 @@ class RabbitBroker(Broker):
         try:
             self._run_jobs()
             link = self._live_link()
-            if link is not None:
+            if link is None:
+                self._fail_sends(BackendError(f"RabbitMQ at {self._label}: connection lost; try again"))
+            else:
+                self._drain_sends(link)
+                self._drain_settles(link)
                 link.pump_until(link.confirmed)  # their publishers wait on threads that no longer pump
                 link.flush()
             if self._closed:
@@ -996,7 +1142,9 @@ class RabbitBroker(Broker):
         try:
             while True:
                 self._run_jobs()
+                self._drain_sends(link)
                 self._dispatch(link)
+                self._drain_settles(link)  # after the callbacks, which may have settled some
                 while link.broken:
                     consumer = link.broken.pop()
                     if consumer.active and consumer.link is link:
@@ -1018,8 +1166,7 @@ class RabbitBroker(Broker):
         while link.deliveries:
             consumer, ch, method, props, body = link.deliveries.popleft()
             if not consumer.active:
-                if ch.is_open:  # cancelled: back to the queue for another worker
-                    ch.basic_reject(method.delivery_tag, requeue=True)
+                link.reject(ch, method.delivery_tag)  # cancelled: back to the queue for another worker
                 continue
             if consumer.channel is not ch:
                 continue  # from a channel since replaced: the broker redelivers it

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import random
 import threading
 import time
 
+import pika.channel
 import pytest
 
 from swarm.backends import open_broker
@@ -13,6 +15,7 @@ from swarm.broker import dead_letter_queue
 from swarm.brokers.rabbitmq import (
     DELAY_TIERS_MS,
     RabbitBroker,
+    _Link,
     _Topology,
     consumer_timeout_note,
     delay_tier,
@@ -447,3 +450,150 @@ def test_consumer_timeout_note_says_what_to_configure(vhost):
     assert note and "consumer_timeout" in note and Q in note
     assert RabbitBroker(amqp_url(vhost, consumer_timeout=7200)).consumer_timeout_note(Q, 1800) is None
     assert consumer_timeout_note(Q, 10**6, consumer_timeout=0) is None  # 0: disabled on the server
+
+
+# -- settling in bulk ------------------------------------------------------
+
+
+class _Channel:
+    """Records what a settle writes on it."""
+
+    is_open = True
+
+    def __init__(self):
+        self.frames: list[tuple] = []
+
+    def basic_ack(self, tag, multiple=False):
+        self.frames.append(("ack", tag, multiple))
+
+    def basic_nack(self, tag, requeue=True):
+        self.frames.append(("nack", tag, requeue))
+
+
+def settle_on(unacked: list[int], acks: list[int], requeues: list[int]) -> tuple[list[tuple], list[int]]:
+    """What ``_Link._settle_on`` writes for these tags, and what it leaves unacked."""
+    ch, written = _Channel(), []
+    held = dict.fromkeys(unacked)
+    settled = {tag: (False, lambda t=tag: written.append(t)) for tag in acks}
+    settled |= {tag: (True, lambda t=tag: written.append(t)) for tag in requeues}
+    _Link._settle_on(ch, held, settled)
+    assert sorted(written) == sorted(t for t in acks + requeues if t in unacked)
+    return ch.frames, list(held)
+
+
+def test_a_multiple_ack_covers_only_the_oldest_run_of_acked_tags():
+    frames, left = settle_on([1, 2, 3, 4, 5, 6, 7], acks=[3, 1, 2, 5, 7], requeues=[4])
+    assert frames[0] == ("ack", 3, True)  # 1..3: every older tag acked
+    assert sorted(frames[1:]) == [("ack", 5, False), ("ack", 7, False), ("nack", 4, True)]
+    assert left == [6]
+
+
+def test_a_requeue_or_a_held_tag_first_means_single_frames():
+    frames, left = settle_on([1, 2, 3], acks=[2, 3], requeues=[1])
+    assert sorted(frames) == [("ack", 2, False), ("ack", 3, False), ("nack", 1, True)]
+    assert left == []
+    frames, left = settle_on([4, 5, 6], acks=[5, 6], requeues=[])
+    assert sorted(frames) == [("ack", 5, False), ("ack", 6, False)]
+    assert left == [4]
+    frames, left = settle_on([4, 5, 6], acks=[4, 9], requeues=[])  # 9 is not held here: left alone
+    assert frames == [("ack", 4, False)]
+    assert left == [5, 6]
+
+
+def test_acks_and_requeues_from_many_threads_in_random_order(broker, vhost, monkeypatch):
+    written: list[tuple[int, bool]] = []
+    real_ack = pika.channel.Channel.basic_ack
+
+    def spy(ch, delivery_tag=0, multiple=False):
+        written.append((delivery_tag, multiple))
+        return real_ack(ch, delivery_tag, multiple)
+
+    monkeypatch.setattr(pika.channel.Channel, "basic_ack", spy)
+    bodies = [b"m%04d" % i for i in range(600)]
+    requeued = set(random.Random(7).sample(bodies, 60))
+    broker.publish([(Q, body) for body in bodies])
+
+    def settle(delivery):
+        time.sleep(random.uniform(0, 0.004))  # finish out of delivery order
+        if delivery.body in requeued and not delivery.redelivered:
+            delivery.requeue()
+        else:
+            delivery.ack()
+
+    with concurrent.futures.ThreadPoolExecutor(12) as many:
+        rec = Recorder(settle=lambda d: many.submit(settle, d))
+        broker.consume(Q, 64, rec)
+        with serving(broker):
+            wait_for(lambda: len(rec) == len(bodies) + len(requeued), "every message and every requeued one again")
+            time.sleep(0.5)  # a requeue wrongly covered by a multiple ack would show up as a late extra
+            assert ready(vhost, Q) == 0
+    firsts = [d.body for d in rec.deliveries if not d.redelivered]
+    agains = [d.body for d in rec.deliveries if d.redelivered]
+    assert sorted(firsts) == bodies  # each delivered once ...
+    assert sorted(agains) == sorted(requeued)  # ... and only the requeued ones once more
+    assert any(multiple for _, multiple in written), "no multiple ack was written"
+    assert ready(vhost, Q) == 0
+
+
+def test_settling_deliveries_of_a_lost_connection_does_nothing(vhost, caplog):
+    proxy = FaultProxy()
+    broker = RabbitBroker(amqp_url(vhost, port=proxy.port))
+    try:
+        broker.declare([Q])
+        broker.publish([(Q, b"%d" % i) for i in range(8)])
+        rec = Recorder()
+        broker.consume(Q, 8, rec)
+        with caplog.at_level(logging.WARNING, logger="swarm.brokers.rabbitmq"), serving(broker):
+            wait_for(lambda: len(rec) == 8, "eight deliveries held")
+            proxy.refusing = True
+            proxy.cut()
+            old = list(rec.deliveries)
+            for i, d in enumerate(old):  # settled while no connection is up, then on the new one
+                d.requeue() if i % 3 == 0 else d.ack()
+            proxy.refusing = False
+            wait_for(lambda: len(rec) == 16, "all eight again on a new connection")
+            for d in old:
+                d.ack()  # settled already: ignored
+            new = rec.deliveries[8:]
+            assert all(d.redelivered for d in new)
+            for d in new:
+                d.ack()
+            broker.publish([(Q, b"last")])  # prefetch 8: arrives whatever was acked
+            wait_for(lambda: len(rec) == 17, "a message on the new connection")
+            rec.deliveries[16].ack()
+            wait_for(lambda: ready(vhost, Q) == 0, "the queue drained")
+            time.sleep(0.3)
+            assert len(rec) == 17  # no settle of an old tag closed the new channel (which redelivers)
+        assert sorted(d.body for d in rec.deliveries[8:16]) == sorted(d.body for d in old)
+        closed = [r for r in caplog.records if "closed the channel" in r.getMessage()]
+        assert not closed
+        assert proxy.connections() == 1
+    finally:
+        broker.close()
+        proxy.close()
+
+
+def test_prefetch_bounds_deliveries_while_pool_threads_ack_in_bulk(broker, pool):
+    broker.publish([(Q, b"%d" % i) for i in range(200)])
+    lock = threading.Lock()
+    held = [0]
+    most = [0]
+
+    def ack(delivery):
+        time.sleep(random.uniform(0, 0.002))
+        with lock:
+            held[0] -= 1  # before the ack goes out: the broker cannot have sent more yet
+        delivery.ack()
+
+    def take(delivery):
+        with lock:
+            held[0] += 1
+            most[0] = max(most[0], held[0])
+        pool.submit(ack, delivery)
+
+    rec = Recorder(settle=take)
+    broker.consume(Q, 5, rec)
+    with serving(broker):
+        wait_for(lambda: len(rec) == 200, "every message")
+    assert most[0] <= 5
+    assert not any(d.redelivered for d in rec.deliveries)
