@@ -92,11 +92,16 @@ class Site:
                 p.wait()
 
     def log_tail(self, lines: int = 40) -> str:
-        out = []
-        for path in sorted(self.logs.iterdir()):
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"--- {path.name}\n" + "\n".join(text))
-        return "\n".join(out)
+        return log_tail(self.logs, lines)
+
+
+def log_tail(folder: Path, lines: int = 40) -> str:
+    """The last lines of every log in ``folder``, for a failing assertion's message."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"--- {path.name}\n" + "\n".join(text))
+    return "\n".join(out)
 
 
 def kill_mysql_sessions(database: str) -> int:

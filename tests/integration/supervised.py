@@ -12,7 +12,7 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from swarm.ledger import M_DONE
-from tests.integration.fleet import DATE, JOB, ROOT, Site, wait_until
+from tests.integration.fleet import DATE, JOB, ROOT, Site, log_tail, wait_until
 
 BIN = Path(sys.executable).parent
 GROUP = "swarm-worker"
@@ -97,8 +97,4 @@ class Supervisord:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
-        out = []
-        for path in sorted(self.logs.iterdir()):
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"--- {path.name}\n" + "\n".join(text))
-        return "\n".join(out)
+        return log_tail(self.logs, lines)

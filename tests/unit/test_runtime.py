@@ -12,7 +12,7 @@ from swarm.ledger import M_ABORTED, M_DEAD, M_DONE
 from swarm.runtime import ABORTED, DEAD, DONE, FENCED, REJECTED, RETRY, SKIPPED, TIMED_OUT, Processor
 from swarm.testing import call
 from tests.unit import toyjob
-from tests.unit.toyjob import job
+from tests.unit.toyjob import job, use_sink
 
 RUN = "toy@date=2026-11-22"
 
@@ -149,7 +149,7 @@ def test_a_stray_message_does_not_change_any_run(setup, ledger):
     assert ledger.counts(RUN) == {}
 
 
-def test_stale_holder_is_fenced(setup, ledger):
+def test_stale_holder_is_fenced(setup, ledger, monkeypatch):
     proc = setup()
     env = envelope()
     release = threading.Event()
@@ -160,24 +160,19 @@ def test_stale_holder_is_fenced(setup, ledger):
         release.wait(5)
         return [Count("sunk")]
 
-    original = job.stages["sink"]
-    import dataclasses
-    job.stages["sink"] = dataclasses.replace(original, handler=slow_sink)
-    try:
-        result = {}
-        t = threading.Thread(target=lambda: result.update(outcome=deliver(proc, env)[0]))
-        t.start()
-        entered.wait(5)
-        assert ledger.reclaim_expired(RUN, ledger.now() + 3600)  # the lease "expired": the master takes it back
-        release.set()
-        t.join(5)
-    finally:
-        job.stages["sink"] = original
+    use_sink(monkeypatch, slow_sink)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(outcome=deliver(proc, env)[0]))
+    t.start()
+    entered.wait(5)
+    assert ledger.reclaim_expired(RUN, ledger.now() + 3600)  # the lease "expired": the master takes it back
+    release.set()
+    t.join(5)
     assert result["outcome"] == FENCED
     assert ledger.counters(RUN) == {}
 
 
-def test_overdue_handler_is_timed_out_and_its_late_result_dropped(setup, broker, ledger):
+def test_overdue_handler_is_timed_out_and_its_late_result_dropped(setup, broker, ledger, monkeypatch):
     proc = setup()
     release, entered = threading.Event(), threading.Event()
 
@@ -186,19 +181,14 @@ def test_overdue_handler_is_timed_out_and_its_late_result_dropped(setup, broker,
         release.wait(5)
         return [Count("sunk")]
 
-    import dataclasses
-    original = job.stages["sink"]
-    job.stages["sink"] = dataclasses.replace(original, handler=stuck, timeout=0.01)
-    try:
-        result = {}
-        t = threading.Thread(target=lambda: result.update(outcome=deliver(proc)[0]))
-        t.start()
-        entered.wait(5)
-        assert proc.expire_overdue(time.monotonic() + 1) == [envelope().id]
-        release.set()
-        t.join(5)
-    finally:
-        job.stages["sink"] = original
+    use_sink(monkeypatch, stuck, timeout=0.01)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(outcome=deliver(proc)[0]))
+    t.start()
+    entered.wait(5)
+    assert proc.expire_overdue(time.monotonic() + 1) == [envelope().id]
+    release.set()
+    t.join(5)
     assert result["outcome"] == TIMED_OUT
     assert "timed out" in ledger.failures(RUN)[0].error
     assert broker.depth(stage_queue("toy", "sink")) == 1  # the retry

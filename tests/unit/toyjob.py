@@ -1,4 +1,6 @@
 """A small job for runtime tests: double numbers, then sum them in a sink."""
+import dataclasses
+
 from swarm import Abort, Chunk, Count, Fault, Job, Put, Retry, Send
 from swarm.errors import BadMessage
 
@@ -35,3 +37,10 @@ def sink(ctx, msg):
     if behaviour == "stray":
         return Send("nowhere", {})
     return [Put("out", f"row{n:04d}", {"f:n": n}), Count("sunk"), Count("total", n)]
+
+
+def use_sink(monkeypatch, handler, **changes):
+    """Swap the sink stage's handler (and settings) for one test; pytest restores it afterwards."""
+    stage = dataclasses.replace(job.stages["sink"], handler=handler, **changes)
+    monkeypatch.setitem(job.stages, "sink", stage)
+    return stage

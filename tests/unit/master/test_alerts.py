@@ -8,7 +8,7 @@ from master.coordinator import Master, MasterSettings
 from swarm.alerts import command_alert
 from swarm.brokers.memory import MemoryBroker, MemoryHub
 from swarm.local import local_fleet
-from tests.unit.toyjob import job
+from tests.unit.toyjob import job, use_sink
 
 PARAMS = {"date": "2026-11-22"}
 
@@ -44,10 +44,8 @@ def test_a_failed_run_alerts_with_the_reason(tmp_path, ledger, tables):
 def test_a_missed_deadline_alerts_once_and_the_run_goes_on(tmp_path, ledger, tables, monkeypatch):
     out, alert = recorder(tmp_path)
     gate = threading.Event()
-    import dataclasses
     original = job.stages["sink"]
-    monkeypatch.setitem(job.stages, "sink", dataclasses.replace(
-        original, handler=lambda ctx, msg: (gate.wait(10), original.handler(ctx, msg))[1]))
+    use_sink(monkeypatch, lambda ctx, msg: (gate.wait(10), original.handler(ctx, msg))[1])
     threading.Timer(1.0, gate.set).start()
     result = run(ledger, tables, alert, {"count": 2}, deadline=time.time() - 1)
     assert result.status == "done"

@@ -6,7 +6,7 @@ from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
 from swarm.ledger import M_DEAD, M_DONE
 from swarm.testing import run_job
-from tests.unit.toyjob import job
+from tests.unit.toyjob import job, use_sink
 from workers.worker import Worker
 
 RUN = "toy@date=2026-11-22"
@@ -58,45 +58,45 @@ def test_failed_run_resumes_after_its_dead_letters_are_replayed(ledger, tables, 
     assert ledger.dead_letters() == []  # replayed ones are no longer listed
 
 
-def test_prefetch_bounds_what_a_worker_holds(broker, hub, ledger, tables):
+def serve_sink(broker, ledger, tables, count):
+    """A worker on the sink stage, with ``count`` messages waiting; returns its thread and stop event."""
     tables.create_table("out", ["f"])
+    worker = Worker(job, broker, ledger, tables, stages=["sink"])
+    broker.declare([stage_queue("toy", "sink")])
+    for n in range(count):
+        env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
+        broker.publish([(stage_queue("toy", "sink"), encode(env))])
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    return thread, stop
+
+
+def test_prefetch_bounds_what_a_worker_holds(broker, ledger, tables, monkeypatch):
     entered, release = threading.Semaphore(0), threading.Event()
-    import dataclasses
-    original = job.stages["sink"]
 
     def slow(ctx, msg):
         entered.release()
         release.wait(10)
         return []
 
-    job.stages["sink"] = dataclasses.replace(original, handler=slow)
-    stop = threading.Event()
+    stage = use_sink(monkeypatch, slow)
+    t, stop = serve_sink(broker, ledger, tables, 10)
     try:
-        worker = Worker(job, broker, ledger, tables, stages=["sink"])
-        broker.declare([stage_queue("toy", "sink")])
-        for n in range(10):
-            env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
-            broker.publish([(stage_queue("toy", "sink"), encode(env))])
-        t = threading.Thread(target=worker.run, args=(stop,))
-        t.start()
-        for _ in range(original.pool):
+        for _ in range(stage.pool):
             assert entered.acquire(timeout=10)
         time.sleep(0.2)
-        assert broker.depth(stage_queue("toy", "sink")) == 10 - original.bound  # the rest waits in the broker
+        assert broker.depth(stage_queue("toy", "sink")) == 10 - stage.bound  # the rest waits in the broker
         release.set()
         assert wait_for(lambda: ledger.counts(RUN).get(M_DONE) == 10)
     finally:
         release.set()
-        job.stages["sink"] = original
         stop.set()
         t.join(10)
     assert not t.is_alive()
 
 
-def test_stop_drains_in_flight_messages(broker, hub, ledger, tables):
-    tables.create_table("out", ["f"])
-    import dataclasses
-    original = job.stages["sink"]
+def test_stop_drains_in_flight_messages(broker, ledger, tables, monkeypatch):
     entered = threading.Event()
 
     def slow(ctx, msg):
@@ -104,20 +104,11 @@ def test_stop_drains_in_flight_messages(broker, hub, ledger, tables):
         time.sleep(0.3)
         return []
 
-    job.stages["sink"] = dataclasses.replace(original, handler=slow)
-    stop = threading.Event()
-    try:
-        worker = Worker(job, broker, ledger, tables, stages=["sink"])
-        broker.declare([stage_queue("toy", "sink")])
-        env = Envelope("toy", RUN, "main", "sink", "n1", "0", 1, {"n": 1})
-        broker.publish([(stage_queue("toy", "sink"), encode(env))])
-        t = threading.Thread(target=worker.run, args=(stop,))
-        t.start()
-        assert entered.wait(10)
-        stop.set()  # while the handler is busy
-        t.join(10)
-    finally:
-        job.stages["sink"] = original
+    use_sink(monkeypatch, slow)
+    t, stop = serve_sink(broker, ledger, tables, 1)
+    assert entered.wait(10)
+    stop.set()  # while the handler is busy
+    t.join(10)
     assert ledger.counts(RUN) == {M_DONE: 1}
     assert broker.depth(stage_queue("toy", "sink")) == 0
 
