@@ -140,7 +140,8 @@ class Processor:
         flight = InFlight(env, stage, delivery, claim.token, claim.attempts, time.monotonic() + stage.timeout)
         if claim.attempts > stage.retry.max_attempts:
             # Delivered again and again without an outcome: its workers died on it.
-            return self._give_up(flight, f"no outcome after {claim.attempts - 1} deliveries (its worker died or a backend failed each time)")
+            lost = claim.attempts - 1
+            return self._give_up(flight, f"no outcome after {lost} deliveries (its worker died or a backend failed)")
         with self._inflight_lock:
             self.inflight[env.id] = flight
         try:

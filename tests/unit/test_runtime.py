@@ -214,3 +214,17 @@ def test_a_backend_outage_sends_the_message_round_a_delay_queue_not_back_to_the_
     assert broker.depth(stage_queue("toy", "sink")) == 1  # a delayed copy waits the outage out
     monkeypatch.undo()
     assert ledger.counts(RUN) == {}
+
+
+def test_a_message_whose_workers_keep_dying_is_dead_lettered(setup, broker, ledger):
+    from swarm.ledger import Message
+
+    env = envelope()
+    msg = Message(env.id, env.stage, env.chunk, encode(env))
+    for _ in range(job.stages["sink"].retry.max_attempts):  # each claim's worker "died" holding it
+        assert ledger.claim(RUN, "main", msg, "doomed", 30).granted
+        ledger.reclaim_expired(RUN, ledger.now() + 3600)
+    outcome, d = deliver(setup())
+    assert (outcome, d.acked) == (DEAD, 1)
+    [dead] = broker.take_dead(stage_queue("toy", "sink"))
+    assert "no outcome after 3 deliveries" in dead.reason
