@@ -78,3 +78,30 @@ def test_rerun_from_the_command_line(site, capsys):
     assert md.summary(tables, DATE) == md.reference(tables, DATE)
     assert main(["rerun", "merchant_daily", "--dates", "2026-11-01", "--from-stage", "reduce"]) == EXIT_LOCKED
     assert "has never run" in capsys.readouterr().err
+
+
+def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
+    from swarm.brokers.memory import MemoryBroker, hub
+    from swarm.envelope import Envelope, encode
+
+    url = f"memory://dlq-{unique}"
+    (tmp_path / "swarm.toml").write_text(f'[backends]\nbroker = "{url}"\nledger = "sqlite:///{tmp_path}/l.db"\n')
+    monkeypatch.chdir(tmp_path)
+    broker = MemoryBroker(hub(url.split("://")[1]))
+    queue = "swarm.merchant_daily.reduce"
+    broker.declare([queue])
+    env = Envelope("merchant_daily", f"merchant_daily@date={DATE}", "reduce", "reduce", "b01", payload={"bucket": 1})
+    broker.dead_letter(queue, encode(env), "failed 5 times; last error: KeyError")
+    broker.dead_letter(queue, b"\xc1junk", "body is not valid msgpack")
+
+    assert main(["dlq", "list", "--job", "merchant_daily", "--json"]) == EXIT_OK
+    letters = json.loads(capsys.readouterr().out)
+    assert [(d["message_id"], d["reason"]) for d in letters] == [
+        (env.id, "failed 5 times; last error: KeyError"), (None, "body is not valid msgpack")]
+    assert main(["dlq", "show", str(letters[0]["id"])]) == EXIT_OK
+    assert "KeyError" in capsys.readouterr().out
+    assert main(["dlq", "replay", str(letters[0]["id"])]) == EXIT_OK
+    assert "replayed 1 dead letter(s)" in capsys.readouterr().out
+    assert broker.depth(queue) == 1  # back on its stage queue, same body, same id
+    assert main(["dlq", "list", "--json"]) == EXIT_OK
+    assert [d["message_id"] for d in json.loads(capsys.readouterr().out)] == [None]
