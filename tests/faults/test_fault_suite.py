@@ -123,7 +123,7 @@ class Chaos:
             self.master.wait()
             self._master_killed()
             self.start_master()
-        if self.worker_quota > 0 and self.rng.random() < 0.6:
+        if self.worker_quota > 0 and self.rng.random() < 0.8:
             victim = self.rng.choice([w for w in self.site.workers if w.poll() is None])
             victim.send_signal(signal.SIGKILL)
             victim.wait()
