@@ -33,23 +33,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         logging.getLogger("pika").setLevel(logging.WARNING)
         return args.func(args, cfg)
-    except MasterLocked as exc:
-        print(f"swarm: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except RerunRefused as exc:
-        print(f"swarm: rerun refused: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except (ConfigError, PluginError) as exc:
-        print(f"swarm: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BackendError as exc:
-        print(f"swarm: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
     except SwarmError as exc:
-        print(f"swarm: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        code, prefix = _exit_for(exc)
+        print(f"swarm: {prefix}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return 130
+
+
+def _exit_for(exc: SwarmError) -> tuple[int, str]:
+    """The exit code of an error, and what to say before its message."""
+    if isinstance(exc, RerunRefused):
+        return EXIT_LOCKED, "rerun refused: "
+    if isinstance(exc, MasterLocked):
+        return EXIT_LOCKED, ""
+    if isinstance(exc, (ConfigError, PluginError)):
+        return EXIT_USAGE, ""
+    if isinstance(exc, BackendError):
+        return EXIT_UNAVAILABLE, ""
+    return EXIT_FAILED, ""
 
 
 def _parser() -> argparse.ArgumentParser:
