@@ -1,4 +1,4 @@
-from tests.integration.conftest import amqp_vhost, hbase_server, mysql_db  # noqa: F401 - shared fixtures
+from tests.integration.conftest import amqp_vhost, hbase_server, make_site, mysql_db  # noqa: F401 - shared fixtures
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -215,20 +215,15 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("index", range(len(plan(metafunc.config.getoption("--long")))))
 
 
-def test_the_job_survives_faults(index, request, seed, tmp_path, amqp_vhost, mysql_db, hbase_server):
+def test_the_job_survives_faults(index, request, seed, make_site):
     runs = plan(request.config.getoption("--long"))
     rng = random.Random(seed * 1000 + index)
-    site = Site(tmp_path, amqp_vhost, mysql_db, hbase_server,
-                options={"chunks": 24, "sleep": 0.15, "fault_every": 7}, lease=2.0, lost_after=4.0)
-    site.init_ledger()
-    site.generate(EVENTS)
+    site = make_site(EVENTS, {"chunks": 24, "sleep": 0.15, "fault_every": 7}, lease=2.0, lost_after=4.0)
     try:
         run_under_faults(site, rng, runs[index])
     except BaseException:
         print(f"reproduce with: pytest tests/faults --fault-seed {seed}")
         raise
-    finally:
-        site.stop()
 
 
 def test_totals_meet_the_bar(request):

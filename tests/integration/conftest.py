@@ -49,3 +49,22 @@ def hbase_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def make_site(tmp_path, amqp_vhost, mysql_db, hbase_server):
+    """Makes a ready site (ledger schema, a generated day) with the given options; stops its workers after."""
+    from tests.integration.fleet import Site  # fleet imports this module
+
+    made = []
+
+    def make(events: int, options: dict, **settings):
+        site = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options=options, **settings)
+        site.init_ledger()
+        site.generate(events)
+        made.append(site)
+        return site
+
+    yield make
+    for site in made:
+        site.stop()

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.fleet import Site, wait_until
+from tests.integration.fleet import wait_until
 from tests.integration.supervised import Supervisord, assert_exact
 
 EVENTS = 8_000
@@ -13,12 +13,8 @@ MIN, MAX = 1, 3
 
 
 @pytest.fixture
-def site(tmp_path, amqp_vhost, mysql_db, hbase_server):
-    s = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options={"chunks": 16, "sleep": 0.5})
-    s.init_ledger()
-    s.generate(EVENTS)
-    yield s
-    s.stop()
+def site(make_site):
+    return make_site(EVENTS, {"chunks": 16, "sleep": 0.5})
 
 
 @pytest.fixture

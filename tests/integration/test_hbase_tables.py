@@ -64,12 +64,9 @@ class TestHBaseContractWithTablePrefix(TableStoreContract):
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(hbase_server):
     """A server of the test's own, free to be restarted: same port, same data file."""
-    server = DevServer(str(tmp_path / "tables.db"))
-    server.start()
-    yield server
-    server.stop()
+    return hbase_server
 
 
 @pytest.fixture

@@ -18,12 +18,8 @@ EVENTS = 12_000
 
 
 @pytest.fixture
-def site(tmp_path, amqp_vhost, mysql_db, hbase_server):
-    s = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options={"chunks": 16, "sleep": 0.3})
-    s.init_ledger()
-    s.generate(EVENTS)
-    yield s
-    s.stop()
+def site(make_site):
+    return make_site(EVENTS, {"chunks": 16, "sleep": 0.3})
 
 
 def run_id() -> str:

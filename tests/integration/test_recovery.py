@@ -16,19 +16,14 @@ import pytest
 from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
 from swarm.ledger import M_CLAIMED, M_DONE
-from tests.integration.fleet import DATE, JOB, ROOT, Site, wait_until
+from tests.integration.fleet import DATE, JOB, ROOT, wait_until
 from tests.integration.rabbitmq_support import amqp_url
 from tests.integration.test_pipeline import EVENTS, finish, run_id
 
 
 @pytest.fixture
-def site(tmp_path, amqp_vhost, mysql_db, hbase_server):
-    s = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options={"chunks": 16, "sleep": 0.3},
-             lease=2.0, lost_after=3.0)
-    s.init_ledger()
-    s.generate(EVENTS)
-    yield s
-    s.stop()
+def site(make_site):
+    return make_site(EVENTS, {"chunks": 16, "sleep": 0.3}, lease=2.0, lost_after=3.0)
 
 
 def counts(site):

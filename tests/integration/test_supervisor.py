@@ -23,11 +23,8 @@ NIGHTLY = ROOT / "deploy" / "swarm-nightly"
 
 
 @pytest.fixture
-def site(tmp_path, amqp_vhost, mysql_db, hbase_server):
-    s = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options={"chunks": 16, "sleep": 1.0})
-    s.init_ledger()
-    s.generate(EVENTS)
-    return s
+def site(make_site):
+    return make_site(EVENTS, {"chunks": 16, "sleep": 1.0})
 
 
 @pytest.fixture
