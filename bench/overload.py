@@ -9,9 +9,14 @@ means the backlog waits in RabbitMQ, not in the workers. Afterwards the
 backlog is purged and the workers stopped. The publisher runs on the same
 cores as the workers, the broker and the database: the offered rate and the
 cores each of them used in the window are reported too.
+
+``run_backlog`` offers the same load ahead of time: the window's worth at
+``factor`` times the peak is queued first, then the workers start on it, so
+the publisher does not share the cores during the window.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -34,27 +39,68 @@ def offered(run: str) -> Iterator[tuple[str, bytes]]:
 
 def run(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, factor: float = 10.0,
         date: str = "2030-03-01") -> dict:
+    """Offered live: the bench publishes at ``factor`` times the peak chunk rate while the workers run."""
     config = site.config("overload", {JOB: {"chunks": 0}})
     workers = start_workers(site, config, procs)
     chunks_per_s = factor * peak_msgs_per_s / 2  # every chunk is two messages of work
     try:
-        groups = {"workers": [w.pid for w in workers], "publisher (bench)": [os.getpid()],
-                  "rabbitmq": pids_named("beam.smp"), "mariadb": pids_named("mariadbd")}
-        with RssSampler([w.pid for w in workers], every=1.0) as rss, CpuMeter(groups) as cpu:
+        with _meters(workers, publisher=True) as (rss, cpu):
             started = time.time()
             published = amqp.ConfirmedPublisher(site.amqp, window=5000).run(offered(run_id(date)), chunks_per_s,
                                                                            seconds)
             ended = started + seconds
-        backlog = sum(amqp.depths(site.amqp, QUEUES).values())
-        amqp.purge(site.amqp, QUEUES)
+        backlog = _purge(site)
     finally:
         site.stop(workers)
-    done = done_times(site, run_id(date))
-    rate = rate_between(done, started + SETTLE, ended)
+    return _result(site, date, procs, seconds, factor, peak_msgs_per_s, started, ended, backlog, rss, cpu) | {
+        "offered_chunks_per_s": published.confirmed / seconds, "target_chunks_per_s": chunks_per_s}
+
+
+def run_backlog(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, factor: float = 10.0,
+                date: str = "2030-03-02") -> dict:
+    """Offered ahead: ``factor`` times what the fleet did at peak in ``seconds`` is queued before it starts.
+
+    The workers then see the same deep queue, with no publisher on the cores
+    they share: what an off-host load generator would leave them.
+    """
+    chunks = int(factor * peak_msgs_per_s / 2 * seconds)
+    amqp.ConfirmedPublisher(site.amqp, window=5000).run(itertools.islice(offered(run_id(date)), chunks))
+    config = site.config("overload-backlog", {JOB: {"chunks": 0}})
+    workers = start_workers(site, config, procs)
+    try:
+        with _meters(workers, publisher=False) as (rss, cpu):
+            started = time.time()
+            time.sleep(seconds)
+            ended = time.time()
+        backlog = _purge(site)
+    finally:
+        site.stop(workers)
+    return _result(site, date, procs, seconds, factor, peak_msgs_per_s, started, ended, backlog, rss, cpu) | {
+        "queued_chunks": chunks}
+
+
+@contextlib.contextmanager
+def _meters(workers: list, publisher: bool) -> Iterator[tuple[RssSampler, CpuMeter]]:
+    groups = {"workers": [w.pid for w in workers]}
+    if publisher:
+        groups["publisher (bench)"] = [os.getpid()]
+    groups |= {"rabbitmq": pids_named("beam.smp"), "mariadb": pids_named("mariadbd")}
+    with RssSampler([w.pid for w in workers], every=1.0) as rss, CpuMeter(groups) as cpu:
+        yield rss, cpu
+
+
+def _purge(site: Site) -> int:
+    backlog = sum(amqp.depths(site.amqp, QUEUES).values())
+    amqp.purge(site.amqp, QUEUES)
+    return backlog
+
+
+def _result(site: Site, date: str, procs: int, seconds: float, factor: float, peak: float, started: float,
+            ended: float, backlog: int, rss: RssSampler, cpu: CpuMeter) -> dict:
+    rate = rate_between(done_times(site, run_id(date)), started + SETTLE, ended)
     return {
         "procs": procs, "seconds": seconds, "factor": factor, "settle": SETTLE,
-        "offered_chunks_per_s": published.confirmed / seconds, "target_chunks_per_s": chunks_per_s,
-        "msgs_per_s": rate, "vs_peak": rate / peak_msgs_per_s if peak_msgs_per_s else float("nan"),
+        "msgs_per_s": rate, "vs_peak": rate / peak if peak else float("nan"),
         "backlog_at_end": backlog,
         "rss_mib": [[round(t, 1), round(m, 1)] for t, m in rss.samples],
         "rss_growth": growth(rss.samples, SETTLE),

@@ -152,10 +152,12 @@ class Master:
         self.ledger.set_phase_state(self.run_id, phase, PHASE_DONE)
 
     def _publish_planned(self, phase: str) -> None:
+        last = ""
         while True:
-            batch = self.ledger.planned(self.run_id, phase, self.settings.publish_batch)
+            batch = self.ledger.planned(self.run_id, phase, self.settings.publish_batch, after=last)
             if not batch:
                 return
+            last = batch[-1].id
             self._publish(batch)
             failpoint("master.mid_publish")
             self.ledger.mark_queued([m.id for m in batch])

@@ -4,7 +4,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from swarm.errors import BackendError, Fenced
 
 # Run states
 RUNNING, DONE, FAILED = "running", "done", "failed"
@@ -57,6 +59,18 @@ class Claim:
     @property
     def granted(self) -> bool:
         return self.token is not None
+
+
+ClaimCall = tuple[str, str, Message]  # run_id, phase, message
+CompleteCall = tuple[str, int, str, str, Sequence[Message], Mapping[str, int]]
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    """A batch member's result, or the ledger error it raised."""
+    try:
+        return call()
+    except (Fenced, BackendError) as exc:
+        return exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +162,8 @@ class Ledger(abc.ABC):
         """Record a phase's root messages (state planned) and mark the phase planned, atomically."""
 
     @abc.abstractmethod
-    def planned(self, run_id: str, phase: str, limit: int) -> list[Message]:
-        """Root messages of the phase not yet published."""
+    def planned(self, run_id: str, phase: str, limit: int, after: str = "") -> list[Message]:
+        """Root messages of the phase not yet published, in id order, with ids after ``after``."""
 
     @abc.abstractmethod
     def mark_queued(self, ids: Sequence[str]) -> None:
@@ -174,6 +188,14 @@ class Ledger(abc.ABC):
         children: Sequence[Message], counts: Mapping[str, int],
     ) -> None:
         """Mark done, record children (queued) and counts, atomically; ``Fenced`` if the token is stale."""
+
+    def claim_batch(self, calls: Sequence[ClaimCall], holder: str, lease: float) -> list[Claim | BackendError]:
+        """``claim`` for each ``(run_id, phase, msg)``; a call's ``BackendError`` is its outcome, not raised."""
+        return [_outcome(lambda c=call: self.claim(*c, holder, lease)) for call in calls]
+
+    def complete_batch(self, calls: Sequence[CompleteCall]) -> list[Fenced | BackendError | None]:
+        """``complete`` for each ``(msg_id, token, run_id, phase, children, counts)``; None where it succeeded."""
+        return [_outcome(lambda c=call: self.complete(*c)) for call in calls]
 
     @abc.abstractmethod
     def release(self, msg_id: str, token: int, state: str, error: str | None) -> None:

@@ -10,6 +10,7 @@ HANDLER_ERRORS = Counter("swarm_handler_errors_total", "Handler faults and abort
 RETRIES = Counter("swarm_retries_total", "Messages scheduled for a retry", ["job", "stage"])
 DEAD_LETTERS = Counter("swarm_dead_letters_total", "Messages dead-lettered", ["job", "stage"])
 BUSY = Gauge("swarm_pool_busy", "Busy handler threads", ["job", "stage"])
+POOL_LIMIT = Gauge("swarm_pool_limit", "Threads a stage may run at once, as its controller set", ["job", "stage"])
 QUEUE_DEPTH = Gauge("swarm_queue_depth", "Messages waiting, as last seen", ["queue"])
 CHUNKS = Gauge("swarm_master_messages", "Messages of the current run by state", ["run", "phase", "state"])
 

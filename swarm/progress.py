@@ -23,14 +23,14 @@ class ProgressReport:
         self.interval = interval
         self._bar: Progress | None = None
         self._tasks: dict[str, int] = {}
-        self._last_line = 0.0
+        self._last_line: float | None = None  # the first line is always said
 
     def __call__(self, run: str, phase: str, counts: Mapping[str, int]) -> None:
         total = sum(counts.values())
         done = counts.get(M_DONE, 0)
         if self.live:
             self._update_bar(phase, done, total, counts.get(M_DEAD, 0))
-        elif time.monotonic() - self._last_line >= self.interval or done == total:
+        elif self._last_line is None or time.monotonic() - self._last_line >= self.interval or done == total:
             self._last_line = time.monotonic()
             states = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
             log.info("run %s phase %s: %d/%d done (%s)", run, phase, done, total, states)

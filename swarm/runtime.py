@@ -8,8 +8,10 @@ delivers it again, and every step is idempotent on the way round.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -23,7 +25,7 @@ from swarm.envelope import Envelope, decode, encode
 from swarm.errors import Abort, BackendError, BadMessage, Fault, Fenced
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
-from swarm.ledger import M_ABORTED, M_CLAIMED, M_DEAD, M_QUEUED, Ledger, Message
+from swarm.ledger import M_ABORTED, M_CLAIMED, M_DEAD, M_QUEUED, Claim, Ledger, Message
 from swarm.stage import Job, Stage
 from swarm.table import TableStore
 
@@ -37,16 +39,34 @@ DONE, SKIPPED, RETRY, DEAD, ABORTED, REJECTED, REQUEUED, FENCED, TIMED_OUT = (
 
 @dataclasses.dataclass
 class InFlight:
-    """A claimed message being handled: what the lease renewer and the watchdog see."""
+    """A claimed message: what the lease renewer and the watchdog see."""
 
     env: Envelope
     stage: Stage
     delivery: Delivery
     token: int
     attempts: int
-    deadline: float
+    deadline: float = math.inf  # set when its handler starts
+    batch: list[InFlight] = dataclasses.field(default_factory=list)  # claimed together, handled in turn
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    started: bool = False
     settled: bool = False
+
+    def begin(self, now: float) -> bool:
+        """Start the handler's clock; False if the watchdog has handed the message back already."""
+        with self.lock:
+            if self.settled:
+                return False
+            self.started, self.deadline = True, now + self.stage.timeout
+            return True
+
+    def withdraw(self) -> bool:
+        """Settle a message whose handler has not started; False if it has, or it is settled."""
+        with self.lock:
+            if self.started or self.settled:
+                return False
+            self.settled = True
+            return True
 
     def settle(self) -> bool:
         """True for the first caller only: the handler's return or the watchdog's time-out."""
@@ -57,8 +77,27 @@ class InFlight:
             return True
 
 
+@dataclasses.dataclass
+class Item:
+    """One delivery of a batch on its way to an outcome."""
+
+    delivery: Delivery
+    env: Envelope | None = None
+    stage: Stage | None = None
+    flight: InFlight | None = None
+    effects: Effects | None = None
+    children: list[Message] = dataclasses.field(default_factory=list)
+    outcome: str | None = None
+
+
 class Processor:
-    """Takes a delivery through decode, dedup, claim, handler, effects, ledger and ack."""
+    """Takes deliveries through decode, dedup, claim, handler, effects, ledger and ack.
+
+    A batch is several deliveries of one stage taken at once: one grouped
+    claim, the handlers in turn, then one table write, one confirmed publish
+    and one grouped complete for all that succeeded, then the acks. Every
+    message still gets its own outcome.
+    """
 
     def __init__(
         self,
@@ -83,35 +122,77 @@ class Processor:
         self.inflight: dict[str, InFlight] = {}
         self._inflight_lock = threading.Lock()
 
-    # entry point ------------------------------------------------------------
+    # entry points ------------------------------------------------------------
 
     def handle(self, delivery: Delivery) -> str:
-        """Never raises: every outcome ends in an ack, a requeue or (on a lost connection) neither."""
-        stage_name = "?"
-        try:
-            env, stage = self._accept(delivery)
-            stage_name = stage.name
-            outcome = self._process(delivery, env, stage)
-        except BadMessage as exc:
-            outcome = self._reject(delivery, str(exc), getattr(exc, "envelope", None))
-        except BackendError as exc:
-            outcome = self._backend_failed(delivery, exc)
-        except Exception:  # noqa: BLE001 - last line of defence: the worker must survive
-            log.exception("unexpected error handling a message on %s; returning it to the queue", delivery.queue)
-            outcome = self._requeue(delivery)
-        metrics.MESSAGES.labels(self.job.name, stage_name, outcome).inc()
-        return outcome
+        """One delivery; never raises."""
+        return self.handle_batch([delivery])[0]
 
-    def _accept(self, delivery: Delivery) -> tuple[Envelope, Stage]:
+    def handle_batch(self, deliveries: Sequence[Delivery]) -> list[str]:
+        """Never raises: every delivery ends in an ack, a requeue or (on a lost connection) neither."""
+        items = [Item(d) for d in deliveries]
+        for item in items:
+            self._guard(item, lambda i=item: self._accept(i))
+        self._guard_all(items, self._claim)
+        flights = [i.flight for i in items if i.flight is not None and i.outcome is None]
+        self._track(flights)
+        try:
+            for item in items:
+                self._guard(item, lambda i=item: self._call(i))
+            self._guard_all(items, self._commit)
+        finally:
+            self._untrack(flights)
+        tally = collections.Counter((item.stage.name if item.stage else "?", item.outcome) for item in items)
+        for (stage_name, outcome), n in tally.items():
+            metrics.MESSAGES.labels(self.job.name, stage_name, outcome).inc(n)
+        return [item.outcome for item in items]
+
+    def _guard(self, item: Item, step: Callable[[], str | None]) -> None:
+        """Run one item's step, unless it has its outcome already; any failure becomes its outcome."""
+        if item.outcome is None:
+            try:
+                item.outcome = step()
+            except Exception as exc:  # noqa: BLE001 - each message gets an outcome, the worker goes on
+                item.outcome = self._failed(item, exc)
+
+    def _guard_all(self, items: list[Item], step: Callable[[list[Item]], None]) -> None:
+        """A step over the items still open; a failure of the whole step is each one's outcome."""
+        open_items = [i for i in items if i.outcome is None]
+        if not open_items:
+            return
+        try:
+            step(open_items)
+        except Exception as exc:  # noqa: BLE001
+            for item in open_items:
+                if item.outcome is None:
+                    item.outcome = self._failed(item, exc)
+
+    def _failed(self, item: Item, exc: Exception) -> str:
+        if isinstance(exc, BadMessage):
+            return self._reject(item.delivery, str(exc), getattr(exc, "envelope", None))
+        if isinstance(exc, Fenced):
+            item.delivery.ack()  # our lease was taken over: the new holder finishes it
+            return FENCED
+        if item.flight is not None:
+            self._release_quietly(item.flight)
+        if isinstance(exc, BackendError):
+            return self._backend_failed(item.delivery, exc)
+        log.error("unexpected error handling a message on %s; returning it to the queue",
+                  item.delivery.queue, exc_info=exc)
+        return self._requeue(item.delivery)
+
+    def _accept(self, item: Item) -> None:
         """Decode and check that the message belongs on this queue; ``BadMessage`` otherwise."""
+        delivery = item.delivery
         queue_stage = self.job.stages.get(delivery.queue.rsplit(".", 1)[-1])
         env = decode(delivery.body, queue_stage.max_body) if queue_stage else decode(delivery.body)
         try:
-            return env, self._check(delivery, env)
+            item.stage = self._check(delivery, env)
         except BadMessage as exc:
             if env.job == self.job.name:
                 exc.envelope = env  # ours and decodable: the ledger records it dead too
             raise
+        item.env = env
 
     def _check(self, delivery: Delivery, env: Envelope) -> Stage:
         if env.job != self.job.name:
@@ -132,28 +213,28 @@ class Processor:
 
     # the happy path -----------------------------------------------------------
 
-    def _process(self, delivery: Delivery, env: Envelope, stage: Stage) -> str:
-        msg = Message(env.id, env.stage, env.chunk, bytes(delivery.body))
-        claim = self.ledger.claim(env.run, env.phase, msg, self.holder, self.lease)
+    def _claim(self, items: list[Item]) -> None:
+        calls = [(i.env.run, i.env.phase, Message(i.env.id, i.env.stage, i.env.chunk, bytes(i.delivery.body)))
+                 for i in items]
+        batch: list[InFlight] = []
+        for item, claim in zip(items, self.ledger.claim_batch(calls, self.holder, self.lease)):
+            self._guard(item, lambda i=item, c=claim: self._granted(i, c, batch))
+
+    def _granted(self, item: Item, claim: Claim | Exception, batch: list[InFlight]) -> str | None:
+        if isinstance(claim, Exception):
+            raise claim
         if not claim.granted:
-            return self._not_granted(delivery, env, claim.state)
-        flight = InFlight(env, stage, delivery, claim.token, claim.attempts, time.monotonic() + stage.timeout)
-        if claim.attempts > stage.retry.max_attempts:
+            return self._not_granted(item.delivery, claim.state)
+        item.flight = InFlight(item.env, item.stage, item.delivery, claim.token, claim.attempts, batch=batch)
+        if claim.attempts > item.stage.retry.max_attempts:
             # Delivered again and again without an outcome: its workers died on it.
             lost = claim.attempts - 1
-            return self._give_up(flight, f"no outcome after {lost} deliveries (its worker died or a backend failed)")
-        with self._inflight_lock:
-            self.inflight[env.id] = flight
-        try:
-            return self._run(flight)
-        except BackendError:
-            self._release_quietly(flight)
-            raise
-        finally:
-            with self._inflight_lock:
-                self.inflight.pop(env.id, None)
+            reason = f"no outcome after {lost} deliveries (its worker died or a backend failed)"
+            return self._give_up(item.flight, reason)
+        batch.append(item.flight)
+        return None
 
-    def _not_granted(self, delivery: Delivery, env: Envelope, state: str | None) -> str:
+    def _not_granted(self, delivery: Delivery, state: str | None) -> str:
         if state == M_CLAIMED:
             # Another holder's lease is live: it may be working on it, or it
             # died (this is then the broker's redelivery). Look again once
@@ -162,6 +243,16 @@ class Processor:
         delivery.ack()  # done, dead or aborted already: nothing to do
         return SKIPPED
 
+    def _track(self, flights: list[InFlight]) -> None:
+        with self._inflight_lock:
+            for flight in flights:
+                self.inflight[flight.env.id] = flight
+
+    def _untrack(self, flights: list[InFlight]) -> None:
+        with self._inflight_lock:
+            for flight in flights:
+                self.inflight.pop(flight.env.id, None)
+
     def _release_quietly(self, flight: InFlight) -> None:
         """After a backend failure: hand the message back so its redelivery can be claimed at once."""
         try:
@@ -169,8 +260,11 @@ class Processor:
         except (BackendError, Fenced):
             pass  # the lease will expire instead
 
-    def _run(self, flight: InFlight) -> str:
-        env, stage = flight.env, flight.stage
+    def _call(self, item: Item) -> str | None:
+        """Run the handler; None when its effects are ready to commit with the batch."""
+        flight, env, stage = item.flight, item.env, item.stage
+        if not flight.begin(time.monotonic()):
+            return REQUEUED  # the watchdog handed it back while an earlier handler of the batch hung
         ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options)
         metrics.BUSY.labels(self.job.name, stage.name).inc()
         try:
@@ -180,34 +274,45 @@ class Processor:
             return self._settled(flight, lambda: (self._abort if permanent else self._fault)(flight, error))
         finally:
             metrics.BUSY.labels(self.job.name, stage.name).dec()
-        return self._settled(flight, lambda: self._commit(flight, effects))
+        if not flight.settle():
+            return TIMED_OUT  # the watchdog has already retried this message
+        try:
+            item.children = [self._child(env, stage, i, send) for i, send in enumerate(effects.sends)]
+        except Abort as exc:  # a Send to an undeclared stage, found before anything was applied
+            return self._abort(flight, str(exc))
+        item.effects = effects
+        return None
 
     def _settled(self, flight: InFlight, finish: Callable[[], str]) -> str:
         if not flight.settle():
             return TIMED_OUT  # the watchdog has already retried this message
-        try:
-            return finish()
-        except Fenced:
-            flight.delivery.ack()  # our lease was taken over: the new holder finishes it
-            return FENCED
-        except Abort as exc:  # e.g. a Send to an undeclared stage, found before anything was applied
-            return self._abort(flight, str(exc))
+        return finish()
 
-    def _commit(self, flight: InFlight, effects: Effects) -> str:
-        env, stage = flight.env, flight.stage
-        children = [self._child(env, stage, i, send) for i, send in enumerate(effects.sends)]
-        if effects.mutations:
-            self.tables.apply(effects.mutations)
+    def _commit(self, items: list[Item]) -> None:
+        """Apply the effects of every handled item at once, then record each done and ack it."""
+        mutations = [m for i in items for m in i.effects.mutations]
+        if mutations:
+            self.tables.apply(mutations)
         failpoint("worker.after_apply")
+        children = [c for i in items for c in i.children]
         if children:
             self.broker.publish([(stage_queue(self.job.name, c.stage), c.body) for c in children])
             for c in children:
                 metrics.PUBLISHED.labels(self.job.name, c.stage).inc()
         failpoint("worker.after_publish")
-        self.ledger.complete(env.id, flight.token, env.run, env.phase, children, effects.counts)
+        calls = [(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts) for i in items]
+        for item, error in zip(items, self.ledger.complete_batch(calls)):
+            self._guard(item, lambda e=error: self._completed(e))
         failpoint("worker.after_complete")
-        flight.delivery.ack()
-        return DONE
+        for item in items:
+            if item.outcome is None:
+                item.delivery.ack()
+                item.outcome = DONE
+
+    @staticmethod
+    def _completed(error: Exception | None) -> None:
+        if error is not None:
+            raise error
 
     def _child(self, env: Envelope, stage: Stage, index: int, send) -> Message:
         if send.stage not in stage.next:
@@ -297,20 +402,35 @@ class Processor:
             return [(f.env.id, f.token) for f in self.inflight.values() if not f.settled]
 
     def expire_overdue(self, now: float | None = None) -> list[str]:
-        """Handle every call past its stage's timeout as a fault; their late results are dropped."""
+        """Handle every call past its stage's timeout as a fault; their late results are dropped.
+
+        The messages claimed in the same batch and still waiting behind the
+        overdue call are handed back to the queue, so they do not wait on it.
+        """
         now = time.monotonic() if now is None else now
         with self._inflight_lock:
-            overdue = [f for f in self.inflight.values() if f.deadline <= now and not f.settled]
+            overdue = [f for f in self.inflight.values() if f.deadline <= now and not f.settled]  # inf until begun
         expired = []
         for flight in overdue:
-            if not flight.settle():
-                continue
-            try:
-                self._fault(flight, f"timed out after {flight.stage.timeout:g}s")
-                expired.append(flight.env.id)
-            except (Fenced, BackendError) as exc:
-                log.error("could not retry timed-out %s: %s", flight.env.id, exc)
+            if flight.settle():
+                try:
+                    self._fault(flight, f"timed out after {flight.stage.timeout:g}s")
+                    expired.append(flight.env.id)
+                except (Fenced, BackendError) as exc:
+                    log.error("could not retry timed-out %s: %s", flight.env.id, exc)
+            for waiting in flight.batch:
+                if waiting.withdraw():
+                    self._hand_back(waiting)
         return expired
+
+    def _hand_back(self, flight: InFlight) -> None:
+        """A claimed message whose handler never started: on the queue again, for any worker."""
+        try:
+            self.broker.publish([(flight.delivery.queue, bytes(flight.delivery.body))])
+            self.ledger.release(flight.env.id, flight.token, M_QUEUED, None)
+            flight.delivery.ack()
+        except (Fenced, BackendError) as exc:
+            log.error("could not hand back %s: %s", flight.env.id, exc)
 
 
 def _first_line(text: str) -> str:

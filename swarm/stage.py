@@ -35,17 +35,20 @@ class Stage:
     name: str
     handler: Handler
     phase: str
-    pool: int = 4
-    prefetch: int | None = None  # defaults to pool: prefetch = free handler threads
+    pool: int = 4  # most threads working at once; the controller moves between pool_min and pool
+    prefetch: int | None = None  # defaults to pool x batch: every thread can take a full batch
     retry: Retry = Retry()
     timeout: float = 300.0
     next: tuple[str, ...] = ()
     validate: Validator | None = None
     max_body: int = MAX_BODY_BYTES
+    batch: int = 1  # most deliveries a thread takes at once (only those already waiting)
+    pool_min: int = 1
 
     @property
     def bound(self) -> int:
-        return self.prefetch or self.pool
+        """Most deliveries of this stage in a worker process at once."""
+        return self.prefetch or self.pool * self.batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +93,17 @@ class Job:
         validate: Validator | None = None,
         entry: bool = False,
         max_body: int = MAX_BODY_BYTES,
+        batch: int = 1,
+        pool_min: int = 1,
     ) -> Callable[[Handler], Handler]:
         """Decorator declaring ``handler`` as stage ``name``."""
 
         def register(handler: Handler) -> Handler:
-            self.add_stage(
-                Stage(name, handler, phase, pool, prefetch, retry or Retry(), timeout, tuple(next), validate, max_body),
-                entry=entry,
+            stage = Stage(
+                name, handler, phase, pool, prefetch, retry or Retry(), timeout, tuple(next), validate, max_body,
+                batch, pool_min,
             )
+            self.add_stage(stage, entry=entry)
             return handler
 
         return register
@@ -107,8 +113,10 @@ class Job:
         _check_name("phase", stage.phase)
         if stage.name in self.stages:
             raise PluginError(f"job {self.name}: stage {stage.name!r} declared twice")
-        if stage.pool < 1 or (stage.prefetch is not None and not 1 <= stage.prefetch <= stage.pool):
-            raise PluginError(f"job {self.name}: stage {stage.name}: pool must be >= 1 and 1 <= prefetch <= pool")
+        if stage.pool < 1 or stage.batch < 1 or not 1 <= stage.pool_min <= stage.pool:
+            raise PluginError(f"job {self.name}: stage {stage.name}: need pool >= 1, batch >= 1, 1 <= pool_min <= pool")
+        if stage.prefetch is not None and not 1 <= stage.prefetch <= stage.pool * stage.batch:
+            raise PluginError(f"job {self.name}: stage {stage.name}: need 1 <= prefetch <= pool x batch")
         if stage.retry.max_attempts < 1:
             raise PluginError(f"job {self.name}: stage {stage.name}: retry.max_attempts must be >= 1")
         if stage.timeout <= 0:

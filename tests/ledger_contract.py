@@ -195,6 +195,7 @@ class LedgerContract:
         assert ledger.phase_state(RUN, PHASE) == PLANNED
         assert ledger.planned(RUN, PHASE, 10) == msgs
         assert ledger.planned(RUN, PHASE, 2) == msgs[:2]
+        assert ledger.planned(RUN, PHASE, 2, after=msgs[1].id) == msgs[2:4]  # the next batch, in id order
         assert ledger.planned(RUN, "reduce", 10) == []
         ledger.save_plan(RUN, PHASE, msgs)  # again, as a restarted master does: nothing doubles
         assert ledger.counts(RUN, PHASE) == {M_PLANNED: 5}
@@ -295,6 +296,34 @@ class LedgerContract:
             ledger.complete(live.id, held.token + 1, RUN, PHASE, [], {})
         ledger.complete(planned.id, claims[0].token, RUN, PHASE, [], {})
         assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 3, M_DONE: 2}
+
+    def test_a_batch_claim_gives_each_message_the_outcome_it_would_get_alone(self, ledger):
+        planned, unseen, done, live = (message(i) for i in range(4))
+        ledger.save_plan(RUN, PHASE, [planned])
+        ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
+        ledger.claim(RUN, PHASE, live, "w2", LEASE)
+        # unseen twice: the same message delivered twice in one batch is granted once
+        calls = [(RUN, PHASE, m) for m in (planned, unseen, done, live, unseen)]
+        claims = ledger.claim_batch(calls, "w1", LEASE)
+        assert [c.granted for c in claims] == [True, True, False, False, False]
+        assert [c.state for c in claims[2:]] == [M_DONE, M_CLAIMED, M_CLAIMED]
+        assert ledger.claim_batch([], "w1", LEASE) == []
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 3, M_DONE: 1}
+
+    def test_a_batch_complete_gives_each_message_the_outcome_it_would_get_alone(self, ledger):
+        ok, stale, other = message(1), message(2), message(3)
+        claims = ledger.claim_batch([(RUN, PHASE, m) for m in (ok, stale, other)], "w1", EXPIRED)
+        ledger.claim(RUN, PHASE, stale, "w2", LEASE)  # takes over the lapsed lease: w1's token is stale
+        kids = [message("1.0", stage="write")]
+        outcomes = ledger.complete_batch([
+            (ok.id, claims[0].token, RUN, PHASE, kids, {"rows": 2}),
+            (stale.id, claims[1].token, RUN, PHASE, [message("2.0", stage="write")], {"rows": 5}),
+            (other.id, claims[2].token, RUN, PHASE, [], {"rows": 1}),
+        ])
+        assert [type(o) for o in outcomes] == [type(None), Fenced, type(None)]
+        assert ledger.counters(RUN) == {"rows": 3}
+        assert ledger.counts(RUN, PHASE) == {M_DONE: 2, M_CLAIMED: 1, M_QUEUED: 1}
+        assert ledger.complete_batch([]) == []
 
     def test_concurrent_claims_and_completes_from_many_threads(self, ledger):
         threads, per_thread = 16, 6

@@ -1,8 +1,10 @@
-"""The worker process: serves a job's stages, each on its own bounded thread pool.
+"""The worker process: serves a job's stages, each a SEDA stage with its own bounded thread pool.
 
-The broker's I/O loop runs on the main thread and only hands deliveries to
-the pools; prefetch equals the pool size, so at most ``pool`` messages of a
-stage are in this process at once and the backlog waits in the broker.
+The broker's I/O loop runs on the main thread and only puts deliveries on
+the stages' queues; prefetch is ``pool x batch``, so at most that many
+messages of a stage are in this process at once and the backlog waits in
+the broker. Each stage's controller moves how many of its threads may work
+at once between ``pool_min`` and ``pool``, from its queue and its latency.
 """
 from __future__ import annotations
 
@@ -11,19 +13,24 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
-from swarm.broker import Broker, Delivery, stage_queue
+from swarm import metrics
+from swarm.broker import Broker, stage_queue
+from swarm.control import ConcurrencyController
 from swarm.errors import BackendError, ConfigError
 from swarm.ledger import Ledger
+from swarm.pool import StagePool
 from swarm.runtime import Processor
-from swarm.stage import Job
+from swarm.stage import Job, Stage
 from swarm.table import TableStore
 
 log = logging.getLogger("swarm.worker")
 
 START_RETRY_FIRST, START_RETRY_CAP = 1.0, 30.0  # seconds between tries to reach the broker at start
+# A stage's controller judges a backlogged window once it holds this many
+# completions or has lasted this long: slow handlers get longer windows.
+JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS = 20, 10.0
 
 
 def default_holder() -> str:
@@ -55,7 +62,7 @@ class Worker:
         self.processor = Processor(
             job, broker, ledger, tables, holder or default_holder(), lease, options=options, **processor_args
         )
-        self.pools: dict[str, ThreadPoolExecutor] = {}
+        self.pools: dict[str, StagePool] = {}
         self._housekeeping_stop = threading.Event()
         self._last_renew = 0.0
 
@@ -88,18 +95,25 @@ class Worker:
 
     def _subscribe(self) -> None:
         for stage in self.stages:
-            note = self.broker.consumer_timeout_note(stage_queue(self.job.name, stage.name), stage.timeout)
+            # A delivery a thread has taken waits for the handlers before it in its batch.
+            queue = stage_queue(self.job.name, stage.name)
+            note = self.broker.consumer_timeout_note(queue, stage.timeout * stage.batch)
             if note:
                 log.error("stage %s: %s", stage.name, note)
-            pool = ThreadPoolExecutor(max_workers=stage.pool, thread_name_prefix=f"swarm-{stage.name}")
+            pool = self._pool(stage)
+            pool.start()
             self.pools[stage.name] = pool
-            self.broker.consume(stage_queue(self.job.name, stage.name), stage.bound, self._submitter(pool))
+            self.broker.consume(queue, stage.bound, pool.put)
 
-    def _submitter(self, pool: ThreadPoolExecutor):
-        def submit(delivery: Delivery) -> None:
-            pool.submit(self.processor.handle, delivery)
-
-        return submit
+    def _pool(self, stage: Stage) -> StagePool:
+        controller = None
+        if stage.pool_min < stage.pool:
+            # Start at the declared pool, as a fixed pool would: quiet windows give threads
+            # back, and a backlog takes them again while each step still pays.
+            controller = ConcurrencyController(stage.pool_min, stage.pool, start=stage.pool, slow_start=True)
+        gauge = metrics.POOL_LIMIT.labels(self.job.name, stage.name)
+        return StagePool(stage.name, self.processor.handle_batch, stage.pool, stage.batch, controller, gauge.set,
+                         min_done=JUDGE_AFTER_DONE, max_window=JUDGE_WITHIN_SECONDS)
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set, then drain: in-flight messages finish and are acked."""
@@ -131,10 +145,12 @@ class Worker:
         drained.set()
 
     def _housekeeping(self) -> None:
-        """Renew the leases of messages in hand and time out overdue handler calls."""
+        """Renew the leases of messages in hand, time out overdue handler calls, size the pools."""
         interval = max(0.2, min(self.lease / 3, 10.0))
         while not self._housekeeping_stop.wait(min(interval, 1.0)):
             self.processor.expire_overdue()
+            for pool in list(self.pools.values()):
+                pool.adjust()
             if self._due(interval):
                 try:
                     self.processor.ledger.renew(self.processor.leases(), self.lease)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequenc
 from swarm.errors import BackendError, Fenced
 from swarm.ledger import (
     M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED, PLANNED, RUNNING,
-    Claim, DeadLetterRecord, Failure, Ledger, Message, Run,
+    Claim, ClaimCall, CompleteCall, DeadLetterRecord, Failure, Ledger, Message, Run,
 )
 
 T = TypeVar("T")
@@ -128,15 +128,19 @@ class Group:
 
     def submit(self, key: Hashable, id_: str, args: tuple) -> Any:
         """Wait for this request's outcome: its result, or its exception raised here."""
-        me = Pending(key, id_, args)
+        return self.submit_many(key, [(id_, args)])[0].outcome()
+
+    def submit_many(self, key: Hashable, requests: Sequence[tuple[str, tuple]]) -> list[Pending]:
+        """Queue several ``(id, args)`` requests at once and wait until every one is settled."""
+        mine = [Pending(key, id_, args) for id_, args in requests]
         with self._cond:
-            self._waiting.append(me)
+            self._waiting.extend(mine)
         while True:
             with self._cond:
-                while self._busy and not me.settled:
+                while self._busy and not all(p.settled for p in mine):
                     self._cond.wait()
-                if me.settled:
-                    return me.outcome()
+                if all(p.settled for p in mine):
+                    return mine
                 self._busy = True
                 group = self._take()
             self._lead(group)
@@ -354,11 +358,13 @@ class SqlLedger(Ledger, abc.ABC):
 
         self._transaction(work)
 
-    def planned(self, run_id: str, phase: str, limit: int) -> list[Message]:
+    def planned(self, run_id: str, phase: str, limit: int, after: str = "") -> list[Message]:
+        # Starting after the last id published lets the database walk the index
+        # from there instead of sorting every planned row for each batch.
         rows = self._rows(
             "SELECT id, stage, chunk, body FROM swarm_messages "
-            "WHERE run_id = ? AND state = ? AND phase = ? ORDER BY id LIMIT ?",
-            (run_id, M_PLANNED, phase, int(limit)),
+            "WHERE run_id = ? AND state = ? AND phase = ? AND id > ? ORDER BY id LIMIT ?",
+            (run_id, M_PLANNED, phase, after, int(limit)),
         )
         return [_message(r) for r in rows]
 
@@ -386,6 +392,13 @@ class SqlLedger(Ledger, abc.ABC):
             return self._claims.submit((holder, lease), msg.id, (run_id, phase, msg))
         now = self.now()
         return self._claim_alone(run_id, phase, msg, holder, now, now + lease)
+
+    def claim_batch(self, calls: Sequence[ClaimCall], holder: str, lease: float) -> list[Claim | BackendError]:
+        if not self.group_commit:
+            return super().claim_batch(calls, holder, lease)
+        requests = [(msg.id, (run_id, phase, msg)) for run_id, phase, msg in calls]
+        settled = self._claims.submit_many((holder, lease), requests)
+        return [p.error or p.result for p in settled]
 
     def _claim_alone(self, run_id: str, phase: str, msg: Message, holder: str, now: float, until: float) -> Claim:
         def work(cur: Any) -> Claim:
@@ -474,6 +487,11 @@ class SqlLedger(Ledger, abc.ABC):
         if self.group_commit:
             return self._completes.submit(None, msg_id, (msg_id, token, run_id, phase, children, counts))
         return self._complete_alone(msg_id, token, run_id, phase, children, counts, self.now())
+
+    def complete_batch(self, calls: Sequence[CompleteCall]) -> list[Fenced | BackendError | None]:
+        if not self.group_commit:
+            return super().complete_batch(calls)
+        return [p.error for p in self._completes.submit_many(None, [(call[0], tuple(call)) for call in calls])]
 
     def _complete_alone(self, msg_id, token, run_id, phase, children, counts, now: float) -> None:
         child_rows = [(c.id, run_id, phase, c.stage, c.chunk, M_QUEUED, c.body, now) for c in children]

@@ -25,6 +25,9 @@ def sample_results() -> dict:
         "overload": {"offered_chunks_per_s": 4500.0, "target_chunks_per_s": 4500.0, "seconds": 30.0, "procs": 2,
                      "msgs_per_s": 855.0, "vs_peak": 0.95, "rss_mib": [[0.0, 70.0], [6.0, 100.0], [29.0, 101.0]],
                      "rss_growth": 0.01, "backlog_at_end": 120_000, "settle": 5.0, "cores": {"workers": 0.7}},
+        "overload_backlog": {"queued_chunks": 90_000, "seconds": 30.0, "procs": 2, "msgs_per_s": 810.0,
+                             "vs_peak": 0.9, "rss_mib": [[0.0, 70.0], [6.0, 100.0], [29.0, 130.0]],
+                             "rss_growth": 0.3, "backlog_at_end": 80_000, "settle": 5.0, "cores": {"workers": 0.9}},
         "master": {"chunks": 100_000, "start_seconds": 0.3, "plan_seconds": 3.0, "publish_seconds": 20.0,
                    "total_seconds": 23.3, "resume": {"queued_at_kill": 50_000, "resume_seconds": 9.0,
                                                      "republished": 0}},
@@ -54,6 +57,9 @@ def test_ratios_and_targets_come_from_the_same_run():
     assert targets["swarm_vs_raw_per_proc"]["met"] is False
     assert targets["swarm_vs_celery"]["met"] is True
     assert targets["master_resume_seconds"]["met"] is False
+    assert targets["overload_backlog_vs_peak"]["met"] is True
+    assert results["ratios"]["overload_rss_growth"] == 0.3  # the larger of the two overload cases
+    assert targets["overload_rss_growth"]["met"] is False
 
 
 def test_the_report_prints_every_case():
@@ -61,7 +67,8 @@ def test_the_report_prints_every_case():
     console = Console(record=True, width=200)
     report.show(results, console)
     text = console.export_text()
-    for expected in ("raw pika", "Swarm noop, 2 proc", "Celery chain", "merchant_daily", "overload", "master",
+    for expected in ("raw pika", "Swarm noop, 2 proc", "Celery chain", "merchant_daily", "overload",
+                     "backlog queued ahead: 90,000 chunks", "master",
                      "cores used: workers 0.80"):
         assert expected in text
 

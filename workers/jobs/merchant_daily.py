@@ -56,7 +56,7 @@ def _check_scan(payload: Mapping[str, Any]) -> None:
         raise BadMessage("payload['part'] must be an int")
 
 
-@job.stage("scan", phase="map", pool=4, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300,
+@job.stage("scan", phase="map", pool=4, batch=2, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300,
            next=("scan",), validate=_check_scan)
 def scan(ctx, msg):
     """Aggregate one key range per merchant; hand on the rest of a range too large for one message."""
@@ -108,7 +108,9 @@ def plan_reduce(ctx) -> Iterable[Chunk]:
         yield Chunk(f"b{b:02d}", {"bucket": b})
 
 
-@job.stage("reduce", phase="reduce", pool=2, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300)
+# A bucket's fold is short: a thread takes up to 4 waiting buckets at once and
+# writes their summaries, records them done and acks them together.
+@job.stage("reduce", phase="reduce", pool=2, batch=4, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300)
 def reduce(ctx, msg):
     """Fold the partials of one bucket into per-merchant daily summaries."""
     prefix = f"{ctx.source_run}/{msg.payload['bucket']:02d}/".encode()

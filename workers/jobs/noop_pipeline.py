@@ -12,11 +12,13 @@ from typing import Iterable
 
 from swarm import Chunk, Job, Send
 
-# Threads per stage (and so prefetch). The threads mostly wait on ledger and
-# broker round trips; the MySQL ledger commits the claims and completes of
-# threads waiting at the same time together, so more threads mean bigger
-# groups, up to the point where the GIL and MariaDB's CPU are the limit.
-POOL = 16
+# Each stage: up to POOL threads, each taking up to BATCH waiting deliveries at
+# once (one grouped claim, the handlers, one confirmed publish, one grouped
+# complete, the acks). With handlers this cheap the worker's Python is the
+# limit, so a few threads with big batches beat many threads with small ones
+# (bench/README.md has the measurements); prefetch is POOL x BATCH.
+POOL = 4
+BATCH = 64
 
 job = Job("noop_pipeline", params=("date",), description=__doc__.splitlines()[0])
 
@@ -27,11 +29,11 @@ def plan(ctx) -> Iterable[Chunk]:
         yield Chunk(f"c{i:07d}", {})
 
 
-@job.stage("a", phase="main", pool=POOL, next=("b",))
+@job.stage("a", phase="main", pool=POOL, batch=BATCH, next=("b",))
 def forward(ctx, msg):
     return Send("b", {})
 
 
-@job.stage("b", phase="main", pool=POOL)
+@job.stage("b", phase="main", pool=POOL, batch=BATCH)
 def finish(ctx, msg):
     return None

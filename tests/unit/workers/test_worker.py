@@ -1,4 +1,5 @@
 """A whole worker on the in-process broker: bounded pools, failures, draining."""
+import dataclasses
 import threading
 import time
 
@@ -68,8 +69,13 @@ def serve_sink(broker, ledger, tables, count):
         broker.publish([(stage_queue("toy", "sink"), encode(env))])
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.worker = worker
     thread.start()
     return thread, stop
+
+
+def worker_pools(thread):
+    return thread.worker.pools
 
 
 def test_prefetch_bounds_what_a_worker_holds(broker, ledger, tables, monkeypatch):
@@ -117,3 +123,37 @@ def test_a_stage_longer_than_the_consumer_timeout_is_reported_at_start(broker, l
     monkeypatch.setattr(broker, "consumer_timeout_note", lambda queue, timeout: f"{queue}: set consumer_timeout")
     Worker(job, broker, ledger, tables, stages=["sink"]).start()
     assert "swarm.toy.sink: set consumer_timeout" in caplog.text
+
+
+def test_stages_that_take_batches_give_the_same_result(ledger, tables, monkeypatch):
+    tables.create_table("out", ["f"])
+    monkeypatch.setitem(job.stages, "double", dataclasses.replace(job.stages["double"], batch=3, pool=3))
+    use_sink(monkeypatch, job.stages["sink"].handler, batch=4, pool=2)
+    run = run_job(job, {"date": "2026-11-22"}, tables, ledger, options={"count": 40})
+    assert run.status == "done"
+    assert ledger.counters(run.id) == {"doubled": 40, "sunk": 40, "total": sum(2 * n for n in range(40))}
+    assert ledger.counts(run.id) == {M_DONE: 80}
+
+
+def test_quiet_gives_a_stage_s_threads_back_and_a_backlog_takes_them_again(broker, ledger, tables, monkeypatch):
+    def slow(ctx, msg):
+        time.sleep(0.02)  # threads that wait (on a backend) scale: the controller sees throughput rise
+        return []
+
+    use_sink(monkeypatch, slow, pool=4, pool_min=1)
+    t, stop = serve_sink(broker, ledger, tables, 0)
+    try:
+        assert wait_for(lambda: "sink" in worker_pools(t))
+        pool = worker_pools(t)["sink"]
+        assert pool.limit == 4  # the declared pool, as a fixed pool would be
+        assert wait_for(lambda: pool.limit < 4, timeout=20)  # quiet windows give threads back
+        low = pool.limit
+        for n in range(400):
+            env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
+            broker.publish([(stage_queue("toy", "sink"), encode(env))])
+        assert wait_for(lambda: pool.limit > low, timeout=20)  # the backlog takes them again
+        assert wait_for(lambda: ledger.counts(RUN).get(M_DONE) == 400, timeout=60)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive()

@@ -1,0 +1,155 @@
+"""A stage's event queue and bounded thread pool, SEDA style.
+
+The broker's I/O thread puts deliveries on the queue; the pool's threads
+take whatever is waiting, up to ``batch`` at a time, and at most ``limit``
+of them work at once. The limit is the controller's to move between
+windows; the threads above it simply wait.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Callable
+
+from swarm.control import ConcurrencyController, Window
+from swarm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from swarm.broker import Delivery
+
+log = logging.getLogger("swarm.worker")
+
+
+class StagePool:
+    """One stage's event queue and bounded thread pool; threads take batches of waiting deliveries."""
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[list[Delivery]], object],
+        threads: int,
+        batch: int = 1,
+        controller: ConcurrencyController | None = None,
+        on_limit: Callable[[int], None] | None = None,
+        *,
+        min_done: int = 0,
+        max_window: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if threads < 1 or batch < 1:
+            raise ConfigError(f"stage {name}: pool threads and batch must be >= 1, got {threads} and {batch}")
+        self.name, self.work, self.threads, self.batch = name, work, threads, batch
+        self.controller, self.on_limit, self.clock = controller, on_limit, clock
+        # A backlogged window is judged once it holds min_done completions or has lasted max_window.
+        self.min_done, self.max_window = min_done, max_window
+        self._limit = controller.limit if controller else threads
+        self._queue: collections.deque[Delivery] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._working: dict[int, float] = {}  # thread index -> start of its not yet counted busy time
+        self._since, self._done, self._busy = clock(), 0, 0.0
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the threads; ``on_limit`` hears the starting limit."""
+        for i in range(self.threads):
+            thread = threading.Thread(target=self._loop, args=(i,), name=f"swarm-{self.name}-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._tell(self._limit)
+
+    def put(self, delivery: Delivery) -> None:
+        """Queue a delivery; never blocks (the broker's prefetch bounds the queue)."""
+        with self._cond:
+            self._queue.append(delivery)
+            self._cond.notify()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Let the threads drain what was put, then exit; join them if ``wait``."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    @property
+    def limit(self) -> int:
+        """Threads allowed to work at once."""
+        return self._limit
+
+    @property
+    def waiting(self) -> int:
+        """Deliveries put and not yet taken by a thread."""
+        return len(self._queue)
+
+    def window(self) -> Window:
+        """Statistics since the previous call; resets them."""
+        with self._cond:
+            now = self.clock()
+            # Calls still running count up to now, so long calls do not look idle.
+            busy = self._busy + sum(now - started for started in self._working.values())
+            window = Window(now - self._since, self._done, busy, len(self._queue))
+            self._working = dict.fromkeys(self._working, now)
+            self._since, self._done, self._busy = now, 0, 0.0
+        return window
+
+    def adjust(self) -> int:
+        """Feed the last window to the controller and apply its limit; returns the limit."""
+        if self.controller is None or self._too_soon():
+            return self._limit
+        window = self.window()
+        before, limit = self._limit, self.controller.observe(window)
+        with self._cond:
+            grew, changed, self._limit = limit > self._limit, limit != self._limit, limit
+            if grew:
+                self._cond.notify_all()
+        if changed:
+            latency = window.latency * 1000 if window.latency is not None else 0.0
+            log.debug("stage %s: %d -> %d threads (%.0f msgs/s, %.1f ms busy a message, %d waiting)",
+                     self.name, before, limit, window.throughput, latency, window.waiting)
+            self._tell(limit)
+        return limit
+
+    def _too_soon(self) -> bool:
+        """A backlogged window with few completions says little about throughput yet: let it run on."""
+        with self._cond:
+            return bool(self._queue) and self._done < self.min_done and self.clock() - self._since < self.max_window
+
+    # the threads ----------------------------------------------------------------
+
+    def _loop(self, index: int) -> None:
+        while (batch := self._take(index)) is not None:
+            try:
+                self.work(batch)
+            except Exception:  # noqa: BLE001 - the work function must not cost the stage a thread
+                log.exception("stage %s: work function raised on a batch of %d", self.name, len(batch))
+            self._finish(index, len(batch))
+
+    def _take(self, index: int) -> list[Delivery] | None:
+        """Wait for waiting deliveries and a free slot under the limit; None once closed and drained."""
+        with self._cond:
+            while not (self._queue and len(self._working) < self._limit):
+                if self._closed and not self._queue:
+                    return None
+                self._cond.wait()
+            batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            self._working[index] = self.clock()
+            if self._closed and not self._queue:
+                self._cond.notify_all()  # the others may exit now
+            return batch
+
+    def _finish(self, index: int, done: int) -> None:
+        with self._cond:
+            self._busy += self.clock() - self._working.pop(index)
+            self._done += done
+            self._cond.notify()  # one slot came free
+
+    def _tell(self, limit: int) -> None:
+        if self.on_limit is not None:
+            try:
+                self.on_limit(limit)
+            except Exception:  # noqa: BLE001 - a gauge must not stop the stage
+                log.exception("stage %s: on_limit callback raised", self.name)
