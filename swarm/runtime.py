@@ -268,7 +268,7 @@ class Processor:
         ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options)
         metrics.BUSY.labels(self.job.name, stage.name).inc()
         try:
-            effects = self.call_handler(Call(stage, ctx, env, flight.attempts))
+            effects = self.call_handler(Call(stage, ctx, _as_attempt(env, flight.attempts), flight.attempts))
         except (Abort, Fault) as exc:
             error, permanent = str(exc), isinstance(exc, Abort)
             return self._settled(flight, lambda: (self._abort if permanent else self._fault)(flight, error))
@@ -435,3 +435,14 @@ class Processor:
 
 def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else text
+
+
+def _as_attempt(env: Envelope, attempts: int) -> Envelope:
+    """The envelope as its handler sees it: ``attempt`` is the ledger's count of deliveries.
+
+    The envelope's own field undercounts: a copy the master re-publishes after
+    a lost lease, or one a worker put back while another held the lease,
+    still says 1. The ledger counts every grant, and it is the count retries
+    and dead-lettering go by, so the handler sees that one too.
+    """
+    return env if env.attempt == attempts else dataclasses.replace(env, attempt=attempts)

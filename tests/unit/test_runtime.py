@@ -93,6 +93,15 @@ def test_fault_is_retried_through_the_broker_not_held(setup, broker, ledger, hub
     assert ledger.counts(RUN) == {M_DONE: 1}
 
 
+def test_the_handler_sees_the_ledgers_attempt_count_not_the_envelopes(setup, ledger):
+    """A copy re-published after a lost lease still says attempt 1; the handler must not see a first try again."""
+    proc = setup({"1": "flaky"})
+    assert deliver(proc)[0] == RETRY
+    outcome, _ = deliver(proc, envelope(attempt=1))  # the original body, as the master re-publishes it
+    assert outcome == DONE
+    assert ledger.counts(RUN) == {M_DONE: 1}
+
+
 def test_unexpected_exception_is_a_fault_with_traceback_then_dead(setup, broker, ledger):
     proc = setup({"1": "crash"})
     outcomes = [deliver(proc, envelope(attempt=a))[0] for a in (1, 2, 3)]
