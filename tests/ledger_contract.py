@@ -21,7 +21,7 @@ from swarm.backends import open_ledger
 from swarm.errors import BackendError, Fenced, MasterLocked
 from swarm.ledger import (
     DONE, FAILED, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED, PLANNED, PUBLISHED, RUNNING,
-    PHASE_DONE, Ledger, Message,
+    PHASE_DONE, Claim, Ledger, Message,
 )
 from swarm.ledgers import sql
 
@@ -361,6 +361,31 @@ class LedgerContract:
         assert sum(r["fenced"] for r in results) == len(msgs)
         assert ledger.counts(RUN, PHASE) == {M_DONE: len(msgs), M_QUEUED: len(msgs)}
         assert ledger.counters(RUN) == {"rows": len(msgs), "bytes": 10 * len(msgs)}
+
+    def test_a_child_claimed_while_its_parent_completes_is_granted(self, ledger):
+        """A child is published before its parent's complete records it; claiming it then must not drop it."""
+        rounds, pairs = 40, 4
+        barrier = threading.Barrier(2 * pairs, timeout=60)
+
+        def complete_parent(parent: Message, token: int, child: Message) -> None:
+            barrier.wait()
+            ledger.complete(parent.id, token, RUN, PHASE, [child], {})
+
+        def claim_child(child: Message) -> Claim:
+            barrier.wait()
+            return ledger.claim(RUN, PHASE, child, "w2", LEASE)
+
+        with concurrent.futures.ThreadPoolExecutor(2 * pairs) as pool:
+            for r in range(rounds):
+                parents = [message(f"p{r}.{k}") for k in range(pairs)]
+                kids = [message(f"p{r}.{k}.0", stage="write") for k in range(pairs)]
+                tokens = [c.token for c in ledger.claim_batch([(RUN, PHASE, p) for p in parents], "w1", LEASE)]
+                done = [pool.submit(complete_parent, *args) for args in zip(parents, tokens, kids)]
+                claims = [pool.submit(claim_child, kid) for kid in kids]
+                for f in done:
+                    f.result()
+                assert all(f.result().granted for f in claims), [f.result() for f in claims]
+        assert ledger.counts(RUN, PHASE) == {M_DONE: rounds * pairs, M_CLAIMED: rounds * pairs}
 
     # completion -------------------------------------------------------------------------
 

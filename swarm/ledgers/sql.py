@@ -440,7 +440,13 @@ class SqlLedger(Ledger, abc.ABC):
         )
 
     def _claim_many(self, cur: Any, calls: list[tuple], holder: str, now: float, until: float) -> list[Claim]:
-        """Claim distinct messages in three statements, each with the outcome ``_claim_alone`` gives it."""
+        """Claim distinct messages in three statements, each with the outcome ``_claim_alone`` gives it.
+
+        The INSERT comes first on purpose, though the row nearly always exists:
+        it waits for a transaction still writing the row (the parent's
+        complete recording this child), where a READ COMMITTED UPDATE would
+        pass over the row and the claim would drop what may be the only copy.
+        """
         rows = sorted((m.id, run_id, phase, m.stage, m.chunk, M_QUEUED, m.body, now) for run_id, phase, m in calls)
         ids = [row[0] for row in rows]
         cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), rows)
