@@ -70,6 +70,10 @@ class Broker(abc.ABC):
         """Deliver from ``queue`` to ``callback`` with at most ``prefetch`` unacked at once."""
 
     @abc.abstractmethod
+    def set_prefetch(self, queue: str, prefetch: int) -> None:
+        """Let this broker's consumer of ``queue`` hold at most ``prefetch`` unacked; deliveries in hand stay ackable."""
+
+    @abc.abstractmethod
     def serve(self, stop: threading.Event) -> None:
         """Run the I/O loop until ``stop`` is set, reconnecting after broker failures."""
 

@@ -4,7 +4,9 @@ The broker's I/O loop runs on the main thread and only puts deliveries on
 the stages' queues; prefetch is ``pool x batch``, so at most that many
 messages of a stage are in this process at once and the backlog waits in
 the broker. Each stage's controller moves how many of its threads may work
-at once between ``pool_min`` and ``pool``, from its queue and its latency.
+at once between ``pool_min`` and ``pool``, from its queue and its latency,
+and the stage's prefetch follows: one batch more than its working threads
+take, so a backlog still shows in the stage's queue.
 """
 from __future__ import annotations
 
@@ -31,6 +33,20 @@ START_RETRY_FIRST, START_RETRY_CAP = 1.0, 30.0  # seconds between tries to reach
 # A stage's controller judges a backlogged window once it holds this many
 # completions or has lasted this long: slow handlers get longer windows.
 JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS = 20, 10.0
+
+
+def prefetch_at(stage: Stage, limit: int) -> int:
+    """The stage's prefetch while ``limit`` threads may work: their batches and one more, within its bound.
+
+    Without the extra batch nothing would wait in the stage's queue while a
+    backlog waits in the broker, and the controller would never see it.
+    """
+    return stage.bound if limit >= stage.pool else min(stage.bound, (limit + 1) * stage.batch)
+
+
+def longest_hold(stage: Stage) -> float:
+    """Longest a delivery can wait for its ack: its thread's batch, and a batch before it below the full pool."""
+    return stage.timeout * stage.batch * (2 if stage.pool_min < stage.pool else 1)
 
 
 def default_holder() -> str:
@@ -97,13 +113,13 @@ class Worker:
         for stage in self.stages:
             # A delivery a thread has taken waits for the handlers before it in its batch.
             queue = stage_queue(self.job.name, stage.name)
-            note = self.broker.consumer_timeout_note(queue, stage.timeout * stage.batch)
+            note = self.broker.consumer_timeout_note(queue, longest_hold(stage))
             if note:
                 log.error("stage %s: %s", stage.name, note)
             pool = self._pool(stage)
             pool.start()
             self.pools[stage.name] = pool
-            self.broker.consume(queue, stage.bound, pool.put)
+            self.broker.consume(queue, prefetch_at(stage, pool.limit), pool.put)
 
     def _pool(self, stage: Stage) -> StagePool:
         controller = None
@@ -111,9 +127,14 @@ class Worker:
             # Start at the declared pool, as a fixed pool would: quiet windows give threads
             # back, and a backlog takes them again while each step still pays.
             controller = ConcurrencyController(stage.pool_min, stage.pool, start=stage.pool, slow_start=True)
-        gauge = metrics.POOL_LIMIT.labels(self.job.name, stage.name)
-        return StagePool(stage.name, self.processor.handle_batch, stage.pool, stage.batch, controller, gauge.set,
+        return StagePool(stage.name, self.processor.handle_batch, stage.pool, stage.batch, controller,
+                         lambda limit: self._on_limit(stage, limit),
                          min_done=JUDGE_AFTER_DONE, max_window=JUDGE_WITHIN_SECONDS)
+
+    def _on_limit(self, stage: Stage, limit: int) -> None:
+        metrics.POOL_LIMIT.labels(self.job.name, stage.name).set(limit)
+        if stage.name in self.pools:  # else not consuming yet: consume starts at this limit's prefetch
+            self.broker.set_prefetch(stage_queue(self.job.name, stage.name), prefetch_at(stage, limit))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set, then drain: in-flight messages finish and are acked."""

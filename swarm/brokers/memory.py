@@ -130,6 +130,13 @@ class MemoryBroker(Broker):
             self.hub.queue(queue)
             self._consumers.append(_Consumer(queue, max(1, prefetch), callback))
 
+    def set_prefetch(self, queue: str, prefetch: int) -> None:
+        with self.hub.cond:
+            for consumer in self._consumers:
+                if consumer.queue == queue:
+                    consumer.prefetch = max(1, prefetch)
+            self.hub.cond.notify_all()
+
     def serve(self, stop: threading.Event) -> None:
         while not stop.is_set() and not self._closed:
             ready = self._next_ready()

@@ -605,9 +605,13 @@ class _Link:
         ch = self.channel()
         ch.add_on_close_callback(lambda _ch, reason: self._on_consumer_closed(consumer, ch, reason))
         ch.add_on_cancel_callback(lambda _frame: self.broken.append(consumer))
-        self.request(ch, lambda cb: ch.basic_qos(prefetch_count=consumer.prefetch, callback=cb), "setting prefetch")
+        self._unacked[ch] = {}
+        self._consume(consumer, ch)
 
-        unacked = self._unacked[ch] = {}
+    def _consume(self, consumer: _Consumer, ch: pika.channel.Channel) -> None:
+        """Set the channel's QoS to ``consumer.prefetch`` and start ``consumer`` on it."""
+        self.request(ch, lambda cb: ch.basic_qos(prefetch_count=consumer.prefetch, callback=cb), "setting prefetch")
+        unacked = self._unacked[ch]
 
         def on_message(_ch: Any, method: Basic.Deliver, props: pika.BasicProperties, body: bytes) -> None:
             unacked[method.delivery_tag] = None
@@ -617,6 +621,27 @@ class _Link:
         self.request(ch, lambda cb: tag.append(ch.basic_consume(consumer.queue, on_message, callback=cb)),
                      f"consuming from {consumer.queue!r}")
         consumer.link, consumer.channel, consumer.tag = self, ch, tag[0]
+
+    def reconsume(self, consumer: _Consumer) -> None:
+        """Apply a changed ``consumer.prefetch`` on the live channel.
+
+        RabbitMQ applies a consumer's QoS when it starts, and quorum queues have
+        no channel-wide QoS, so the consumer is cancelled and started again on
+        the same channel: the deliveries in hand stay ackable there.
+        """
+        ch = consumer.channel
+        if consumer.link is not self or ch is None or not ch.is_open or not consumer.tag:
+            return  # it starts with the new prefetch when it next subscribes
+        try:
+            self.request(ch, lambda cb: ch.basic_cancel(consumer.tag, callback=cb), f"cancelling {consumer.queue!r}")
+            consumer.tag = None
+            self._consume(consumer, ch)
+        except (BackendError, pika.exceptions.AMQPError) as exc:
+            log.warning("RabbitMQ at %s: changing the prefetch of %r failed (%s); subscribing again",
+                        self.label, consumer.queue, _describe(exc))
+            if consumer not in self.broken:
+                self.broken.append(consumer)  # serve's loop subscribes it again
+            raise
 
     def _on_consumer_closed(self, consumer: _Consumer, ch: pika.channel.Channel, reason: BaseException) -> None:
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and consumer.channel is ch:
@@ -791,6 +816,14 @@ class RabbitBroker(Broker):
             serving = self._io_thread is not None
         if serving:
             self._call(self._subscribe_all, connect=False)
+
+    def set_prefetch(self, queue: str, prefetch: int) -> None:
+        with self._cv:
+            changed = [c for c in self._consumers if c.queue == queue and c.prefetch != max(1, prefetch)]
+            for consumer in changed:
+                consumer.prefetch = max(1, prefetch)
+        for consumer in changed:  # detached: the caller (a worker's housekeeping) must not wait on the broker
+            self._call(lambda link, c=consumer: link.reconsume(c), connect=False, detach=True)
 
     def serve(self, stop: threading.Event) -> None:
         if self._closed:

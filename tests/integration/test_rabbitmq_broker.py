@@ -206,6 +206,37 @@ def test_prefetch_bounds_unacked_deliveries(broker, vhost):
         rec.deliveries[4].ack()
 
 
+def test_a_changed_prefetch_applies_to_the_live_consumer_and_held_deliveries_stay_ackable(broker, vhost):
+    broker.publish([(Q, b"%d" % i) for i in range(12)])
+    rec = Recorder()  # holds everything unacked
+    broker.consume(Q, 4, rec)
+    with serving(broker):
+        wait_for(lambda: len(rec) == 4, "four deliveries")
+        broker.set_prefetch(Q, 1)
+        time.sleep(0.3)  # the consumer starts again with prefetch 1 beside the four still held
+        first = rec.deliveries[:4]
+        for d in first:
+            d.ack()  # taken before the change: still ackable on the same channel
+        wait_for(lambda: ready(vhost, Q) <= 7, "the consumer to go on")
+        time.sleep(0.5)  # a consumer still at prefetch 4 would take three more now
+        held = [d for d in rec.deliveries if d not in first]
+        assert len(held) == 1 and ready(vhost, Q) == 7
+        broker.set_prefetch(Q, 3)
+        # RabbitMQ counts prefetch per consumer: the new one takes three, beside the one still held.
+        wait_for(lambda: len(rec) == 8, "three more once the prefetch is raised")
+        time.sleep(0.3)
+        assert len(rec) == 8 and ready(vhost, Q) == 4
+        for d in rec.deliveries[4:]:
+            d.ack()
+        wait_for(lambda: len(rec) == 11, "three more after the acks")
+        rec._settle = lambda d: d.ack()
+        for d in rec.deliveries[8:]:
+            d.ack()
+        wait_for(lambda: len(set(rec.bodies)) == 12, "every message")
+    assert sorted(set(rec.bodies)) == sorted(b"%d" % i for i in range(12))
+    assert ready(vhost, Q) == 0 and broker.depth(Q) == 0
+
+
 def test_cancel_stops_new_deliveries(broker, vhost):
     rec = Recorder(settle=lambda d: d.ack())
     broker.consume(Q, 2, rec)

@@ -1,4 +1,5 @@
 import threading
+import time
 
 from swarm.brokers.memory import MemoryBroker
 
@@ -46,3 +47,25 @@ def test_dead_letters_keep_their_reason(hub):
     b.dead_letter("q", b"x", "because")
     [dead] = b.take_dead("q")
     assert (dead.body, dead.reason) == (b"x", "because")
+
+
+def test_a_changed_prefetch_bounds_what_is_delivered_next(hub):
+    b = MemoryBroker(hub)
+    b.declare(["q"])
+    b.publish([("q", bytes([i])) for i in range(6)])
+    held = collect(b, "q", 4, 4, ack=False)
+    b.set_prefetch("q", 1)
+    for d in held:
+        d.ack()
+    stop = threading.Event()
+    t = threading.Thread(target=b.serve, args=(stop,))
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while b.depth("q") > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join(5)
+    assert b.depth("q") == 1  # one more delivered, held unacked by collect's callback; the rest wait
+    b.set_prefetch("nowhere", 3)  # no consumer of that queue: nothing to change

@@ -110,7 +110,7 @@ def plan_reduce(ctx) -> Iterable[Chunk]:
 
 # A bucket's fold is short: a thread takes up to 4 waiting buckets at once and
 # writes their summaries, records them done and acks them together.
-@job.stage("reduce", phase="reduce", pool=2, batch=4, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300)
+@job.stage("reduce", phase="reduce", pool=2, batch=4, retry=Retry(max_attempts=5, base_delay=0.5), timeout=120)
 def reduce(ctx, msg):
     """Fold the partials of one bucket into per-merchant daily summaries."""
     prefix = f"{ctx.source_run}/{msg.payload['bucket']:02d}/".encode()

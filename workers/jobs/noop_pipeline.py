@@ -29,11 +29,11 @@ def plan(ctx) -> Iterable[Chunk]:
         yield Chunk(f"c{i:07d}", {})
 
 
-@job.stage("a", phase="main", pool=POOL, batch=BATCH, next=("b",))
+@job.stage("a", phase="main", pool=POOL, batch=BATCH, timeout=5, next=("b",))
 def forward(ctx, msg):
     return Send("b", {})
 
 
-@job.stage("b", phase="main", pool=POOL, batch=BATCH)
+@job.stage("b", phase="main", pool=POOL, batch=BATCH, timeout=5)
 def finish(ctx, msg):
     return None

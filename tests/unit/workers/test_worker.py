@@ -8,7 +8,7 @@ from swarm.envelope import Envelope, encode
 from swarm.ledger import M_DEAD, M_DONE
 from swarm.testing import run_job
 from tests.unit.toyjob import job, use_sink
-from workers.worker import Worker
+from workers.worker import Worker, prefetch_at
 
 RUN = "toy@date=2026-11-22"
 
@@ -76,6 +76,11 @@ def serve_sink(broker, ledger, tables, count):
 
 def worker_pools(thread):
     return thread.worker.pools
+
+
+def consumer_prefetch(broker, stage):
+    [prefetch] = [c.prefetch for c in broker._consumers if c.queue == stage_queue("toy", stage)]
+    return prefetch
 
 
 def test_prefetch_bounds_what_a_worker_holds(broker, ledger, tables, monkeypatch):
@@ -146,12 +151,15 @@ def test_quiet_gives_a_stage_s_threads_back_and_a_backlog_takes_them_again(broke
         assert wait_for(lambda: "sink" in worker_pools(t))
         pool = worker_pools(t)["sink"]
         assert pool.limit == 4  # the declared pool, as a fixed pool would be
-        assert wait_for(lambda: pool.limit < 4, timeout=20)  # quiet windows give threads back
+        assert wait_for(lambda: pool.limit == 1, timeout=20)  # quiet windows give threads back
         low = pool.limit
+        # the prefetch follows: the one working thread's batch (of 1) and one more
+        assert wait_for(lambda: consumer_prefetch(broker, "sink") == 2)
         for n in range(400):
             env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
             broker.publish([(stage_queue("toy", "sink"), encode(env))])
         assert wait_for(lambda: pool.limit > low, timeout=20)  # the backlog takes them again
+        assert wait_for(lambda: consumer_prefetch(broker, "sink") == prefetch_at(job.stages["sink"], pool.limit))
         assert wait_for(lambda: ledger.counts(RUN).get(M_DONE) == 400, timeout=60)
     finally:
         stop.set()
