@@ -173,7 +173,9 @@ class Autoscaler:
             if not self._declared:
                 self.broker.declare(self.queues)  # the first worker may not have declared them yet
                 self._declared = True
-            return sum(self.broker.depth(q) for q in self.queues)
+            # Retries waiting out their backoff are not work for a worker yet:
+            # counted, a long backoff would hold the fleet at its size.
+            return sum(self.broker.depth(q, delayed=False) for q in self.queues)
         except BackendError as exc:
             log.warning("cannot read the queue depths: %s", exc)
             return None

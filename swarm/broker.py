@@ -82,8 +82,11 @@ class Broker(abc.ABC):
         """Stop receiving new deliveries; unacked ones may still be acked."""
 
     @abc.abstractmethod
-    def depth(self, queue: str) -> int:
-        """Messages ready on ``queue`` (not counting unacked ones)."""
+    def depth(self, queue: str, delayed: bool = True) -> int:
+        """Messages ready on ``queue``, and unless ``delayed`` is False those waiting in its delay queues.
+
+        Unacked deliveries are not counted.
+        """
 
     @abc.abstractmethod
     def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:

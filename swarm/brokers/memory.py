@@ -162,9 +162,10 @@ class MemoryBroker(Broker):
         with self.hub.cond:
             self._consumers.clear()
 
-    def depth(self, queue: str) -> int:
+    def depth(self, queue: str, delayed: bool = True) -> int:
         with self.hub.cond:
-            return len(self.hub.queue(queue)) + sum(1 for d in self.hub.delayed if d[2] == queue)
+            waiting = sum(1 for d in self.hub.delayed if d[2] == queue) if delayed else 0
+            return len(self.hub.queue(queue)) + waiting
 
     def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:
         with self.hub.cond:

@@ -861,8 +861,8 @@ class RabbitBroker(Broker):
                 consumer.active = False
         self._call(lambda link: [link.unsubscribe(c) for c in consumers], connect=False)
 
-    def depth(self, queue: str) -> int:
-        names = [queue] + [retry_queue(queue, ms) for ms in DELAY_TIERS_MS]
+    def depth(self, queue: str, delayed: bool = True) -> int:
+        names = [queue] + ([retry_queue(queue, ms) for ms in DELAY_TIERS_MS] if delayed else [])
         return self._call(lambda link: sum(link.ready(name) for name in names))
 
     def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:

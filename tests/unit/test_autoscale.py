@@ -135,6 +135,15 @@ def test_the_loop_declares_the_queues_and_acts_on_the_depth(broker):
     assert sorted(fleet.states.values()) == ["RUNNING", "STOPPED", "STOPPED"]
 
 
+def test_retries_waiting_out_their_backoff_do_not_hold_workers(broker):
+    fleet = FakeSupervisor({"w00": "RUNNING", "w01": "STOPPED"})
+    broker.declare([QUEUE])
+    broker.publish([(QUEUE, b"x")] * 25, delay=60)
+    assert broker.depth(QUEUE) == 25
+    decision = scaler(broker, fleet).tick()
+    assert (decision.target, fleet.started) == (1, [])
+
+
 def test_a_dry_run_changes_nothing(broker):
     fleet = FakeSupervisor({"w00": "RUNNING", "w01": "STOPPED"})
     broker.declare([QUEUE])
@@ -146,7 +155,7 @@ def test_a_dry_run_changes_nothing(broker):
 def test_a_broker_it_cannot_reach_still_keeps_the_minimum(broker, monkeypatch):
     fleet = FakeSupervisor({"w00": "STOPPED", "w01": "STOPPED"})
 
-    def unreachable(queue):
+    def unreachable(queue, delayed=True):
         raise BackendError("RabbitMQ at amqp://x:***@mq:5672/: cannot connect")
 
     monkeypatch.setattr(broker, "depth", unreachable)
