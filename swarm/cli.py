@@ -18,6 +18,25 @@ EXIT_UNAVAILABLE = 75  # a backend stayed unreachable (sysexits' EX_TEMPFAIL): t
 log = logging.getLogger("swarm")
 
 
+# pika logs each failed connection attempt as seven ERROR lines; the broker
+# reports the failure itself, once, with the URL's password hidden.
+_PIKA_CONNECT_LOGGERS = (
+    "pika.adapters.utils.connection_workflow",
+    "pika.adapters.utils.io_services_utils",
+    "pika.adapters.base_connection",
+)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    for name in _PIKA_CONNECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -27,11 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         cfg = config_mod.load(args.config)
-        logging.basicConfig(
-            level=getattr(logging, str(cfg["log"]["level"]).upper(), logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        logging.getLogger("pika").setLevel(logging.WARNING)
+        setup_logging(str(cfg["log"]["level"]))
         return args.func(args, cfg)
     except SwarmError as exc:
         code, prefix = _exit_for(exc)

@@ -1,9 +1,13 @@
 """The ``swarm`` command as an operator types it."""
 import json
+import logging
 
 import pytest
 
+from swarm import cli
 from swarm.backends import open_broker, open_ledger, open_tables
+from swarm.brokers.rabbitmq import RabbitBroker
+from swarm.errors import BackendError
 from swarm.cli import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
 from swarm.local import local_fleet
 from workers.jobs import merchant_daily as md
@@ -105,3 +109,22 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     assert broker.depth(queue) == 1  # back on its stage queue, same body, same id
     assert main(["dlq", "list", "--json"]) == EXIT_OK
     assert [d["message_id"] for d in json.loads(capsys.readouterr().out)] == [None]
+
+
+@pytest.fixture
+def logger_levels():
+    """Put back the logger levels ``setup_logging`` sets, so other tests see pika as before."""
+    names = ["pika", *cli._PIKA_CONNECT_LOGGERS]
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_a_broker_that_refuses_the_connection_is_one_clear_error_not_pikas_seven(caplog, logger_levels):
+    cli.setup_logging("INFO")
+    broker = RabbitBroker("amqp://guest:s3cret@127.0.0.1:1/%2F")  # nothing listens on port 1
+    with pytest.raises(BackendError) as err:
+        broker.declare(["q"])
+    assert "cannot connect" in str(err.value) and "s3cret" not in str(err.value)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pika") and r.levelno >= logging.ERROR] == []
