@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarm.worker")
 
+STUCK_WINDOWS = 30
+
 
 class StagePool:
     """One stage's event queue and bounded thread pool; threads take batches of waiting deliveries."""
@@ -114,9 +116,21 @@ class StagePool:
         return limit
 
     def _too_soon(self) -> bool:
-        """A backlogged window with few completions says little about throughput yet: let it run on."""
+        """A backlogged window with few completions says little about throughput yet: let it run on.
+
+        It is judged once it holds ``min_done`` completions, or has lasted
+        ``max_window`` with a completion per working thread (so handlers that
+        take minutes get windows of minutes), or has lasted ``STUCK_WINDOWS``
+        times ``max_window`` whatever it holds: threads stuck in hung handlers
+        must not keep the limit where it is for ever.
+        """
         with self._cond:
-            return bool(self._queue) and self._done < self.min_done and self.clock() - self._since < self.max_window
+            if not self._queue or self._done >= self.min_done:
+                return False
+            lasted = self.clock() - self._since
+            if lasted >= self.max_window and self._done >= self._limit:
+                return False
+            return lasted < self.max_window * STUCK_WINDOWS
 
     # the threads ----------------------------------------------------------------
 

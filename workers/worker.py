@@ -31,7 +31,8 @@ log = logging.getLogger("swarm.worker")
 
 START_RETRY_FIRST, START_RETRY_CAP = 1.0, 30.0  # seconds between tries to reach the broker at start
 # A stage's controller judges a backlogged window once it holds this many
-# completions or has lasted this long: slow handlers get longer windows.
+# completions, or has lasted this long with a completion per working thread
+# (slow handlers get longer windows), or swarm.pool.STUCK_WINDOWS times this long.
 JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS = 20, 10.0
 
 

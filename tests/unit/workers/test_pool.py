@@ -10,7 +10,7 @@ import pytest
 
 from swarm.control import ConcurrencyController, Window
 from swarm.errors import ConfigError
-from swarm.pool import StagePool
+from swarm.pool import STUCK_WINDOWS, StagePool
 
 TIMEOUT = 5.0  # every wait in these tests ends by then, and the test fails if it had to
 _names = itertools.count()
@@ -26,7 +26,8 @@ class Recorder:
             self.gate.set()
         self.fail = fail or set()
         self.batches: list[list] = []
-        self.running = self.peak = 0
+        self.running = self.peak = self.finished = 0
+        self.tickets = threading.Semaphore(0)  # each lets one held call finish before the gate opens
 
     def __call__(self, batch: list) -> None:
         with self.cond:
@@ -35,13 +36,25 @@ class Recorder:
             self.peak = max(self.peak, self.running)
             self.cond.notify_all()
         try:
-            assert self.gate.wait(TIMEOUT), "work was never released"
+            deadline = time.monotonic() + TIMEOUT
+            while not (self.gate.is_set() or self.tickets.acquire(timeout=0.01)):
+                assert time.monotonic() < deadline, "work was never released"
             if self.fail & set(batch):
                 raise ValueError("boom")
         finally:
             with self.cond:
                 self.running -= 1
+                self.finished += 1
                 self.cond.notify_all()
+
+    def finish(self, n: int) -> None:
+        """Let ``n`` held calls finish, and wait until they have."""
+        with self.cond:
+            target = self.finished + n
+        for _ in range(n):
+            self.tickets.release()
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.finished >= target, TIMEOUT), "held calls did not finish"
 
     def wait_running(self, n: int) -> None:
         with self.cond:
@@ -274,11 +287,30 @@ def test_a_backlogged_window_with_few_completions_runs_on_before_it_is_judged(ma
     clock.now += 5
     assert pool.adjust() == 1  # a backlog, nothing finished, 5 s: too soon to tell
     clock.now += 5
-    assert pool.adjust() == 2  # 10 s: judged however few finished
+    assert pool.adjust() == 1  # 10 s, but its one working thread has finished nothing yet
+    work.finish(1)
+    assert pool.adjust() == 2  # 10 s and a completion per working thread: judged
     work.wait_running(2)
     work.gate.set()  # the rest finish (at least 2 completions before the queue empties)
     stop(pool)
     assert work.items() == list(range(6))
+
+
+def test_a_backlogged_window_with_no_completion_is_judged_at_last(make):
+    work, clock = Recorder(), FakeClock()
+    pool = make("stuck", work, threads=3, controller=ConcurrencyController(1, 3), min_done=2, max_window=10.0,
+                clock=clock)
+    pool.start()
+    for i in range(4):
+        pool.put(i)
+    work.wait_running(1)
+    clock.now += 10 * STUCK_WINDOWS - 1
+    assert pool.adjust() == 1  # a hung handler, but not for long enough yet
+    clock.now += 1
+    assert pool.adjust() == 2  # stuck that long: another thread may work around it
+    work.gate.set()
+    stop(pool)
+    assert work.items() == list(range(4))
 
 
 def test_quiet_windows_are_judged_at_once(make):
