@@ -14,7 +14,9 @@ MIN, MAX = 1, 3
 
 @pytest.fixture
 def site(make_site):
-    return make_site(EVENTS, {"chunks": 32, "sleep": 0.5})
+    # Enough work that the two workers the backlog adds are running for seconds,
+    # not for the instant between their start (startsecs) and their drain.
+    return make_site(EVENTS, {"chunks": 96, "sleep": 0.5})
 
 
 @pytest.fixture
@@ -40,8 +42,11 @@ def test_a_backlog_adds_workers_and_an_empty_queue_drains_them_to_min(site, supe
     # The workers do not start by themselves under the autoscaler: it brings up min of them.
     wait_until(count(MIN), f"{MIN} worker running", timeout=30)
 
-    master = site.start_master()  # 32 map chunks at half a second each: more than two workers prefetch
-    wait_until(count(MAX), f"{MAX} workers running", timeout=60)
+    master = site.start_master()  # 96 map chunks at half a second each: far more than one worker prefetches
+    try:
+        wait_until(count(MAX), f"{MAX} workers running", timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{site.log_tail()}\n{sv.log_tail()}") from None
     try:
         assert master.wait(timeout=240) == 0, site.log_tail() + sv.log_tail()
     except subprocess.TimeoutExpired:
