@@ -818,10 +818,11 @@ class RabbitBroker(Broker):
             self._call(self._subscribe_all, connect=False)
 
     def set_prefetch(self, queue: str, prefetch: int) -> None:
+        prefetch = max(1, prefetch)
         with self._cv:
-            changed = [c for c in self._consumers if c.queue == queue and c.prefetch != max(1, prefetch)]
+            changed = [c for c in self._consumers if c.queue == queue and c.prefetch != prefetch]
             for consumer in changed:
-                consumer.prefetch = max(1, prefetch)
+                consumer.prefetch = prefetch
         for consumer in changed:  # detached: the caller (a worker's housekeeping) must not wait on the broker
             self._call(lambda link, c=consumer: link.reconsume(c), connect=False, detach=True)
 
