@@ -6,7 +6,7 @@ import math
 import os
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 STEADY = (0.05, 0.95)  # the share of messages between which a run counts as steady
 
@@ -76,17 +76,21 @@ def proc_status_kib(pid: int, field: str) -> int:
 
 def children(pid: int) -> list[int]:
     """The pids whose parent is ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    # the command name (2nd field) is in parentheses and may hold spaces
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                continue
-    return found
+    return _pids_where(lambda p: (fields := _stat_fields(p)) is not None and int(fields[1]) == pid)
+
+
+def _pids_where(test: Callable[[int], bool]) -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and test(int(entry))]
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from the state on (field 3 of proc(5) is index 0); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # the command name (2nd field) is in parentheses and may hold spaces
+            return stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
 
 
 def rss_mib(pid: int) -> float:
@@ -124,26 +128,21 @@ class RssSampler:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of ``pid`` so far (all its threads); 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pids_named(name: str) -> list[int]:
     """Processes whose command name is ``name`` (the broker's and the database's, say)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as comm:
-                    if comm.read().strip() == name:
-                        found.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-    return found
+
+    def named(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                return comm.read().strip() == name
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    return _pids_where(named)
 
 
 class CpuMeter:
