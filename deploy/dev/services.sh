@@ -44,7 +44,8 @@ ensure_mariadb() {
             echo "services: starting MariaDB"
             as_root mkdir -p /run/mysqld
             as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
-            as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+            # mariadbd refuses to run as root unless told which user to be.
+            as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
             wait_port 3306 MariaDB
         fi
     fi
