@@ -25,6 +25,7 @@ from swarm.failpoints import failpoint
 from swarm.ledger import (
     DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
 )
+from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
 
@@ -63,6 +64,7 @@ class Master:
         chunks: Collection[str] | None = None,
         lock_key: str | None = None,
         alert: Alert = no_alert,
+        keys: SiteKeys | None = None,
     ):
         """``phases``/``chunks`` narrow a rerun; ``lock_key`` is the run whose one-master lock is taken."""
         job.check()
@@ -75,6 +77,7 @@ class Master:
         self.chunks = set(chunks) if chunks else None
         self.lock_key = lock_key or self.run_id
         self.alert = alert
+        self.keys = keys or process_keys()  # signs the plan; the workers must hold the same site key
         self._deadline_alerted = False
         self.holder = f"master {socket.gethostname()}:{os.getpid()}"
 
@@ -136,7 +139,7 @@ class Master:
             return
         self.ledger.update_run(self.run_id, phase=phase)
         if state is None:
-            messages = plan_phase(self.job, self.run_id, phase, self.tables, self.settings.options)
+            messages = plan_phase(self.job, self.run_id, phase, self.tables, self.settings.options, self.keys)
             if self.chunks is not None and phase == self.phases[0]:
                 messages = [m for m in messages if m.chunk in self.chunks]
             self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish

@@ -5,12 +5,15 @@ from swarm.context import PlanContext, ReadTables, params_of
 from swarm.envelope import Envelope, encode
 from swarm.errors import PluginError
 from swarm.ledger import Message
+from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Chunk, Job
 from swarm.table import TableStore
 
 
-def plan_phase(job: Job, run_id: str, phase: str, tables: TableStore, options: dict | None = None) -> list[Message]:
-    """Call the job's planner for ``phase``; one root message per chunk, for the phase's entry stage."""
+def plan_phase(job: Job, run_id: str, phase: str, tables: TableStore, options: dict | None = None,
+               keys: SiteKeys | None = None) -> list[Message]:
+    """Call the job's planner for ``phase``; one root message per chunk, for the phase's entry stage, signed."""
+    keys = keys or process_keys()
     ctx = PlanContext(job.name, run_id, ReadTables(tables), params_of(run_id), options or {})
     entry = job.entries[phase]
     messages, seen = [], set()
@@ -21,5 +24,5 @@ def plan_phase(job: Job, run_id: str, phase: str, tables: TableStore, options: d
             raise PluginError(f"job {job.name}: planner of phase {phase} yielded chunk id {chunk.id!r} twice")
         seen.add(chunk.id)
         env = Envelope(job.name, run_id, phase, entry, chunk.id, "0", 1, dict(chunk.payload))
-        messages.append(Message(env.id, entry, chunk.id, encode(env)))
+        messages.append(Message(env.id, entry, chunk.id, encode(env, keys)))
     return messages

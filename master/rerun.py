@@ -15,6 +15,7 @@ from master.planner import plan_phase
 from swarm.context import RERUN_MARK
 from swarm.errors import ConfigError, MasterLocked, SwarmError
 from swarm.ledger import RUNNING, Ledger, Run
+from swarm.signing import SiteKeys
 from swarm.stage import Job
 from swarm.table import TableStore
 
@@ -88,12 +89,13 @@ def _next_number(ledger: Ledger, job: Job, source: str) -> int:
 
 
 def run_rerun(plan: RerunPlan, job: Job, params: dict, broker, ledger: Ledger, tables: TableStore,
-              settings: MasterSettings | None = None, progress: Callable | None = None) -> Run:
+              settings: MasterSettings | None = None, progress: Callable | None = None,
+              keys: SiteKeys | None = None) -> Run:
     """Carry out a planned rerun; ``MasterLocked`` becomes a refusal naming the holder."""
     first = plan.phases[0]
     try:
         return Master(job, params, broker, ledger, tables, settings, progress, run_id=plan.run_id,
-                      phases=plan.phases, chunks=plan.chunks[first], lock_key=plan.source).run()
+                      phases=plan.phases, chunks=plan.chunks[first], lock_key=plan.source, keys=keys).run()
     except MasterLocked as exc:
         raise RerunRefused(f"{plan.source} is being run right now by {exc.holder}; rerun it when it has finished") \
             from None

@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import threading
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from swarm.errors import clip
+from swarm.limits import MAX_DEAD_LETTER_BYTES
 
 REASON_HEADER = "x-swarm-reason"
+SIZE_HEADER = "x-swarm-size"  # a dead letter's body was cut: its whole size
+SHA256_HEADER = "x-swarm-sha256"  # and the SHA-256 of the whole
 
 
 def stage_queue(job: str, stage: str) -> str:
@@ -40,9 +46,37 @@ class DeadLetter:
     queue: str  # the stage queue it was dead-lettered from
     body: bytes
     reason: str
+    size: int | None = None  # set when ``body`` is a cut copy: of the whole
+    sha256: str | None = None
 
 
 Callback = Callable[[Delivery], None]
+Store = Callable[[DeadLetter], None]
+
+
+def dead_letter_parts(body: bytes, reason: str) -> tuple[bytes, dict[str, Any]]:
+    """What a dead letter carries: the reason clipped, and a body too large for the ledger cut, its size and digest kept.
+
+    Clipping here keeps a header within one AMQP frame (a longer one makes
+    RabbitMQ close the connection), and the ledger's row within one packet.
+    """
+    body = bytes(body)
+    headers: dict[str, Any] = {REASON_HEADER: clip(reason)}
+    if len(body) > MAX_DEAD_LETTER_BYTES:
+        headers[SIZE_HEADER] = len(body)
+        headers[SHA256_HEADER] = hashlib.sha256(body).hexdigest()
+        body = body[:MAX_DEAD_LETTER_BYTES]
+    return body, headers
+
+
+def dead_letter_from(queue: str, body: bytes, headers: Mapping[str, Any] | None, reason: str) -> DeadLetter:
+    """A dead letter as a broker hands it back, with what its headers say of a cut body."""
+    headers = headers or {}
+    size, sha = headers.get(SIZE_HEADER), headers.get(SHA256_HEADER)
+    if isinstance(sha, bytes):
+        sha = sha.decode("ascii", "replace")
+    valid = isinstance(size, int) and not isinstance(size, bool) and isinstance(sha, str)
+    return DeadLetter(queue, bytes(body), reason, size if valid else None, sha if valid else None)
 
 
 class Broker(abc.ABC):
@@ -63,7 +97,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
-        """Put ``body`` on ``queue``'s dead-letter queue with ``reason``, confirmed."""
+        """Put ``body`` on ``queue``'s dead-letter queue with ``reason``, confirmed (see ``dead_letter_parts``)."""
 
     @abc.abstractmethod
     def consume(self, queue: str, prefetch: int, callback: Callback) -> None:
@@ -89,8 +123,13 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:
-        """Remove and return up to ``limit`` messages from ``queue``'s dead-letter queue."""
+    def take_dead(self, queue: str, store: Store, limit: int = 1000) -> int:
+        """Move up to ``limit`` messages off ``queue``'s dead-letter queue, each through ``store`` first.
+
+        A letter is removed only once ``store`` has returned for it; when
+        ``store`` raises, that letter and those behind it stay on the queue
+        and the exception propagates. Returns how many were moved.
+        """
 
     @abc.abstractmethod
     def purge(self, queue: str) -> int:

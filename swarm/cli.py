@@ -129,8 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_dlq)
 
-    b = sub.add_parser("db", help="ledger schema")
-    b.add_argument("action", choices=["init", "migrate"])
+    b = sub.add_parser("db", help="ledger schema, and pruning old runs")
+    b.add_argument("action", choices=["init", "migrate", "prune"])
+    b.add_argument("--older-than", metavar="DAYS", type=float,
+                   help="prune: delete the runs that finished more than DAYS days ago, with all their rows")
+    b.add_argument("--dry-run", action="store_true", help="prune: say what would be deleted, delete nothing")
     b.set_defaults(func=_db)
 
     y = sub.add_parser("deploy", help="render deployment files from the config")
@@ -204,16 +207,23 @@ def _master(args, cfg) -> int:
     from swarm.progress import ProgressReport
 
     job = _job(cfg, args.job)
+    keys = _keys(cfg)  # a missing key stops the command before anything connects
     broker, ledger, tables = _backends(cfg)
     serve_metrics(cfg["master"]["metrics_port"] or None)
     progress = ProgressReport()
     try:
         run = Master(job, _params(args), broker, ledger, tables, _master_settings(cfg, job), progress,
-                     alert=command_alert(cfg["master"]["alert_command"])).run()
+                     alert=command_alert(cfg["master"]["alert_command"]), keys=keys).run()
     finally:
         progress.close()
     print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
     return EXIT_OK if run.status == "done" else EXIT_FAILED
+
+
+def _keys(cfg):
+    from swarm.signing import for_site
+
+    return for_site(cfg["security"], cfg["backends"]["broker"])
 
 
 def _master_settings(cfg, job):
@@ -228,6 +238,7 @@ def _rerun(args, cfg) -> int:
     from master.rerun import dates_between, describe, plan_rerun, run_rerun
 
     job = _job(cfg, args.job)
+    keys = _keys(cfg)
     broker, ledger, tables = _backends(cfg)
     chunks = args.chunks.split(",") if args.chunks else None
     dates = dates_between(args.dates)
@@ -238,7 +249,7 @@ def _rerun(args, cfg) -> int:
         return EXIT_OK
     failed = 0
     for plan, date in zip(plans, dates):  # one at a time: reruns keep to a budget of one run
-        run = run_rerun(plan, job, {"date": date}, broker, ledger, tables, _master_settings(cfg, job))
+        run = run_rerun(plan, job, {"date": date}, broker, ledger, tables, _master_settings(cfg, job), keys=keys)
         print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
         failed += run.status != "done"
     return EXIT_FAILED if failed else EXIT_OK
@@ -250,12 +261,14 @@ def _worker(args, cfg) -> int:
 
     job = _job(cfg, args.job)
     stages = args.stages.split(",") if args.stages else cfg["worker"]["stages"]
+    keys = _keys(cfg)
     broker, ledger, tables = _backends(cfg)
     serve_metrics(cfg["worker"]["metrics_port"] or None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    worker = Worker(job, broker, ledger, tables, stages, lease=cfg["worker"]["lease"], options=cfg.options(job.name))
+    worker = Worker(job, broker, ledger, tables, stages, lease=cfg["worker"]["lease"], options=cfg.options(job.name),
+                    keys=keys)
     log.info("worker serving %s stages %s", job.name, [s.name for s in worker.stages])
     worker.run(stop)
     return EXIT_OK
@@ -330,9 +343,25 @@ def _dlq(args, cfg) -> int:
 
 
 def _db(args, cfg) -> int:
+    if args.action == "prune":
+        return _prune(args, cfg)
+    if args.older_than is not None or args.dry_run:
+        raise ConfigError(f"db {args.action}: --older-than and --dry-run go with `db prune`")
     ledger = _ledger(cfg)
     applied = ledger.migrate()
     print(f"ledger schema {args.action}: " + (f"applied step(s) {applied}" if applied else "up to date"))
+    return EXIT_OK
+
+
+def _prune(args, cfg) -> int:
+    if args.older_than is None or args.older_than < 0:
+        raise ConfigError("db prune: --older-than DAYS is required (a number of days, 0 or more)")
+    pruned = _ledger(cfg).prune(time.time() - args.older_than * 86400, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(pruned.runs)} run(s) that finished over {args.older_than:g} day(s) ago "
+          f"({pruned.messages:,} message rows) and {pruned.dead_letters} old dead letter(s)")
+    for run_id in pruned.runs:
+        print(f"  {run_id}")
     return EXIT_OK
 
 

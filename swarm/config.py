@@ -46,9 +46,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "supervisor_url": "unix:///run/swarm/supervisor.sock",  # or http://127.0.0.1:9001
         "group": "swarm-worker",  # the supervisord program of the workers
     },
+    "security": {  # the site key that signs every message (swarm.signing); never in the TOML file itself
+        "key_file": "",
+        "previous_key_file": "",  # while rotating: still accepted, no longer used to sign
+        "key": "",  # SWARM_SECURITY_KEY only
+        "previous_key": "",  # SWARM_SECURITY_PREVIOUS_KEY only
+    },
     "log": {"level": "INFO"},
 }
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
+SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
 
 
 class Config:
@@ -69,6 +76,9 @@ class Config:
         out = copy.deepcopy({k: dict(v) for k, v in self.data.items()})
         for key in ("broker", "ledger", "tables"):
             out["backends"][key] = redact(out["backends"][key])
+        for section, key in SECRETS:
+            if out[section][key]:
+                out[section][key] = "***"
         return out
 
 
@@ -114,6 +124,9 @@ def _merge_file(data: dict, file: Path) -> None:
         for key, value in values.items():
             if key not in DEFAULTS[section]:
                 raise ConfigError(f"unknown key {section}.{key} in {file}; known: {', '.join(DEFAULTS[section])}")
+            if (section, key) in SECRETS:
+                raise ConfigError(f"{section}.{key} cannot be written in {file}: put the key in a file of its own "
+                                  f"(mode 0600) and set {section}.{key}_file, or set SWARM_{section.upper()}_{key.upper()}")
             data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
 
 
@@ -162,4 +175,6 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         return value
     except (TypeError, ValueError):
         shown = redact(value) if isinstance(value, str) else repr(value)
+        if any(key.startswith(f"{section}.{name}") for section, name in SECRETS):
+            shown = "***"
         raise ConfigError(f"{key} must be {type(default).__name__}, got {shown!r}") from None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from swarm.backends import open_broker, open_ledger, open_tables, redact
 from swarm.progress import ProgressReport
+from swarm.signing import SiteKeys, from_settings
 
 
 def run_demo(args) -> int:
@@ -48,29 +50,45 @@ def run_demo(args) -> int:
     settings = MasterSettings(poll=0.2, options=options)
     progress = ProgressReport(interval=2.0)
     started = time.monotonic()
-    with _fleet(md.job, urls, ledger, tables, args.workers, options):
-        run = Master(md.job, params, open_broker(urls["broker"]), ledger, tables, settings, progress, run_id).run()
+    key_file = _site_key(data_dir)
+    keys = from_settings({"key_file": str(key_file)})
+    with _fleet(md.job, urls, ledger, tables, args.workers, options, key_file, keys):
+        run = Master(md.job, params, open_broker(urls["broker"]), ledger, tables, settings, progress, run_id,
+                     keys=keys).run()
     progress.close()
     elapsed = time.monotonic() - started
     return _report(console, md, run, ledger, tables, date, elapsed)
 
 
-def _fleet(job, urls, ledger, tables, workers: int, options: dict):
+def _site_key(data_dir: Path) -> Path:
+    """The demo's own site key, in its data directory: the master and its worker processes sign with it."""
+    path = data_dir / "site.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path
+
+
+def _fleet(job, urls, ledger, tables, workers: int, options: dict, key_file: Path, keys: SiteKeys):
     """Worker threads on the in-process broker; worker processes on a real one."""
     if urls["broker"].startswith("memory://"):
         from swarm.local import local_fleet
 
-        return local_fleet(job, lambda: open_broker(urls["broker"]), ledger, tables, workers, options=options)
-    return _process_fleet(job.name, urls, workers)
+        return local_fleet(job, lambda: open_broker(urls["broker"]), ledger, tables, workers, options=options,
+                           keys=keys)
+    return _process_fleet(job.name, urls, workers, key_file)
 
 
 class _process_fleet:
     """``swarm worker`` as separate OS processes, stopped with SIGTERM (they drain) on exit."""
 
-    def __init__(self, job: str, urls: dict, workers: int):
+    def __init__(self, job: str, urls: dict, workers: int, key_file: Path):
         env = dict(os.environ)
         env.update({f"SWARM_BACKENDS_{k.upper()}": v for k, v in urls.items()})
         env["SWARM_WORKER_JOB"] = job
+        env.pop("SWARM_SECURITY_KEY", None)
+        env["SWARM_SECURITY_KEY_FILE"] = str(key_file.resolve())
         cmd = [sys.executable, "-m", "swarm.cli", "worker"]
         self.procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Mapping
 
 from swarm.backends import redact
-from swarm.config import Config
+from swarm.config import SECRETS, Config
 from swarm.errors import ConfigError
 
-WORKER_SECTIONS = ("backends", "jobs", "worker", "log")
+WORKER_SECTIONS = ("backends", "jobs", "worker", "security", "log")
 AUTOSCALE_PROGRAM = "swarm-autoscale"
 LOG_MAXBYTES, LOG_BACKUPS = "50MB", 10
 START_SECS, START_RETRIES = 3, 5  # a worker waits for its broker, so quick exits mean bad config
@@ -66,6 +66,8 @@ def settings_env(cfg: Config, sections: tuple[str, ...]) -> dict[str, str]:
     env = {}
     for section in sections:
         for key, value in cfg[section].items():
+            if (section, key) in SECRETS and not value:
+                continue  # not set: nothing to carry, and an empty key is no key
             env[f"SWARM_{section.upper()}_{key.upper()}"] = _env_text(value)
     return env
 
@@ -204,7 +206,10 @@ def _autoscale_program(cfg: Config, layout: Layout) -> str:
 
 def _env(cfg: Config, sections: tuple[str, ...], layout: Layout) -> dict[str, str]:
     env = settings_env(cfg, sections) | dict(layout.extra_env)
-    return env if layout.secrets else {name: redact(value) for name, value in env.items()}
+    if layout.secrets:
+        return env
+    hidden = {f"SWARM_{section.upper()}_{key.upper()}" for section, key in SECRETS}
+    return {name: "***" if name in hidden else redact(value) for name, value in env.items()}
 
 
 def _command(cfg: Config, layout: Layout, command: str) -> str:

@@ -8,52 +8,70 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from swarm.broker import Broker, stage_queue
-from swarm.envelope import decode
-from swarm.errors import BadMessage, ConfigError
+from swarm.broker import Broker, DeadLetter, stage_queue
+from swarm.envelope import peek
+from swarm.errors import ConfigError
 from swarm.ledger import DeadLetterRecord, Ledger
 from swarm.stage import Job
 
 
+REPLAY_DELAY = 1.0  # seconds: the ledger has the message queued again before the copy arrives
+
+
 def message_id(body: bytes) -> str | None:
-    try:
-        return decode(body).id
-    except BadMessage:
-        return None
+    """The id a dead letter's body names, unverified (it may be a forgery): for showing and replaying only."""
+    env = peek(body)
+    return None if env is None else env.id
 
 
 def collect(broker: Broker, ledger: Ledger, job: Job) -> int:
-    """Move every message on the job's dead-letter queues into the ledger; returns how many."""
+    """Move every message on the job's dead-letter queues into the ledger; returns how many.
+
+    Each letter is stored before the broker lets go of it: a ledger failure
+    leaves it, and those behind it, on the queue.
+    """
     moved = 0
     for stage in job.stages:
         queue = stage_queue(job.name, stage)
         broker.declare([queue])
-        for dead in broker.take_dead(queue):
-            ledger.add_dead_letter(queue, dead.reason, dead.body, message_id(dead.body))
-            moved += 1
+        moved += broker.take_dead(queue, lambda dead, q=queue: _store(ledger, q, dead))
     return moved
 
 
+def _store(ledger: Ledger, queue: str, dead: DeadLetter) -> None:
+    ledger.add_dead_letter(queue, dead.reason, dead.body, message_id(dead.body), dead.size, dead.sha256)
+
+
 def replay(broker: Broker, ledger: Ledger, ids: list[int]) -> int:
-    """Publish dead letters again, unchanged: same body, same message id, so a replay is idempotent."""
-    records = []
-    for dl_id in ids:
-        record = ledger.get_dead_letter(dl_id)
-        if record is None:
-            raise ConfigError(f"no dead letter {dl_id}")
-        records.append(record)
+    """Publish dead letters again, unchanged: same body, same message id, so a replay is idempotent.
+
+    Each is published before the ledger changes, a little delayed, so that a
+    publish that fails changes nothing, and the copy finds its message queued.
+    """
+    records = [_replayable(ledger, dl_id) for dl_id in ids]
     for record in records:
+        broker.publish([(record.queue, record.body)], delay=REPLAY_DELAY)
         if record.message_id:
             ledger.revive(record.message_id)
-        broker.publish([(record.queue, record.body)])
         ledger.mark_replayed([record.id])
     return len(records)
+
+
+def _replayable(ledger: Ledger, dl_id: int) -> DeadLetterRecord:
+    record = ledger.get_dead_letter(dl_id)
+    if record is None:
+        raise ConfigError(f"no dead letter {dl_id}")
+    if record.truncated:
+        raise ConfigError(f"dead letter {dl_id} was stored cut to {len(record.body):,} of its {record.size:,} bytes "
+                          f"(sha256 {record.sha256}); it cannot be replayed")
+    return record
 
 
 def _doc(record: DeadLetterRecord) -> dict:
     doc = dataclasses.asdict(record)
     body = doc.pop("body")
     doc["body_bytes"] = len(body)
+    doc["truncated"] = record.truncated
     doc["body_hex"] = body[:256].hex()
     return doc
 
@@ -76,5 +94,7 @@ def print_one(ledger: Ledger, dl_id: int, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(_doc(record), indent=2))
         return
+    cut = f", stored cut to {len(record.body):,}" if record.truncated else ""
     print(f"dead letter {record.id} on {record.queue}\nmessage: {record.message_id or '(undecodable)'}\n"
-          f"reason:\n{record.reason}\nbody ({len(record.body)} bytes): {record.body[:256].hex()}")
+          f"reason:\n{record.reason}\nbody ({record.size:,} bytes{cut}, sha256 {record.sha256}): "
+          f"{record.body[:256].hex()}")

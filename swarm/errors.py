@@ -1,5 +1,27 @@
 """Every exception Swarm raises, under one root: ``SwarmError``."""
 
+from swarm.limits import MAX_REASON_CHARS
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``: how every reason Swarm records names an exception."""
+    text = str(exc).strip() or _SILENT.get(type(exc).__name__, "(no message)")
+    return f"{type(exc).__name__}: {text}"
+
+
+def clip(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` within ``limit`` characters, keeping its start and its end (a traceback's last line)."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n... ({len(text) - limit} characters cut) ...\n"
+    keep = max(0, limit - len(marker))
+    return text[: keep // 2] + marker + text[len(text) - (keep - keep // 2):]
+
+
+# Exceptions whose message is empty, and what to say instead.
+_SILENT = {"StackError": "nested deeper than the decoder allows"}
+
+
 
 class SwarmError(Exception):
     """Root of Swarm's exceptions."""
@@ -43,6 +65,11 @@ class Fenced(SwarmError):
 
 class HandlerError(SwarmError):
     """Base for what a handler raises on purpose."""
+
+    @property
+    def reason(self) -> str:
+        """What the ledger and a dead letter record: the type and the message."""
+        return describe(self)
 
 
 class Fault(HandlerError):

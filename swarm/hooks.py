@@ -10,7 +10,7 @@ from swarm import metrics
 from swarm.context import Context
 from swarm.effects import Effects
 from swarm.envelope import Envelope
-from swarm.errors import Abort, Fault, PluginError
+from swarm.errors import Abort, Fault, PluginError, describe
 from swarm.stage import Stage
 
 
@@ -48,7 +48,11 @@ class TracedFault(Fault):
 
     def __init__(self, exc: BaseException):
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        super().__init__(f"{type(exc).__name__}: {exc}\n{text}")
+        super().__init__(f"{describe(exc)}\n{text}")
+
+    @property
+    def reason(self) -> str:
+        return str(self)  # the original exception's type and message, then its traceback
 
 
 def classify(call: Call, call_next: Next) -> Effects:

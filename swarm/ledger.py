@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -18,6 +19,16 @@ M_PLANNED, M_QUEUED, M_CLAIMED, M_DONE, M_DEAD, M_ABORTED = (
     "planned", "queued", "claimed", "done", "dead", "aborted",
 )
 TERMINAL = (M_DONE, M_DEAD, M_ABORTED)
+# Why a claim is refused when the message itself is not the reason: only
+# planned work runs, so these deliveries are rejected and change nothing.
+UNPLANNED = "unplanned"  # no message with this id: neither the master's plan nor a parent declared it
+MISMATCH = "mismatch"  # a message with this id, but another body: a stale or altered copy
+RUN_ENDED = "run-ended"  # the message's run is not running (``Claim.detail`` says what it is)
+
+
+def body_digest(body: bytes) -> str:
+    """What the ledger keeps of a message's body to recognise a copy of it: hex SHA-256, 32 digits."""
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +60,15 @@ class Claim:
 
     ``token`` is the fencing token: only the holder of the latest token may
     complete or release the message. ``state`` is set instead when the
-    message must not be processed (already done, dead, or held by a live lease).
+    message must not be processed: its own state (done, dead, aborted, or
+    claimed under a live lease), or ``UNPLANNED``, ``MISMATCH`` or
+    ``RUN_ENDED`` (with the run's status in ``detail``).
     """
 
     token: int | None
     attempts: int
     state: str | None = None
+    detail: str | None = None
 
     @property
     def granted(self) -> bool:
@@ -90,9 +104,24 @@ class DeadLetterRecord:
     queue: str
     message_id: str | None
     reason: str
-    body: bytes
+    body: bytes  # the first MAX_DEAD_LETTER_BYTES of it
     created_at: float
     replayed_at: float | None
+    size: int  # of the whole body
+    sha256: str  # of the whole body, hex
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.body)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruned:
+    """What ``prune`` deleted (or would delete)."""
+
+    runs: list[str]
+    messages: int
+    dead_letters: int
 
 
 class Ledger(abc.ABC):
@@ -172,10 +201,13 @@ class Ledger(abc.ABC):
     # workers ----------------------------------------------------------------
     @abc.abstractmethod
     def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
-        """Take a lease on a message, recording it if the ledger has not seen it.
+        """Take a lease on a message the ledger knows, with this very body, in a running run.
 
-        Refused (``Claim.state`` set) when the message is terminal or another
-        holder's lease is still live. Each grant counts one attempt.
+        Refused (``Claim.state`` set) when the ledger has no such message
+        (``UNPLANNED``), holds another body under its id (``MISMATCH``), the
+        message is terminal, another holder's lease is still live, or its run
+        is not running (``RUN_ENDED``). A refusal changes nothing. Each grant
+        counts one attempt.
         """
 
     @abc.abstractmethod
@@ -187,7 +219,11 @@ class Ledger(abc.ABC):
         self, msg_id: str, token: int, run_id: str, phase: str,
         children: Sequence[Message], counts: Mapping[str, int],
     ) -> None:
-        """Mark done, record children (queued) and counts, atomically; ``Fenced`` if the token is stale."""
+        """Mark done, record children (queued, with this parent) and counts, atomically; ``Fenced`` if the token is stale.
+
+        Children are recorded before anything publishes them: a child the
+        ledger does not know is never run.
+        """
 
     def claim_batch(self, calls: Sequence[ClaimCall], holder: str, lease: float) -> list[Claim | BackendError]:
         """``claim`` for each ``(run_id, phase, msg)``; a call's ``BackendError`` is its outcome, not raised."""
@@ -202,12 +238,17 @@ class Ledger(abc.ABC):
         """End a lease: ``queued`` for a retry, or terminal ``dead``/``aborted``; ``Fenced`` if stale."""
 
     @abc.abstractmethod
-    def reject(self, msg_id: str, reason: str) -> bool:
+    def reject(self, msg_id: str, body: bytes, reason: str) -> bool:
         """A known, unfinished message that can never run (bad input): dead with ``reason``.
 
-        Ids the ledger has never seen are left alone, so stray messages on a
-        queue cannot change a run. True if a message was marked.
+        Only the message recorded with this very body is marked: stray,
+        stale or forged copies on a queue cannot change a run. True if a
+        message was marked.
         """
+
+    @abc.abstractmethod
+    def queued_children(self, parent_id: str) -> list[Message]:
+        """The children a done parent recorded that are still queued (for re-publishing)."""
 
     # the master's watch ---------------------------------------------------------
     @abc.abstractmethod
@@ -240,7 +281,12 @@ class Ledger(abc.ABC):
 
     # dead letters ---------------------------------------------------------------
     @abc.abstractmethod
-    def add_dead_letter(self, queue: str, reason: str, body: bytes, message_id: str | None) -> int: ...
+    def add_dead_letter(self, queue: str, reason: str, body: bytes, message_id: str | None,
+                        size: int | None = None, sha256: str | None = None) -> int:
+        """Store a dead letter; a body over ``MAX_DEAD_LETTER_BYTES`` is stored cut, with its size and digest.
+
+        ``size``/``sha256`` describe the original when ``body`` is already a cut copy.
+        """
 
     @abc.abstractmethod
     def dead_letters(self, queue: str | None = None, replayed: bool = False, limit: int = 1000) -> list[DeadLetterRecord]: ...
@@ -253,7 +299,16 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     def revive(self, msg_id: str) -> None:
-        """Before a replay: a dead message goes back to queued with its attempts reset."""
+        """On a replay: a dead message goes back to queued with its attempts reset, and its run to running."""
+
+    # housekeeping -----------------------------------------------------------------
+    @abc.abstractmethod
+    def prune(self, before: float, dry_run: bool = False) -> "Pruned":
+        """Delete the runs that finished before ``before`` with all their rows, and old dead letters.
+
+        Dead letters go when they were created before ``before`` and were
+        replayed or belong to no message still in the ledger.
+        """
 
     def close(self) -> None:
         """Release connections."""

@@ -1,10 +1,17 @@
 """Processing one delivery, start to ack: the one place where effects are applied.
 
-Order matters for the guarantees: table writes are flushed, next-stage
-messages are confirmed by the broker, and the ledger records the message
-done (fenced by its lease token) before the delivery is acked. A crash at
-any point before the ack leaves the delivery unacked, so the broker
-delivers it again, and every step is idempotent on the way round.
+Order matters for the guarantees: table writes are flushed, the ledger
+records the message done with its children (fenced by its lease token),
+the children are published and confirmed by the broker, and only then is
+the delivery acked. A crash at any point before the ack leaves the
+delivery unacked, so the broker delivers it again, and every step is
+idempotent on the way round: a redelivered parent that the ledger has as
+done publishes again those of its children still queued.
+
+Only planned work runs: a message is claimed only if the ledger recorded
+it (the master's plan, or a parent's complete) with this very body, in a
+running run, and only after its signature is checked. Anything else is
+dead-lettered with the reason and changes nothing.
 """
 from __future__ import annotations
 
@@ -22,10 +29,13 @@ from swarm.broker import Broker, Delivery, stage_queue
 from swarm.context import Context, ReadTables, params_of
 from swarm.effects import Effects
 from swarm.envelope import Envelope, decode, encode
-from swarm.errors import Abort, BackendError, BadMessage, Fault, Fenced
+from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, clip
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
-from swarm.ledger import M_ABORTED, M_CLAIMED, M_DEAD, M_QUEUED, Claim, Ledger, Message
+from swarm.ledger import (
+    M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_QUEUED, MISMATCH, RUN_ENDED, UNPLANNED, Claim, Ledger, Message,
+)
+from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job, Stage
 from swarm.table import TableStore
 
@@ -111,8 +121,10 @@ class Processor:
         options: dict | None = None,
         backend_pause: float = 5.0,
         rng: random.Random | None = None,
+        keys: SiteKeys | None = None,
     ):
         self.job, self.broker, self.ledger, self.tables = job, broker, ledger, tables
+        self.keys = keys or process_keys()
         self.holder, self.lease = holder, lease
         self.call_handler: Callable[[Call], Effects] = chain(hooks)
         self.read_tables = ReadTables(tables)
@@ -185,7 +197,10 @@ class Processor:
         """Decode and check that the message belongs on this queue; ``BadMessage`` otherwise."""
         delivery = item.delivery
         queue_stage = self.job.stages.get(delivery.queue.rsplit(".", 1)[-1])
-        env = decode(delivery.body, queue_stage.max_body) if queue_stage else decode(delivery.body)
+        if queue_stage:
+            env = decode(delivery.body, self.keys, queue_stage.max_body)
+        else:
+            env = decode(delivery.body, self.keys)
         try:
             item.stage = self._check(delivery, env)
         except BadMessage as exc:
@@ -224,7 +239,7 @@ class Processor:
         if isinstance(claim, Exception):
             raise claim
         if not claim.granted:
-            return self._not_granted(item.delivery, claim.state)
+            return self._not_granted(item, claim)
         item.flight = InFlight(item.env, item.stage, item.delivery, claim.token, claim.attempts, batch=batch)
         if claim.attempts > item.stage.retry.max_attempts:
             # Delivered again and again without an outcome: its workers died on it.
@@ -234,14 +249,28 @@ class Processor:
         batch.append(item.flight)
         return None
 
-    def _not_granted(self, delivery: Delivery, state: str | None) -> str:
-        if state == M_CLAIMED:
+    def _not_granted(self, item: Item, claim: Claim) -> str:
+        delivery = item.delivery
+        refusal = _refusal(item.env, claim)
+        if refusal is not None:  # not planned work: it must change nothing
+            return self._reject(delivery, refusal, None)
+        if claim.state == M_CLAIMED:
             # Another holder's lease is live: it may be working on it, or it
             # died (this is then the broker's redelivery). Look again once
             # that lease can have run out; a duplicate is skipped then.
             self.broker.publish([(delivery.queue, bytes(delivery.body))], delay=self.lease)
+        elif claim.state == M_DONE:
+            self._publish_children(self.ledger.queued_children(item.env.id))
         delivery.ack()  # done, dead or aborted already: nothing to do
         return SKIPPED
+
+    def _publish_children(self, children: Sequence[Message]) -> None:
+        """Publish children the ledger holds; for a redelivered parent, those whose worker died before publishing."""
+        if not children:
+            return
+        self.broker.publish([(stage_queue(self.job.name, c.stage), c.body) for c in children])
+        for c in children:
+            metrics.PUBLISHED.labels(self.job.name, c.stage).inc()
 
     def _track(self, flights: list[InFlight]) -> None:
         with self._inflight_lock:
@@ -269,8 +298,8 @@ class Processor:
         metrics.BUSY.labels(self.job.name, stage.name).inc()
         try:
             effects = self.call_handler(Call(stage, ctx, _as_attempt(env, flight.attempts), flight.attempts))
-        except (Abort, Fault) as exc:
-            error, permanent = str(exc), isinstance(exc, Abort)
+        except HandlerError as exc:
+            error, permanent = exc.reason, isinstance(exc, Abort)
             return self._settled(flight, lambda: (self._abort if permanent else self._fault)(flight, error))
         finally:
             metrics.BUSY.labels(self.job.name, stage.name).dec()
@@ -279,7 +308,7 @@ class Processor:
         try:
             item.children = [self._child(env, stage, i, send) for i, send in enumerate(effects.sends)]
         except Abort as exc:  # a Send to an undeclared stage, found before anything was applied
-            return self._abort(flight, str(exc))
+            return self._abort(flight, exc.reason)
         item.effects = effects
         return None
 
@@ -289,25 +318,28 @@ class Processor:
         return finish()
 
     def _commit(self, items: list[Item]) -> None:
-        """Apply the effects of every handled item at once, then record each done and ack it."""
+        """Apply the effects of every handled item at once, record each done with its children, publish them, ack."""
         mutations = [m for i in items for m in i.effects.mutations]
         if mutations:
             self.tables.apply(mutations)
         failpoint("worker.after_apply")
-        children = [c for i in items for c in i.children]
-        if children:
-            self.broker.publish([(stage_queue(self.job.name, c.stage), c.body) for c in children])
-            for c in children:
-                metrics.PUBLISHED.labels(self.job.name, c.stage).inc()
-        failpoint("worker.after_publish")
         calls = [(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts) for i in items]
         for item, error in zip(items, self.ledger.complete_batch(calls)):
             self._guard(item, lambda e=error: self._completed(e))
         failpoint("worker.after_complete")
-        for item in items:
-            if item.outcome is None:
-                item.delivery.ack()
-                item.outcome = DONE
+        done = [i for i in items if i.outcome is None]
+        try:
+            self._publish_children([c for i in done for c in i.children])
+        except BackendError as exc:
+            # Recorded done, children not all confirmed: the parent comes back, finds
+            # itself done, and publishes its still-queued children then.
+            for item in done:
+                item.outcome = self._backend_failed(item.delivery, exc)
+            return
+        failpoint("worker.after_publish")
+        for item in done:
+            item.delivery.ack()
+            item.outcome = DONE
 
     @staticmethod
     def _completed(error: Exception | None) -> None:
@@ -319,7 +351,7 @@ class Processor:
             raise Abort(f"stage {stage.name} sent to {send.stage!r}, which is not in its next={list(stage.next)}")
         try:
             child = env.child(send.stage, dict(send.payload), send.key or f"{env.seq}.{index}")
-            return Message(child.id, child.stage, child.chunk, encode(child))
+            return Message(child.id, child.stage, child.chunk, encode(child, self.keys))
         except BadMessage as exc:
             raise Abort(f"stage {stage.name} sent an invalid message: {exc}") from None
 
@@ -332,7 +364,9 @@ class Processor:
         queue = stage_queue(self.job.name, flight.env.stage)
         # Publish the retry first: if we die before the release, the lease
         # expires and a duplicate is skipped; the other order could lose it.
-        self.broker.publish([(queue, encode(flight.env.next_attempt()))], delay=delay)
+        # The body goes unchanged: the ledger counts the attempts, and a
+        # claim recognises the message by its body.
+        self.broker.publish([(queue, bytes(flight.delivery.body))], delay=delay)
         self.ledger.release(flight.env.id, flight.token, M_QUEUED, error)
         flight.delivery.ack()
         metrics.RETRIES.labels(self.job.name, flight.stage.name).inc()
@@ -349,26 +383,30 @@ class Processor:
         return DEAD
 
     def _abort(self, flight: InFlight, reason: str) -> str:
-        self.ledger.release(flight.env.id, flight.token, M_ABORTED, f"abort: {reason}")
+        self.ledger.release(flight.env.id, flight.token, M_ABORTED, reason)
         flight.delivery.ack()
         log.error("aborted %s: %s", flight.env.id, _first_line(reason))
         return ABORTED
 
     def _reject(self, delivery: Delivery, reason: str, env: Envelope | None) -> str:
-        """Bad input: to the dead-letter queue with the reason, and on with the next message."""
+        """Bad input: to the dead-letter queue with the reason, and on with the next message.
+
+        ``env``: the message is authentic (its signature checked) and the
+        ledger may expect it; it is then recorded dead, so the master sees why.
+        """
         try:
             self.broker.dead_letter(delivery.queue, delivery.body, reason)
             if env is not None:
-                self._record_dead(env, reason)
+                self._record_dead(env, delivery.body, reason)
         except BackendError as exc:
             return self._backend_failed(delivery, exc)
         delivery.ack()
-        log.error("rejected a message on %s: %s", delivery.queue, reason)
+        log.error("rejected a message on %s: %s", delivery.queue, clip(_first_line(reason), 300))
         return REJECTED
 
-    def _record_dead(self, env: Envelope, reason: str) -> None:
+    def _record_dead(self, env: Envelope, body: bytes, reason: str) -> None:
         """A message the ledger expects (a planned chunk, a recorded child) ends dead, so the master sees why."""
-        self.ledger.reject(env.id, f"rejected: {reason}")
+        self.ledger.reject(env.id, body, f"rejected: {reason}")
 
     def _backend_failed(self, delivery: Delivery, exc: BackendError) -> str:
         """Hand the message back for later without counting a delivery against it.
@@ -431,6 +469,18 @@ class Processor:
             flight.delivery.ack()
         except (Fenced, BackendError) as exc:
             log.error("could not hand back %s: %s", flight.env.id, exc)
+
+
+def _refusal(env: Envelope, claim: Claim) -> str | None:
+    """Why a delivery is not planned work, or None when its claim was refused for the message's own state."""
+    if claim.state == UNPLANNED:
+        return (f"not planned: the ledger has no message {env.id} (neither the master's plan nor a parent "
+                "that ran recorded it)")
+    if claim.state == MISMATCH:
+        return f"not planned: message {env.id} differs from the one the ledger recorded under that id (a stale copy)"
+    if claim.state == RUN_ENDED:
+        return f"run {env.run} is {claim.detail}: it takes no more work"
+    return None
 
 
 def _first_line(text: str) -> str:

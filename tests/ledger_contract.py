@@ -8,6 +8,7 @@ data, as a second process would.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import subprocess
 import sys
@@ -20,9 +21,10 @@ import pytest
 from swarm.backends import open_ledger
 from swarm.errors import BackendError, Fenced, MasterLocked
 from swarm.ledger import (
-    DONE, FAILED, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED, PLANNED, PUBLISHED, RUNNING,
-    PHASE_DONE, Claim, Ledger, Message,
+    DONE, FAILED, MISMATCH, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED, PLANNED, PUBLISHED,
+    RUN_ENDED, RUNNING, PHASE_DONE, UNPLANNED, Ledger, Message,
 )
+from swarm.limits import MAX_DEAD_LETTER_BYTES
 from swarm.ledgers import sql
 
 RUN = "nightly@date=2024-05-01"
@@ -38,6 +40,16 @@ def message(seq: int | str, stage: str = "read", chunk: str = "c0", phase: str =
             body: bytes | None = None) -> Message:
     mid = f"{run}/{phase}/{chunk}/{stage}/{seq}"
     return Message(mid, stage, chunk, f"body of {mid}".encode() if body is None else body)
+
+
+def known(ledger: Ledger, *msgs: Message, run: str = RUN, phase: str = PHASE) -> Message:
+    """Check ``msgs`` into the plan of a running run, as the master does: the only way a claim is granted.
+
+    Returns the first, for tests of one message.
+    """
+    ledger.open_run(run, run.split("@", 1)[0], {})
+    ledger.save_plan(run, phase, list(msgs))
+    return msgs[0] if msgs else None
 
 
 class Clock:
@@ -209,7 +221,7 @@ class LedgerContract:
 
     def test_mark_queued_moves_only_planned_messages(self, ledger):
         msgs = [message(i) for i in range(4)]
-        ledger.save_plan(RUN, PHASE, msgs)
+        known(ledger, *msgs)
         ledger.mark_queued([msgs[0].id, msgs[1].id])
         assert ledger.planned(RUN, PHASE, 10) == msgs[2:]
         assert ledger.claim(RUN, PHASE, msgs[2], "w1", LEASE).granted
@@ -219,22 +231,49 @@ class LedgerContract:
     # claims ---------------------------------------------------------------------------
 
     def test_claim_grants_a_token_and_counts_the_attempt(self, ledger):
-        planned, unseen = message(1), message(2)
-        ledger.save_plan(RUN, PHASE, [planned])
-        for m in (planned, unseen):  # a message the ledger has not seen is recorded by its claim
-            claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
-            assert claim.granted and claim.token >= 1 and claim.attempts == 1 and claim.state is None
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 2}
+        planned = known(ledger, message(1))
+        claim = ledger.claim(RUN, PHASE, planned, "w1", LEASE)
+        assert claim.granted and claim.token >= 1 and claim.attempts == 1 and claim.state is None
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 1}
+
+    def test_a_message_the_ledger_does_not_know_is_refused_and_not_recorded(self, ledger):
+        known(ledger, message(1))
+        for unseen in (message(2), message(1, run="other@date=2024-05-01")):
+            refused = ledger.claim(unseen.id.split("/")[0], PHASE, unseen, "w1", LEASE)
+            assert (refused.granted, refused.state) == (False, UNPLANNED)
+        assert ledger.counts(RUN) == {M_PLANNED: 1}
+        assert ledger.counts("other@date=2024-05-01") == {}
+
+    def test_another_body_under_a_known_id_is_refused(self, ledger):
+        m = known(ledger, message(1))
+        refused = ledger.claim(RUN, PHASE, Message(m.id, m.stage, m.chunk, b"a stale copy"), "w1", LEASE)
+        assert (refused.granted, refused.state) == (False, MISMATCH)
+        assert ledger.counts(RUN) == {M_PLANNED: 1}
+        assert ledger.claim(RUN, PHASE, m, "w1", LEASE).granted
+
+    @pytest.mark.parametrize("status", [DONE, FAILED, None])
+    def test_work_of_a_run_that_is_not_running_is_refused(self, ledger, status):
+        m = known(ledger, message(1))
+        if status is None:
+            ledger._write("DELETE FROM swarm_runs WHERE id = ?", (RUN,))
+        else:
+            ledger.update_run(RUN, status=status, finished=True)
+        refused = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+        assert (refused.granted, refused.state, refused.detail) == (False, RUN_ENDED, status or "not in the ledger")
+        assert ledger.counts(RUN) == {M_PLANNED: 1}
+        ledger.open_run(RUN, "nightly", {})
+        ledger.update_run(RUN, status=RUNNING)
+        assert ledger.claim(RUN, PHASE, m, "w1", LEASE).granted
 
     def test_a_second_claim_is_refused_while_the_lease_is_live(self, ledger):
-        m = message(1)
+        m = known(ledger, message(1))
         assert ledger.claim(RUN, PHASE, m, "w1", LEASE).granted
         for holder in ("w2", "w1"):
             refused = ledger.claim(RUN, PHASE, m, holder, LEASE)
             assert (refused.granted, refused.state, refused.attempts) == (False, M_CLAIMED, 1)
 
     def test_a_claim_after_the_lease_expired_gets_a_higher_token(self, ledger):
-        m = message(1)
+        m = known(ledger, message(1))
         first = ledger.claim(RUN, PHASE, m, "w1", EXPIRED)
         second = ledger.claim(RUN, PHASE, m, "w2", LEASE)
         assert second.granted and second.token > first.token and second.attempts == 2
@@ -246,13 +285,14 @@ class LedgerContract:
             M_ABORTED: lambda m, t: ledger.release(m.id, t, M_ABORTED, "abort: bad input"),
         }
         for seq, (state, end) in enumerate(ends.items()):
-            m = message(seq)
+            m = known(ledger, message(seq))
             end(m, ledger.claim(RUN, PHASE, m, "w1", LEASE).token)
             refused = ledger.claim(RUN, PHASE, m, "w2", LEASE)
             assert (refused.granted, refused.state, refused.attempts) == (False, state, 1)
 
     def test_renew_extends_current_leases_only(self, ledger):
         kept, lost = message(1), message(2)
+        known(ledger, kept, lost)
         kept_claim = ledger.claim(RUN, PHASE, kept, "w1", EXPIRED)
         lost_claim = ledger.claim(RUN, PHASE, lost, "w1", EXPIRED)
         ledger.renew([(kept.id, kept_claim.token), (lost.id, lost_claim.token + 1)], LEASE)
@@ -268,50 +308,51 @@ class LedgerContract:
             barrier.wait()
             return ledger.claim(RUN, PHASE, m, holder, LEASE)
 
-        ledger.save_plan(RUN, PHASE, [message(f"planned{r}") for r in range(1, rounds, 2)])
+        known(ledger, *[message(f"planned{r}") for r in range(rounds)])
+        ledger.mark_queued([message(f"planned{r}").id for r in range(0, rounds, 2)])
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for r in range(rounds):
-                m = message(f"planned{r}") if r % 2 else message(f"unseen{r}")
+                m = message(f"planned{r}")  # half planned, half queued
                 claims = list(pool.map(contend, [m] * workers, [f"w{i}" for i in range(workers)]))
                 assert sum(c.granted for c in claims) == 1
                 assert all(c.state == M_CLAIMED and c.attempts == 1 for c in claims if not c.granted)
         assert ledger.counts(RUN, PHASE) == {M_CLAIMED: rounds}
 
     def test_claims_in_one_group_get_the_outcome_each_would_get_alone(self, ledger):
-        planned, unseen, done, live, expired, unstorable = (message(i) for i in range(6))
-        unstorable = Message(unstorable.id, "read", "c0", None)  # a body is required
-        ledger.save_plan(RUN, PHASE, [planned])
+        planned, unseen, done, live, expired = (message(i) for i in range(5))
+        known(ledger, planned, done, live, expired)
         ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
         held = ledger.claim(RUN, PHASE, live, "w2", LEASE)
         lapsed = ledger.claim(RUN, PHASE, expired, "w2", EXPIRED)
         group = together(ledger._claim_group, ("w1", LEASE), [
-            (m.id, (RUN, PHASE, m)) for m in (planned, unseen, done, live, expired, unstorable)])
+            (m.id, (RUN, PHASE, m)) for m in (planned, unseen, done, live, expired)])
         claims = [outcome(p) for p in group]
-        assert [c.granted for c in claims[:5]] == [True, True, False, False, True]
-        assert [(c.state, c.attempts) for c in claims[:5]] == [
-            (None, 1), (None, 1), (M_DONE, 1), (M_CLAIMED, 1), (None, 2)]
+        assert [c.granted for c in claims] == [True, False, False, False, True]
+        assert [(c.state, c.attempts) for c in claims] == [
+            (None, 1), (UNPLANNED, 0), (M_DONE, 1), (M_CLAIMED, 1), (None, 2)]
         assert claims[4].token > lapsed.token
-        assert claims[5] is BackendError
         with pytest.raises(Fenced):
             ledger.complete(live.id, held.token + 1, RUN, PHASE, [], {})
         ledger.complete(planned.id, claims[0].token, RUN, PHASE, [], {})
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 3, M_DONE: 2}
+        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 2, M_DONE: 2}
 
     def test_a_batch_claim_gives_each_message_the_outcome_it_would_get_alone(self, ledger):
-        planned, unseen, done, live = (message(i) for i in range(4))
-        ledger.save_plan(RUN, PHASE, [planned])
+        planned, twice, done, live, unseen = (message(i) for i in range(5))
+        known(ledger, planned, twice, done, live)
+        stale = Message(planned.id, planned.stage, planned.chunk, b"another body")
         ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
         ledger.claim(RUN, PHASE, live, "w2", LEASE)
-        # unseen twice: the same message delivered twice in one batch is granted once
-        calls = [(RUN, PHASE, m) for m in (planned, unseen, done, live, unseen)]
+        # twice: the same message delivered twice in one batch is granted once
+        calls = [(RUN, PHASE, m) for m in (planned, twice, done, live, twice, unseen, stale)]
         claims = ledger.claim_batch(calls, "w1", LEASE)
-        assert [c.granted for c in claims] == [True, True, False, False, False]
-        assert [c.state for c in claims[2:]] == [M_DONE, M_CLAIMED, M_CLAIMED]
+        assert [c.granted for c in claims] == [True, True, False, False, False, False, False]
+        assert [c.state for c in claims[2:]] == [M_DONE, M_CLAIMED, M_CLAIMED, UNPLANNED, MISMATCH]
         assert ledger.claim_batch([], "w1", LEASE) == []
         assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 3, M_DONE: 1}
 
     def test_a_batch_complete_gives_each_message_the_outcome_it_would_get_alone(self, ledger):
         ok, stale, other = message(1), message(2), message(3)
+        known(ledger, ok, stale, other)
         claims = ledger.claim_batch([(RUN, PHASE, m) for m in (ok, stale, other)], "w1", EXPIRED)
         ledger.claim(RUN, PHASE, stale, "w2", LEASE)  # takes over the lapsed lease: w1's token is stale
         kids = [message("1.0", stage="write")]
@@ -329,7 +370,8 @@ class LedgerContract:
         threads, per_thread = 16, 6
         msgs = [message(i) for i in range(threads * per_thread // 2)]
         children = {m.id: message(f"{i}.0", stage="write") for i, m in enumerate(msgs)}
-        ledger.save_plan(RUN, PHASE, msgs[::2])  # half planned, half seen first by their claim
+        known(ledger, *msgs)
+        ledger.mark_queued([m.id for m in msgs[::2]])  # half planned, half queued
         barrier = threading.Barrier(threads, timeout=60)
 
         def mine(t: int) -> list[Message]:  # every message is wanted by two threads
@@ -362,35 +404,29 @@ class LedgerContract:
         assert ledger.counts(RUN, PHASE) == {M_DONE: len(msgs), M_QUEUED: len(msgs)}
         assert ledger.counters(RUN) == {"rows": len(msgs), "bytes": 10 * len(msgs)}
 
-    def test_a_child_claimed_while_its_parent_completes_is_granted(self, ledger):
-        """A child is published before its parent's complete records it; claiming it then must not drop it."""
-        rounds, pairs = 40, 4
-        barrier = threading.Barrier(2 * pairs, timeout=60)
+    def test_a_child_is_granted_once_its_parent_has_recorded_it(self, ledger):
+        parent, child = known(ledger, message(1)), message("1.0", stage="write")
+        assert ledger.claim(RUN, PHASE, child, "w2", LEASE).state == UNPLANNED  # not yet declared: not run
+        ledger.complete(parent.id, ledger.claim(RUN, PHASE, parent, "w1", LEASE).token, RUN, PHASE, [child], {})
+        assert ledger.claim(RUN, PHASE, child, "w2", LEASE).granted
+        forged = Message(message("1.1", stage="write").id, "write", "c0", b"never declared")
+        assert ledger.claim(RUN, PHASE, forged, "w2", LEASE).state == UNPLANNED
 
-        def complete_parent(parent: Message, token: int, child: Message) -> None:
-            barrier.wait()
-            ledger.complete(parent.id, token, RUN, PHASE, [child], {})
-
-        def claim_child(child: Message) -> Claim:
-            barrier.wait()
-            return ledger.claim(RUN, PHASE, child, "w2", LEASE)
-
-        with concurrent.futures.ThreadPoolExecutor(2 * pairs) as pool:
-            for r in range(rounds):
-                parents = [message(f"p{r}.{k}") for k in range(pairs)]
-                kids = [message(f"p{r}.{k}.0", stage="write") for k in range(pairs)]
-                tokens = [c.token for c in ledger.claim_batch([(RUN, PHASE, p) for p in parents], "w1", LEASE)]
-                done = [pool.submit(complete_parent, *args) for args in zip(parents, tokens, kids)]
-                claims = [pool.submit(claim_child, kid) for kid in kids]
-                for f in done:
-                    f.result()
-                assert all(f.result().granted for f in claims), [f.result() for f in claims]
-        assert ledger.counts(RUN, PHASE) == {M_DONE: rounds * pairs, M_CLAIMED: rounds * pairs}
+    def test_queued_children_are_those_of_the_parent_not_yet_claimed(self, ledger):
+        a, b = known(ledger, message(1)), message(2)
+        known(ledger, b)
+        kids = {m.id: [message(f"{m.id[-1]}.{k}", stage="write") for k in range(3)] for m in (a, b)}
+        for m in (a, b):
+            ledger.complete(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, RUN, PHASE, kids[m.id], {})
+        ledger.claim(RUN, PHASE, kids[a.id][0], "w2", LEASE)
+        assert ledger.queued_children(a.id) == kids[a.id][1:]
+        assert ledger.queued_children(b.id) == kids[b.id]
+        assert ledger.queued_children(kids[a.id][1].id) == []
 
     # completion -------------------------------------------------------------------------
 
     def test_complete_records_children_and_counts(self, ledger):
-        m = message(1)
+        m = known(ledger, message(1))
         children = [message("1.0", stage="write"), message("1.1", stage="write")]
         claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
         ledger.complete(m.id, claim.token, RUN, PHASE, children, {"rows": 3, "skipped": 1})
@@ -400,7 +436,7 @@ class LedgerContract:
         assert ledger.claim(RUN, PHASE, children[0], "w2", LEASE).granted
 
     def test_complete_with_a_stale_token_is_fenced(self, ledger):
-        m = message(1)
+        m = known(ledger, message(1))
         stale = ledger.claim(RUN, PHASE, m, "w1", EXPIRED)
         ledger.claim(RUN, PHASE, m, "w2", LEASE)
         with pytest.raises(Fenced):
@@ -410,7 +446,7 @@ class LedgerContract:
 
     @pytest.mark.parametrize("stale_first", [True, False])
     def test_a_message_completed_under_two_tokens_counts_once(self, ledger, stale_first):
-        m, child = message(1), message("1.0", stage="write")
+        m, child = known(ledger, message(1)), message("1.0", stage="write")
         stale = ledger.claim(RUN, PHASE, m, "w1", EXPIRED)
         current = ledger.claim(RUN, PHASE, m, "w2", LEASE)
 
@@ -429,7 +465,7 @@ class LedgerContract:
         assert ledger.counters(RUN) == {"rows": 5}
 
     def test_completing_again_with_the_same_token_changes_nothing(self, ledger):
-        m, child = message(1), message("1.0", stage="write")
+        m, child = known(ledger, message(1)), message("1.0", stage="write")
         claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
         for _ in range(2):  # as when the answer to the first COMMIT was lost
             ledger.complete(m.id, claim.token, RUN, PHASE, [child], {"rows": 5})
@@ -438,6 +474,7 @@ class LedgerContract:
 
     def test_completes_in_one_group_get_the_outcome_each_would_get_alone(self, ledger):
         fresh, stale, again, unstorable, bare = (message(i) for i in range(5))
+        known(ledger, fresh, stale, again, unstorable, bare)
         tokens = {m.id: ledger.claim(RUN, PHASE, m, "w1", LEASE).token for m in (fresh, again, unstorable, bare)}
         old = ledger.claim(RUN, PHASE, stale, "w1", EXPIRED).token
         current = ledger.claim(RUN, PHASE, stale, "w2", LEASE).token
@@ -462,7 +499,7 @@ class LedgerContract:
     # release, expiry, revival ----------------------------------------------------------
 
     def test_release_to_queued_for_a_retry(self, ledger):
-        m = message(1)
+        m = known(ledger, message(1))
         first = ledger.claim(RUN, PHASE, m, "w1", LEASE)
         ledger.release(m.id, first.token, M_QUEUED, "Fault: HBase busy")
         ledger.release(m.id, first.token, M_QUEUED, "Fault: HBase busy")  # repeated: no change
@@ -473,7 +510,7 @@ class LedgerContract:
             ledger.release(m.id, first.token, M_QUEUED, "late")
 
     def test_release_to_dead(self, ledger):
-        m = message(1)
+        m = known(ledger, message(1))
         claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
         ledger.release(m.id, claim.token, M_DEAD, "failed 5 times")
         with pytest.raises(Fenced):
@@ -485,9 +522,11 @@ class LedgerContract:
     def test_reclaim_expired_requeues_and_fences_the_old_holder(self, ledger):
         big = message(1, body=os.urandom(MIB))
         live = message(2)
+        known(ledger, big, live)
+        known(ledger, message(3, run="other-run"), run="other-run")
         expired = ledger.claim(RUN, PHASE, big, "w1", EXPIRED)
         ledger.claim(RUN, PHASE, live, "w1", LEASE)
-        ledger.claim("other-run", PHASE, message(3, run="other-run"), "w1", EXPIRED)
+        assert ledger.claim("other-run", PHASE, message(3, run="other-run"), "w1", EXPIRED).granted
         assert ledger.reclaim_expired(RUN, ledger.now()) == [big]
         assert ledger.reclaim_expired(RUN, ledger.now()) == []
         assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1, M_CLAIMED: 1}
@@ -508,25 +547,31 @@ class LedgerContract:
         assert ledger.stale_queued(RUN, T0 + 150) == [queued]
         assert ledger.stale_queued("other-run", T0 + 500) == []
 
-    def test_revive_requeues_a_dead_message_with_attempts_reset(self, ledger):
+    def test_revive_requeues_a_dead_message_with_attempts_reset_and_its_run_running(self, ledger):
         m, done = message(1), message(2)
+        known(ledger, m, done)
         dead = ledger.claim(RUN, PHASE, m, "w1", LEASE)
         ledger.release(m.id, dead.token, M_DEAD, "failed 5 times")
+        ledger.update_run(RUN, status=FAILED, error="phase map: 1 dead-lettered message(s)", finished=True)
         ledger.revive(m.id)
-        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1}
+        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1, M_PLANNED: 1}
+        run = ledger.get_run(RUN)
+        assert (run.status, run.error, run.finished_at) == (RUNNING, None, None)
         with pytest.raises(Fenced):
             ledger.release(m.id, dead.token, M_DEAD, "late")
         again = ledger.claim(RUN, PHASE, m, "w2", LEASE)
         assert again.granted and again.attempts == 1 and again.token > dead.token
         ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
+        ledger.update_run(RUN, status=DONE, finished=True)
         ledger.revive(done.id)  # only dead messages come back
         assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 1, M_DONE: 1}
+        assert ledger.get_run(RUN).status == DONE
 
     # the master's view ------------------------------------------------------------------
 
     def test_counts_and_chunk_counts(self, ledger):
         maps = [message(i) for i in range(4)]
-        ledger.save_plan(RUN, "map", maps)
+        known(ledger, *maps, phase="map")
         ledger.save_plan(RUN, "reduce", [message(0, phase="reduce", stage="sum")])
         ledger.mark_queued([m.id for m in maps[1:]])
         ledger.claim(RUN, "map", maps[2], "w1", LEASE)
@@ -542,24 +587,26 @@ class LedgerContract:
 
     def test_done_since_counts_recent_finishes_per_stage(self, ledger, clock):
         maps = [message(i) for i in range(3)]
-        ledger.save_plan(RUN, "map", maps)
+        known(ledger, *maps, phase="map")
         for m in maps[:2]:
             claim = ledger.claim(RUN, "map", m, "w1", LEASE)
             ledger.complete(m.id, claim.token, RUN, "map", [], {})
         assert ledger.done_since(RUN, 0) == {maps[0].stage: 2}
         assert ledger.done_since(RUN, ledger.now() + 1) == {}
 
-    def test_reject_marks_only_known_unfinished_messages(self, ledger):
-        known = message(0)
-        ledger.save_plan(RUN, "map", [known])
-        assert ledger.reject(known.id, "bad payload") is True
+    def test_reject_marks_only_known_unfinished_messages_with_their_own_body(self, ledger):
+        m = known(ledger, message(0))
+        assert ledger.reject(m.id, b"a forged copy", "bad payload") is False
+        assert ledger.counts(RUN) == {M_PLANNED: 1}
+        assert ledger.reject(m.id, m.body, "bad payload") is True
         assert ledger.counts(RUN) == {M_DEAD: 1}
-        assert ledger.reject(known.id, "again") is False
-        assert ledger.reject("never/seen/id/x/0", "stray") is False
+        assert ledger.reject(m.id, m.body, "again") is False
+        assert ledger.reject("never/seen/id/x/0", b"x", "stray") is False
         assert ledger.counts(RUN) == {M_DEAD: 1}
 
     def test_failures_list_dead_aborted_and_errored_messages(self, ledger):
         retried, dead, aborted, fine = (message(i) for i in range(4))
+        known(ledger, retried, dead, aborted, fine)
         ends = [(retried, M_QUEUED, "Fault: HBase busy"), (dead, M_DEAD, None), (aborted, M_ABORTED, "abort: bad row")]
         for m, state, error in ends:
             ledger.release(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, state, error)
@@ -575,6 +622,7 @@ class LedgerContract:
 
     def test_keys_are_exact_strings(self, ledger):
         ids = ["x/a", "x/A", "x/a "]
+        known(ledger, *[Message(i, "read", "c0", b"b") for i in ids], message(1))
         for i in ids:
             assert ledger.claim(RUN, PHASE, Message(i, "read", "c0", b"b"), "w1", LEASE).granted
         names = {"n": 1, "N": 2, "n ": 3, "größe": 4}
@@ -595,6 +643,7 @@ class LedgerContract:
         record = ledger.get_dead_letter(first)
         assert (record.queue, record.message_id, record.reason, record.body, record.replayed_at) == (
             "swarm.nightly.read", None, "body is not valid msgpack", body, None)
+        assert (record.size, record.sha256, record.truncated) == (MIB, hashlib.sha256(body).hexdigest(), False)
         assert ledger.get_dead_letter(second).message_id == message(1).id
         assert ledger.get_dead_letter(second + 1000) is None
         ledger.mark_replayed([first, first])
@@ -602,6 +651,45 @@ class LedgerContract:
         assert [d.id for d in ledger.dead_letters(replayed=True)] == [first, second]
         assert ledger.get_dead_letter(first).replayed_at is not None
         assert len(ledger.dead_letters(replayed=True, limit=1)) == 1
+
+    def test_a_dead_letter_too_large_to_keep_is_stored_cut_with_its_size_and_digest(self, ledger):
+        huge = os.urandom(20 * MIB)
+        first = ledger.add_dead_letter("swarm.nightly.read", "r" * 100_000, huge, None)
+        small = ledger.add_dead_letter("swarm.nightly.read", "empty", b"", None)
+        record = ledger.get_dead_letter(first)
+        assert (len(record.body), record.size, record.truncated) == (MAX_DEAD_LETTER_BYTES, 20 * MIB, True)
+        assert record.body == huge[:MAX_DEAD_LETTER_BYTES] and record.sha256 == hashlib.sha256(huge).hexdigest()
+        assert len(record.reason) <= sql.MAX_ERROR_CHARS
+        assert ledger.get_dead_letter(small).body == b""
+        cut = ledger.add_dead_letter("swarm.nightly.read", "cut on the way", b"abc", None, size=10, sha256="ff" * 32)
+        assert (ledger.get_dead_letter(cut).size, ledger.get_dead_letter(cut).sha256) == (10, "ff" * 32)
+
+    # housekeeping -----------------------------------------------------------------------
+
+    def test_prune_deletes_runs_that_finished_before_the_cutoff_and_nothing_else(self, ledger, clock):
+        runs = {f"nightly@date=2024-05-0{d}": status for d, status in ((1, DONE), (2, FAILED), (3, DONE), (4, None))}
+        for day, (run, status) in enumerate(runs.items()):
+            clock.t = T0 + day * DAY
+            m = known(ledger, message(1, run=run), run=run)
+            claim = ledger.claim(run, PHASE, m, "w1", LEASE)
+            ledger.complete(m.id, claim.token, run, PHASE, [message("1.0", stage="write", run=run)], {"rows": 1})
+            ledger.add_dead_letter("swarm.nightly.read", "failed", b"x", m.id)
+            if status:
+                ledger.update_run(run, status=status, finished=True)
+        clock.t = T0 + 2.5 * DAY
+        ledger.add_dead_letter("swarm.nightly.read", "undecodable, recent", b"y", None)
+        preview = ledger.prune(T0 + 2 * DAY, dry_run=True)
+        assert (preview.runs, preview.messages) == (list(runs)[:2], 4)
+        assert ledger.get_run(list(runs)[0]) is not None  # a dry run deletes nothing
+        pruned = ledger.prune(T0 + 2 * DAY)
+        assert (pruned.runs, pruned.messages, pruned.dead_letters) == (list(runs)[:2], 4, 2)
+        for run in list(runs)[:2]:
+            assert ledger.get_run(run) is None and ledger.counts(run) == {} and ledger.counters(run) == {}
+            assert ledger.phase_state(run, PHASE) is None
+        for run in list(runs)[2:]:  # finished later, and still running
+            assert ledger.counts(run) == {M_DONE: 1, M_QUEUED: 1} and ledger.counters(run) == {"rows": 1}
+        assert len(ledger.dead_letters()) == 3  # those of the runs kept, and the recent one
+        assert ledger.prune(T0 + 2 * DAY).runs == []
 
     # the master's lock ------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ import threading
 import time
 from typing import Callable, Iterable, Sequence
 
-from swarm.broker import REASON_HEADER, Broker, Callback, DeadLetter, Delivery, dead_letter_queue
+from swarm.broker import (
+    REASON_HEADER, Broker, Callback, Delivery, Store, dead_letter_from, dead_letter_parts, dead_letter_queue,
+)
 from swarm.errors import BackendError
 
 _Item = tuple[bytes, dict, bool]  # body, headers, redelivered
@@ -122,8 +124,9 @@ class MemoryBroker(Broker):
 
     def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         self._check_open()
+        stored, headers = dead_letter_parts(body, reason)
         with self.hub.cond:
-            self.hub.put(dead_letter_queue(queue), body, {REASON_HEADER: reason})
+            self.hub.put(dead_letter_queue(queue), stored, headers)
 
     def consume(self, queue: str, prefetch: int, callback: Callback) -> None:
         with self.hub.cond:
@@ -167,14 +170,23 @@ class MemoryBroker(Broker):
             waiting = sum(1 for d in self.hub.delayed if d[2] == queue) if delayed else 0
             return len(self.hub.queue(queue)) + waiting
 
-    def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:
-        with self.hub.cond:
-            dlq = self.hub.queue(dead_letter_queue(queue))
-            out = []
-            while dlq and len(out) < limit:
-                body, headers, _ = dlq.popleft()
-                out.append(DeadLetter(queue, body, str(headers.get(REASON_HEADER, "unknown"))))
-            return out
+    def take_dead(self, queue: str, store: Store, limit: int = 1000) -> int:
+        moved = 0
+        while moved < limit:
+            with self.hub.cond:
+                dlq = self.hub.queue(dead_letter_queue(queue))
+                if not dlq:
+                    break
+                item = dlq.popleft()
+            body, headers, _ = item
+            try:
+                store(dead_letter_from(queue, body, headers, str(headers.get(REASON_HEADER, "unknown"))))
+            except BaseException:
+                with self.hub.cond:
+                    dlq.appendleft(item)
+                raise
+            moved += 1
+        return moved
 
     def purge(self, queue: str) -> int:
         with self.hub.cond:

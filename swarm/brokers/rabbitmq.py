@@ -128,7 +128,9 @@ from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 from pika.spec import Basic
 
 from swarm.backends import redact
-from swarm.broker import REASON_HEADER, Broker, Callback, DeadLetter, Delivery, dead_letter_queue
+from swarm.broker import (
+    REASON_HEADER, Broker, Callback, Delivery, Store, dead_letter_from, dead_letter_parts, dead_letter_queue,
+)
 from swarm.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -498,25 +500,27 @@ class _Link:
         (frame,) = self.request(ch, lambda cb: ch.queue_purge(name, callback=cb), f"purging {name!r}")
         return frame.method.message_count
 
-    def take(self, name: str, limit: int) -> list[tuple[pika.BasicProperties, bytes]]:
-        """Get and ack up to ``limit`` messages from ``name``."""
-        out, last = [], None
-        while len(out) < limit:
-            ch = self._ops_channel()
-            self._got = got = []
-            ch.basic_get(name, lambda _ch, method, props, body: got.append((method, props, body)))
-            self.pump_until(lambda: bool(got) or ch.is_closed)
-            if not got:
-                raise self._closed_error(ch, f"reading {name!r}")
-            if got[0] is None:
-                break
-            method, props, body = got[0]
-            out.append((props, body))
-            last = method.delivery_tag
-        if last is not None:
-            self._ops.basic_ack(last, multiple=True)
-            self.ready(name)  # a round trip on the same channel: the ack has been applied when it returns
-        return out
+    def get(self, name: str) -> tuple[pika.channel.Channel, int, pika.BasicProperties, bytes] | None:
+        """One message from ``name``, held unacked until ``answer``; None when the queue is empty."""
+        ch = self._ops_channel()
+        self._got = got = []
+        ch.basic_get(name, lambda _ch, method, props, body: got.append((method, props, body)))
+        self.pump_until(lambda: bool(got) or ch.is_closed)
+        if not got:
+            raise self._closed_error(ch, f"reading {name!r}")
+        if got[0] is None:
+            return None
+        method, props, body = got[0]
+        return ch, method.delivery_tag, props, body
+
+    def answer(self, ch: pika.channel.Channel, tag: int, ack: bool) -> None:
+        """Ack a message ``get`` returned, or give it back to its queue; on a closed channel the broker has it back."""
+        if not ch.is_open:
+            return
+        if ack:
+            ch.basic_ack(tag)
+        else:
+            ch.basic_nack(tag, requeue=True)
 
     # -- publishing with confirms
 
@@ -806,8 +810,9 @@ class RabbitBroker(Broker):
     def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         dlq = dead_letter_queue(queue)
         self._require({dlq})
-        props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, headers={REASON_HEADER: reason})
-        self._publish([(dlq, bytes(body), props)])
+        stored, headers = dead_letter_parts(body, reason)
+        props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, headers=headers)
+        self._publish([(dlq, stored, props)])
 
     def consume(self, queue: str, prefetch: int, callback: Callback) -> None:
         self._require({queue})
@@ -866,9 +871,24 @@ class RabbitBroker(Broker):
         names = [queue] + ([retry_queue(queue, ms) for ms in DELAY_TIERS_MS] if delayed else [])
         return self._call(lambda link: sum(link.ready(name) for name in names))
 
-    def take_dead(self, queue: str, limit: int = 1000) -> list[DeadLetter]:
-        taken = self._call(lambda link: link.take(dead_letter_queue(queue), limit))
-        return [DeadLetter(queue, body, _reason(props.headers)) for props, body in taken]
+    def take_dead(self, queue: str, store: Store, limit: int = 1000) -> int:
+        name = dead_letter_queue(queue)
+        moved = 0
+        while moved < limit:
+            got = self._call(lambda link: link.get(name))
+            if got is None:
+                break
+            ch, tag, props, body = got
+            try:
+                store(dead_letter_from(queue, body, props.headers, _reason(props.headers)))
+            except BaseException:
+                self._call(lambda link: link.answer(ch, tag, ack=False), connect=False)
+                raise
+            self._call(lambda link: link.answer(ch, tag, ack=True), connect=False)
+            moved += 1
+        if moved:
+            self._call(lambda link: link.ready(name))  # a round trip on the channel: its acks have been applied
+        return moved
 
     def purge(self, queue: str) -> int:
         return self._call(lambda link: link.purge(queue))

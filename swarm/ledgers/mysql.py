@@ -126,6 +126,15 @@ class MysqlLedger(SqlLedger):
         if not cur.fetchone()[0]:
             cur.execute(f"CREATE INDEX {name} ON {table} ({columns})")
 
+    def _add_column(self, cur: Any, table: str, column: str, kind: str) -> None:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = %s AND column_name = %s",
+            (table, column),
+        )
+        if not cur.fetchone()[0]:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[None]:
         conn = self._retrying(self._take_schema_lock)

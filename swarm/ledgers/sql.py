@@ -13,20 +13,23 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import hashlib
 import json
 import threading
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
-from swarm.errors import BackendError, Fenced
+from swarm.errors import BackendError, Fenced, clip
+from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_ERROR_CHARS
 from swarm.ledger import (
-    M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED, PLANNED, RUNNING,
-    Claim, ClaimCall, CompleteCall, DeadLetterRecord, Failure, Ledger, Message, Run,
+    DONE, FAILED, MISMATCH, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED,
+    PLANNED, RUN_ENDED, RUNNING, TERMINAL, UNPLANNED, Claim, ClaimCall, CompleteCall, DeadLetterRecord, Failure,
+    Ledger, Message, Pruned, Run, body_digest,
 )
 
 T = TypeVar("T")
 Work = Callable[[Any], T]  # takes a DB-API cursor inside one transaction
 
-MAX_ERROR_CHARS = 16_000
+PRUNE_BATCH = 5000  # rows deleted per transaction: pruning never holds long locks
 
 # {name} placeholders are filled by the dialect: key (indexed string),
 # blob (message body), text (errors, params), real (timestamps), autoid,
@@ -70,10 +73,28 @@ def _v1(ledger: SqlLedger, cur: Any) -> None:
         ledger._create_index(cur, name, table, columns)
 
 
+V2_COLUMNS = (
+    ("swarm_messages", "digest", "VARCHAR(64)"),
+    ("swarm_messages", "parent", "{key}"),
+    ("swarm_dead_letters", "size", "BIGINT"),
+    ("swarm_dead_letters", "sha256", "VARCHAR(64)"),
+)
+
+
+def _v2(ledger: SqlLedger, cur: Any) -> None:
+    """Only planned work runs: each message's body digest and parent; dead letters' full size and digest.
+
+    Rows from before have no digest; a claim of one goes by its id alone.
+    """
+    for table, column, kind in V2_COLUMNS:
+        ledger._add_column(cur, table, column, ledger._ddl(kind))
+    ledger._create_index(cur, "swarm_messages_parent", "swarm_messages", "parent")
+
+
 # Step n takes the schema from version n - 1 to n. Append steps; never edit
 # one that has shipped. MySQL commits each DDL statement on its own, so a
 # step must be safe to run again after failing part-way (IF NOT EXISTS...).
-MIGRATIONS: tuple[Callable[[SqlLedger, Any], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[SqlLedger, Any], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -170,7 +191,8 @@ class Group:
 
 
 _RUN_COLUMNS = "id, job, params, status, phase, error, created_at, updated_at, finished_at"
-_MESSAGE_COLUMNS = "id, run_id, phase, stage, chunk, state, body, updated_at"
+_MESSAGE_COLUMNS = "id, run_id, phase, stage, chunk, state, body, updated_at, digest, parent"
+_DEAD_LETTER_COLUMNS = "id, queue, message_id, reason, body, created_at, replayed_at, size, sha256"
 
 
 class SqlLedger(Ledger, abc.ABC):
@@ -216,6 +238,10 @@ class SqlLedger(Ledger, abc.ABC):
 
     def _create_index(self, cur: Any, name: str, table: str, columns: str) -> None:
         cur.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+
+    @abc.abstractmethod
+    def _add_column(self, cur: Any, table: str, column: str, kind: str) -> None:
+        """``ALTER TABLE table ADD COLUMN column kind`` unless the column exists."""
 
     def _schema_lock(self) -> contextlib.AbstractContextManager[None]:
         """Held while migrating, so that two processes do not run the same step at once."""
@@ -349,7 +375,7 @@ class SqlLedger(Ledger, abc.ABC):
 
     def save_plan(self, run_id: str, phase: str, messages: Sequence[Message]) -> None:
         now = self.now()
-        rows = [(m.id, run_id, phase, m.stage, m.chunk, M_PLANNED, m.body, now) for m in messages]
+        rows = [_message_row(m, run_id, phase, M_PLANNED, now) for m in messages]
 
         def work(cur: Any) -> None:
             for batch in _batches(rows, 1000):
@@ -401,33 +427,7 @@ class SqlLedger(Ledger, abc.ABC):
         return [p.error or p.result for p in settled]
 
     def _claim_alone(self, run_id: str, phase: str, msg: Message, holder: str, now: float, until: float) -> Claim:
-        def work(cur: Any) -> Claim:
-            cur.execute(
-                self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)),
-                (msg.id, run_id, phase, msg.stage, msg.chunk, M_QUEUED, msg.body, now),
-            )
-            cur.execute(
-                self._sql(
-                    "UPDATE swarm_messages SET state = ?, token = token + 1, attempts = attempts + 1, "
-                    "holder = ?, lease_until = ?, updated_at = ? "
-                    "WHERE id = ? AND (state IN (?, ?) OR (state = ? AND lease_until < ?))"
-                ),
-                (M_CLAIMED, holder, until, now, msg.id, M_PLANNED, M_QUEUED, M_CLAIMED, now),
-            )
-            granted = cur.rowcount == 1
-            # "ours": this very call's grant, already committed by an earlier run
-            # of this transaction whose COMMIT went unacknowledged.
-            cur.execute(
-                self._sql(
-                    "SELECT state, token, attempts, CASE WHEN holder = ? AND lease_until = ? THEN 1 ELSE 0 END "
-                    "FROM swarm_messages WHERE id = ?"
-                ),
-                (holder, until, msg.id),
-            )
-            state, token, attempts, ours = cur.fetchone()
-            return _claim(state, token, attempts, granted or int(ours))
-
-        return self._transaction(work)
+        return self._transaction(lambda cur: self._claim_many(cur, [(run_id, phase, msg)], holder, now, until))[0]
 
     def _claim_group(self, group: list[Pending]) -> None:
         holder, lease = group[0].key
@@ -440,16 +440,37 @@ class SqlLedger(Ledger, abc.ABC):
         )
 
     def _claim_many(self, cur: Any, calls: list[tuple], holder: str, now: float, until: float) -> list[Claim]:
-        """Claim distinct messages in three statements, each with the outcome ``_claim_alone`` gives it.
+        """Claim distinct messages, each with the outcome it would get alone; nothing unknown is recorded.
 
-        The INSERT comes first on purpose, though the row nearly always exists:
-        it waits for a transaction still writing the row (the parent's
-        complete recording this child), where a READ COMMITTED UPDATE would
-        pass over the row and the claim would drop what may be the only copy.
+        A claim never inserts: a message runs only if the master planned it
+        or a parent recorded it, with this very body (its digest), in a run
+        that is running. A refused claim changes nothing.
         """
-        rows = sorted((m.id, run_id, phase, m.stage, m.chunk, M_QUEUED, m.body, now) for run_id, phase, m in calls)
-        ids = [row[0] for row in rows]
-        cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), rows)
+        ids = sorted(m.id for _, _, m in calls)
+        cur.execute(
+            self._sql(
+                "SELECT m.id, m.state, m.attempts, m.lease_until, m.digest, r.status, "
+                "CASE WHEN m.holder = ? AND m.lease_until = ? THEN 1 ELSE 0 END "
+                f"FROM swarm_messages m LEFT JOIN swarm_runs r ON r.id = m.run_id WHERE m.id IN ({_marks(ids)})"
+            ),
+            (holder, until, *ids),
+        )
+        found = {row[0]: row[1:] for row in cur.fetchall()}
+        refused: dict[str, Claim] = {}
+        wanted = []
+        for _, _, msg in calls:
+            verdict = _may_claim(found.get(msg.id), msg.body, now)
+            if verdict is None:
+                wanted.append(msg.id)
+            else:
+                refused[msg.id] = verdict
+        granted = self._take_leases(cur, wanted, holder, now, until)
+        return [refused.get(m.id) or granted[m.id] for _, _, m in calls]
+
+    def _take_leases(self, cur: Any, ids: list[str], holder: str, now: float, until: float) -> dict[str, Claim]:
+        """Lease the claimable ``ids``; each one's claim, granted unless a concurrent claim came first."""
+        if not ids:
+            return {}
         cur.execute(
             self._sql(
                 "UPDATE swarm_messages SET state = ?, token = token + 1, attempts = attempts + 1, "
@@ -458,9 +479,8 @@ class SqlLedger(Ledger, abc.ABC):
             ),
             (M_CLAIMED, holder, until, now, *ids, M_PLANNED, M_QUEUED, M_CLAIMED, now),
         )
-        # No per-row count here: a message is granted when it is claimed with this
-        # very holder and lease end, set by the UPDATE above or by an earlier run
-        # of this transaction whose COMMIT went unacknowledged.
+        # Granted: claimed with this very holder and lease end, by the UPDATE above
+        # or by an earlier run of this transaction whose COMMIT went unacknowledged.
         cur.execute(
             self._sql(
                 "SELECT id, state, token, attempts, CASE WHEN holder = ? AND lease_until = ? THEN 1 ELSE 0 END "
@@ -468,8 +488,7 @@ class SqlLedger(Ledger, abc.ABC):
             ),
             (holder, until, *ids),
         )
-        found = {row[0]: row[1:] for row in cur.fetchall()}
-        return [_claim(*found[m.id]) for _, _, m in calls]
+        return {row[0]: _claim(*row[1:]) for row in cur.fetchall()}
 
     def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> None:
         until = self.now() + lease
@@ -500,7 +519,7 @@ class SqlLedger(Ledger, abc.ABC):
         return [p.error for p in self._completes.submit_many(None, [(call[0], tuple(call)) for call in calls])]
 
     def _complete_alone(self, msg_id, token, run_id, phase, children, counts, now: float) -> None:
-        child_rows = [(c.id, run_id, phase, c.stage, c.chunk, M_QUEUED, c.body, now) for c in children]
+        child_rows = [_message_row(c, run_id, phase, M_QUEUED, now, parent=msg_id) for c in children]
         count_rows = [(msg_id, name, run_id, int(value)) for name, value in counts.items()]
 
         def work(cur: Any) -> None:
@@ -562,9 +581,9 @@ class SqlLedger(Ledger, abc.ABC):
         if cur.rowcount != len(calls):
             raise BackendError(f"{len(calls)} leases to end, {cur.rowcount} found: the rows changed under their locks")
         children: dict[str, tuple] = {}
-        for _, _, run_id, phase, kids, _ in calls:
+        for msg_id, _, run_id, phase, kids, _ in calls:
             for c in kids:
-                children.setdefault(c.id, (c.id, run_id, phase, c.stage, c.chunk, M_QUEUED, c.body, now))
+                children.setdefault(c.id, _message_row(c, run_id, phase, M_QUEUED, now, parent=msg_id))
         counts = [(msg_id, name, run_id, int(value)) for msg_id, _, run_id, _, _, named in calls
                   for name, value in sorted(named.items())]
         self._record_results(cur, [children[i] for i in sorted(children)], counts)
@@ -616,20 +635,27 @@ class SqlLedger(Ledger, abc.ABC):
             return False
         raise Fenced(f"message {msg_id}: lease token {token} is no longer current")
 
-    def reject(self, msg_id: str, reason: str) -> bool:
+    def reject(self, msg_id: str, body: bytes, reason: str) -> bool:
         now = self.now()
 
         def work(cur: Any) -> bool:
             cur.execute(
                 self._sql(
                     "UPDATE swarm_messages SET state = ?, error = ?, token = token + 1, lease_until = NULL, "
-                    "updated_at = ? WHERE id = ? AND state IN (?, ?)"
+                    "updated_at = ? WHERE id = ? AND state IN (?, ?) AND (digest = ? OR digest IS NULL)"
                 ),
-                (M_DEAD, _clip(reason), now, msg_id, M_PLANNED, M_QUEUED),
+                (M_DEAD, _clip(reason), now, msg_id, M_PLANNED, M_QUEUED, body_digest(bytes(body))),
             )
             return cur.rowcount == 1
 
         return self._transaction(work)
+
+    def queued_children(self, parent_id: str) -> list[Message]:
+        rows = self._rows(
+            "SELECT id, stage, chunk, body FROM swarm_messages WHERE parent = ? AND state = ? ORDER BY id",
+            (parent_id, M_QUEUED),
+        )
+        return [_message(r) for r in rows]
 
     # the master's watch -----------------------------------------------------------
 
@@ -723,8 +749,12 @@ class SqlLedger(Ledger, abc.ABC):
 
     # dead letters ---------------------------------------------------------------
 
-    def add_dead_letter(self, queue: str, reason: str, body: bytes, message_id: str | None) -> int:
-        row = (queue, message_id, _clip(reason), bytes(body), self.now())
+    def add_dead_letter(self, queue: str, reason: str, body: bytes, message_id: str | None,
+                        size: int | None = None, sha256: str | None = None) -> int:
+        body = bytes(body)
+        size = len(body) if size is None else size
+        sha256 = sha256 or hashlib.sha256(body).hexdigest()
+        row = (queue, message_id, _clip(reason), body[:MAX_DEAD_LETTER_BYTES], self.now(), size, sha256)
         ran = False
 
         def work(cur: Any) -> int:
@@ -732,10 +762,10 @@ class SqlLedger(Ledger, abc.ABC):
             if ran:  # an earlier run may have committed: find its row rather than add a second
                 cur.execute(
                     self._sql(
-                        "SELECT id FROM swarm_dead_letters WHERE queue = ? AND created_at = ? AND reason = ? "
-                        "AND body = ? ORDER BY id DESC"
+                        "SELECT id FROM swarm_dead_letters WHERE queue = ? AND created_at = ? AND sha256 = ? "
+                        "ORDER BY id DESC"
                     ),
-                    (queue, row[4], row[2], row[3]),
+                    (queue, row[4], sha256),
                 )
                 found = cur.fetchone()
                 if found is not None:
@@ -743,8 +773,8 @@ class SqlLedger(Ledger, abc.ABC):
             ran = True
             cur.execute(
                 self._sql(
-                    "INSERT INTO swarm_dead_letters (queue, message_id, reason, body, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)"
+                    "INSERT INTO swarm_dead_letters (queue, message_id, reason, body, created_at, size, sha256) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)"
                 ),
                 row,
             )
@@ -753,7 +783,7 @@ class SqlLedger(Ledger, abc.ABC):
         return self._transaction(work)
 
     def dead_letters(self, queue=None, replayed=False, limit=1000) -> list[DeadLetterRecord]:
-        sql = "SELECT id, queue, message_id, reason, body, created_at, replayed_at FROM swarm_dead_letters WHERE 1 = 1"
+        sql = f"SELECT {_DEAD_LETTER_COLUMNS} FROM swarm_dead_letters WHERE 1 = 1"
         args: list[Any] = []
         if queue is not None:
             sql += " AND queue = ?"
@@ -763,10 +793,7 @@ class SqlLedger(Ledger, abc.ABC):
         return [_dead_letter(r) for r in self._rows(sql + " ORDER BY id LIMIT ?", (*args, int(limit)))]
 
     def get_dead_letter(self, dl_id: int) -> DeadLetterRecord | None:
-        row = self._row(
-            "SELECT id, queue, message_id, reason, body, created_at, replayed_at FROM swarm_dead_letters WHERE id = ?",
-            (int(dl_id),),
-        )
+        row = self._row(f"SELECT {_DEAD_LETTER_COLUMNS} FROM swarm_dead_letters WHERE id = ?", (int(dl_id),))
         return None if row is None else _dead_letter(row)
 
     def mark_replayed(self, ids: Iterable[int]) -> None:
@@ -776,11 +803,95 @@ class SqlLedger(Ledger, abc.ABC):
         )
 
     def revive(self, msg_id: str) -> None:
-        self._write(
-            "UPDATE swarm_messages SET state = ?, attempts = 0, token = token + 1, updated_at = ? "
-            "WHERE id = ? AND state = ?",
-            (M_QUEUED, self.now(), msg_id, M_DEAD),
+        now = self.now()
+
+        def work(cur: Any) -> None:
+            cur.execute(
+                self._sql(
+                    "UPDATE swarm_messages SET state = ?, attempts = 0, token = token + 1, updated_at = ? "
+                    "WHERE id = ? AND state = ?"
+                ),
+                (M_QUEUED, now, msg_id, M_DEAD),
+            )
+            if cur.rowcount:  # its run takes work again: a worker grants only messages of running runs
+                cur.execute(
+                    self._sql(
+                        "UPDATE swarm_runs SET status = ?, error = NULL, finished_at = NULL, updated_at = ? "
+                        "WHERE id = (SELECT run_id FROM swarm_messages WHERE id = ?) AND status <> ?"
+                    ),
+                    (RUNNING, now, msg_id, RUNNING),
+                )
+
+        self._transaction(work)
+
+    # housekeeping -----------------------------------------------------------------
+
+    def prune(self, before: float, dry_run: bool = False) -> Pruned:
+        runs = [r[0] for r in self._rows(
+            "SELECT id FROM swarm_runs WHERE status IN (?, ?) AND finished_at < ? ORDER BY id", (DONE, FAILED, before)
+        )]
+        if dry_run:
+            return Pruned(runs, sum(sum(self.counts(r).values()) for r in runs), len(self._old_letters(before)))
+        messages = sum(self._prune_run(run_id) for run_id in runs)
+        letters = self._old_letters(before)
+        for part in _batches(letters, PRUNE_BATCH):
+            self._write(f"DELETE FROM swarm_dead_letters WHERE id IN ({_marks(part)})", part)
+        return Pruned(runs, messages, len(letters))
+
+    def _prune_run(self, run_id: str) -> int:
+        """Delete one run's rows, its messages in bounded transactions, the run row last; returns its messages."""
+        deleted = 0
+        while True:
+            ids = [r[0] for r in self._rows("SELECT id FROM swarm_messages WHERE run_id = ? LIMIT ?",
+                                            (run_id, PRUNE_BATCH))]
+            if not ids:
+                break
+            self._transaction(lambda cur, ids=ids: self._delete_messages(cur, ids))
+            deleted += len(ids)
+
+        def finish(cur: Any) -> None:
+            cur.execute(self._sql("DELETE FROM swarm_counters WHERE run_id = ?"), (run_id,))
+            cur.execute(self._sql("DELETE FROM swarm_phases WHERE run_id = ?"), (run_id,))
+            cur.execute(self._sql("DELETE FROM swarm_runs WHERE id = ?"), (run_id,))
+
+        self._transaction(finish)
+        return deleted
+
+    def _delete_messages(self, cur: Any, ids: list[str]) -> None:
+        cur.execute(self._sql(f"DELETE FROM swarm_counters WHERE message_id IN ({_marks(ids)})"), ids)
+        cur.execute(self._sql(f"DELETE FROM swarm_messages WHERE id IN ({_marks(ids)})"), ids)
+
+    def _old_letters(self, before: float) -> list[int]:
+        """Dead letters from before ``before`` that were replayed or whose message the ledger no longer has."""
+        rows = self._rows(
+            "SELECT d.id FROM swarm_dead_letters d LEFT JOIN swarm_messages m ON m.id = d.message_id "
+            "WHERE d.created_at < ? AND (d.replayed_at IS NOT NULL OR m.id IS NULL) ORDER BY d.id",
+            (before,),
         )
+        return [int(r[0]) for r in rows]
+
+
+def _may_claim(row: Sequence[Any] | None, body: bytes, now: float) -> Claim | None:
+    """None when the message in ``row`` may be leased for a delivery of ``body``; else the refusal."""
+    if row is None:
+        return Claim(None, 0, UNPLANNED)
+    state, attempts, lease_until, digest, run_status, ours = row
+    if digest is not None and digest != body_digest(bytes(body)):
+        return Claim(None, int(attempts), MISMATCH)
+    if state == M_CLAIMED and int(ours):
+        return None  # this very claim, committed by an earlier run of its transaction
+    if state in TERMINAL:
+        return Claim(None, int(attempts), state)
+    if run_status != RUNNING:
+        return Claim(None, int(attempts), RUN_ENDED, detail=run_status or "not in the ledger")
+    if state == M_CLAIMED and lease_until is not None and float(lease_until) >= now:
+        return Claim(None, int(attempts), M_CLAIMED)
+    return None
+
+
+def _message_row(m: Message, run_id: str, phase: str, state: str, now: float, parent: str | None = None) -> tuple:
+    digest = None if m.body is None else body_digest(m.body)  # no body: the database refuses the row
+    return (m.id, run_id, phase, m.stage, m.chunk, state, m.body, now, digest, parent)
 
 
 def _claim(state: str, token: Any, attempts: Any, granted: Any) -> Claim:
@@ -811,16 +922,17 @@ def _message(row: Sequence[Any]) -> Message:
 
 
 def _dead_letter(row: Sequence[Any]) -> DeadLetterRecord:
+    body = bytes(row[4])
     return DeadLetterRecord(
-        id=int(row[0]), queue=row[1], message_id=row[2], reason=row[3], body=bytes(row[4]),
+        id=int(row[0]), queue=row[1], message_id=row[2], reason=row[3], body=body,
         created_at=float(row[5]), replayed_at=None if row[6] is None else float(row[6]),
+        size=len(body) if row[7] is None else int(row[7]),
+        sha256=row[8] or hashlib.sha256(body).hexdigest(),
     )
 
 
 def _clip(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_ERROR_CHARS:
-        return text
-    return text[: MAX_ERROR_CHARS // 2] + "\n... (cut) ...\n" + text[-MAX_ERROR_CHARS // 2:]
+    return None if text is None else clip(text, MAX_ERROR_CHARS)
 
 
 def _like_literal(text: str) -> str:

@@ -28,6 +28,11 @@ class SqliteLedger(SqlLedger):
         self._db = SqliteFile(path, "SQLite ledger")
         self.init_schema()
 
+    def _add_column(self, cur: Any, table: str, column: str, kind: str) -> None:
+        cur.execute(f"PRAGMA table_info({table})")
+        if column not in {row[1] for row in cur.fetchall()}:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
     def _transaction(self, work: Work[T]) -> T:
         with self._db.transaction() as cur:
             return work(cur)

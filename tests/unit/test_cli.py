@@ -87,6 +87,7 @@ def test_rerun_from_the_command_line(site, capsys):
 def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     from swarm.brokers.memory import MemoryBroker, hub
     from swarm.envelope import Envelope, encode
+    from swarm.signing import process_keys
 
     url = f"memory://dlq-{unique}"
     (tmp_path / "swarm.toml").write_text(f'[backends]\nbroker = "{url}"\nledger = "sqlite:///{tmp_path}/l.db"\n')
@@ -95,7 +96,7 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     queue = "swarm.merchant_daily.reduce"
     broker.declare([queue])
     env = Envelope("merchant_daily", f"merchant_daily@date={DATE}", "reduce", "reduce", "b01", payload={"bucket": 1})
-    broker.dead_letter(queue, encode(env), "failed 5 times; last error: KeyError")
+    broker.dead_letter(queue, encode(env, process_keys()), "failed 5 times; last error: KeyError")
     broker.dead_letter(queue, b"\xc1junk", "body is not valid msgpack")
 
     assert main(["dlq", "list", "--job", "merchant_daily", "--json"]) == EXIT_OK
@@ -106,7 +107,7 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     assert "KeyError" in capsys.readouterr().out
     assert main(["dlq", "replay", str(letters[0]["id"])]) == EXIT_OK
     assert "replayed 1 dead letter(s)" in capsys.readouterr().out
-    assert broker.depth(queue) == 1  # back on its stage queue, same body, same id
+    assert broker.depth(queue) == 1  # back on its stage queue (after a short delay), same body, same id
     assert main(["dlq", "list", "--json"]) == EXIT_OK
     assert [d["message_id"] for d in json.loads(capsys.readouterr().out)] == [None]
 

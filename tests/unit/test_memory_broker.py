@@ -1,6 +1,8 @@
 import threading
 import time
 
+import pytest
+
 from swarm.brokers.memory import MemoryBroker
 
 
@@ -45,8 +47,26 @@ def test_dead_letters_keep_their_reason(hub):
     b = MemoryBroker(hub)
     b.declare(["q"])
     b.dead_letter("q", b"x", "because")
-    [dead] = b.take_dead("q")
-    assert (dead.body, dead.reason) == (b"x", "because")
+    taken = []
+    assert b.take_dead("q", taken.append) == 1
+    assert [(dead.body, dead.reason) for dead in taken] == [(b"x", "because")]
+    assert b.take_dead("q", taken.append) == 0
+
+
+def test_a_dead_letter_leaves_its_queue_only_once_it_is_stored(hub):
+    b = MemoryBroker(hub)
+    b.declare(["q"])
+    for body in (b"first", b"second"):
+        b.dead_letter("q", body, "why")
+
+    def store_fails(dead):
+        raise OSError("ledger down")
+
+    with pytest.raises(OSError):
+        b.take_dead("q", store_fails)
+    stored = []
+    assert b.take_dead("q", stored.append) == 2
+    assert [d.body for d in stored] == [b"first", b"second"]  # none lost, in order
 
 
 def test_a_changed_prefetch_bounds_what_is_delivered_next(hub):

@@ -8,13 +8,15 @@ import pytest
 from swarm import Count, Send
 from swarm.broker import Delivery, dead_letter_queue, stage_queue
 from swarm.envelope import Envelope, encode
-from swarm.ledger import M_ABORTED, M_DEAD, M_DONE
+from swarm.ledger import M_ABORTED, M_DEAD, M_DONE, Message
 from swarm.runtime import ABORTED, DEAD, DONE, FENCED, REJECTED, RETRY, SKIPPED, TIMED_OUT, Processor
+from swarm.signing import SiteKeys
 from swarm.testing import call
 from tests.unit import toyjob
 from tests.unit.toyjob import job, use_sink
 
 RUN = "toy@date=2026-11-22"
+KEYS = SiteKeys(b"t" * 32)
 
 
 class FakeDelivery(Delivery):
@@ -42,15 +44,32 @@ def setup(broker, ledger, tables):
 
     def make(behaviour=None, **kw):
         return Processor(job, broker, ledger, tables, "w1", lease=30, options={"behaviour": behaviour or {}},
-                         backend_pause=0.01, **kw)
+                         backend_pause=0.01, keys=KEYS, **kw)
 
     return make
 
 
+def planned(ledger, env) -> bytes:
+    """``env`` signed and checkpointed in the ledger's plan, as the master does; returns its body."""
+    body = encode(env, KEYS)
+    ledger.save_plan(env.run, env.phase, [Message(env.id, env.stage, env.chunk, body)])
+    return body
+
+
 def deliver(proc, env=None, body=None, queue=None):
+    """Deliver ``env``, planned first, or a raw ``body`` as it is."""
     env = env or envelope()
-    d = FakeDelivery(queue or stage_queue("toy", env.stage), body if body is not None else encode(env))
+    if body is None:
+        body = planned(proc.ledger, env)
+    d = FakeDelivery(queue or stage_queue("toy", env.stage), body)
     return proc.handle(d), d
+
+
+def dead_letters(broker, queue):
+    """Everything on ``queue``'s dead-letter queue, taken off it."""
+    letters = []
+    broker.take_dead(queue, letters.append)
+    return letters
 
 
 def test_a_handler_in_one_line():
@@ -82,12 +101,12 @@ def test_duplicate_is_skipped_and_counted_once(setup, ledger):
 def test_fault_is_retried_through_the_broker_not_held(setup, broker, ledger, hub):
     outcome, d = deliver(setup({"1": "flaky"}))
     assert (outcome, d.acked) == (RETRY, 1)
-    assert broker.depth(stage_queue("toy", "sink")) == 1  # a delayed copy, attempt 2
+    assert broker.depth(stage_queue("toy", "sink")) == 1  # a delayed copy
     time.sleep(0.05)
     with hub.cond:
         hub.promote_due(time.monotonic())
         body, _, _ = hub.queues[stage_queue("toy", "sink")].popleft()
-    assert msgpack.unpackb(body)["attempt"] == 2
+    assert body == d.body  # unchanged: the ledger counts the attempts
     outcome, _ = deliver(setup({"1": "flaky"}), body=body)
     assert outcome == DONE
     assert ledger.counts(RUN) == {M_DONE: 1}
@@ -106,7 +125,7 @@ def test_unexpected_exception_is_a_fault_with_traceback_then_dead(setup, broker,
     proc = setup({"1": "crash"})
     outcomes = [deliver(proc, envelope(attempt=a))[0] for a in (1, 2, 3)]
     assert outcomes == [RETRY, RETRY, DEAD]
-    [dead] = broker.take_dead(stage_queue("toy", "sink"))
+    [dead] = dead_letters(broker, stage_queue("toy", "sink"))
     assert "failed 3 times" in dead.reason and "ValueError: boom on 1" in dead.reason
     assert "Traceback" in dead.reason
     [failure] = ledger.failures(RUN)
@@ -129,32 +148,30 @@ def test_send_to_an_undeclared_stage_aborts_before_applying(setup, ledger, broke
 @pytest.mark.parametrize("make_body, queue, reason", [
     (lambda: b"\xc1garbage", None, "not valid msgpack"),
     (lambda: msgpack.packb({"v": 9}), None, "schema version 9"),
-    (lambda: encode(envelope(job="other")), None, "job 'other'"),
-    (lambda: encode(envelope(stage="ghost")), "swarm.toy.sink", "unknown stage 'ghost'"),
-    (lambda: encode(envelope(stage="double")), "swarm.toy.sink", "arrived on queue"),
-    (lambda: encode(envelope(stage="double", payload={"n": "x"})), "swarm.toy.double", "validation: payload"),
+    (lambda: encode(envelope(job="other"), KEYS), None, "job 'other'"),
+    (lambda: encode(envelope(stage="ghost"), KEYS), "swarm.toy.sink", "unknown stage 'ghost'"),
+    (lambda: encode(envelope(stage="double"), KEYS), "swarm.toy.sink", "arrived on queue"),
+    (lambda: encode(envelope(stage="double", payload={"n": "x"}), KEYS), "swarm.toy.double", "validation: payload"),
     (lambda: b"\x00" * 2_000_000, None, "over the"),
 ])
 def test_bad_input_is_dead_lettered_with_its_reason(setup, broker, make_body, queue, reason):
     proc = setup()
     outcome, d = deliver(proc, body=make_body(), queue=queue or "swarm.toy.sink")
     assert (outcome, d.acked) == (REJECTED, 1)
-    [dead] = broker.take_dead(queue or "swarm.toy.sink")
+    [dead] = dead_letters(broker, queue or "swarm.toy.sink")
     assert reason in dead.reason
     assert deliver(proc)[0] == DONE  # and the next good message is served
 
 
 def test_rejected_message_the_ledger_expects_ends_dead_for_the_master(setup, ledger):
-    from swarm.ledger import Message
     bad = envelope(stage="double", payload={"n": "x"})
-    ledger.save_plan(RUN, "main", [Message(bad.id, "double", bad.chunk, encode(bad))])
-    deliver(setup(), body=encode(bad), queue="swarm.toy.double")
+    deliver(setup(), body=planned(ledger, bad), queue="swarm.toy.double")
     [failure] = ledger.failures(RUN)
     assert failure.state == M_DEAD and "rejected: payload fails stage 'double' validation" in failure.error
 
 
 def test_a_stray_message_does_not_change_any_run(setup, ledger):
-    deliver(setup(), body=encode(envelope(stage="double", payload={"n": "x"})), queue="swarm.toy.double")
+    deliver(setup(), body=encode(envelope(stage="double", payload={"n": "x"}), KEYS), queue="swarm.toy.double")
     assert ledger.counts(RUN) == {}
 
 
@@ -222,18 +239,16 @@ def test_a_backend_outage_sends_the_message_round_a_delay_queue_not_back_to_the_
     assert (outcome, d.acked, d.requeued) == (REQUEUED, 1, 0)  # no delivery counted against it
     assert broker.depth(stage_queue("toy", "sink")) == 1  # a delayed copy waits the outage out
     monkeypatch.undo()
-    assert ledger.counts(RUN) == {}
+    assert ledger.counts(RUN) == {"planned": 1}  # untouched
 
 
 def test_a_message_whose_workers_keep_dying_is_dead_lettered(setup, broker, ledger):
-    from swarm.ledger import Message
-
     env = envelope()
-    msg = Message(env.id, env.stage, env.chunk, encode(env))
+    msg = Message(env.id, env.stage, env.chunk, planned(ledger, env))
     for _ in range(job.stages["sink"].retry.max_attempts):  # each claim's worker "died" holding it
         assert ledger.claim(RUN, "main", msg, "doomed", 30).granted
         ledger.reclaim_expired(RUN, ledger.now() + 3600)
-    outcome, d = deliver(setup())
+    outcome, d = deliver(setup(), body=msg.body)
     assert (outcome, d.acked) == (DEAD, 1)
-    [dead] = broker.take_dead(stage_queue("toy", "sink"))
+    [dead] = dead_letters(broker, stage_queue("toy", "sink"))
     assert "no outcome after 3 deliveries" in dead.reason

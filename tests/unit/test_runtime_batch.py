@@ -3,19 +3,21 @@ import threading
 import time
 
 from swarm.broker import dead_letter_queue, stage_queue
-from swarm.envelope import encode
 from swarm.errors import BackendError, Fenced
 from swarm.ledger import M_ABORTED, M_DONE, M_QUEUED
 from swarm.runtime import ABORTED, DONE, FENCED, REJECTED, REQUEUED, RETRY, SKIPPED, TIMED_OUT
-from tests.unit.test_runtime import RUN, FakeDelivery, envelope, setup  # noqa: F401 - setup is a fixture
+from tests.unit.test_runtime import (  # noqa: F401 - setup is a fixture
+    RUN, FakeDelivery, dead_letters, envelope, planned, setup,
+)
 from tests.unit.toyjob import use_sink
 
 SINK = stage_queue("toy", "sink")
 
 
-def deliveries(*items):
-    """FakeDeliveries on the sink queue: an int n is a good message for n, bytes are a raw body."""
-    return [FakeDelivery(SINK, item if isinstance(item, bytes) else encode(envelope(n=item))) for item in items]
+def deliveries(ledger, *items):
+    """FakeDeliveries on the sink queue: an int n is a good (planned) message for n, bytes are a raw body."""
+    return [FakeDelivery(SINK, item if isinstance(item, bytes) else planned(ledger, envelope(n=item)))
+            for item in items]
 
 
 class Calls:
@@ -33,7 +35,7 @@ class Calls:
 
 def test_a_mixed_batch_gives_each_delivery_its_own_outcome(setup, broker, ledger, tables):
     proc = setup({"2": "flaky", "3": "abort"})
-    batch = deliveries(1, 2, 3, b"\xc1garbage", 1, 4)
+    batch = deliveries(ledger, 1, 2, 3, b"\xc1garbage", 1, 4)
     outcomes = proc.handle_batch(batch)
     assert outcomes == [DONE, RETRY, ABORTED, REJECTED, SKIPPED, DONE]
     assert [d.acked for d in batch] == [1] * 6
@@ -41,14 +43,15 @@ def test_a_mixed_batch_gives_each_delivery_its_own_outcome(setup, broker, ledger
     assert not tables.row("out", b"row0002")
     assert ledger.counters(RUN) == {"sunk": 2, "total": 5}  # 1 and 4, each once
     assert {f.chunk: f.state for f in ledger.failures(RUN)} == {"n2": M_QUEUED, "n3": M_ABORTED}
-    assert "not valid msgpack" in broker.take_dead(SINK)[0].reason
+    assert "not valid msgpack" in dead_letters(broker, SINK)[0].reason
 
 
 def test_a_batch_shares_one_claim_one_publish_and_one_complete(setup, broker, ledger, monkeypatch):
     proc = setup()
     claims, publishes, completes = (Calls(monkeypatch, o, n) for o, n in
                                     ((ledger, "claim_batch"), (broker, "publish"), (ledger, "complete_batch")))
-    batch = [FakeDelivery(stage_queue("toy", "double"), encode(envelope(stage="double", n=n))) for n in range(5)]
+    batch = [FakeDelivery(stage_queue("toy", "double"), planned(ledger, envelope(stage="double", n=n)))
+             for n in range(5)]
     assert proc.handle_batch(batch) == [DONE] * 5
     assert (claims.count, publishes.count, completes.count) == (1, 1, 1)
     assert broker.depth(SINK) == 5
@@ -62,7 +65,7 @@ def test_a_table_outage_returns_the_whole_batch_and_loses_none(setup, broker, le
         raise BackendError("table store down")
 
     monkeypatch.setattr(tables, "apply", down)
-    batch = deliveries(1, 2, 3)
+    batch = deliveries(ledger, 1, 2, 3)
     assert proc.handle_batch(batch) == [REQUEUED] * 3
     assert [(d.acked, d.requeued) for d in batch] == [(1, 0)] * 3  # acked only once a delayed copy is confirmed
     assert broker.depth(SINK) == 3
@@ -82,7 +85,7 @@ def test_a_fenced_member_does_not_stop_the_rest_of_the_batch(setup, ledger, monk
         return [Fenced("taken over") if call[0] == envelope(n=2).id else o for call, o in zip(calls, outcomes)]
 
     monkeypatch.setattr(ledger, "complete_batch", one_fenced)
-    batch = deliveries(1, 2, 3)
+    batch = deliveries(ledger, 1, 2, 3)
     assert proc.handle_batch(batch) == [DONE, FENCED, DONE]
     assert [d.acked for d in batch] == [1, 1, 1]
 
@@ -101,7 +104,7 @@ def test_a_hung_handler_hands_back_the_rest_of_its_batch(setup, broker, ledger, 
 
     use_sink(monkeypatch, hangs_on_one, timeout=0.01)
     result = {}
-    batch = deliveries(1, 2, 3)
+    batch = deliveries(ledger, 1, 2, 3)
     t = threading.Thread(target=lambda: result.update(outcomes=proc.handle_batch(batch)))
     t.start()
     assert entered.wait(5)
@@ -116,7 +119,7 @@ def test_a_hung_handler_hands_back_the_rest_of_its_batch(setup, broker, ledger, 
     assert handled == [1]  # the late batch did not run them after all
 
 
-def test_messages_waiting_in_a_batch_keep_their_leases(setup, monkeypatch):
+def test_messages_waiting_in_a_batch_keep_their_leases(setup, ledger, monkeypatch):
     proc = setup()
     entered, release = threading.Event(), threading.Event()
 
@@ -125,7 +128,7 @@ def test_messages_waiting_in_a_batch_keep_their_leases(setup, monkeypatch):
         release.wait(5)
 
     use_sink(monkeypatch, slow)
-    t = threading.Thread(target=proc.handle_batch, args=(deliveries(1, 2),))
+    t = threading.Thread(target=proc.handle_batch, args=(deliveries(ledger, 1, 2),))
     t.start()
     assert entered.wait(5)
     assert sorted(msg_id for msg_id, _ in proc.leases()) == sorted([envelope(n=1).id, envelope(n=2).id])
@@ -134,8 +137,8 @@ def test_messages_waiting_in_a_batch_keep_their_leases(setup, monkeypatch):
     assert proc.leases() == []
 
 
-def test_dead_letter_queue_of_the_batch_stage_is_untouched_by_good_work(setup, broker):
-    assert setup().handle_batch(deliveries(1, 2)) == [DONE, DONE]
+def test_dead_letter_queue_of_the_batch_stage_is_untouched_by_good_work(setup, broker, ledger):
+    assert setup().handle_batch(deliveries(ledger, 1, 2)) == [DONE, DONE]
     assert broker.depth(dead_letter_queue(SINK)) == 0
 
 

@@ -6,7 +6,7 @@ import pytest
 from swarm.ledger import M_CLAIMED
 from swarm.ledgers import sql
 from swarm.ledgers.sqlite import SqliteLedger
-from tests.ledger_contract import LEASE, PHASE, RUN, LedgerContract, message
+from tests.ledger_contract import LEASE, PHASE, RUN, LedgerContract, known, message
 
 
 class TestSqliteLedger(LedgerContract):
@@ -19,7 +19,7 @@ def test_an_in_memory_ledger_is_ready_to_use():
     ledger = SqliteLedger()
     try:
         assert ledger.schema_version() == sql.SCHEMA_VERSION
-        assert ledger.claim(RUN, PHASE, message(1), "w1", LEASE).granted
+        assert ledger.claim(RUN, PHASE, known(ledger, message(1)), "w1", LEASE).granted
         assert ledger.counts(RUN) == {M_CLAIMED: 1}
     finally:
         ledger.close()

@@ -5,7 +5,8 @@ import time
 
 from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
-from swarm.ledger import M_DEAD, M_DONE
+from swarm.ledger import M_DEAD, M_DONE, Message
+from swarm.signing import process_keys
 from swarm.testing import run_job
 from tests.unit.toyjob import job, use_sink
 from workers.worker import Worker, prefetch_at
@@ -59,14 +60,23 @@ def test_failed_run_resumes_after_its_dead_letters_are_replayed(ledger, tables, 
     assert ledger.dead_letters() == []  # replayed ones are no longer listed
 
 
+def publish_planned(broker, ledger, numbers):
+    """Sink messages for ``numbers``, checkpointed in the ledger and published, as the master does."""
+    ledger.open_run(RUN, "toy", {"date": "2026-11-22"})
+    messages = []
+    for n in numbers:
+        env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
+        messages.append(Message(env.id, env.stage, env.chunk, encode(env, process_keys())))
+    ledger.save_plan(RUN, "main", messages)
+    broker.publish([(stage_queue("toy", "sink"), m.body) for m in messages])
+
+
 def serve_sink(broker, ledger, tables, count):
     """A worker on the sink stage, with ``count`` messages waiting; returns its thread and stop event."""
     tables.create_table("out", ["f"])
     worker = Worker(job, broker, ledger, tables, stages=["sink"])
     broker.declare([stage_queue("toy", "sink")])
-    for n in range(count):
-        env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
-        broker.publish([(stage_queue("toy", "sink"), encode(env))])
+    publish_planned(broker, ledger, range(count))
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.worker = worker
@@ -155,9 +165,7 @@ def test_quiet_gives_a_stage_s_threads_back_and_a_backlog_takes_them_again(broke
         low = pool.limit
         # the prefetch follows: the one working thread's batch (of 1) and one more
         assert wait_for(lambda: consumer_prefetch(broker, "sink") == 2)
-        for n in range(400):
-            env = Envelope("toy", RUN, "main", "sink", f"n{n}", "0", 1, {"n": n})
-            broker.publish([(stage_queue("toy", "sink"), encode(env))])
+        publish_planned(broker, ledger, range(400))
         assert wait_for(lambda: pool.limit > low, timeout=20)  # the backlog takes them again
         assert wait_for(lambda: consumer_prefetch(broker, "sink") == prefetch_at(job.stages["sink"], pool.limit))
         assert wait_for(lambda: ledger.counts(RUN).get(M_DONE) == 400, timeout=60)
