@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,9 +28,11 @@ class Site:
             "ledger": f"mysql://root@127.0.0.1:3306/{database}",
             "tables": hbase.url,
         }
+        self.key_file = write_key(tmp / "site.key")
         self.config = tmp / "swarm.toml"
         self.config.write_text(
             "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.urls.items())
+            + f'[security]\nkey_file = "{self.key_file}"\n'
             + '[jobs]\nmodules = ["tests.integration.slowjob"]\n'
             + f"[worker]\nlease = {lease}\n"
             + f"[master]\npoll = 0.2\nlost_after = {lost_after}\n"
@@ -93,6 +96,21 @@ class Site:
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.logs, lines)
+
+
+def write_key(path: Path) -> Path:
+    """A new site key in ``path``, mode 0600, as an operator makes one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def site_keys(site: "Site"):
+    """The keys a site's processes sign with, for a test that publishes as the master would."""
+    from swarm.signing import from_settings
+
+    return from_settings({"key_file": str(site.key_file)})
 
 
 def log_tail(folder: Path, lines: int = 40) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import logging
 import random
 import threading
@@ -22,6 +23,7 @@ from swarm.brokers.rabbitmq import (
     retry_queue,
 )
 from swarm.errors import BackendError, ConfigError
+from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_REASON_CHARS
 
 from tests.integration.rabbitmq_support import (  # noqa: F401  (vhost is a fixture)
     FaultProxy,
@@ -149,23 +151,57 @@ def test_delayed_message_waits_in_its_delay_queue_then_arrives(broker, vhost):
     assert (death["queue"], death["reason"]) == (retry_queue(Q, 4000), "expired")
 
 
+def taken(broker, limit=1000) -> list:
+    letters = []
+    broker.take_dead(Q, letters.append, limit=limit)
+    return letters
+
+
 def test_dead_letter_then_take_dead_with_reasons(broker, vhost):
     broker.dead_letter(Q, b"\xc1bad", "does not decode: unknown type")
     broker.dead_letter(Q, b"big", "too large")
     broker.dead_letter(Q, b"old", "schema version 0")
-    first = broker.take_dead(Q, limit=2)
+    first = taken(broker, limit=2)
     assert [(d.queue, d.body, d.reason) for d in first] == [
         (Q, b"\xc1bad", "does not decode: unknown type"),
         (Q, b"big", "too large"),
     ]
-    assert [d.reason for d in broker.take_dead(Q)] == ["schema version 0"]
-    assert broker.take_dead(Q) == []
+    assert [d.reason for d in taken(broker)] == ["schema version 0"]
+    assert taken(broker) == []
     broker.close()
     other = RabbitBroker(amqp_url(vhost))
     try:
-        assert other.take_dead(Q) == []  # taken means acked: closing the connection returned nothing
+        assert taken(other) == []  # taken means acked: closing the connection returned nothing
     finally:
         other.close()
+
+
+def test_a_dead_letter_is_acked_only_once_it_is_stored(broker, vhost):
+    for body in (b"first", b"second", b"third"):
+        broker.dead_letter(Q, body, "why")
+    stored = []
+
+    def store_then_fail(dead):
+        if len(stored) == 1:
+            raise OSError("ledger down")
+        stored.append(dead.body)
+
+    with pytest.raises(OSError):
+        broker.take_dead(Q, store_then_fail)
+    assert stored == [b"first"]
+    assert ready(vhost, dead_letter_queue(Q)) == 2  # the one that failed, and the one behind it
+    assert sorted(d.body for d in taken(broker)) == [b"second", b"third"]  # a quorum queue may requeue at its back
+
+
+def test_a_huge_body_and_reason_are_dead_lettered_cut_without_dropping_the_connection(broker, vhost):
+    huge, reason = b"z" * (20 << 20), "x" * 900_000
+    broker.dead_letter(Q, huge, reason)
+    broker.dead_letter(Q, b"", "empty")
+    broker.publish([(Q, b"still connected")])
+    [big, empty] = taken(broker)
+    assert (len(big.body), big.size) == (MAX_DEAD_LETTER_BYTES, 20 << 20)
+    assert big.sha256 == hashlib.sha256(huge).hexdigest() and len(big.reason) <= MAX_REASON_CHARS
+    assert (empty.body, empty.reason, empty.size) == (b"", "empty", None)
 
 
 def test_quorum_delivery_limit_sends_a_poison_message_to_the_dlq(vhost):
@@ -177,7 +213,7 @@ def test_quorum_delivery_limit_sends_a_poison_message_to_the_dlq(vhost):
         broker.consume(Q, 1, rec)
         dead = []
         with serving(broker):  # take_dead from this thread goes through the serving loop
-            wait_for(lambda: dead.extend(broker.take_dead(Q)) or dead, "the message in the dlq")
+            wait_for(lambda: broker.take_dead(Q, dead.append) or dead, "the message in the dlq")
         assert [(d.queue, d.body, d.reason) for d in dead] == [(Q, b"poison", "delivery limit exceeded")]
         assert [d.redelivered for d in rec.deliveries] == [False, True, True]
         assert ready(vhost, Q) == 0

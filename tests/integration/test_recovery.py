@@ -16,7 +16,7 @@ import pytest
 from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
 from swarm.ledger import M_CLAIMED, M_DONE
-from tests.integration.fleet import DATE, JOB, ROOT, wait_until
+from tests.integration.fleet import DATE, JOB, ROOT, site_keys, wait_until
 from tests.integration.rabbitmq_support import amqp_url
 from tests.integration.test_pipeline import EVENTS, finish, run_id
 
@@ -58,15 +58,18 @@ def test_a_hung_worker_loses_its_lease_and_cannot_commit_later(site):
     assert site.ledger().counters(run_id()) == {"rows": EVENTS, "merchants": 40}
 
 
-BAD_INPUTS = {
-    "undecodable": (b"\xc1\x00not msgpack", "not valid msgpack"),
-    "wrong version": (msgpack.packb({"v": 7, "job": JOB}), "schema version 7"),
-    "unknown stage": (encode(Envelope(JOB, f"{JOB}@date={DATE}", "map", "ghost", "x1")), "unknown stage 'ghost'"),
-    "unknown job": (encode(Envelope("nojob", "nojob@date=x", "map", "scan", "x1")), "job 'nojob'"),
-    "oversize": (b"\x00" * (1024 * 1024 + 1), "over the 1048576-byte limit"),
-    "invalid payload": (encode(Envelope(JOB, f"{JOB}@date={DATE}", "map", "scan", "x2", payload={"start": 1})),
-                        "fails stage 'scan' validation"),
-}
+def bad_inputs(keys) -> dict[str, tuple[bytes, str]]:
+    """Bodies a worker must dead-letter, each with what its reason says; signed where signing is not the point."""
+    return {
+        "undecodable": (b"\xc1\x00not msgpack", "not valid msgpack"),
+        "wrong version": (msgpack.packb({"v": 7, "job": JOB}), "schema version 7"),
+        "unknown stage": (encode(Envelope(JOB, f"{JOB}@date={DATE}", "map", "ghost", "x1"), keys),
+                          "unknown stage 'ghost'"),
+        "unknown job": (encode(Envelope("nojob", "nojob@date=x", "map", "scan", "x1"), keys), "job 'nojob'"),
+        "oversize": (b"\x00" * (1024 * 1024 + 1), "over the 1048576-byte limit"),
+        "invalid payload": (encode(Envelope(JOB, f"{JOB}@date={DATE}", "map", "scan", "x2", payload={"start": 1}),
+                                   keys), "fails stage 'scan' validation"),
+    }
 
 
 def test_bad_input_is_dead_lettered_with_its_reason_and_the_worker_serves_on(site):
@@ -75,16 +78,17 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_the_worker_serves_on(sit
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url(site.vhost)))
     channel = conn.channel()
     channel.confirm_delivery()
-    for body, _ in BAD_INPUTS.values():
+    bad = bad_inputs(site_keys(site))
+    for body, _ in bad.values():
         channel.basic_publish("", stage_queue(JOB, "scan"), body, pika.BasicProperties(delivery_mode=2))
     conn.close()
     master = site.start_master()  # real work after the bad input, through the same worker
     finish(site, master)
     assert worker.poll() is None, "the worker is still serving"
     listed = _dlq_list(site)
-    for name, (_, reason) in BAD_INPUTS.items():
+    for name, (_, reason) in bad.items():
         assert any(reason in d["reason"] for d in listed), f"{name}: no dead letter with {reason!r} in {listed}"
-    assert len(listed) == len(BAD_INPUTS)
+    assert len(listed) == len(bad)
 
 
 def _has_consumer(vhost: str, queue: str) -> bool:
