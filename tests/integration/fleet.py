@@ -21,11 +21,12 @@ DATE = "2026-11-22"
 
 class Site:
     def __init__(self, tmp: Path, vhost: str, database: str, hbase, options: dict, lease: float = 3.0,
-                 lost_after: float = 5.0):
+                 lost_after: float = 5.0, broker: str | None = None, ledger: str | None = None):
+        """``broker``, ``ledger``: URLs of other accounts than guest on ``vhost`` and root on ``database``."""
         self.tmp, self.vhost, self.database, self.hbase = tmp, vhost, database, hbase
         self.urls = {
-            "broker": amqp_url(vhost, heartbeat=5),
-            "ledger": f"mysql://root@127.0.0.1:3306/{database}",
+            "broker": broker or amqp_url(vhost, heartbeat=5),
+            "ledger": ledger or f"mysql://root@127.0.0.1:3306/{database}",
             "tables": hbase.url,
         }
         self.key_file = write_key(tmp / "site.key")
@@ -45,10 +46,15 @@ class Site:
 
     # data --------------------------------------------------------------------------
 
-    def init_ledger(self) -> None:
-        done = subprocess.run([sys.executable, "-m", "swarm.cli", "--config", str(self.config), "db", "init"],
-                              cwd=self.tmp, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+    def init_ledger(self, env: dict | None = None) -> None:
+        done = self.cli("db", "init", env=env)
         assert done.returncode == 0, done.stderr
+
+    def cli(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run a ``swarm`` command with the site's config to its end; ``env`` adds to the environment."""
+        return subprocess.run([sys.executable, "-m", "swarm.cli", "--config", str(self.config), *args],
+                              cwd=self.tmp, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+                              capture_output=True, text=True, timeout=120)
 
     def generate(self, events: int) -> None:
         tables = open_tables(self.urls["tables"])
