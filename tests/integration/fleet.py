@@ -31,18 +31,23 @@ class Site:
         }
         self.key_file = write_key(tmp / "site.key")
         self.config = tmp / "swarm.toml"
-        self.config.write_text(
-            "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.urls.items())
-            + f'[security]\nkey_file = "{self.key_file}"\n'
-            + '[jobs]\nmodules = ["tests.integration.slowjob"]\n'
-            + f"[worker]\nlease = {lease}\n"
-            + f"[master]\npoll = 0.2\nlost_after = {lost_after}\n"
-            + f"[options.{JOB}]\n" + "".join(f"{k} = {v!r}\n" for k, v in options.items())
-        )
+        self.options, self.lease, self.lost_after = dict(options), lease, lost_after
+        self.write_config()
         self.workers: list[subprocess.Popen] = []
         self.logs = tmp / "logs"
         self.logs.mkdir(exist_ok=True)
         self._n = 0
+
+    def write_config(self) -> None:
+        """The site's config file, from its URLs, key file and ``options`` (change them, then call again)."""
+        self.config.write_text(
+            "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.urls.items())
+            + f'[security]\nkey_file = "{self.key_file}"\n'
+            + '[jobs]\nmodules = ["tests.integration.slowjob"]\n'
+            + f"[worker]\nlease = {self.lease}\n"
+            + f"[master]\npoll = 0.2\nlost_after = {self.lost_after}\n"
+            + f"[options.{JOB}]\n" + "".join(f"{k} = {v!r}\n" for k, v in self.options.items())
+        )
 
     # data --------------------------------------------------------------------------
 
