@@ -1,14 +1,16 @@
-"""TLS options of the broker URL: what they turn into, and what a mistake says."""
+"""TLS options of the broker and ledger URLs: what they turn into, and what a mistake says."""
 from __future__ import annotations
 
 import ssl
 import urllib.parse
 
 import pika
+import pymysql
 import pytest
 
 from swarm.brokers.rabbitmq import _describe_connect, _parse_url
 from swarm.errors import ConfigError
+from swarm.ledgers.mysql import describe, parse_url, transient
 from tests.tls_pki import Pki, make_pki, openssl
 
 SECRET = "hunter2-secret"
@@ -21,6 +23,10 @@ def pki(tmp_path_factory) -> Pki:
 
 def amqps(**options: object) -> str:
     return f"amqps://swarm:{SECRET}@mq1.example.com/%2F?" + urllib.parse.urlencode(options)
+
+
+def mysql(**options: object) -> str:
+    return f"mysql://swarm:{SECRET}@db1.example.com:3306/swarm?" + urllib.parse.urlencode(options)
 
 
 def config_error(parse, url: str) -> str:
@@ -112,3 +118,56 @@ def test_a_missing_client_certificate_is_worded_as_such():
         "tlsv13 alert certificate required (_ssl.c:2580)')\",)")
     assert _describe_connect(lost) == "TLS handshake failed: the server requires a client certificate " \
                                       "(options ssl_cert and ssl_key)"
+
+
+# -- the ledger ----------------------------------------------------------------------------------
+
+
+def test_mysql_tls_options_become_pymysql_arguments(pki):
+    target = parse_url(mysql(ssl_ca=pki.ca, ssl_cert=pki.client_cert, ssl_key=pki.client_key))
+    assert target.ssl == {"ssl_ca": str(pki.ca), "ssl_cert": str(pki.client_cert), "ssl_key": str(pki.client_key),
+                          "ssl_verify_cert": True, "ssl_verify_identity": True}
+    assert target.password == SECRET and target.database == "swarm"
+
+
+def test_mysql_without_options_has_no_tls_arguments():
+    assert parse_url("mysql://swarm:pw@db1/swarm").ssl == {}
+
+
+def test_mysql_name_check_can_be_turned_off(pki):
+    target = parse_url(mysql(ssl_ca=pki.ca, ssl_verify_identity="no"))
+    assert target.ssl == {"ssl_ca": str(pki.ca), "ssl_verify_cert": True, "ssl_verify_identity": False}
+
+
+@pytest.mark.parametrize("url, says", [
+    (lambda pki: mysql(sslca=pki.ca, charset="latin1"), "unknown option charset, sslca"),
+    (lambda pki: mysql(ssl_cert=pki.client_cert), "ssl_cert needs ssl_ca"),
+    (lambda pki: mysql(ssl_verify_identity="true"), "ssl_verify_identity needs ssl_ca"),
+    (lambda pki: mysql(ssl_ca="/no/such/ca.pem"), "option ssl_ca: cannot read /no/such/ca.pem"),
+    (lambda pki: mysql(ssl_ca=pki.ca, ssl_cert=pki.client_cert, ssl_key="/no/such/k.pem"),
+     "option ssl_key: cannot read /no/such/k.pem"),
+    (lambda pki: mysql(ssl_ca=pki.ca, ssl_verify_identity="sometimes"), "must be true or false"),
+], ids=["unknown", "cert without CA", "flag without CA", "no CA file", "no key file", "bad flag"])
+def test_ledger_tls_mistakes_name_the_option_and_file(pki, url, says):
+    assert says in config_error(parse_url, url(pki))
+
+
+def connect_error(cause: BaseException) -> pymysql.err.OperationalError:
+    """What PyMySQL raises when connecting fails with ``cause``."""
+    exc = pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on 'db1' ({cause})")
+    exc.original_exception = cause
+    return exc
+
+
+def test_a_certificate_the_ledger_refuses_is_not_retried():
+    refused = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    refused.verify_message = "self-signed certificate in certificate chain"
+    exc = connect_error(refused)
+    assert not transient(exc)
+    assert describe(exc).startswith("TLS verification failed: the server's certificate was refused: "
+                                    "self-signed certificate in certificate chain")
+
+
+def test_a_server_that_cannot_be_reached_is_still_retried():
+    exc = connect_error(ConnectionRefusedError(111, "Connection refused"))
+    assert transient(exc) and describe(exc).startswith("error 2003: Can't connect")
