@@ -26,6 +26,22 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def with_password(url: str, password: str) -> str:
+    """``url`` (which has a user and no password) with ``password``, percent-encoded, as its password."""
+    parts = urllib.parse.urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{urllib.parse.quote(password, safe='')}@{host}"))
+
+
+def without_password(url: str) -> str:
+    """``url`` with no password at all (not even ``***``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}@{host}"))
+
+
 def _scheme(url: str, key: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"{key}: expected a URL like {allowed[0]}://..., got {redact(str(url))!r}")

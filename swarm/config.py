@@ -1,7 +1,9 @@
 """Configuration: one TOML file, every key overridable by ``SWARM_<SECTION>_<KEY>``.
 
 A wrong key or value fails at start with the key named; URLs are shown
-only redacted.
+only redacted. ``backends.<role>_password_file`` puts the content of a file
+into that URL as its password when the config is loaded, so the rest of
+Swarm sees one complete URL.
 """
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import copy
 import os
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
-from swarm.backends import check_url, redact
+from swarm.backends import check_url, redact, with_password
 from swarm.errors import ConfigError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -20,6 +23,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "broker": "memory://",
         "ledger": "sqlite:///swarm.db",
         "tables": "embedded:///swarm-tables.db",
+        "broker_password_file": "",  # the broker URL's password, read from this file at load
+        "ledger_password_file": "",
     },
     "jobs": {"modules": []},  # job modules besides the swarm.jobs entry points
     "worker": {
@@ -54,6 +59,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "log": {"level": "INFO"},
 }
+PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_file"}  # URL key: its file key
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
 
@@ -98,10 +104,45 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
         data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
     for key in ("broker", "ledger", "tables"):
         check_url(f"backends.{key}", data["backends"][key])
+    _apply_password_files(data["backends"])
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")
     return Config(data, source)
+
+
+def _apply_password_files(backends: dict[str, Any]) -> None:
+    """Put each password file's content into its URL, which must not hold a password already."""
+    for role, file_key in PASSWORD_FILES.items():
+        path = backends[file_key]
+        if not path:
+            continue
+        url = backends[role]
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as exc:
+            raise ConfigError(f"backends.{role}: cannot parse {redact(url)} ({exc})") from None
+        if parts.password is not None:
+            raise ConfigError(f"backends.{role} has a password and backends.{file_key} is set: use one or the "
+                              f"other (in {redact(url)})")
+        if not parts.username:
+            raise ConfigError(f"backends.{file_key} is set but backends.{role} names no user for the password: "
+                              f"add one, as in {parts.scheme}://swarm@host/... (in {redact(url)})")
+        backends[role] = with_password(url, _read_password(f"backends.{file_key}", path))
+
+
+def _read_password(key: str, path: str) -> str:
+    """The password in file ``path``: its content without the trailing newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"{key}: {path} is empty")
+    return password
 
 
 def _merge_file(data: dict, file: Path) -> None:

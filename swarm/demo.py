@@ -86,6 +86,8 @@ class _process_fleet:
     def __init__(self, job: str, urls: dict, workers: int, key_file: Path):
         env = dict(os.environ)
         env.update({f"SWARM_BACKENDS_{k.upper()}": v for k, v in urls.items()})
+        # the URLs are complete: a password file named by a swarm.toml here must not add a second password
+        env.update({f"SWARM_BACKENDS_{k.upper()}_PASSWORD_FILE": "" for k in ("broker", "ledger")})
         env["SWARM_WORKER_JOB"] = job
         env.pop("SWARM_SECURITY_KEY", None)
         env["SWARM_SECURITY_KEY_FILE"] = str(key_file.resolve())

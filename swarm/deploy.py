@@ -17,8 +17,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
-from swarm.backends import redact
-from swarm.config import SECRETS, Config
+from swarm.backends import redact, without_password
+from swarm.config import PASSWORD_FILES, SECRETS, Config
 from swarm.errors import ConfigError
 
 WORKER_SECTIONS = ("backends", "jobs", "worker", "security", "log")
@@ -62,12 +62,19 @@ def write_private(path: Path, text: str) -> None:
 
 
 def settings_env(cfg: Config, sections: tuple[str, ...]) -> dict[str, str]:
-    """``SWARM_<SECTION>_<KEY>`` variables for every setting of ``sections``."""
+    """``SWARM_<SECTION>_<KEY>`` variables for every setting of ``sections``.
+
+    A URL whose password comes from a file goes without it: each process reads the file itself,
+    and the password stays out of the rendered config.
+    """
     env = {}
     for section in sections:
         for key, value in cfg[section].items():
             if (section, key) in SECRETS and not value:
                 continue  # not set: nothing to carry, and an empty key is no key
+            file_key = PASSWORD_FILES.get(key) if section == "backends" else None
+            if file_key and cfg[section][file_key]:
+                value = without_password(value)
             env[f"SWARM_{section.upper()}_{key.upper()}"] = _env_text(value)
     return env
 

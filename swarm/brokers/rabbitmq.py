@@ -3,9 +3,10 @@
 URL
     The vhost is URL-encoded (``%2F`` for ``/``). Every pika ``URLParameters``
     query option works (``heartbeat``, ``connection_attempts``,
-    ``socket_timeout``, ``ssl_options``...). ``blocked_connection_timeout``
-    defaults to 60 s: without it a publish waits forever while a memory or
-    disk alarm blocks publishers. Swarm adds three options:
+    ``socket_timeout``...) except ``ssl_options``: TLS takes Swarm's options
+    below. ``blocked_connection_timeout`` defaults to 60 s: without it a
+    publish waits forever while a memory or disk alarm blocks publishers.
+    Swarm adds these options:
 
     ``delivery_limit=20``     deliveries a quorum stage queue allows a message
                               before the broker dead-letters it to ``Q.dlq``
@@ -14,6 +15,17 @@ URL
     ``consumer_timeout=1800`` the server's ``consumer_timeout`` in seconds (AMQP
                               cannot read it; ``0`` means disabled), used by
                               ``consumer_timeout_note``
+
+    and, with ``amqps://`` only (TLS, port 5671 by default):
+
+    ``ssl_ca=PATH``           PEM CA certificate(s) the server's certificate must
+                              chain to (default: the system's CA store)
+    ``ssl_cert=PATH``         a client certificate (PEM), for a server that asks
+    ``ssl_key=PATH``          its key (PEM, unencrypted), unless in ``ssl_cert``'s file
+    ``ssl_server_name=NAME``  the name the server's certificate must carry
+                              (default: the URL's host); also sent as SNI
+    ``ssl_verify_identity=true``  ``false`` skips the name check; the certificate
+                              chain is checked in any case
 
 Topology (``declare``; idempotent)
     ``Q``             the stage queue: a quorum queue (classic durable on a server
@@ -127,6 +139,7 @@ import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 from pika.spec import Basic
 
+from swarm import tls as tls_support
 from swarm.backends import redact
 from swarm.broker import (
     REASON_HEADER, Broker, Callback, Delivery, Store, dead_letter_from, dead_letter_parts, dead_letter_queue,
@@ -141,6 +154,7 @@ DELAY_TIERS_MS: tuple[int, ...] = tuple(1000 * 2**k for k in range(12))  # 1 s .
 RECONNECT_FIRST, RECONNECT_CAP = 0.5, 30.0  # seconds
 
 _OPTIONS = {"delivery_limit": 20, "reply_timeout": 60.0, "consumer_timeout": DEFAULT_CONSUMER_TIMEOUT}
+_TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_server_name", "ssl_verify_identity")
 _BLOCKED_CONNECTION_TIMEOUT = 60.0
 _PUBLISH_WINDOW = 4096  # unconfirmed messages before a batch lets confirms catch up (bounds memory)
 _TICK = 0.2  # how often serve wakes to look at its stop event
@@ -200,7 +214,11 @@ def _parse_url(url: str) -> _Options:
         query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
     except ValueError as e:
         raise ConfigError(f"broker: cannot parse {where!r}: {e}") from None
+    if "ssl_options" in query:
+        raise ConfigError(f"broker: option ssl_options is not supported; use amqps:// with ssl_ca, ssl_cert "
+                          f"and ssl_key (in {where})")
     ours = {name: query.pop(name)[-1] for name in list(query) if name in _OPTIONS}
+    tls = {name: query.pop(name)[-1] for name in list(query) if name in _TLS_OPTIONS}
     rest = parts._replace(query=urllib.parse.urlencode(query, doseq=True))
     try:
         params = pika.URLParameters(urllib.parse.urlunsplit(rest))
@@ -208,6 +226,7 @@ def _parse_url(url: str) -> _Options:
         raise ConfigError(f"broker: {_scrub(str(e), parts.password)} (in {where})") from None
     if "blocked_connection_timeout" not in query:
         params.blocked_connection_timeout = _BLOCKED_CONNECTION_TIMEOUT
+    params.ssl_options = _ssl_options(parts.scheme, params.host, tls, where)
     values: dict[str, Any] = {}
     for name, default in _OPTIONS.items():
         raw = ours.get(name)
@@ -218,6 +237,18 @@ def _parse_url(url: str) -> _Options:
         if values[name] < 0 or (values[name] == 0 and name != "consumer_timeout"):
             raise ConfigError(f"broker: option {name} must be positive (in {where})")
     return _Options(params, **values)
+
+
+def _ssl_options(scheme: str, host: str, tls: dict[str, str], where: str) -> pika.SSLOptions | None:
+    """The TLS settings of an ``amqps://`` URL; None for ``amqp://``, which takes no TLS option."""
+    if scheme.lower() != "amqps":
+        if tls:
+            raise ConfigError(f"broker: option {', '.join(sorted(tls))} needs an amqps:// URL (in {where})")
+        return None
+    check = tls_support.flag("broker", "ssl_verify_identity", tls.get("ssl_verify_identity"), default=True)
+    context = tls_support.client_context("broker", tls, check_hostname=check)
+    # pika gives server_hostname to wrap_socket: it is the name checked and the SNI sent.
+    return pika.SSLOptions(context, tls.get("ssl_server_name") or host)
 
 
 def _scrub(text: str, secret: str | None) -> str:
@@ -248,6 +279,16 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, pika.exceptions.ConnectionBlockedTimeout):
         return "blocked by a broker resource alarm for longer than blocked_connection_timeout"
     return f"{type(error).__name__}: {error}" if error is not None else "closed"
+
+
+def _describe_connect(error: BaseException | None) -> str:
+    """Why a connection could not be opened: a TLS failure says so, with the options to check."""
+    tls = tls_support.failure(_root(error))
+    if tls is None:
+        return _describe(error)
+    if tls.startswith("TLS verification"):
+        return f"{tls} (check the URL's ssl_ca and ssl_server_name)"
+    return tls
 
 
 def _root(error: BaseException | None) -> BaseException | None:
@@ -419,7 +460,7 @@ class _Link:
                 pass  # what was asked of the connection is done; the loss shows on the next call
 
     def _on_open_error(self, _conn: Any, error: BaseException) -> None:
-        self.lost = f"cannot connect: {_describe(error)}"
+        self.lost = f"cannot connect: {_describe_connect(error)}"
 
     def _on_close(self, _conn: Any, error: BaseException) -> None:
         self.lost = self.lost or _describe(error)
@@ -1109,7 +1150,7 @@ class RabbitBroker(Broker):
         try:
             link = _Link(self._opts, self._label, self._secret)
         except (pika.exceptions.AMQPError, OSError) as e:
-            why = _scrub(_describe(e), self._secret)
+            why = _scrub(_describe_connect(e), self._secret)
             raise BackendError(f"RabbitMQ at {self._label}: cannot connect: {why}") from None
         with self._cv:
             self._link = link

@@ -1,5 +1,10 @@
 """The production ledger: MySQL or MariaDB over PyMySQL (``mysql://user:password@host:port/database``).
 
+TLS: ``?ssl_ca=PATH`` encrypts every connection and verifies the server's
+certificate against that CA, and its name against the URL's host unless
+``ssl_verify_identity=false``; ``ssl_cert=PATH`` and ``ssl_key=PATH`` add a
+client certificate. Any other query option is refused.
+
 One connection per thread, with timeouts. A transaction that fails on a
 deadlock, a lock wait timeout or a lost connection is run again from the
 start on a new connection, a bounded number of times. Concurrent claims,
@@ -21,12 +26,13 @@ import socket
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pymysql
 from pymysql.connections import Connection
 from pymysql.constants import CLIENT
 
+from swarm import tls
 from swarm.backends import redact
 from swarm.errors import BackendError, ConfigError, MasterLocked
 from swarm.ledgers.sql import SplitGroup, SqlLedger, T, Work
@@ -37,6 +43,7 @@ LOCK_CONFLICTS = {1205, 1213}  # lock wait timeout, deadlock
 # Server gone, lost during a query, cannot connect, killed, idle too long, shutting down.
 CONNECTION_LOST = {2003, 2006, 2013, 2055, 1927, 4031, 1053}
 NO_SUCH_TABLE = 1146
+CANNOT_CONNECT = 2003  # PyMySQL's code for any failure while connecting, TLS handshake included
 MAX_LOCK_NAME = 64  # GET_LOCK's limit on MySQL
 DRIVER_ERRORS = (pymysql.MySQLError, OSError)
 
@@ -48,6 +55,7 @@ class Target:
     user: str | None
     password: str = dataclasses.field(repr=False)
     database: str
+    ssl: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # pymysql.connect's ssl_* arguments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +173,7 @@ class MysqlLedger(SqlLedger):
             charset="utf8mb4", autocommit=autocommit,
             connect_timeout=self.connect_timeout, read_timeout=self.read_timeout, write_timeout=self.write_timeout,
             # rowcount counts the rows an UPDATE matched, as SQLite does, not only those it changed.
-            client_flag=CLIENT.FOUND_ROWS,
+            client_flag=CLIENT.FOUND_ROWS, **t.ssl,
         )
         try:
             with conn.cursor() as cur:
@@ -369,24 +377,48 @@ class MysqlLedger(SqlLedger):
         return f"swarm.{kind}:" + hashlib.sha256(name.encode()).hexdigest()[: MAX_LOCK_NAME - len(kind) - 7]
 
 
+TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_identity")
+
+
 def parse_url(url: str) -> Target:
-    """The parts of ``mysql://user:password@host:port/database``; ``ConfigError`` naming what is wrong."""
+    """The parts of ``mysql://user:password@host:port/database?ssl_ca=...``; ``ConfigError`` naming what is wrong."""
     expected = "expected mysql://user:password@host:port/database"
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port or 3306
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
         raise ConfigError(f"ledger: {expected}, got {redact(url)} ({exc})") from None
     database = urllib.parse.unquote(parts.path[1:])
     if parts.scheme.lower() != "mysql" or not database or "/" in database:
         raise ConfigError(f"ledger: {expected}, got {redact(url)}")
+    unknown = sorted(set(query) - set(TLS_OPTIONS))
+    if unknown:
+        raise ConfigError(f"ledger: unknown option {', '.join(unknown)} in {redact(url)}; "
+                          f"the options are {', '.join(TLS_OPTIONS)}")
     return Target(
         host=parts.hostname or "127.0.0.1",
         port=port,
         user=None if parts.username is None else urllib.parse.unquote(parts.username),
         password=urllib.parse.unquote(parts.password or ""),
         database=database,
+        ssl=ssl_arguments({name: values[-1] for name, values in query.items()}),
     )
+
+
+def ssl_arguments(options: Mapping[str, str]) -> dict[str, Any]:
+    """pymysql.connect's TLS arguments for a URL's options; none without options."""
+    if not options:
+        return {}
+    if not options.get("ssl_ca"):
+        raise ConfigError(f"ledger: option {', '.join(sorted(options))} needs ssl_ca, the CA certificate "
+                          f"that signed the server's certificate")
+    verify_identity = tls.flag("ledger", "ssl_verify_identity", options.get("ssl_verify_identity"), default=True)
+    # PyMySQL reads the files only when it connects: check them now, so a bad one is a ConfigError at start.
+    tls.client_context("ledger", options, check_hostname=verify_identity)
+    arguments = {name: options.get(name) for name in ("ssl_ca", "ssl_cert", "ssl_key") if options.get(name)}
+    # ssl_verify_cert must be explicit: PyMySQL does not verify the server's certificate for ssl_ca alone.
+    return arguments | {"ssl_verify_cert": True, "ssl_verify_identity": verify_identity}
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -404,6 +436,8 @@ def lost_connection(exc: BaseException) -> bool:
 
 def transient(exc: BaseException) -> bool:
     """Whether running the transaction again on a new connection can succeed."""
+    if tls.verification_error(getattr(exc, "original_exception", None)) is not None:
+        return False  # the server's certificate will not verify on the next attempt either
     return lost_connection(exc) or error_code(exc) in LOCK_CONFLICTS
 
 
@@ -411,6 +445,12 @@ def describe(exc: BaseException) -> str:
     code = error_code(exc)
     if isinstance(exc, pymysql.err.InterfaceError) and not code:
         return "the connection was closed"
+    if code == CANNOT_CONNECT:
+        failed = tls.failure(getattr(exc, "original_exception", None))
+        if failed is not None and failed.startswith("TLS verification"):
+            return f"{failed} (check the URL's ssl_ca, and its host against the certificate's names)"
+        if failed is not None:
+            return failed
     if code is not None and len(exc.args) > 1:
         return f"error {code}: {str(exc.args[1])[:500]}"
     return f"{type(exc).__name__}: {str(exc)[:500]}"

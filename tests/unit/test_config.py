@@ -52,3 +52,65 @@ def test_errors_never_show_a_password(tmp_path):
 def test_missing_file_is_an_error():
     with pytest.raises(ConfigError, match="does not exist"):
         config.load("/nonexistent/swarm.toml", env={})
+
+
+# -- passwords from files ---------------------------------------------------------------------
+
+SECRET = "s3cret/p@ss:w%rd"  # characters a URL must encode
+
+
+def password_file(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_password_file_becomes_the_urls_password(tmp_path):
+    broker_pw = password_file(tmp_path, "broker.password", SECRET + "\n")
+    ledger_pw = password_file(tmp_path, "ledger.password", "plain\r\n")
+    path = write(tmp_path, f'[backends]\nbroker = "amqps://swarm@mq1/%2F?ssl_ca=/etc/ca.pem"\n'
+                           f'broker_password_file = "{broker_pw}"\n'
+                           f'ledger = "mysql://swarm@db1:3306/swarm"\nledger_password_file = "{ledger_pw}"\n')
+    cfg = config.load(path, env={})
+    broker = cfg["backends"]["broker"]
+    assert broker == "amqps://swarm:s3cret%2Fp%40ss%3Aw%25rd@mq1/%2F?ssl_ca=/etc/ca.pem"
+    assert cfg["backends"]["ledger"] == "mysql://swarm:plain@db1:3306/swarm"
+    assert cfg.describe()["backends"]["broker"] == "amqps://swarm:***@mq1/%2F?ssl_ca=/etc/ca.pem"
+    assert cfg.describe()["backends"]["broker_password_file"] == broker_pw
+
+
+def test_a_password_from_a_file_reaches_both_clients_intact(tmp_path):
+    from swarm.brokers.rabbitmq import _parse_url
+    from swarm.ledgers.mysql import parse_url
+
+    env = {"SWARM_BACKENDS_BROKER": "amqp://swarm@mq1/%2F", "SWARM_BACKENDS_LEDGER": "mysql://swarm@db1/swarm",
+           "SWARM_BACKENDS_BROKER_PASSWORD_FILE": password_file(tmp_path, "b", SECRET),
+           "SWARM_BACKENDS_LEDGER_PASSWORD_FILE": password_file(tmp_path, "l", SECRET)}
+    cfg = config.load(write(tmp_path, ""), env=env)
+    assert _parse_url(cfg["backends"]["broker"]).params.credentials.password == SECRET
+    assert parse_url(cfg["backends"]["ledger"]).password == SECRET
+
+
+@pytest.mark.parametrize("url, says", [
+    ("amqp://swarm:inline@mq1/%2F", "backends.broker has a password and backends.broker_password_file is set: "
+                                    "use one or the other"),
+    ("amqp://mq1/%2F", "backends.broker_password_file is set but backends.broker names no user"),
+    ("memory://", "backends.broker names no user"),
+])
+def test_a_password_file_needs_a_url_with_a_user_and_no_password(tmp_path, url, says):
+    env = {"SWARM_BACKENDS_BROKER": url, "SWARM_BACKENDS_BROKER_PASSWORD_FILE": password_file(tmp_path, "pw", "x")}
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, ""), env=env)
+    assert says in str(err.value) and "inline" not in str(err.value)
+
+
+@pytest.mark.parametrize("file_text, says", [
+    (None, "backends.ledger_password_file: cannot read {path}: No such file or directory"),
+    ("\n", "backends.ledger_password_file: {path} is empty"),
+])
+def test_an_unusable_password_file_is_named_with_its_key(tmp_path, file_text, says):
+    path = str(tmp_path / "missing") if file_text is None else password_file(tmp_path, "pw", file_text)
+    env = {"SWARM_BACKENDS_LEDGER": "mysql://swarm@db1/swarm", "SWARM_BACKENDS_LEDGER_PASSWORD_FILE": path}
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, ""), env=env)
+    assert str(err.value) == says.format(path=path)

@@ -79,6 +79,19 @@ def test_the_environment_gives_a_worker_the_same_settings(tmp_path):
         assert dict(seen[section]) == dict(cfg[section])
 
 
+def test_a_password_from_a_file_stays_out_of_the_rendered_file(tmp_path):
+    secret = tmp_path / "ledger.password"
+    secret.write_text("file-pw-123\n")
+    cfg = site(tmp_path, {"SWARM_BACKENDS_LEDGER": "mysql://swarm@db1:3306/swarm",
+                          "SWARM_BACKENDS_LEDGER_PASSWORD_FILE": str(secret)})
+    text = deploy.render(cfg, layout(tmp_path))
+    assert "file-pw-123" not in text
+    env = programs(supervisord_reads(tmp_path, text))["swarm-worker"][0].environment
+    assert env["SWARM_BACKENDS_LEDGER"] == "mysql://swarm@db1:3306/swarm"
+    # the worker reads the file itself and ends up with the same URL
+    assert config.load(str(tmp_path / "swarm.toml"), env=env)["backends"]["ledger"] == cfg["backends"]["ledger"]
+
+
 def test_each_process_gets_its_own_metrics_port(tmp_path):
     cfg = site(tmp_path, {"SWARM_WORKER_METRICS_PORT": "9100"})
     procs = programs(supervisord_reads(tmp_path, deploy.render(cfg, layout(tmp_path))))["swarm-worker"]
