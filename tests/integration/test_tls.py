@@ -28,7 +28,7 @@ from swarm.ledgers.mysql import MysqlLedger
 from tests.integration.fleet import ROOT
 from tests.integration.rabbitmq_support import Recorder, serving, wait_for
 from tests.integration.tls_support import maria_server, rabbit_node
-from tests.ledger_contract import LEASE, PHASE, RUN, message
+from tests.ledger_contract import LEASE, PHASE, RUN, known, message
 from tests.tls_pki import Pki, make_pki
 
 
@@ -147,7 +147,7 @@ def test_ledger_over_tls_inits_claims_completes_and_locks(mysql_tls, pki):
     ledger = MysqlLedger(mysql_tls.url(**client_options(pki)))
     try:
         ledger.init_schema()  # under the schema lock, a connection of its own
-        first, child = message(1), message("1.0", stage="write")
+        first, child = known(ledger, message(1)), message("1.0", stage="write")
         claim = ledger.claim(RUN, PHASE, first, "w1", LEASE)
         assert claim.granted
         ledger.complete(first.id, claim.token, RUN, PHASE, [child], {"rows": 2})

@@ -129,3 +129,27 @@ def test_a_broker_that_refuses_the_connection_is_one_clear_error_not_pikas_seven
         broker.declare(["q"])
     assert "cannot connect" in str(err.value) and "s3cret" not in str(err.value)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("pika") and r.levelno >= logging.ERROR] == []
+
+
+def test_db_prune_deletes_old_finished_runs_and_says_what(site, capsys):
+    ledger, _ = site
+    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_OK
+    run = f"merchant_daily@date={DATE}"
+    assert main(["db", "prune", "--older-than", "1"]) == EXIT_OK  # finished just now: kept
+    assert "deleted 0 run(s)" in capsys.readouterr().out and ledger.get_run(run) is not None
+    assert main(["db", "prune", "--older-than", "0", "--dry-run"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "would delete 1 run(s)" in out and run in out and ledger.get_run(run) is not None
+    assert main(["db", "prune", "--older-than", "0"]) == EXIT_OK
+    assert "deleted 1 run(s)" in capsys.readouterr().out
+    assert ledger.get_run(run) is None and ledger.counts(run) == {}
+    assert main(["db", "prune"]) == EXIT_USAGE
+    assert "--older-than DAYS is required" in capsys.readouterr().err
+
+
+def test_master_and_worker_refuse_a_shared_broker_without_a_site_key(tmp_path, monkeypatch, capsys):
+    (tmp_path / "swarm.toml").write_text('[backends]\nbroker = "amqp://guest:guest@127.0.0.1:1/%2F"\n')
+    monkeypatch.chdir(tmp_path)
+    for argv in (["master", "merchant_daily", "--date", DATE], ["worker", "--job", "merchant_daily"]):
+        assert main(argv) == EXIT_USAGE
+        assert "a shared broker needs the site key" in capsys.readouterr().err

@@ -114,3 +114,66 @@ def test_an_unusable_password_file_is_named_with_its_key(tmp_path, file_text, sa
     with pytest.raises(ConfigError) as err:
         config.load(write(tmp_path, ""), env=env)
     assert str(err.value) == says.format(path=path)
+
+
+# the site key ------------------------------------------------------------------------------
+
+
+def key_file(tmp_path, name="site.key", text="a" * 64, mode=0o600):
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    path.chmod(mode)
+    return str(path)
+
+
+def test_the_site_key_comes_from_a_file_and_is_never_shown(tmp_path):
+    from swarm.signing import for_site, key_id
+
+    path = write(tmp_path, f'[backends]\nbroker = "amqp://mq/%2F"\n[security]\nkey_file = "{key_file(tmp_path)}"\n')
+    cfg = config.load(path, env={})
+    keys = for_site(cfg["security"], cfg["backends"]["broker"])
+    assert keys.current_id == key_id(b"a" * 64)
+    assert "a" * 16 not in repr(keys) and "a" * 16 not in str(cfg.describe())
+
+
+def test_the_site_key_may_come_from_the_environment_but_not_from_the_file(tmp_path):
+    from swarm.signing import from_settings
+
+    cfg = config.load(write(tmp_path, ""), env={"SWARM_SECURITY_KEY": "k" * 40, "SWARM_SECURITY_PREVIOUS_KEY": "o" * 40})
+    assert cfg.describe()["security"]["key"] == "***" and cfg.describe()["security"]["previous_key"] == "***"
+    assert from_settings(cfg["security"]) is not None
+    with pytest.raises(ConfigError, match="security.key cannot be written in") as refused:
+        config.load(write(tmp_path, f'[security]\nkey = "{"s" * 40}"\n'), env={})
+    assert "s" * 40 not in str(refused.value)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"key_file": "/nonexistent/site.key"}, "cannot read /nonexistent/site.key"),
+    ({"key": "short"}, "at least 32"),
+    ({"previous_key": "p" * 40}, "no current key"),
+])
+def test_a_bad_site_key_setting_names_what_is_wrong(settings, message):
+    from swarm.signing import from_settings
+
+    with pytest.raises(ConfigError, match=message):
+        from_settings(settings)
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path):
+    from swarm.signing import from_settings
+
+    with pytest.raises(ConfigError, match="readable by others"):
+        from_settings({"key_file": key_file(tmp_path, mode=0o644)})
+    assert from_settings({"key_file": key_file(tmp_path, "group.key", mode=0o640)}) is not None
+    with pytest.raises(ConfigError, match="is empty"):
+        from_settings({"key_file": key_file(tmp_path, "empty.key", text="")})
+    with pytest.raises(ConfigError, match="both set"):
+        from_settings({"key_file": key_file(tmp_path), "key": "k" * 40})
+
+
+def test_a_shared_broker_needs_a_site_key_and_the_in_process_one_does_not():
+    from swarm.signing import for_site, process_keys
+
+    assert for_site({}, "memory://x") is process_keys()
+    with pytest.raises(ConfigError, match="security.key_file: a shared broker needs the site key"):
+        for_site({}, "amqp://guest:guest@mq/%2F")
