@@ -23,7 +23,7 @@ from rich.console import Console
 from bench import report
 from bench.site import MYSQL, Site, rabbitmqctl
 
-CASES = ("raw", "swarm", "celery", "nightly", "master", "overload")  # overload last: it leaves RabbitMQ busy purging
+CASES = ("raw", "swarm", "celery", "nightly", "master", "security", "overload")  # overload last: RabbitMQ purges after
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -142,6 +142,11 @@ class Bench:
         args = (site, peak["msgs_per_s"], peak["procs"], self.sizes.overload_seconds)
         self.results["overload"] = overload.run(*args)
         self.results["overload_backlog"] = overload.run_backlog(*args)
+
+    def _security(self, site: Site) -> None:
+        from bench import security_case
+
+        self.results["security"] = security_case.run(site)
 
     def _master(self, site: Site) -> None:
         from bench import master_case

@@ -27,14 +27,29 @@ from bench.measure import CpuMeter, RssSampler, growth, pids_named, rate_between
 from bench.site import Site
 from bench.swarm_noop import JOB, QUEUES, done_times, run_id, start_workers
 from swarm.envelope import Envelope, encode
+from swarm.ledger import Message
 
 SETTLE = 5.0  # seconds of the window before throughput and the RSS baseline count
+CHECKPOINT = 5000  # messages planned in the ledger at once, ahead of their publishing, as the master does
 
 
-def offered(run: str) -> Iterator[tuple[str, bytes]]:
-    """Stage-A messages as the master would publish them, without end."""
-    for i in itertools.count():
-        yield QUEUES[0], encode(Envelope(JOB, run, "main", "a", f"o{i:08d}", "0", 1, {}))
+def offered(site: Site, run: str) -> Iterator[tuple[str, bytes]]:
+    """Stage-A messages as the master publishes them, without end: signed, and checkpointed before they go.
+
+    Only planned work runs, so the load is planned in the ledger in batches
+    ahead of the publisher, as the master plans a phase before publishing it.
+    """
+    keys, ledger = site.keys(), site.ledger()
+    ledger.open_run(run, JOB, {"date": run.split("=", 1)[1]})
+    try:
+        for first in itertools.count(0, CHECKPOINT):
+            batch = [Envelope(JOB, run, "main", "a", f"o{i:08d}", "0", 1, {}) for i in range(first, first + CHECKPOINT)]
+            messages = [Message(env.id, env.stage, env.chunk, encode(env, keys)) for env in batch]
+            ledger.save_plan(run, "main", messages)
+            for m in messages:
+                yield QUEUES[0], m.body
+    finally:
+        ledger.close()
 
 
 def run(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, factor: float = 10.0,
@@ -46,8 +61,8 @@ def run(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, factor: 
     try:
         with _meters(workers, publisher=True) as (rss, cpu):
             started = time.time()
-            published = amqp.ConfirmedPublisher(site.amqp, window=5000).run(offered(run_id(date)), chunks_per_s,
-                                                                           seconds)
+            published = amqp.ConfirmedPublisher(site.amqp, window=5000).run(offered(site, run_id(date)),
+                                                                           chunks_per_s, seconds)
             ended = started + seconds
         backlog = _purge(site)
     finally:
@@ -64,7 +79,7 @@ def run_backlog(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, 
     they share: what an off-host load generator would leave them.
     """
     chunks = int(factor * peak_msgs_per_s / 2 * seconds)
-    amqp.ConfirmedPublisher(site.amqp, window=5000).run(itertools.islice(offered(run_id(date)), chunks))
+    amqp.ConfirmedPublisher(site.amqp, window=5000).run(itertools.islice(offered(site, run_id(date)), chunks))
     config = site.config("overload-backlog", {JOB: {"chunks": 0}})
     workers = start_workers(site, config, procs)
     try:

@@ -168,6 +168,7 @@ def details(results: Mapping[str, Any]) -> list[str]:
             f"overload, backlog queued ahead: {_num(b['queued_chunks'])} chunks queued, then {b['seconds']:.0f} s on"
             f" {b['procs']} procs: {_num(b['msgs_per_s'])} msgs/s = {_pct(b['vs_peak'])} of peak; RSS growth"
             f" {_pct(b['rss_growth'])}; cores used: {_cores(b)}")
+    lines += _security(results)
     m = results.get("master")
     if m:
         r = m["resume"]
@@ -177,6 +178,29 @@ def details(results: Mapping[str, Any]) -> list[str]:
             f" SIGKILL at {_num(r['queued_at_kill'])} queued, resumed to watching in {r['resume_seconds']:.1f} s"
             f" ({_num(r['republished'])} re-published)")
     return lines
+
+
+def worker_us_per_message(results: Mapping[str, Any]) -> float | None:
+    """CPU the worker processes spent per message in the single-process no-op run, in microseconds."""
+    one = single(results) or {}
+    cores, rate = _get(one, "cores", "workers"), one.get("msgs_per_s")
+    return cores / rate * 1e6 if cores and rate else None
+
+
+def _security(results: Mapping[str, Any]) -> list[str]:
+    sec = results.get("security")
+    if not sec:
+        return []
+    s, c = sec["signing"], sec["children"]
+    worker = worker_us_per_message(results)
+    share = f" = {_pct(s['us_added'] / worker)} of a no-op message's worker CPU ({_num(worker)} us)" if worker else ""
+    return [
+        f"signing: encode + decode {s['us_signed']:.1f} us per message signed, {s['us_plain']:.1f} us unsigned:"
+        f" +{s['us_added']:.1f} us{share}; {s['bytes_signed']} bytes vs {s['bytes_plain']}",
+        f"children's ledger rows: grouped complete of {c['batch']} parents {c['ms_per_msg_with_child']:.3f} ms per"
+        f" message with one child each, {c['ms_per_msg_without']:.3f} ms without: +{c['ms_per_child_row']:.3f} ms"
+        " per child row (one transaction per batch)",
+    ]
 
 
 def show(results: Mapping[str, Any], console: Console | None = None) -> None:

@@ -5,6 +5,7 @@ Everything it creates is removed on exit, also when a case fails.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pymysql
 
 from bench import amqp
 from swarm.backends import open_ledger
+from swarm.signing import SiteKeys, from_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=10, autocommit=True)
@@ -63,6 +65,10 @@ class Site:
         }
         self.procs: list[subprocess.Popen] = []
         self.logs: dict[int, Path] = {}  # by pid
+        self.key_file = self.dir / "site.key"  # the site key every process of the bench signs with
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
 
     def __enter__(self) -> "Site":
         rabbitmqctl("add_vhost", self.name)
@@ -91,6 +97,9 @@ class Site:
     def ledger(self):
         return open_ledger(self.urls["ledger"])
 
+    def keys(self) -> SiteKeys:
+        return from_settings({"key_file": str(self.key_file)})
+
     def query(self, statement: str, args: Sequence[object] = ()) -> list[tuple]:
         """Rows from the site's ledger database, read directly (for timestamps the ledger API does not show)."""
         conn = pymysql.connect(**MYSQL, database=self.database)
@@ -106,6 +115,7 @@ class Site:
         """A swarm.toml for one case; ``options`` by job name."""
         urls = dict(self.urls, tables=tables or self.urls["tables"])
         text = "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in urls.items())
+        text += f'[security]\nkey_file = "{self.key_file}"\n'
         text += f"[worker]\nlease = {lease}\n[master]\npoll = 0.2\n[log]\nlevel = \"WARNING\"\n"
         for job, values in (options or {}).items():
             text += f"[options.{job}]\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items())

@@ -153,6 +153,12 @@ def _unpack(body: bytes, max_bytes: int, max_container: int) -> Any:
 
 
 def _check_fields(doc: dict, fields: Mapping[str, type], where: str) -> None:
+    if doc.keys() == fields.keys():  # the usual case, with no sets to build
+        for name, kind in fields.items():
+            value = doc[name]
+            if type(value) is not kind and (not isinstance(value, kind) or kind is int and isinstance(value, bool)):
+                raise BadMessage(f"{where}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+        return
     missing = sorted(set(fields) - set(doc))
     if missing:
         raise BadMessage(f"{where}: missing field(s): {', '.join(missing)}")
