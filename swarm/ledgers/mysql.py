@@ -126,21 +126,11 @@ class MysqlLedger(SqlLedger):
         return f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {first} = {first}"
 
     def _create_index(self, cur: Any, name: str, table: str, columns: str) -> None:
-        cur.execute(
-            "SELECT COUNT(*) FROM information_schema.statistics "
-            "WHERE table_schema = DATABASE() AND table_name = %s AND index_name = %s",
-            (table, name),
-        )
-        if not cur.fetchone()[0]:
+        if not _in_schema(cur, "statistics", "index_name", table, name):
             cur.execute(f"CREATE INDEX {name} ON {table} ({columns})")
 
     def _add_column(self, cur: Any, table: str, column: str, kind: str) -> None:
-        cur.execute(
-            "SELECT COUNT(*) FROM information_schema.columns "
-            "WHERE table_schema = DATABASE() AND table_name = %s AND column_name = %s",
-            (table, column),
-        )
-        if not cur.fetchone()[0]:
+        if not _in_schema(cur, "columns", "column_name", table, column):
             cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @contextlib.contextmanager
@@ -419,6 +409,16 @@ def ssl_arguments(options: Mapping[str, str]) -> dict[str, Any]:
     arguments = {name: options.get(name) for name in ("ssl_ca", "ssl_cert", "ssl_key") if options.get(name)}
     # ssl_verify_cert must be explicit: PyMySQL does not verify the server's certificate for ssl_ca alone.
     return arguments | {"ssl_verify_cert": True, "ssl_verify_identity": verify_identity}
+
+
+def _in_schema(cur: Any, view: str, name_column: str, table: str, name: str) -> bool:
+    """Whether ``information_schema.<view>`` lists ``name`` for ``table`` in this database (MySQL has no IF NOT EXISTS here)."""
+    cur.execute(
+        f"SELECT COUNT(*) FROM information_schema.{view} "
+        f"WHERE table_schema = DATABASE() AND table_name = %s AND {name_column} = %s",
+        (table, name),
+    )
+    return bool(cur.fetchone()[0])
 
 
 def error_code(exc: BaseException) -> int | None:

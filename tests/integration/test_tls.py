@@ -27,7 +27,7 @@ from swarm.ledger import M_DONE, M_QUEUED
 from swarm.ledgers.mysql import MysqlLedger
 from tests.integration.fleet import ROOT
 from tests.integration.rabbitmq_support import Recorder, serving, wait_for
-from tests.integration.tls_support import maria_server, rabbit_node
+from tests.integration.tls_support import MariaServer, RabbitNode, running
 from tests.ledger_contract import LEASE, PHASE, RUN, known, message
 from tests.tls_pki import Pki, make_pki
 
@@ -48,13 +48,13 @@ def pki(tls_dir) -> Pki:
 
 @pytest.fixture(scope="session")
 def rabbit_tls(tls_dir, pki):
-    with rabbit_node(tls_dir / "rabbitmq", pki) as node:
+    with running(RabbitNode(tls_dir / "rabbitmq", pki)) as node:
         yield node
 
 
 @pytest.fixture(scope="session")
 def mysql_tls(tls_dir, pki):
-    with maria_server(tls_dir / "mariadb", pki) as server:
+    with running(MariaServer(tls_dir / "mariadb", pki)) as server:
         yield server
 
 
@@ -101,13 +101,7 @@ def test_broker_over_amqps_publishes_and_consumes_with_confirms(rabbit_tls, pki)
     (lambda pki: client_options(pki) | {"ssl_server_name": "mq.example.com"}, "Hostname mismatch"),
 ], ids=["wrong CA", "wrong name"])
 def test_a_certificate_that_does_not_verify_is_one_clear_error(rabbit_tls, pki, options, says):
-    broker = RabbitBroker(rabbit_tls.url(**options(pki)))
-    try:
-        with pytest.raises(BackendError) as err:
-            broker.declare(["tls.never"])
-    finally:
-        broker.close()
-    text = one_line_without(err.value, rabbit_tls.password)
+    text = connect_error(rabbit_tls, rabbit_tls.url(**options(pki)))
     assert "cannot connect: TLS verification failed" in text and says in text, text
     assert f"{rabbit_tls.user}:***@" in text
 
@@ -122,14 +116,19 @@ def test_the_name_checked_is_the_urls_host_or_ssl_server_name(rabbit_tls, pki):
             broker.close()
 
 
-def test_the_node_requires_a_client_certificate(rabbit_tls, pki):
-    broker = RabbitBroker(rabbit_tls.url(ssl_ca=pki.ca))
+def connect_error(node, url: str) -> str:
+    """The one line a failed connection to ``url`` gives, checked to carry no password."""
+    broker = RabbitBroker(url)
     try:
         with pytest.raises(BackendError) as err:
             broker.declare(["tls.never"])
     finally:
         broker.close()
-    text = one_line_without(err.value, rabbit_tls.password)
+    return one_line_without(err.value, node.password)
+
+
+def test_the_node_requires_a_client_certificate(rabbit_tls, pki):
+    text = connect_error(rabbit_tls, rabbit_tls.url(ssl_ca=pki.ca))
     # the server's alert, or its closing the connection first when the alert loses the race
     assert "cannot connect: TLS handshake failed: the server " in text and "client certificate" in text, text
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pymysql
 import pytest
@@ -158,13 +158,13 @@ class RabbitNode:
 
 
 @contextlib.contextmanager
-def rabbit_node(folder: Path, pki: Pki) -> Iterator[RabbitNode]:
-    node = RabbitNode(folder, pki)
+def running(server):
+    """``server`` started for the block and stopped after it, also when starting it fails."""
     try:
-        node.start()
-        yield node
+        server.start()
+        yield server
     finally:
-        node.stop()
+        server.stop()
 
 
 # MariaDB ---------------------------------------------------------------------------------------
@@ -258,13 +258,3 @@ class MariaServer:
             self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             stop_group(self.proc)
-
-
-@contextlib.contextmanager
-def maria_server(folder: Path, pki: Pki) -> Iterator[MariaServer]:
-    server = MariaServer(folder, pki)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()

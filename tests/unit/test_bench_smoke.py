@@ -28,6 +28,10 @@ def sample_results() -> dict:
         "overload_backlog": {"queued_chunks": 90_000, "seconds": 30.0, "procs": 2, "msgs_per_s": 810.0,
                              "vs_peak": 0.9, "rss_mib": [[0.0, 70.0], [6.0, 100.0], [29.0, 130.0]],
                              "rss_growth": 0.3, "backlog_at_end": 80_000, "settle": 5.0, "cores": {"workers": 0.9}},
+        "security": {"signing": {"messages": 100, "us_signed": 17.0, "us_plain": 7.0, "us_added": 10.0,
+                                 "bytes_signed": 169, "bytes_plain": 116},
+                     "children": {"batches": 4, "batch": 64, "ms_per_msg_with_child": 0.08,
+                                  "ms_per_msg_without": 0.05, "ms_per_child_row": 0.03}},
         "master": {"chunks": 100_000, "start_seconds": 0.3, "plan_seconds": 3.0, "publish_seconds": 20.0,
                    "total_seconds": 23.3, "resume": {"queued_at_kill": 50_000, "resume_seconds": 9.0,
                                                      "republished": 0}},
@@ -69,7 +73,8 @@ def test_the_report_prints_every_case():
     text = console.export_text()
     for expected in ("raw pika", "Swarm noop, 2 proc", "Celery chain", "merchant_daily", "overload",
                      "backlog queued ahead: 90,000 chunks", "master",
-                     "cores used: workers 0.80"):
+                     "cores used: workers 0.80",
+                     "+10.0 us = 1% of a no-op message's worker CPU (1,333 us)", "+0.030 ms per child row"):
         assert expected in text
 
 
