@@ -88,7 +88,6 @@ def _v2(ledger: SqlLedger, cur: Any) -> None:
     """
     for table, column, kind in V2_COLUMNS:
         ledger._add_column(cur, table, column, ledger._ddl(kind))
-    ledger._create_index(cur, "swarm_messages_parent", "swarm_messages", "parent")
 
 
 # Step n takes the schema from version n - 1 to n. Append steps; never edit
@@ -651,9 +650,15 @@ class SqlLedger(Ledger, abc.ABC):
         return self._transaction(work)
 
     def queued_children(self, parent_id: str) -> list[Message]:
+        # A child shares its parent's run, phase and chunk, so it sorts under the
+        # same id prefix: a range of the primary key, and no index on parent to
+        # keep up on every child's insert (names cannot hold "/", so the range
+        # "prefix/" .. "prefix0" holds exactly the ids that start with "prefix/").
+        prefix = parent_id.rsplit("/", 2)[0]
         rows = self._rows(
-            "SELECT id, stage, chunk, body FROM swarm_messages WHERE parent = ? AND state = ? ORDER BY id",
-            (parent_id, M_QUEUED),
+            "SELECT id, stage, chunk, body FROM swarm_messages "
+            "WHERE id > ? AND id < ? AND parent = ? AND state = ? ORDER BY id",
+            (prefix + "/", prefix + "0", parent_id, M_QUEUED),
         )
         return [_message(r) for r in rows]
 
