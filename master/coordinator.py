@@ -20,7 +20,7 @@ from master.planner import plan_phase
 from swarm import metrics
 from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
-from swarm.errors import BackendError, SwarmError
+from swarm.errors import BackendError, SwarmError, TableError
 from swarm.failpoints import failpoint
 from swarm.ledger import (
     DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
@@ -90,6 +90,7 @@ class Master:
             self.ledger.unlock_master(self.lock_key)
 
     def _run_locked(self) -> Run:
+        self._patiently("start", self._check_tables)
         run = self._patiently("start", self.ledger.open_run, self.run_id, self.job.name, self.params)
         if run.status == DONE:
             log.info("run %s is already done", self.run_id)
@@ -110,6 +111,13 @@ class Master:
             self.ledger.update_run(self.run_id, status=DONE, finished=True)
             log.info("run %s done", self.run_id)
         return self.ledger.get_run(self.run_id)
+
+    def _check_tables(self) -> None:
+        """Refuse to start while a table the job declares is missing: its messages could only fail."""
+        missing = sorted(set(self.job.tables) - set(self.tables.tables()))
+        if missing:
+            raise TableError(f"job {self.job.name}: table(s) {', '.join(missing)} do not exist; "
+                             f"create them with `swarm tables create {self.job.name}`")
 
     def _declare(self) -> None:
         self.broker.declare([stage_queue(self.job.name, s) for s in self.job.stages])

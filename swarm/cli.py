@@ -11,7 +11,7 @@ from typing import Sequence
 
 from swarm import config as config_mod
 from master.rerun import RerunRefused
-from swarm.errors import BackendError, ConfigError, MasterLocked, PluginError, SwarmError
+from swarm.errors import BackendError, ConfigError, MasterLocked, PluginError, SwarmError, TableError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 EXIT_UNAVAILABLE = 75  # a backend stayed unreachable (sysexits' EX_TEMPFAIL): try again later
@@ -62,7 +62,7 @@ def _exit_for(exc: SwarmError) -> tuple[int, str]:
         return EXIT_LOCKED, "rerun refused: "
     if isinstance(exc, MasterLocked):
         return EXIT_LOCKED, ""
-    if isinstance(exc, (ConfigError, PluginError)):
+    if isinstance(exc, (ConfigError, PluginError, TableError)):
         return EXIT_USAGE, ""
     if isinstance(exc, BackendError):
         return EXIT_UNAVAILABLE, ""

@@ -29,6 +29,8 @@ class Put:
     cells: Mapping[Bytes, Bytes | int | float]
 
     def normalized(self) -> "Put":
+        if not isinstance(self.cells, Mapping) or not self.cells:
+            raise PluginError(f"Put to {self.table} needs a non-empty map of cells, got {_shown(self.cells)}")
         cells = {to_bytes(k): to_bytes(v) for k, v in self.cells.items()}
         for column in cells:
             if b":" not in column:
@@ -74,6 +76,16 @@ class Count:
     value: int = 1
 
 
+def normalized(mutations: Iterable[Put | Delete]) -> list[Put | Delete]:
+    """Puts and deletes with bytes keys and values, checked: what a table store writes."""
+    out = []
+    for m in mutations:
+        if not isinstance(m, (Put, Delete)):
+            raise PluginError(f"a table write must be a Put or a Delete, got {_shown(m)}")
+        out.append(m.normalized())
+    return out
+
+
 Effect = Union[Put, Delete, Send, Count]
 EFFECT_TYPES = (Put, Delete, Send, Count)
 
@@ -87,22 +99,33 @@ class Effects:
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def collect(cls, returned: Iterable[Effect] | Effect | None) -> "Effects":
-        """Accept what a handler returned: None, one effect, or an iterable of them."""
+    def collect(cls, returned: Iterable[Effect] | Effect | None,
+                declared: Mapping[str, Any] | None = None) -> "Effects":
+        """Accept what a handler returned: None, one effect, or an iterable of them.
+
+        ``declared``: the job's tables (``swarm.stage.TableSpec`` by name), when
+        it declares any; a write to another table or family is then refused.
+        """
         if returned is None:
             items: Iterable[Any] = ()
         elif isinstance(returned, EFFECT_TYPES):
             items = (returned,)
+        elif isinstance(returned, (str, bytes, Mapping)):
+            raise PluginError(f"a handler returned {_shown(returned)}; expected Put, Delete, Send or Count, "
+                              "or a list of them")
         else:
             items = returned
         out = cls()
         for item in items:
-            out._add(item)
+            out._add(item, declared)
         return out
 
-    def _add(self, item: Any) -> None:
+    def _add(self, item: Any, declared: Mapping[str, Any] | None = None) -> None:
         if isinstance(item, (Put, Delete)):
-            self.mutations.append(item.normalized())
+            mutation = item.normalized()
+            if declared is not None:
+                _check_declared(mutation, declared)
+            self.mutations.append(mutation)
         elif isinstance(item, Send):
             self.sends.append(item)
         elif isinstance(item, Count):
@@ -110,4 +133,24 @@ class Effects:
                 raise PluginError(f"Count({item.name!r}) value must be an int, got {item.value!r}")
             self.counts[item.name] = self.counts.get(item.name, 0) + item.value
         else:
-            raise PluginError(f"a handler returned {item!r}; expected Put, Delete, Send or Count")
+            raise PluginError(f"a handler returned {_shown(item)}; expected Put, Delete, Send or Count")
+
+
+def _check_declared(mutation: Put | Delete, declared: Mapping[str, Any]) -> None:
+    """A write to a table the job declares, and to its families only."""
+    kind = type(mutation).__name__
+    spec = declared.get(mutation.table)
+    if spec is None:
+        raise PluginError(f"{kind} to table {mutation.table!r}, which the job does not declare "
+                          f"(it declares: {', '.join(sorted(declared)) or 'none'})")
+    columns = mutation.cells if isinstance(mutation, Put) else (mutation.columns or ())
+    for column in columns:
+        family = column.split(b":", 1)[0].decode(errors="replace")
+        if family not in spec.families:
+            raise PluginError(f"{kind} to {mutation.table}: column family {family!r} is not declared "
+                              f"(the table has {', '.join(spec.families)})")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."

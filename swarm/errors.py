@@ -47,6 +47,14 @@ class BackendError(SwarmError):
     """A broker, ledger or table store failed; the operation may be retried."""
 
 
+class TableError(SwarmError):
+    """A table or column family that does not exist, or a write to one the job does not declare.
+
+    Fixed by creating or declaring it, never by waiting: a handler's message
+    that meets one is aborted with this reason, and a master refuses to start.
+    """
+
+
 class MasterLocked(SwarmError):
     """Another master already runs this job and params."""
 

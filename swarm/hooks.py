@@ -4,14 +4,14 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from swarm import metrics
 from swarm.context import Context
 from swarm.effects import Effects
 from swarm.envelope import Envelope
-from swarm.errors import Abort, Fault, PluginError, describe
-from swarm.stage import Stage
+from swarm.errors import Abort, Fault, PluginError, TableError, describe
+from swarm.stage import Stage, TableSpec
 
 
 @dataclasses.dataclass
@@ -20,6 +20,7 @@ class Call:
     ctx: Context
     env: Envelope
     attempts: int = 1
+    declared: Mapping[str, TableSpec] | None = None  # the job's tables, when it declares any
 
 
 Next = Callable[[Call], Effects]
@@ -28,7 +29,7 @@ Hook = Callable[[Call, Next], Effects]
 
 def invoke(call: Call) -> Effects:
     """The innermost step: call the handler and collect what it returned."""
-    return Effects.collect(call.stage.handler(call.ctx, call.env))
+    return Effects.collect(call.stage.handler(call.ctx, call.env), call.declared)
 
 
 def chain(hooks: Sequence[Hook], final: Next = invoke) -> Next:
@@ -63,6 +64,8 @@ def classify(call: Call, call_next: Next) -> Effects:
         raise
     except PluginError as exc:
         raise Abort(f"invalid effects from stage {call.stage.name}: {exc}") from None
+    except TableError as exc:  # a table or family that does not exist: waiting will not make it
+        raise Abort(f"stage {call.stage.name}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a handler's bug must not stop the worker
         raise TracedFault(exc) from None
 

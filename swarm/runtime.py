@@ -29,7 +29,7 @@ from swarm.broker import Broker, Delivery, stage_queue
 from swarm.context import Context, ReadTables, params_of
 from swarm.effects import Effects
 from swarm.envelope import Envelope, decode, encode
-from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, clip
+from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, TableError, clip
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
 from swarm.ledger import (
@@ -297,7 +297,8 @@ class Processor:
         ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options)
         metrics.BUSY.labels(self.job.name, stage.name).inc()
         try:
-            effects = self.call_handler(Call(stage, ctx, _as_attempt(env, flight.attempts), flight.attempts))
+            effects = self.call_handler(Call(stage, ctx, _as_attempt(env, flight.attempts), flight.attempts,
+                                             self.job.tables or None))
         except HandlerError as exc:
             error, permanent = exc.reason, isinstance(exc, Abort)
             return self._settled(flight, lambda: (self._abort if permanent else self._fault)(flight, error))
@@ -319,9 +320,9 @@ class Processor:
 
     def _commit(self, items: list[Item]) -> None:
         """Apply the effects of every handled item at once, record each done with its children, publish them, ack."""
-        mutations = [m for i in items for m in i.effects.mutations]
-        if mutations:
-            self.tables.apply(mutations)
+        items = self._apply(items)
+        if not items:
+            return
         failpoint("worker.after_apply")
         calls = [(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts) for i in items]
         for item, error in zip(items, self.ledger.complete_batch(calls)):
@@ -340,6 +341,33 @@ class Processor:
         for item in done:
             item.delivery.ack()
             item.outcome = DONE
+
+    def _apply(self, items: list[Item]) -> list[Item]:
+        """Write the batch's table effects at once; the items still open after.
+
+        A table or family that does not exist fails the whole write: each
+        item is then written alone, and those that fail are aborted with the
+        store's reason, so the run records the cause.
+        """
+        mutations = [m for i in items for m in i.effects.mutations]
+        if not mutations:
+            return items
+        try:
+            self.tables.apply(mutations)
+            return items
+        except TableError:
+            pass
+        for item in items:
+            self._guard(item, lambda i=item: self._apply_alone(i))
+        return [i for i in items if i.outcome is None]
+
+    def _apply_alone(self, item: Item) -> str | None:
+        try:
+            if item.effects.mutations:
+                self.tables.apply(item.effects.mutations)
+        except TableError as exc:
+            return self._abort(item.flight, f"stage {item.stage.name}: {exc}")
+        return None
 
     @staticmethod
     def _completed(error: Exception | None) -> None:

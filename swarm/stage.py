@@ -11,6 +11,7 @@ from swarm.errors import PluginError
 
 Handler = Callable[[Any, Any], Any]
 _PARAM = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_FAMILY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 Validator = Callable[[Mapping[str, Any]], None]
 
 
@@ -52,6 +53,18 @@ class Stage:
 
 
 @dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """A table a job reads or writes: its column families and, optionally, the keys it is pre-split at."""
+
+    name: str
+    families: tuple[str, ...]
+    splits: tuple[bytes, ...] = ()
+
+    def family_of(self, column: bytes) -> str:
+        return column.split(b":", 1)[0].decode(errors="replace")
+
+
+@dataclasses.dataclass(frozen=True)
 class Chunk:
     """One unit of a phase's plan: becomes the root message of that chunk."""
 
@@ -77,6 +90,7 @@ class Job:
         self.stages: dict[str, Stage] = {}
         self.planners: dict[str, Planner] = {}
         self.entries: dict[str, str] = {}  # phase -> entry stage
+        self.tables: dict[str, TableSpec] = {}
 
     # declaration ---------------------------------------------------------
 
@@ -124,6 +138,23 @@ class Job:
         self.stages[stage.name] = stage
         if entry or stage.phase not in self.entries:
             self.entries[stage.phase] = stage.name
+
+    def table(self, name: str, families: Iterable[str], splits: Iterable[bytes | str] = ()) -> TableSpec:
+        """Declare a table the job reads or writes; ``swarm tables create JOB`` makes them all.
+
+        Once a job declares tables, its handlers may write only to those, and
+        only to their families; its master refuses to start while one is missing.
+        """
+        _check_name("table", name)
+        families = tuple(families)
+        if not families or any(not _FAMILY.match(f) for f in families):
+            raise PluginError(f"job {self.name}: table {name!r} needs column families of [A-Za-z0-9_.-], "
+                              f"got {list(families)}")
+        if name in self.tables:
+            raise PluginError(f"job {self.name}: table {name!r} declared twice")
+        keys = tuple(sorted({s.encode() if isinstance(s, str) else bytes(s) for s in splits}))
+        self.tables[name] = spec = TableSpec(name, families, keys)
+        return spec
 
     def planner(self, phase: str) -> Callable[[Planner], Planner]:
         """Decorator declaring how phase ``phase`` is split into chunks."""

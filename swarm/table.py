@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 from typing import Iterable, Iterator, Sequence
 
-from swarm.effects import Delete, Put
+from swarm.effects import Delete, Put, normalized
 
 Row = tuple[bytes, dict[bytes, bytes]]
 
@@ -53,12 +53,19 @@ class TableStore(abc.ABC):
     def row(self, name: str, key: bytes, columns: Sequence[bytes] | None = None) -> dict[bytes, bytes]:
         """The latest cells of one row (empty if absent)."""
 
-    @abc.abstractmethod
     def apply(self, mutations: Sequence[Put | Delete]) -> None:
-        """Apply normalized puts and deletes; durable when this returns.
+        """Apply puts and deletes; durable when this returns.
 
-        Atomic per row only, like HBase: callers write idempotently.
+        Every value is normalised here, the one way into a store, so no
+        caller can write a cell that later reads cannot take back. A table or
+        column family that does not exist is a ``TableError``. Atomic per row
+        only, like HBase: callers write idempotently.
         """
+        self._apply(normalized(mutations))
+
+    @abc.abstractmethod
+    def _apply(self, mutations: Sequence[Put | Delete]) -> None:
+        """Apply mutations already normalised."""
 
     def close(self) -> None:
         """Release connections."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from swarm.effects import Delete, Put
-from swarm.errors import BackendError
+from swarm.errors import PluginError, TableError
 from swarm.table import TableStore
 
 # Row keys whose byte order differs from any text order: 0x00 and 0xff, prefixes, lengths.
@@ -70,11 +70,18 @@ class TableStoreContract:
         assert tables.regions("split") == [(b"", b"m"), (b"m", b"")]
         assert len(list(tables.scan("split"))) == 2
 
-    def test_a_missing_table_has_no_regions_and_cannot_be_scanned(self, tables):
-        with pytest.raises(BackendError):
+    def test_a_missing_table_has_no_regions_and_cannot_be_scanned_or_written(self, tables):
+        with pytest.raises(TableError, match="missing"):
             tables.regions("missing")
-        with pytest.raises(BackendError):
+        with pytest.raises(TableError, match="missing"):
             list(tables.scan("missing"))
+        with pytest.raises(TableError, match="missing"):
+            tables.apply([Put("missing", b"r", {b"f:a": b"1"})])
+
+    def test_a_column_family_the_table_does_not_have_is_refused(self, tables, t):
+        with pytest.raises(TableError, match="family"):
+            tables.apply([Put(t, b"r", {b"nofamily:a": b"1"})])
+        assert tables.row(t, b"r") == {}
 
     # keys and cells ---------------------------------------------------------------------
 
@@ -102,9 +109,14 @@ class TableStoreContract:
         tables.apply([Put(t, b"r", {b"f:a": b"one"})])
         assert tables.row(t, b"r") == {b"f:a": b"one", b"f:b": b"2"}
 
-    def test_normalized_puts_of_text_and_numbers(self, tables, t):
-        tables.apply([Put(t, "r", {"f:s": "text", "f:i": 42, "f:x": 1.5}).normalized()])
+    def test_text_and_numbers_are_normalised_on_the_way_in(self, tables, t):
+        tables.apply([Put(t, "r", {"f:s": "text", "f:i": 42, "f:x": 1.5})])  # not normalised by the caller
         assert tables.row(t, b"r") == {b"f:s": b"text", b"f:i": b"42", b"f:x": b"1.5"}
+        assert list(tables.scan(t)) == [(b"r", {b"f:i": b"42", b"f:s": b"text", b"f:x": b"1.5"})]
+        with pytest.raises(PluginError, match="family:qualifier"):
+            tables.apply([Put(t, "r", {"views": 1})])
+        with pytest.raises(PluginError, match="Put or a Delete"):
+            tables.apply([{"row": "r"}])
 
     # scans --------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 import msgpack
 
 from swarm.effects import Delete, Put
-from swarm.errors import BackendError
+from swarm.errors import BackendError, TableError
 from swarm.sqlite_file import SqliteFile
 from swarm.table import Row, TableStore, prefix_stop
 
@@ -98,7 +98,7 @@ class EmbeddedTables(TableStore):
             cur.execute("SELECT families, splits FROM meta WHERE name = ?", (name,))
             row = cur.fetchone()
         if row is None:
-            raise BackendError(f"table {name!r} does not exist")
+            raise TableError(f"table {name!r} does not exist")
         return msgpack.unpackb(row[0]), msgpack.unpackb(row[1])
 
     # reads ------------------------------------------------------------------
@@ -176,10 +176,10 @@ class EmbeddedTables(TableStore):
 
     # writes -----------------------------------------------------------------
 
-    def apply(self, mutations: Sequence[Put | Delete], timestamp: int | None = None) -> None:
-        ts = now_ms() if timestamp is None else int(timestamp)
+    def _apply(self, mutations: Sequence[Put | Delete]) -> None:
+        ts = now_ms()
         with self._tx() as cur:
-            self._check_tables(cur, {m.table for m in mutations})
+            self._check_columns(cur, mutations)
             for m in mutations:
                 if isinstance(m, Put):
                     cur.executemany(
@@ -192,13 +192,24 @@ class EmbeddedTables(TableStore):
                     for col in m.columns:
                         self._delete_column(cur, m.table, m.row, col)
 
+    def _check_columns(self, cur: sqlite3.Cursor, mutations: Sequence[Put | Delete]) -> None:
+        """Writing to a table or column family that does not exist is an error, as on HBase."""
+        families = {name: self._families(cur, name) for name in {m.table for m in mutations}}
+        for m in mutations:
+            columns = m.cells if isinstance(m, Put) else (m.columns or ())
+            for column in columns:
+                family = column.split(b":", 1)[0]
+                if family not in families[m.table]:
+                    raise TableError(f"column family {family.decode(errors='replace')!r} does not exist in table "
+                                     f"{m.table!r} (it has {', '.join(f.decode() for f in sorted(families[m.table]))})")
+
     @staticmethod
-    def _check_tables(cur: sqlite3.Cursor, names: set[str]) -> None:
-        """Writing to a table that does not exist is an error, as on HBase."""
-        for name in names:
-            cur.execute("SELECT 1 FROM meta WHERE name = ?", (name,))
-            if cur.fetchone() is None:
-                raise BackendError(f"table {name!r} does not exist")
+    def _families(cur: sqlite3.Cursor, name: str) -> set[bytes]:
+        cur.execute("SELECT families FROM meta WHERE name = ?", (name,))
+        row = cur.fetchone()
+        if row is None:
+            raise TableError(f"table {name!r} does not exist")
+        return {f.encode() if isinstance(f, str) else bytes(f) for f in msgpack.unpackb(row[0])}
 
     @staticmethod
     def _delete_column(cur: sqlite3.Cursor, table: str, row: bytes, col: bytes) -> None:

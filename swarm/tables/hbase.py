@@ -51,7 +51,7 @@ from thriftpy2.transport import TTransportException
 
 from swarm.backends import redact
 from swarm.effects import Delete, Put
-from swarm.errors import BackendError, ConfigError
+from swarm.errors import BackendError, ConfigError, TableError
 from swarm.hbase_dev import idl
 from swarm.table import Row, TableStore, prefix_stop
 
@@ -154,7 +154,7 @@ class HBaseTables(TableStore):
         full = self._full(name)
         found = self._call(f"regions of {full}", lambda conn: conn.table(full).regions())
         if not found:  # HBase answers no regions for a missing table
-            raise BackendError(f"table {name!r} does not exist in HBase at {self.host}:{self.port}")
+            raise TableError(f"table {name!r} does not exist in HBase at {self.host}:{self.port}")
         return sorted((r["start_key"] or b"", r["end_key"] or b"") for r in found)
 
     # reads ------------------------------------------------------------------
@@ -186,8 +186,8 @@ class HBaseTables(TableStore):
 
     # writes -----------------------------------------------------------------
 
-    def apply(self, mutations: Sequence[Put | Delete]) -> None:
-        for segment in _segments([m.normalized() for m in mutations]):
+    def _apply(self, mutations: Sequence[Put | Delete]) -> None:
+        for segment in _segments(list(mutations)):
             for table, group in _by_table(segment).items():
                 full = self._full(table)
                 self._call(f"write to {full}", functools.partial(_send, full=full, mutations=group))
@@ -218,7 +218,8 @@ class HBaseTables(TableStore):
                 if answered:
                     return result
                 if retry_if is None or not retry_if(result):
-                    raise BackendError(f"HBase at {self.host}:{self.port}: {what}: {_message(result)}") from None
+                    kind = TableError if _missing(result) else BackendError  # waiting cannot create it
+                    raise kind(f"HBase at {self.host}:{self.port}: {what}: {_message(result)}") from None
                 failure = result
             if attempt < self.retries:
                 log.warning("HBase at %s:%d: %s failed (%s); retrying", self.host, self.port, what, _message(failure))
@@ -328,6 +329,14 @@ def _shell_string(key: bytes) -> str:
 def _scanner_lost(exc: Exception) -> bool:
     text = _message(exc)
     return any(marker in text for marker in _SCANNER_LOST)
+
+
+_MISSING = ("TableNotFoundException", "NoSuchColumnFamilyException")
+
+
+def _missing(exc: BaseException) -> bool:
+    """HBase's answer that a table or column family does not exist."""
+    return any(name in _message(exc) for name in _MISSING)
 
 
 def _message(exc: BaseException) -> str:

@@ -25,3 +25,4 @@ def _slowed(handler):
 for _stage in md.job.stages.values():
     job.add_stage(dataclasses.replace(_stage, handler=_slowed(_stage.handler)))
 job.planners.update(md.job.planners)
+job.tables.update(md.job.tables)

@@ -5,6 +5,7 @@ from swarm import Abort, Chunk, Count, Fault, Job, Put, Retry, Send
 from swarm.errors import BadMessage
 
 job = Job("toy", params=("date",))
+job.table("out", ["f"])
 FAST = Retry(max_attempts=3, base_delay=0.01, max_delay=0.02)
 
 

@@ -25,6 +25,9 @@ MAX_ROWS = 20_000  # rows one scan message handles before it hands the rest on
 SCAN_BATCH = 1000
 
 job = Job("merchant_daily", params=("date",), description=__doc__.splitlines()[0])
+job.table(EVENTS, ["e"])  # the input; `create_tables` pre-splits it for a generated day
+job.table(PARTIALS, ["p"])
+job.table(SUMMARY, ["s"])
 
 
 def day_prefix(date: str) -> bytes:

@@ -46,7 +46,8 @@ def test_the_data_survives_reopening_the_file(tmp_path):
 
 
 def test_scan_cells_carries_timestamps(store):
-    store.apply([Put("t", b"a", {b"f:x": b"1"}), Put("t", b"b", {b"g:y": b"2"})], timestamp=1234)
+    store.edit("t", [Edit("put", b"a", b"f:x", b"1")], timestamp=1234)
+    store.edit("t", [Edit("put", b"b", b"g:y", b"2")], timestamp=1234)
     assert list(store.scan_cells("t")) == [(b"a", {b"f:x": (b"1", 1234)}), (b"b", {b"g:y": (b"2", 1234)})]
     assert list(store.scan_cells("t", start=b"b", columns=[b"g:"])) == [(b"b", {b"g:y": (b"2", 1234)})]
 
