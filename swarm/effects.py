@@ -20,9 +20,13 @@ def to_bytes(value: Bytes | int | float) -> bytes:
     raise PluginError(f"table keys and values must be bytes, str or numbers, got {type(value).__name__}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Put:
-    """Write cells ``{"family:qualifier": value}`` into one row."""
+    """Write cells ``{"family:qualifier": value}`` into one row.
+
+    Two puts are equal when they write the same bytes: ``{"d:n": 2}`` and
+    ``{b"d:n": b"2"}`` are one write, as the table store sees it.
+    """
 
     table: str
     row: Bytes
@@ -37,10 +41,18 @@ class Put:
                 raise PluginError(f"column {column!r} in Put to {self.table} must be 'family:qualifier'")
         return Put(self.table, to_bytes(self.row), cells)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Put):
+            return NotImplemented
+        return _written(self) == _written(other)
 
-@dataclasses.dataclass(frozen=True)
+    def __hash__(self) -> int:
+        return hash(_written(self))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Delete:
-    """Delete a row, or only the named columns of it."""
+    """Delete a row, or only the named columns of it; equal to another that deletes the same bytes."""
 
     table: str
     row: Bytes
@@ -52,6 +64,25 @@ class Delete:
             if b":" not in column:
                 raise PluginError(f"column {column!r} in Delete from {self.table} must be 'family:qualifier' or 'family:'")
         return Delete(self.table, to_bytes(self.row), cols)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Delete):
+            return NotImplemented
+        return _written(self) == _written(other)
+
+    def __hash__(self) -> int:
+        return hash(_written(self))
+
+
+def _written(m: Put | Delete) -> tuple:
+    """What ``m`` writes, for comparing: its normalised form, or its fields as given when it has none."""
+    try:
+        n = m.normalized()
+    except PluginError:
+        return (type(m).__name__, m.table, repr(m.row), repr(getattr(m, "cells", getattr(m, "columns", None))))
+    if isinstance(n, Put):
+        return ("Put", n.table, n.row, tuple(sorted(n.cells.items())))
+    return ("Delete", n.table, n.row, n.columns)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,15 @@ from swarm.stage import Job
 from swarm.table import TableStore
 
 
+def master_for(job: Job, params, broker: Broker, ledger: Ledger, tables: TableStore, options: dict | None = None,
+               poll: float = 0.05, **master_args):
+    """A master for ``job`` in this process, polling often: workers here finish fast."""
+    from master.coordinator import Master, MasterSettings  # the master lives beside the library, not inside it
+
+    settings = MasterSettings(poll=poll, options=dict(options or {}))
+    return Master(job, params, broker, ledger, tables, settings, **master_args)
+
+
 @contextlib.contextmanager
 def local_fleet(
     job: Job,

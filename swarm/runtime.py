@@ -27,9 +27,9 @@ from typing import Callable, Sequence
 from swarm import metrics
 from swarm.broker import Broker, Delivery, stage_queue
 from swarm.context import Context, ReadTables, params_of
-from swarm.effects import Effects
+from swarm.effects import Effects, Send
 from swarm.envelope import Envelope, decode, encode
-from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, TableError, clip
+from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, TableError, clip, describe
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
 from swarm.ledger import (
@@ -374,14 +374,8 @@ class Processor:
         if error is not None:
             raise error
 
-    def _child(self, env: Envelope, stage: Stage, index: int, send) -> Message:
-        if send.stage not in stage.next:
-            raise Abort(f"stage {stage.name} sent to {send.stage!r}, which is not in its next={list(stage.next)}")
-        try:
-            child = env.child(send.stage, dict(send.payload), send.key or f"{env.seq}.{index}")
-            return Message(child.id, child.stage, child.chunk, encode(child, self.keys))
-        except BadMessage as exc:
-            raise Abort(f"stage {stage.name} sent an invalid message: {exc}") from None
+    def _child(self, env: Envelope, stage: Stage, index: int, send: Send) -> Message:
+        return child_message(env, stage, index, send, self.keys)
 
     # failures -------------------------------------------------------------------
 
@@ -497,6 +491,17 @@ class Processor:
             flight.delivery.ack()
         except (Fenced, BackendError) as exc:
             log.error("could not hand back %s: %s", flight.env.id, exc)
+
+
+def child_message(env: Envelope, stage: Stage, index: int, send: Send, keys: SiteKeys) -> Message:
+    """The message a handler's ``index``-th ``Send`` makes, signed; ``Abort`` when the stage may not send it."""
+    if send.stage not in stage.next:
+        raise Abort(f"stage {stage.name} sent to {send.stage!r}, which is not in its next={list(stage.next)}")
+    try:
+        child = env.child(send.stage, dict(send.payload), send.key or f"{env.seq}.{index}")
+        return Message(child.id, child.stage, child.chunk, encode(child, keys))
+    except (BadMessage, TypeError, ValueError) as exc:
+        raise Abort(f"stage {stage.name} sent an invalid message: {describe(exc)}") from None
 
 
 def _refusal(env: Envelope, claim: Claim) -> str | None:

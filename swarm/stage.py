@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import weakref
 from typing import Any, Callable, Iterable, Mapping
 
 from swarm.envelope import MAX_BODY_BYTES, _NAME
@@ -138,6 +139,8 @@ class Job:
         self.stages[stage.name] = stage
         if entry or stage.phase not in self.entries:
             self.entries[stage.phase] = stage.name
+        with_handler = _OWNERS.setdefault(stage.handler, []) if _weakrefable(stage.handler) else []
+        with_handler.append((self, stage.name))
 
     def table(self, name: str, families: Iterable[str], splits: Iterable[bytes | str] = ()) -> TableSpec:
         """Declare a table the job reads or writes; ``swarm tables create JOB`` makes them all.
@@ -201,6 +204,27 @@ class Job:
         run = f"{self.name}@{parts}" if parts else self.name
         _check_name("run", run)
         return run
+
+
+# handler -> the (job, stage name) pairs that declared it: how ``swarm.testing.call`` finds a handler's stage.
+_OWNERS: "weakref.WeakKeyDictionary[Handler, list[tuple[Job, str]]]" = weakref.WeakKeyDictionary()
+
+
+def _weakrefable(obj: object) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def stage_of(handler: Handler) -> tuple[Job, Stage] | None:
+    """The job and stage that declared ``handler`` (the last to, if several did); None if none did."""
+    owners = _OWNERS.get(handler) if _weakrefable(handler) else None
+    if not owners:
+        return None
+    job, name = owners[-1]
+    return job, job.stages[name]
 
 
 def _check_name(kind: str, value: str) -> None:
