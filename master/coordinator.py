@@ -47,6 +47,7 @@ class MasterSettings:
     patience: float = 900.0  # how long a broker or ledger outage is waited out before the master gives up
     deadline: float | str | None = None  # epoch seconds, or "HH:MM" next after the run began; alert once if missed
     options: dict = dataclasses.field(default_factory=dict)  # passed to planners and handlers
+    fresh_broker: bool = False  # an in-process broker, new with this process: a resumed phase's queued work is lost
 
 
 class Master:
@@ -158,6 +159,8 @@ class Master:
             self._publish_planned(phase)
             failpoint("master.after_publish")
             self.ledger.set_phase_state(self.run_id, phase, PUBLISHED)
+        elif self.settings.fresh_broker:
+            self._republish_queued(phase)
         self._watch(phase)
         failpoint("master.barrier")
         self.ledger.set_phase_state(self.run_id, phase, PHASE_DONE)
@@ -172,6 +175,14 @@ class Master:
             self._publish(batch)
             failpoint("master.mid_publish")
             self.ledger.mark_queued([m.id for m in batch])
+
+    def _republish_queued(self, phase: str) -> None:
+        """Resuming on a broker new with this process: what the ledger has queued is on no queue."""
+        queued = self.ledger.stale_queued(self.run_id, self.ledger.now() + 1)
+        if queued:
+            log.info("re-publishing %d queued message(s) of %s phase %s to the new in-process broker",
+                     len(queued), self.run_id, phase)
+            self._publish(queued)
 
     def _publish(self, messages: list[Message]) -> None:
         self.broker.publish([(stage_queue(self.job.name, m.stage), m.body) for m in messages])

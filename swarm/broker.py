@@ -87,6 +87,8 @@ class Broker(abc.ABC):
     ``publish`` returns only once the broker has confirmed every message.
     """
 
+    outlives_process = True  # False: its queues live in this process and go with it (the in-process broker)
+
     @abc.abstractmethod
     def declare(self, queues: Iterable[str]) -> None:
         """Create (idempotently) each stage queue with its retry and dead-letter queues."""

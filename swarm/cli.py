@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     m.set_defaults(func=_master)
 
+    n = sub.add_parser("run", help="run a job for its params in this one process: master and worker threads "
+                                    "(exit 0 done, 1 failed, 2 bad config)")
+    n.add_argument("job")
+    n.add_argument("--date", help="the date param (shorthand for --param date=...)")
+    n.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    n.add_argument("--workers", type=int, default=2, help="worker threads (default 2)")
+    n.set_defaults(func=_run)
+
     w = sub.add_parser("worker", help="serve a job's stages until SIGTERM, then drain")
     w.add_argument("--job", help="job to serve (default: worker.job)")
     w.add_argument("--stages", help="comma-separated stages (default: worker.stages, else all)")
@@ -218,6 +226,17 @@ def _params(args) -> dict[str, str]:
     return params
 
 
+IN_PROCESS = ("backends.broker is {url}: an in-process broker lives and dies with one process, so a separate "
+              "`swarm {command}` would never meet its {other}. Run the job in one process with "
+              "`swarm run JOB --date D`, or set a shared broker (amqp://...)")
+
+
+def _shared_broker(cfg, command: str, other: str) -> None:
+    url = cfg["backends"]["broker"]
+    if url.startswith("memory:"):
+        raise ConfigError(IN_PROCESS.format(url=url, command=command, other=other))
+
+
 def _master(args, cfg) -> int:
     from master.coordinator import Master
     from swarm.alerts import command_alert
@@ -225,6 +244,7 @@ def _master(args, cfg) -> int:
     from swarm.progress import ProgressReport
 
     job = _job(cfg, args.job)
+    _shared_broker(cfg, "master", "workers")
     keys = _keys(cfg)  # a missing key stops the command before anything connects
     broker, ledger, tables = _backends(cfg)
     serve_metrics(cfg["master"]["metrics_port"] or None)
@@ -234,6 +254,38 @@ def _master(args, cfg) -> int:
                      alert=command_alert(cfg["master"]["alert_command"]), keys=keys).run()
     finally:
         progress.close()
+    print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
+    return EXIT_OK if run.status == "done" else EXIT_FAILED
+
+
+def _run(args, cfg) -> int:
+    """The job's master and ``--workers`` worker threads in this process, on the configured backends."""
+    from swarm import dlq
+    from swarm.alerts import command_alert
+    from swarm.backends import open_broker
+    from swarm.local import local_fleet, master_for
+    from swarm.progress import ProgressReport
+
+    job = _job(cfg, args.job)
+    params, keys = _params(args), _keys(cfg)
+    if args.workers < 1:
+        raise ConfigError("--workers must be 1 or more")
+    url = cfg["backends"]["broker"]
+    in_process = url.startswith("memory:")
+    broker, ledger, tables = _backends(cfg)
+    m = cfg["master"]
+    progress = ProgressReport()
+    try:
+        with local_fleet(job, lambda: open_broker(url), ledger, tables, args.workers,
+                         lease=cfg["worker"]["lease"], options=cfg.options(job.name), keys=keys):
+            run = master_for(job, params, broker, ledger, tables, cfg.options(job.name), poll=min(m["poll"], 0.2),
+                             progress=progress, alert=command_alert(m["alert_command"]), keys=keys,
+                             lost_after=m["lost_after"], deadline=m["deadline"] or None,
+                             fresh_broker=in_process).run()
+    finally:
+        progress.close()
+    if in_process:
+        dlq.collect(broker, ledger, job)  # the queues go with this process: their dead letters stay in the ledger
     print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
     return EXIT_OK if run.status == "done" else EXIT_FAILED
 
@@ -266,11 +318,27 @@ def _rerun(args, cfg) -> int:
     if args.dry_run:
         return EXIT_OK
     failed = 0
-    for plan, date in zip(plans, dates):  # one at a time: reruns keep to a budget of one run
-        run = run_rerun(plan, job, {"date": date}, broker, ledger, tables, _master_settings(cfg, job), keys=keys)
-        print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
-        failed += run.status != "done"
+    with _workers_here(cfg, job, ledger, tables, keys):
+        for plan, date in zip(plans, dates):  # one at a time: reruns keep to a budget of one run
+            run = run_rerun(plan, job, {"date": date}, broker, ledger, tables, _master_settings(cfg, job),
+                            keys=keys)
+            print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
+            failed += run.status != "done"
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _workers_here(cfg, job, ledger, tables, keys, workers: int = 2):
+    """Worker threads in this process when the broker is in-process (nothing else could serve it); else none."""
+    import contextlib
+
+    from swarm.backends import open_broker
+    from swarm.local import local_fleet
+
+    url = cfg["backends"]["broker"]
+    if not url.startswith("memory:"):
+        return contextlib.nullcontext()
+    return local_fleet(job, lambda: open_broker(url), ledger, tables, workers, lease=cfg["worker"]["lease"],
+                       options=cfg.options(job.name), keys=keys)
 
 
 def _worker(args, cfg) -> int:
@@ -279,6 +347,7 @@ def _worker(args, cfg) -> int:
 
     job = _job(cfg, args.job)
     stages = args.stages.split(",") if args.stages else cfg["worker"]["stages"]
+    _shared_broker(cfg, "worker", "master")
     keys = _keys(cfg)
     broker, ledger, tables = _backends(cfg)
     serve_metrics(cfg["worker"]["metrics_port"] or None)
@@ -357,6 +426,8 @@ def _dlq(args, cfg) -> int:
             raise ConfigError("dlq replay: give dead-letter ids or --all")
         replayed = dlq.replay(broker, ledger, ids)
         print(f"replayed {replayed} dead letter(s)")
+        if not broker.outlives_process:
+            print("the in-process broker keeps nothing between commands: `swarm run JOB --date D` sends them")
     return EXIT_OK
 
 

@@ -47,10 +47,13 @@ def replay(broker: Broker, ledger: Ledger, ids: list[int]) -> int:
 
     Each is published before the ledger changes, a little delayed, so that a
     publish that fails changes nothing, and the copy finds its message queued.
+    On the in-process broker nothing is published: the message is queued in
+    the ledger, and the master of the job's next ``swarm run`` publishes it.
     """
     records = [_replayable(ledger, dl_id) for dl_id in ids]
     for record in records:
-        broker.publish([(record.queue, record.body)], delay=REPLAY_DELAY)
+        if broker.outlives_process:  # else its queues go with this process: the job's next `swarm run` sends it
+            broker.publish([(record.queue, record.body)], delay=REPLAY_DELAY)
         if record.message_id:
             ledger.revive(record.message_id)
         ledger.mark_replayed([record.id])

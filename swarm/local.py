@@ -12,11 +12,17 @@ from swarm.table import TableStore
 
 
 def master_for(job: Job, params, broker: Broker, ledger: Ledger, tables: TableStore, options: dict | None = None,
-               poll: float = 0.05, **master_args):
-    """A master for ``job`` in this process, polling often: workers here finish fast."""
+               poll: float = 0.05, lost_after: float = 120.0, deadline: str | None = None, fresh_broker: bool = True,
+               **master_args):
+    """A master for ``job`` in this process, polling often: workers here finish fast.
+
+    ``fresh_broker``: the broker is new with this process (in-process), so
+    a resumed run's queued messages are on no queue yet.
+    """
     from master.coordinator import Master, MasterSettings  # the master lives beside the library, not inside it
 
-    settings = MasterSettings(poll=poll, options=dict(options or {}))
+    settings = MasterSettings(poll=poll, lost_after=lost_after, deadline=deadline, options=dict(options or {}),
+                              fresh_broker=fresh_broker)
     return Master(job, params, broker, ledger, tables, settings, **master_args)
 
 

@@ -99,6 +99,8 @@ class MemoryDelivery(Delivery):
 class MemoryBroker(Broker):
     """One connection to a ``MemoryHub``."""
 
+    outlives_process = False
+
     def __init__(self, hub_: MemoryHub | None = None):
         self.hub = hub_ or hub()
         self._consumers: list[_Consumer] = []

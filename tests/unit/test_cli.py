@@ -28,13 +28,12 @@ def site(tmp_path, monkeypatch, unique):
     tables, ledger = open_tables(urls["tables"]), open_ledger(urls["ledger"])
     md.create_tables(tables, DATE)
     md.generate(tables, DATE, 1500, merchants=12)
-    with local_fleet(md.job, lambda: open_broker(urls["broker"]), ledger, tables, 2):
-        yield ledger, tables
+    yield ledger, tables
 
 
-def test_master_runs_then_history_and_status_show_it(site, capsys):
+def test_a_job_runs_in_one_process_then_history_and_status_show_it(site, capsys):
     ledger, tables = site
-    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_OK
+    assert main(["run", "merchant_daily", "--date", DATE, "--workers", "3"]) == EXIT_OK
     assert f"merchant_daily@date={DATE}: done" in capsys.readouterr().out
     assert md.summary(tables, DATE) == md.reference(tables, DATE)
 
@@ -52,16 +51,23 @@ def test_master_runs_then_history_and_status_show_it(site, capsys):
 def test_a_second_master_refuses_naming_the_first(site, capsys):
     ledger, _ = site
     ledger.lock_master(f"merchant_daily@date={DATE}", "cron on host-a")
-    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_LOCKED
+    assert main(["run", "merchant_daily", "--date", DATE]) == EXIT_LOCKED
     err = capsys.readouterr().err
     assert "another master already runs merchant_daily@date=2026-11-22" in err and "cron on host-a" in err
 
 
 def test_unknown_job_and_missing_param_are_usage_errors(site, capsys):
-    assert main(["master", "no_such_job", "--date", DATE]) == EXIT_USAGE
+    assert main(["run", "no_such_job", "--date", DATE]) == EXIT_USAGE
     assert "no job named 'no_such_job'" in capsys.readouterr().err
-    assert main(["master", "merchant_daily"]) == EXIT_USAGE
+    assert main(["run", "merchant_daily"]) == EXIT_USAGE
     assert "missing ['date']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["master", "merchant_daily", "--date", DATE], ["worker", "--job", "merchant_daily"]])
+def test_master_and_worker_refuse_the_in_process_broker_and_point_to_run(site, capsys, argv):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "an in-process broker lives and dies with one process" in err and "swarm run JOB --date D" in err
 
 
 def test_demo_runs_and_checks_itself(tmp_path, capsys, monkeypatch):
@@ -73,7 +79,7 @@ def test_demo_runs_and_checks_itself(tmp_path, capsys, monkeypatch):
 
 def test_rerun_from_the_command_line(site, capsys):
     ledger, tables = site
-    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_OK
+    assert main(["run", "merchant_daily", "--date", DATE]) == EXIT_OK
     assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce", "--dry-run"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "phase reduce: 16 chunk(s)" in out and ledger.get_run(f"merchant_daily@date={DATE}+r1") is None
@@ -106,8 +112,9 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     assert main(["dlq", "show", str(letters[0]["id"])]) == EXIT_OK
     assert "KeyError" in capsys.readouterr().out
     assert main(["dlq", "replay", str(letters[0]["id"])]) == EXIT_OK
-    assert "replayed 1 dead letter(s)" in capsys.readouterr().out
-    assert broker.depth(queue) == 1  # back on its stage queue (after a short delay), same body, same id
+    out = capsys.readouterr().out
+    assert "replayed 1 dead letter(s)" in out and "`swarm run JOB --date D` sends them" in out
+    assert broker.depth(queue) == 0  # the in-process broker keeps nothing between commands: the next run sends it
     assert main(["dlq", "list", "--json"]) == EXIT_OK
     assert [d["message_id"] for d in json.loads(capsys.readouterr().out)] == [None]
 
@@ -133,7 +140,7 @@ def test_a_broker_that_refuses_the_connection_is_one_clear_error_not_pikas_seven
 
 def test_db_prune_deletes_old_finished_runs_and_says_what(site, capsys):
     ledger, _ = site
-    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_OK
+    assert main(["run", "merchant_daily", "--date", DATE]) == EXIT_OK
     run = f"merchant_daily@date={DATE}"
     assert main(["db", "prune", "--older-than", "1"]) == EXIT_OK  # finished just now: kept
     assert "deleted 0 run(s)" in capsys.readouterr().out and ledger.get_run(run) is not None
@@ -153,3 +160,27 @@ def test_master_and_worker_refuse_a_shared_broker_without_a_site_key(tmp_path, m
     for argv in (["master", "merchant_daily", "--date", DATE], ["worker", "--job", "merchant_daily"]):
         assert main(argv) == EXIT_USAGE
         assert "a shared broker needs the site key" in capsys.readouterr().err
+
+
+def test_a_failed_one_process_run_keeps_its_dead_letters_and_resumes_after_a_replay(tmp_path, monkeypatch, capsys):
+    def configure(behaviour: str) -> None:
+        (tmp_path / "swarm.toml").write_text(
+            f'[backends]\nledger = "sqlite:///{tmp_path}/l.db"\ntables = "embedded:///{tmp_path}/t.db"\n'
+            '[jobs]\nmodules = ["tests.unit.toyjob"]\n[master]\npoll = 0.05\n'
+            f'[options.toy]\ncount = 3\nbehaviour = {{ {behaviour} }}\n')
+
+    monkeypatch.chdir(tmp_path)
+    tables = open_tables(f"embedded:///{tmp_path}/t.db")
+    tables.create_table("out", ["f"])
+    tables.close()
+    configure('"2" = "crash"')
+    assert main(["run", "toy", "--date", DATE]) == 1
+    assert "1 dead-lettered" in capsys.readouterr().out
+    assert main(["dlq", "list", "--json"]) == EXIT_OK  # kept in the ledger: the broker went with the process
+    [letter] = json.loads(capsys.readouterr().out)
+    assert "ValueError: boom on 2" in letter["reason"]
+    configure("")  # the cause is fixed
+    assert main(["dlq", "replay", "--all"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["run", "toy", "--date", DATE]) == EXIT_OK
+    assert f"toy@date={DATE}: done" in capsys.readouterr().out

@@ -36,19 +36,31 @@ def test_collect_stores_every_letter_and_a_failing_store_loses_none(broker, ledg
 def test_replay_publishes_before_it_changes_the_ledger(broker, ledger, dead_run, monkeypatch):
     dlq.collect(broker, ledger, job)
     [letter] = ledger.dead_letters()
+    monkeypatch.setattr(broker, "outlives_process", True)  # as a shared broker: replay publishes
 
     def down(*args, **kwargs):
         raise BackendError("broker down")
 
+    original_publish = broker.publish
     monkeypatch.setattr(broker, "publish", down)
     with pytest.raises(BackendError):
         dlq.replay(broker, ledger, [letter.id])
     assert ledger.counts(RUN) == {M_DEAD: 1} and ledger.get_run(RUN).status == "failed"  # nothing changed
     assert [d.id for d in ledger.dead_letters()] == [letter.id]
-    monkeypatch.undo()
+    monkeypatch.setattr(broker, "publish", original_publish)
+    waiting = broker.depth(SINK)  # the failed attempts' retries
     assert dlq.replay(broker, ledger, [letter.id]) == 1
     assert ledger.counts(RUN) == {M_QUEUED: 1} and ledger.get_run(RUN).status == RUNNING
     assert ledger.dead_letters() == []
+    assert broker.depth(SINK) == waiting + 1  # on its delay queue
+
+
+def test_on_the_in_process_broker_replay_queues_in_the_ledger_for_the_next_run(broker, ledger, dead_run):
+    dlq.collect(broker, ledger, job)
+    [letter] = ledger.dead_letters()
+    waiting = broker.depth(SINK)
+    assert dlq.replay(broker, ledger, [letter.id]) == 1
+    assert ledger.counts(RUN) == {M_QUEUED: 1} and broker.depth(SINK) == waiting
 
 
 def test_a_letter_stored_cut_is_listed_but_not_replayed(broker, ledger):
