@@ -183,6 +183,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--dry-run", action="store_true", help="say what it would start or drain, change nothing")
     a.set_defaults(func=_autoscale)
 
+    j = sub.add_parser("new-job", help="write a working job to start from: module, tests, sample data, config")
+    j.add_argument("name", help="the job's name, also its module's: lower case letters, digits and _")
+    j.add_argument("--dir", default=".", help="where to write it (default: here)")
+    j.set_defaults(func=_new_job)
+
     h = sub.add_parser("hbase-dev", add_help=False,
                        help="the HBase Thrift development server (a test stand-in, not a store); --help for options")
     h.set_defaults(func=_hbase_dev)
@@ -211,7 +216,7 @@ def _job(cfg, name: str | None):
     name = name or cfg["worker"]["job"]
     if not name:
         raise ConfigError("worker.job: no job given (use --job or set worker.job / SWARM_WORKER_JOB)")
-    return load_job(name, cfg["jobs"]["modules"])
+    return load_job(name, cfg["jobs"]["modules"], cfg.job_path())
 
 
 def _params(args) -> dict[str, str]:
@@ -555,6 +560,19 @@ def _autoscale(args, cfg) -> int:
     log.info("autoscaling %s for %s between %d and %d workers", settings["group"], job.name,
              settings["min"], settings["max"])
     scaler.run(stop)
+    return EXIT_OK
+
+
+def _new_job(args, cfg) -> int:
+    from pathlib import Path
+
+    from swarm.scaffold import SAMPLE_DATE, new_job
+
+    for path in new_job(args.name, Path(args.dir)):
+        print(f"wrote {path}")
+    n = args.name
+    print(f"next: swarm tables create {n} && swarm tables load {n}_events {n}_sample.jsonl && "
+          f"pytest test_{n}.py && swarm run {n} --date {SAMPLE_DATE}")
     return EXIT_OK
 
 

@@ -26,7 +26,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "broker_password_file": "",  # the broker URL's password, read from this file at load
         "ledger_password_file": "",
     },
-    "jobs": {"modules": []},  # job modules besides the swarm.jobs entry points
+    "jobs": {
+        "modules": [],  # job modules besides the swarm.jobs entry points
+        "path": [],  # directories searched for those modules first, relative to the config file's
+    },
     "worker": {
         "job": "",
         "stages": [],  # empty: every stage of the job
@@ -73,6 +76,11 @@ class Config:
 
     def __getitem__(self, section: str) -> Mapping[str, Any]:
         return self.data[section]
+
+    def job_path(self) -> list[str]:
+        """``jobs.path`` as absolute directories: relative ones are from the config file's directory."""
+        base = Path(self.source).resolve().parent if self.source != "defaults" else Path.cwd()
+        return [str((base / p).resolve()) for p in self.data["jobs"]["path"]]
 
     def options(self, job: str) -> dict[str, Any]:
         return dict(self.data.get("options", {}).get(job, {}))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib import metadata
 from typing import Iterable
 
@@ -11,8 +12,14 @@ from swarm.stage import Job
 GROUP = "swarm.jobs"
 
 
-def load_job(name: str, modules: Iterable[str] = ()) -> Job:
-    """The job called ``name``, from a config module, an entry point, or ``module[:attr]``."""
+def load_job(name: str, modules: Iterable[str] = (), path: Iterable[str] = ()) -> Job:
+    """The job called ``name``, from a config module, an entry point, or ``module[:attr]``.
+
+    ``path``: directories to look in for the modules first (``jobs.path``).
+    """
+    for directory in reversed(list(path)):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
     for module in modules:
         job = _from_module(module)
         if job.name == name:
