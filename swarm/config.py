@@ -1,6 +1,9 @@
 """Configuration: one TOML file, every key overridable by ``SWARM_<SECTION>_<KEY>``.
 
-A wrong key or value fails at start with the key named; URLs are shown
+A wrong key or value fails at start with the key named, and so does a
+``SWARM_*`` environment variable that sets nothing (a misspelt one would
+otherwise be ignored without a word), unless ``ENV_NOT_SETTINGS`` lists it.
+URLs are shown
 only redacted. ``backends.<role>_password_file`` puts the content of a file
 into that URL as its password when the config is loaded, so the rest of
 Swarm sees one complete URL.
@@ -8,6 +11,7 @@ Swarm sees one complete URL.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 import tomllib
@@ -62,6 +66,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_file"}  # URL key: its file key
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
+ENV_PREFIX = "SWARM_"
+# SWARM_* variables that are not settings: read by another part of Swarm, so not refused as unknown.
+ENV_NOT_SETTINGS = {
+    "SWARM_FAILPOINTS": "named places where a test kills the process (swarm.failpoints)",
+}
 
 
 class Config:
@@ -173,16 +182,35 @@ def _merge_file(data: dict, file: Path) -> None:
 
 def _merge_env(data: dict, env: Mapping[str, str]) -> None:
     for name, value in env.items():
-        if not name.startswith("SWARM_"):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
             continue
-        for section, keys in DEFAULTS.items():
-            prefix = f"SWARM_{section.upper()}_"
-            if name.startswith(prefix):
-                key = name[len(prefix):].lower()
-                if key not in keys:
-                    raise ConfigError(f"environment variable {name} names unknown key {section}.{key}")
-                data[section][key] = _coerce(f"{section}.{key} (from {name})", _parse_env(value, keys[key]), keys[key])
-                break
+        section, key = _env_setting(name)
+        default = DEFAULTS[section][key]
+        data[section][key] = _coerce(f"{section}.{key} (from {name})", _parse_env(value, default), default)
+
+
+def _env_setting(name: str) -> tuple[str, str]:
+    """The section and key a ``SWARM_*`` variable sets; ``ConfigError`` naming it when it sets none."""
+    sections = [s for s in DEFAULTS if name.startswith(f"{ENV_PREFIX}{s.upper()}_")]
+    for section in sections:
+        key = name[len(f"{ENV_PREFIX}{section.upper()}_"):].lower()
+        if key in DEFAULTS[section]:
+            return section, key
+    if sections:
+        section = sections[0]
+        key = name[len(f"{ENV_PREFIX}{section.upper()}_"):].lower()
+        raise ConfigError(f"environment variable {name} names unknown key {section}.{key}{_closest(name)}; "
+                          f"known keys of [{section}]: {', '.join(DEFAULTS[section])}")
+    raise ConfigError(f"environment variable {name} names no Swarm setting{_closest(name)}; settings are "
+                      f"SWARM_<SECTION>_<KEY>, sections {', '.join(DEFAULTS)}; the only other SWARM_ variables "
+                      f"allowed are {', '.join(ENV_NOT_SETTINGS)}")
+
+
+def _closest(name: str) -> str:
+    """``: did you mean X?`` for the known variable nearest ``name``, or nothing."""
+    known = [f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, keys in DEFAULTS.items() for k in keys]
+    match = difflib.get_close_matches(name.upper(), [*known, *ENV_NOT_SETTINGS], n=1, cutoff=0.75)
+    return f" (did you mean {match[0]}?)" if match else ""
 
 
 def _parse_env(text: str, default: Any) -> Any:

@@ -43,6 +43,29 @@ def test_bad_config_names_the_key(tmp_path, text, env, key):
         config.load(write(tmp_path, text), env=env)
 
 
+@pytest.mark.parametrize("name, says", [
+    ("SWARM_WROKER_LEASE", "SWARM_WROKER_LEASE names no Swarm setting (did you mean SWARM_WORKER_LEASE?)"),
+    ("SWARM_worker_lease", "SWARM_worker_lease names no Swarm setting (did you mean SWARM_WORKER_LEASE?)"),
+    ("SWARM_BACKEND_BROKER", "SWARM_BACKEND_BROKER names no Swarm setting (did you mean SWARM_BACKENDS_BROKER?)"),
+    ("SWARM_FAILPOINT", "SWARM_FAILPOINT names no Swarm setting (did you mean SWARM_FAILPOINTS?)"),
+    ("SWARM_HOME", "SWARM_HOME names no Swarm setting; settings are SWARM_<SECTION>_<KEY>, sections backends,"),
+    ("SWARM_SECURITY_KEYFILE", "SWARM_SECURITY_KEYFILE names unknown key security.keyfile "
+                               "(did you mean SWARM_SECURITY_KEY_FILE?); known keys of [security]: key_file,"),
+])
+def test_a_swarm_variable_that_sets_nothing_stops_the_command_naming_it(tmp_path, monkeypatch, name, says):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        config.load(env={name: "30"})
+    assert str(err.value).startswith(f"environment variable {says}")
+
+
+def test_variables_that_are_not_settings_are_allowed_only_when_listed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "SWARM_FAILPOINTS" in config.ENV_NOT_SETTINGS
+    cfg = config.load(env={"SWARM_FAILPOINTS": "worker.after_apply=0.05", "SWARMING": "x", "PATH": "/bin"})
+    assert cfg["worker"]["lease"] == 60.0
+
+
 def test_errors_never_show_a_password(tmp_path):
     with pytest.raises(ConfigError) as err:
         config.load(write(tmp_path, "[backends]\nledger = 'postgres://root:hunter2@db/x'\n"), env={})
