@@ -1,12 +1,12 @@
 """Configuration: one TOML file, every key overridable by ``SWARM_<SECTION>_<KEY>``.
 
+``[options.<job>]`` keys are overridable by ``SWARM_OPTIONS__<JOB>__<KEY>``.
 A wrong key or value fails at start with the key named, and so does a
 ``SWARM_*`` environment variable that sets nothing (a misspelt one would
 otherwise be ignored without a word), unless ``ENV_NOT_SETTINGS`` lists it.
-URLs are shown
-only redacted. ``backends.<role>_password_file`` puts the content of a file
-into that URL as its password when the config is loaded, so the rest of
-Swarm sees one complete URL.
+URLs are shown only redacted. ``backends.<role>_password_file`` puts the
+content of a file into that URL as its password when the config is loaded,
+so the rest of Swarm sees one complete URL.
 """
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_f
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
 ENV_PREFIX = "SWARM_"
+# [options.<job>] keys: SWARM_OPTIONS__<JOB>__<KEY>. Double underscores, because job names
+# and keys have single ones.
+OPTIONS_ENV_PREFIX = "SWARM_OPTIONS__"
 # SWARM_* variables that are not settings: read by another part of Swarm, so not refused as unknown.
 ENV_NOT_SETTINGS = {
     "SWARM_FAILPOINTS": "named places where a test kills the process (swarm.failpoints)",
@@ -163,8 +166,7 @@ def _merge_file(data: dict, file: Path) -> None:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     for section, values in raw.items():
         if section in FREE_SECTIONS:
-            if not isinstance(values, dict):
-                raise ConfigError(f"[{section}] must be a table of per-job tables")
+            _check_free(section, values, file)
             data[section] = values
             continue
         if section not in DEFAULTS:
@@ -180,13 +182,46 @@ def _merge_file(data: dict, file: Path) -> None:
             data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
 
 
+def _check_free(section: str, values: Any, file: Path) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] in {file} must be a table of per-job tables")
+    for job, table in values.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}.{job} in {file} must be a table, [{section}.{job}], "
+                              f"got {type(table).__name__}")
+
+
 def _merge_env(data: dict, env: Mapping[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
             continue
+        if name.startswith(f"{ENV_PREFIX}OPTIONS_"):
+            job, key = _env_option(name)
+            data["options"].setdefault(job, {})[key] = _option_value(value)
+            continue
         section, key = _env_setting(name)
         default = DEFAULTS[section][key]
         data[section][key] = _coerce(f"{section}.{key} (from {name})", _parse_env(value, default), default)
+
+
+def _env_option(name: str) -> tuple[str, str]:
+    """The job and key ``SWARM_OPTIONS__<JOB>__<KEY>`` sets, lower-cased."""
+    parts = name[len(OPTIONS_ENV_PREFIX):].split("__") if name.startswith(OPTIONS_ENV_PREFIX) else []
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"environment variable {name}: a job option is set as SWARM_OPTIONS__<JOB>__<KEY>, "
+                          f"with two underscores before the job and before the key, as in "
+                          f"SWARM_OPTIONS__MERCHANT_DAILY__CHUNKS")
+    job, key = parts
+    return job.lower(), key.lower()
+
+
+def _option_value(text: str) -> Any:
+    """``text`` as a TOML value (``8``, ``true``, ``"text"``, ``[1, 2]``) when it is exactly one, else as text."""
+    try:
+        doc = tomllib.loads(f"value = {text}")
+    except tomllib.TOMLDecodeError:
+        return text
+    return doc["value"] if doc.keys() == {"value"} else text  # "1\nother = 2" is text, not two keys
 
 
 def _env_setting(name: str) -> tuple[str, str]:
@@ -202,12 +237,13 @@ def _env_setting(name: str) -> tuple[str, str]:
         raise ConfigError(f"environment variable {name} names unknown key {section}.{key}{_closest(name)}; "
                           f"known keys of [{section}]: {', '.join(DEFAULTS[section])}")
     raise ConfigError(f"environment variable {name} names no Swarm setting{_closest(name)}; settings are "
-                      f"SWARM_<SECTION>_<KEY>, sections {', '.join(DEFAULTS)}; the only other SWARM_ variables "
-                      f"allowed are {', '.join(ENV_NOT_SETTINGS)}")
+                      f"SWARM_<SECTION>_<KEY>, sections {', '.join(DEFAULTS)}, and job options "
+                      f"SWARM_OPTIONS__<JOB>__<KEY>; the only other SWARM_ variables allowed are "
+                      f"{', '.join(ENV_NOT_SETTINGS)}")
 
 
 def _closest(name: str) -> str:
-    """``: did you mean X?`` for the known variable nearest ``name``, or nothing."""
+    """`` (did you mean X?)`` for the known variable nearest ``name``, or nothing."""
     known = [f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, keys in DEFAULTS.items() for k in keys]
     match = difflib.get_close_matches(name.upper(), [*known, *ENV_NOT_SETTINGS], n=1, cutoff=0.75)
     return f" (did you mean {match[0]}?)" if match else ""
