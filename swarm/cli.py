@@ -11,7 +11,7 @@ from typing import Sequence
 
 from swarm import config as config_mod
 from master.rerun import RerunRefused
-from swarm.errors import BackendError, ConfigError, MasterLocked, PluginError, SwarmError
+from swarm.errors import BackendError, ConfigError, LedgerNotFound, MasterLocked, PluginError, SwarmError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 EXIT_UNAVAILABLE = 75  # a backend stayed unreachable (sysexits' EX_TEMPFAIL): try again later
@@ -172,11 +172,12 @@ def _demo(args, cfg) -> int:
     return run_demo(args)
 
 
-def _backends(cfg):
-    from swarm.backends import open_broker, open_ledger, open_tables
+def _backends(cfg, create_ledger: bool = True):
+    from swarm.backends import open_broker, open_tables
 
     urls = cfg["backends"]
-    return open_broker(urls["broker"]), open_ledger(urls["ledger"]), open_tables(urls["tables"])
+    ledger = _ledger(cfg, create=create_ledger)
+    return open_broker(urls["broker"]), ledger, open_tables(urls["tables"])
 
 
 def _job(cfg, name: str | None):
@@ -239,7 +240,7 @@ def _rerun(args, cfg) -> int:
 
     job = _job(cfg, args.job)
     keys = _keys(cfg)
-    broker, ledger, tables = _backends(cfg)
+    broker, ledger, tables = _backends(cfg, create_ledger=False)  # a rerun needs the runs it reruns
     chunks = args.chunks.split(",") if args.chunks else None
     dates = dates_between(args.dates)
     plans = [plan_rerun(job, {"date": d}, args.from_stage, ledger, tables, chunks, cfg.options(job.name))
@@ -274,10 +275,20 @@ def _worker(args, cfg) -> int:
     return EXIT_OK
 
 
-def _ledger(cfg):
-    from swarm.backends import open_ledger
+def _ledger(cfg, create: bool = False):
+    """The ledger; ``create`` only for commands that start work or set up the schema.
 
-    return open_ledger(cfg["backends"]["ledger"])
+    To any other command a missing ledger means a wrong config, which an
+    empty new ledger would hide.
+    """
+    from swarm.backends import open_ledger, redact
+
+    url = cfg["backends"]["ledger"]
+    try:
+        return open_ledger(url, create=create)
+    except LedgerNotFound as exc:
+        raise LedgerNotFound(f"{exc}; backends.ledger is {redact(url)}, {cfg.origin('backends.ledger')}. "
+                             f"`swarm db init` creates a ledger") from None
 
 
 def _day(text: str | None) -> float | None:
@@ -347,7 +358,7 @@ def _db(args, cfg) -> int:
         return _prune(args, cfg)
     if args.older_than is not None or args.dry_run:
         raise ConfigError(f"db {args.action}: --older-than and --dry-run go with `db prune`")
-    ledger = _ledger(cfg)
+    ledger = _ledger(cfg, create=True)
     applied = ledger.migrate()
     print(f"ledger schema {args.action}: " + (f"applied step(s) {applied}" if applied else "up to date"))
     return EXIT_OK

@@ -79,9 +79,22 @@ ENV_NOT_SETTINGS = {
 class Config:
     """Validated settings; ``config["worker"]["lease"]`` style access."""
 
-    def __init__(self, data: Mapping[str, Mapping[str, Any]], source: str = "defaults"):
+    def __init__(self, data: Mapping[str, Mapping[str, Any]], source: str = "defaults",
+                 origins: Mapping[str, str] | None = None):
         self.data = data
         self.source = source
+        self.origins = dict(origins or {})  # "section.key": the variable that set it, or "file"
+
+    def origin(self, key: str) -> str:
+        """Where the setting ``key`` (``section.key``) came from, for an error that must say so."""
+        where, file = self.origins.get(key), os.path.abspath(self.source)
+        if where == "file":
+            return f"set in {file}"
+        if where:
+            return f"set by {where}" + (f" (config file {file})" if self.source != "defaults" else "")
+        if self.source == "defaults":
+            return f"the default: no config file was read (no --config, and no swarm.toml in {os.getcwd()})"
+        return f"the default: {file} does not set it"
 
     def __getitem__(self, section: str) -> Mapping[str, Any]:
         return self.data[section]
@@ -105,22 +118,23 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
     env = os.environ if env is None else env
     data = copy.deepcopy(DEFAULTS)
     data["options"] = {}
-    source = "defaults"
+    source, origins = "defaults", {}
     file = Path(path) if path else Path("swarm.toml")
     if path or file.exists():
-        _merge_file(data, file)
+        _merge_file(data, file, origins)
         source = str(file)
-    _merge_env(data, env)
+    _merge_env(data, env, origins)
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
+        origins[dotted] = "an override"
     for key in ("broker", "ledger", "tables"):
         check_url(f"backends.{key}", data["backends"][key])
     _apply_password_files(data["backends"])
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")
-    return Config(data, source)
+    return Config(data, source, origins)
 
 
 def _apply_password_files(backends: dict[str, Any]) -> None:
@@ -157,7 +171,7 @@ def _read_password(key: str, path: str) -> str:
     return password
 
 
-def _merge_file(data: dict, file: Path) -> None:
+def _merge_file(data: dict, file: Path, origins: dict[str, str]) -> None:
     try:
         raw = tomllib.loads(file.read_text())
     except FileNotFoundError:
@@ -180,6 +194,7 @@ def _merge_file(data: dict, file: Path) -> None:
                 raise ConfigError(f"{section}.{key} cannot be written in {file}: put the key in a file of its own "
                                   f"(mode 0600) and set {section}.{key}_file, or set SWARM_{section.upper()}_{key.upper()}")
             data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
+            origins[f"{section}.{key}"] = "file"
 
 
 def _check_free(section: str, values: Any, file: Path) -> None:
@@ -191,7 +206,7 @@ def _check_free(section: str, values: Any, file: Path) -> None:
                               f"got {type(table).__name__}")
 
 
-def _merge_env(data: dict, env: Mapping[str, str]) -> None:
+def _merge_env(data: dict, env: Mapping[str, str], origins: dict[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
             continue
@@ -202,6 +217,7 @@ def _merge_env(data: dict, env: Mapping[str, str]) -> None:
         section, key = _env_setting(name)
         default = DEFAULTS[section][key]
         data[section][key] = _coerce(f"{section}.{key} (from {name})", _parse_env(value, default), default)
+        origins[f"{section}.{key}"] = name
 
 
 def _env_option(name: str) -> tuple[str, str]:

@@ -84,6 +84,47 @@ def test_rerun_from_the_command_line(site, capsys):
     assert "has never run" in capsys.readouterr().err
 
 
+READ_ONLY = [["runs"], ["status", f"merchant_daily@date={DATE}"], ["dlq", "list"], ["dlq", "show", "1"]]
+
+
+@pytest.mark.parametrize("argv", READ_ONLY)
+def test_read_only_commands_never_create_the_default_ledger(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"swarm: no ledger found at {tmp_path}/swarm.db; backends.ledger is sqlite:///swarm.db, the default: no "
+        f"config file was read (no --config, and no swarm.toml in {tmp_path}). `swarm db init` creates a ledger\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", READ_ONLY)
+def test_read_only_commands_name_the_config_that_points_at_no_ledger(tmp_path, monkeypatch, capsys, argv):
+    config = tmp_path / "site.toml"
+    config.write_text(f'[backends]\nledger = "sqlite:///{tmp_path}/gone.db"\n')
+    assert main(["--config", str(config), *argv]) == EXIT_USAGE
+    assert (f"no ledger found at {tmp_path}/gone.db; backends.ledger is sqlite:///{tmp_path}/gone.db, "
+            f"set in {config}.") in capsys.readouterr().err
+    monkeypatch.setenv("SWARM_BACKENDS_LEDGER", f"sqlite:///{tmp_path}/env.db")
+    assert main(["--config", str(config), *argv]) == EXIT_USAGE
+    assert f"set by SWARM_BACKENDS_LEDGER (config file {config})" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site.toml"]
+
+
+def test_a_file_that_holds_no_ledger_is_not_made_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "swarm.db").write_bytes(b"")
+    assert main(["runs"]) == EXIT_USAGE
+    assert f"no ledger found at {tmp_path}/swarm.db: the file has no Swarm schema;" in capsys.readouterr().err
+
+
+def test_db_init_creates_the_ledger_that_read_only_commands_then_use(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["db", "init"]) == EXIT_OK
+    assert (tmp_path / "swarm.db").is_file()
+    assert main(["runs", "--json"]) == EXIT_OK
+    assert "[]" in capsys.readouterr().out
+
+
 def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     from swarm.brokers.memory import MemoryBroker, hub
     from swarm.envelope import Envelope, encode
@@ -92,6 +133,7 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     url = f"memory://dlq-{unique}"
     (tmp_path / "swarm.toml").write_text(f'[backends]\nbroker = "{url}"\nledger = "sqlite:///{tmp_path}/l.db"\n')
     monkeypatch.chdir(tmp_path)
+    open_ledger(f"sqlite:///{tmp_path}/l.db").close()  # the dead letters' run made it
     broker = MemoryBroker(hub(url.split("://")[1]))
     queue = "swarm.merchant_daily.reduce"
     broker.declare([queue])
