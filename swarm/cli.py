@@ -7,13 +7,16 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Sequence
 
 from swarm import config as config_mod
-from master.rerun import RerunRefused
+from master.rerun import RerunLocked, RerunRefused
 from swarm.errors import BackendError, ConfigError, LedgerNotFound, MasterLocked, PluginError, SwarmError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+# One meaning each: scripts (deploy/swarm-nightly) act on them.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3  # done; the run failed; bad arguments or config; locked
+EXIT_SOFTWARE = 70  # an unexpected error, a bug in a job or in Swarm (sysexits' EX_SOFTWARE); not a failed run
 EXIT_UNAVAILABLE = 75  # a backend stayed unreachable (sysexits' EX_TEMPFAIL): try again later
 log = logging.getLogger("swarm")
 
@@ -54,19 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug; Python's own exit 1 would read as "the run failed"
+        traceback.print_exc()
+        print(f"swarm: unexpected error (traceback above); exit {EXIT_SOFTWARE}", file=sys.stderr)
+        return EXIT_SOFTWARE
 
 
 def _exit_for(exc: SwarmError) -> tuple[int, str]:
     """The exit code of an error, and what to say before its message."""
     if isinstance(exc, RerunRefused):
-        return EXIT_LOCKED, "rerun refused: "
+        return (EXIT_LOCKED if isinstance(exc, RerunLocked) else EXIT_USAGE), "rerun refused: "
     if isinstance(exc, MasterLocked):
         return EXIT_LOCKED, ""
     if isinstance(exc, (ConfigError, PluginError)):
         return EXIT_USAGE, ""
     if isinstance(exc, BackendError):
         return EXIT_UNAVAILABLE, ""
-    return EXIT_FAILED, ""
+    return EXIT_SOFTWARE, ""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--tables", help="tables URL (default embedded in --data)")
     d.set_defaults(func=_demo)
 
-    m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, 3 locked, 75 backend down)")
+    m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, "
+                                     "2 bad arguments or config, 3 locked, 70 unexpected error, 75 backend down)")
     m.add_argument("job")
     m.add_argument("--date", help="the date param (shorthand for --param date=...)")
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
@@ -98,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--stages", help="comma-separated stages (default: worker.stages, else all)")
     w.set_defaults(func=_worker)
 
-    rr = sub.add_parser("rerun", help="rerun stages of finished runs from their intermediate tables")
+    rr = sub.add_parser("rerun", help="rerun stages of finished runs from their intermediate tables (exit 0 done, "
+                                      "1 a rerun failed, 2 a date never ran or has not finished, 3 locked)")
     rr.add_argument("job")
     rr.add_argument("--dates", required=True, help="YYYY-MM-DD, a range D1..D2, or a comma-separated list")
     rr.add_argument("--from-stage", required=True, help="first stage of the phase to rerun from")

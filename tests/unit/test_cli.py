@@ -8,7 +8,7 @@ from swarm import cli
 from swarm.backends import open_broker, open_ledger, open_tables
 from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.errors import BackendError
-from swarm.cli import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
+from swarm.cli import EXIT_LOCKED, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, main
 from swarm.local import local_fleet
 from workers.jobs import merchant_daily as md
 
@@ -80,8 +80,22 @@ def test_rerun_from_the_command_line(site, capsys):
     assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce"]) == EXIT_OK
     assert f"merchant_daily@date={DATE}+r1: done" in capsys.readouterr().out
     assert md.summary(tables, DATE) == md.reference(tables, DATE)
-    assert main(["rerun", "merchant_daily", "--dates", "2026-11-01", "--from-stage", "reduce"]) == EXIT_LOCKED
+    assert main(["rerun", "merchant_daily", "--dates", "2026-11-01", "--from-stage", "reduce"]) == EXIT_USAGE
     assert "has never run" in capsys.readouterr().err
+    ledger.lock_master(f"merchant_daily@date={DATE}", "cron on host-a")
+    assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce"]) == EXIT_LOCKED
+    assert "rerun refused: merchant_daily@date=2026-11-22 is being run right now by" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_exits_70_with_its_traceback_never_1(site, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("planner bug")
+
+    monkeypatch.setattr(md.job, "check", broken)
+    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_SOFTWARE
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'planner bug'" in err
+    assert err.endswith("swarm: unexpected error (traceback above); exit 70\n")
 
 
 READ_ONLY = [["runs"], ["status", f"merchant_daily@date={DATE}"], ["dlq", "list"], ["dlq", "show", "1"]]
