@@ -160,7 +160,10 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     assert [(d["message_id"], d["reason"]) for d in letters] == [
         (env.id, "failed 5 times; last error: KeyError"), (None, "body is not valid msgpack")]
     assert main(["dlq", "show", str(letters[0]["id"])]) == EXIT_OK
-    assert "KeyError" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "KeyError" in out and "decoded, UNVERIFIED" in out and "  payload: {'bucket': 1}" in out
+    assert main(["dlq", "show", str(letters[0]["id"]), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["envelope"]["payload"] == {"bucket": 1}
     assert main(["dlq", "replay", str(letters[0]["id"])]) == EXIT_OK
     assert "replayed 1 dead letter(s)" in capsys.readouterr().out
     assert broker.depth(queue) == 1  # back on its stage queue (after a short delay), same body, same id
