@@ -112,7 +112,7 @@ def print_one(ledger: Ledger, dl_id: int, as_json: bool = False) -> None:
 
 
 def _hex_text(body: bytes) -> str:
-    first = f" (its first {SHOWN_HEX_BYTES})" if len(body) > SHOWN_HEX_BYTES else ""
+    first = f" (its first {SHOWN_HEX_BYTES} bytes)" if len(body) > SHOWN_HEX_BYTES else ""
     return f", not an envelope that decodes; in hex{first}: {body[:SHOWN_HEX_BYTES].hex()}"
 
 
