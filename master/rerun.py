@@ -21,7 +21,11 @@ from swarm.table import TableStore
 
 
 class RerunRefused(SwarmError):
-    """A rerun that cannot start; the message says why."""
+    """A rerun that cannot start, because of what was asked (a date that never ran, or has not finished)."""
+
+
+class RerunLocked(RerunRefused):
+    """A rerun that cannot start because a master holds the date's one-master lock right now."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +59,9 @@ def plan_rerun(job: Job, params: dict, from_stage: str, ledger: Ledger, tables: 
     source = job.run_id(params)
     run = ledger.get_run(source)
     if run is None:
-        raise RerunRefused(f"{source} has never run: start it with `swarm master {job.name}` instead")
+        raise RerunRefused(f"{source} has never run: start it with `{_master_command(job, params)}` instead")
     if run.status == RUNNING:
-        raise RerunRefused(f"{source} is still running; rerun it when it has finished")
+        raise _unfinished(job, params, source, ledger)
     run_id = f"{source}{RERUN_MARK}{_next_number(ledger, job, source)}"
     wanted = set(chunks or ())
     planned = {}
@@ -70,6 +74,22 @@ def plan_rerun(job: Job, params: dict, from_stage: str, ledger: Ledger, tables: 
             ids = [c for c in ids if c in wanted]
         planned[phase] = ids
     return RerunPlan(source, run_id, phases, planned)
+
+
+def _unfinished(job: Job, params: dict, source: str, ledger: Ledger) -> RerunRefused:
+    """Why a run still marked running cannot be rerun: a master runs it now, or one stopped before the end."""
+    try:
+        ledger.lock_master(source, "rerun, checking for a master")
+    except MasterLocked as exc:
+        return RerunLocked(f"{source} is being run right now by {exc.holder}; rerun it when it has finished")
+    ledger.unlock_master(source)
+    return RerunRefused(f"{source} has not finished and no master is running it: finish it first with "
+                        f"`{_master_command(job, params)}` (it resumes the run), then rerun it")
+
+
+def _master_command(job: Job, params: dict) -> str:
+    args = [f"--date {v}" if k == "date" else f"--param {k}={v}" for k, v in params.items()]
+    return " ".join(["swarm master", job.name, *args])
 
 
 def _phases_from(job: Job, stage: str) -> list[str]:
@@ -97,7 +117,7 @@ def run_rerun(plan: RerunPlan, job: Job, params: dict, broker, ledger: Ledger, t
         return Master(job, params, broker, ledger, tables, settings, progress, run_id=plan.run_id,
                       phases=plan.phases, chunks=plan.chunks[first], lock_key=plan.source, keys=keys).run()
     except MasterLocked as exc:
-        raise RerunRefused(f"{plan.source} is being run right now by {exc.holder}; rerun it when it has finished") \
+        raise RerunLocked(f"{plan.source} is being run right now by {exc.holder}; rerun it when it has finished") \
             from None
 
 

@@ -78,12 +78,13 @@ def open_broker(url: str) -> Broker:
     return RabbitBroker(url)
 
 
-def open_ledger(url: str) -> Ledger:
+def open_ledger(url: str, create: bool = True) -> Ledger:
+    """``create=False``: a SQLite file that is missing raises ``LedgerNotFound`` (MySQL never creates one)."""
     scheme = _scheme(url, "ledger", LEDGER_SCHEMES)
     if scheme == "sqlite":
         from swarm.ledgers.sqlite import SqliteLedger
 
-        return SqliteLedger(file_path(url))
+        return SqliteLedger(file_path(url), create=create)
     from swarm.ledgers.mysql import MysqlLedger
 
     return MysqlLedger(url)

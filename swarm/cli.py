@@ -7,13 +7,18 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Sequence
 
 from swarm import config as config_mod
-from master.rerun import RerunRefused
-from swarm.errors import BackendError, ConfigError, MasterLocked, PluginError, SwarmError, TableError
+from master.rerun import RerunLocked, RerunRefused
+from swarm.errors import (
+    BackendError, ConfigError, LedgerNotFound, MasterLocked, PluginError, SwarmError, TableError,
+)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+# One meaning each: scripts (deploy/swarm-nightly) act on them.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3  # done; the run failed; bad arguments or config; locked
+EXIT_SOFTWARE = 70  # an unexpected error, a bug in a job or in Swarm (sysexits' EX_SOFTWARE); not a failed run
 EXIT_UNAVAILABLE = 75  # a backend stayed unreachable (sysexits' EX_TEMPFAIL): try again later
 log = logging.getLogger("swarm")
 
@@ -54,19 +59,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug; Python's own exit 1 would read as "the run failed"
+        traceback.print_exc()
+        print(f"swarm: unexpected error (traceback above); exit {EXIT_SOFTWARE}", file=sys.stderr)
+        return EXIT_SOFTWARE
 
 
 def _exit_for(exc: SwarmError) -> tuple[int, str]:
     """The exit code of an error, and what to say before its message."""
     if isinstance(exc, RerunRefused):
-        return EXIT_LOCKED, "rerun refused: "
+        return (EXIT_LOCKED if isinstance(exc, RerunLocked) else EXIT_USAGE), "rerun refused: "
     if isinstance(exc, MasterLocked):
         return EXIT_LOCKED, ""
     if isinstance(exc, (ConfigError, PluginError, TableError)):
         return EXIT_USAGE, ""
     if isinstance(exc, BackendError):
         return EXIT_UNAVAILABLE, ""
-    return EXIT_FAILED, ""
+    return EXIT_SOFTWARE, ""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--tables", help="tables URL (default embedded in --data)")
     d.set_defaults(func=_demo)
 
-    m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, 3 locked, 75 backend down)")
+    m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, "
+                                     "2 bad arguments or config, 3 locked, 70 unexpected error, 75 backend down)")
     m.add_argument("job")
     m.add_argument("--date", help="the date param (shorthand for --param date=...)")
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
@@ -106,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--stages", help="comma-separated stages (default: worker.stages, else all)")
     w.set_defaults(func=_worker)
 
-    rr = sub.add_parser("rerun", help="rerun stages of finished runs from their intermediate tables")
+    rr = sub.add_parser("rerun", help="rerun stages of finished runs from their intermediate tables (exit 0 done, "
+                                      "1 a rerun failed, 2 a date never ran or has not finished, 3 locked)")
     rr.add_argument("job")
     rr.add_argument("--dates", required=True, help="YYYY-MM-DD, a range D1..D2, or a comma-separated list")
     rr.add_argument("--from-stage", required=True, help="first stage of the phase to rerun from")
@@ -203,11 +214,12 @@ def _demo(args, cfg) -> int:
     return run_demo(args)
 
 
-def _backends(cfg):
-    from swarm.backends import open_broker, open_ledger, open_tables
+def _backends(cfg, create_ledger: bool = True):
+    from swarm.backends import open_broker, open_tables
 
     urls = cfg["backends"]
-    return open_broker(urls["broker"]), open_ledger(urls["ledger"]), open_tables(urls["tables"])
+    ledger = _ledger(cfg, create=create_ledger)
+    return open_broker(urls["broker"]), ledger, open_tables(urls["tables"])
 
 
 def _job(cfg, name: str | None):
@@ -314,7 +326,7 @@ def _rerun(args, cfg) -> int:
 
     job = _job(cfg, args.job)
     keys = _keys(cfg)
-    broker, ledger, tables = _backends(cfg)
+    broker, ledger, tables = _backends(cfg, create_ledger=False)  # a rerun needs the runs it reruns
     chunks = args.chunks.split(",") if args.chunks else None
     dates = dates_between(args.dates)
     plans = [plan_rerun(job, {"date": d}, args.from_stage, ledger, tables, chunks, cfg.options(job.name))
@@ -366,10 +378,20 @@ def _worker(args, cfg) -> int:
     return EXIT_OK
 
 
-def _ledger(cfg):
-    from swarm.backends import open_ledger
+def _ledger(cfg, create: bool = False):
+    """The ledger; ``create`` only for commands that start work or set up the schema.
 
-    return open_ledger(cfg["backends"]["ledger"])
+    To any other command a missing ledger means a wrong config, which an
+    empty new ledger would hide.
+    """
+    from swarm.backends import open_ledger, redact
+
+    url = cfg["backends"]["ledger"]
+    try:
+        return open_ledger(url, create=create)
+    except LedgerNotFound as exc:
+        raise LedgerNotFound(f"{exc}; backends.ledger is {redact(url)}, {cfg.origin('backends.ledger')}. "
+                             f"`swarm db init` creates a ledger") from None
 
 
 def _day(text: str | None) -> float | None:
@@ -441,7 +463,7 @@ def _db(args, cfg) -> int:
         return _prune(args, cfg)
     if args.older_than is not None or args.dry_run:
         raise ConfigError(f"db {args.action}: --older-than and --dry-run go with `db prune`")
-    ledger = _ledger(cfg)
+    ledger = _ledger(cfg, create=True)
     applied = ledger.migrate()
     print(f"ledger schema {args.action}: " + (f"applied step(s) {applied}" if applied else "up to date"))
     return EXIT_OK

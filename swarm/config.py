@@ -1,13 +1,17 @@
 """Configuration: one TOML file, every key overridable by ``SWARM_<SECTION>_<KEY>``.
 
-A wrong key or value fails at start with the key named; URLs are shown
-only redacted. ``backends.<role>_password_file`` puts the content of a file
-into that URL as its password when the config is loaded, so the rest of
-Swarm sees one complete URL.
+``[options.<job>]`` keys are overridable by ``SWARM_OPTIONS__<JOB>__<KEY>``.
+A wrong key or value fails at start with the key named, and so does a
+``SWARM_*`` environment variable that sets nothing (a misspelt one would
+otherwise be ignored without a word), unless ``ENV_NOT_SETTINGS`` lists it.
+URLs are shown only redacted. ``backends.<role>_password_file`` puts the
+content of a file into that URL as its password when the config is loaded,
+so the rest of Swarm sees one complete URL.
 """
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 import tomllib
@@ -65,14 +69,35 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_file"}  # URL key: its file key
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
+ENV_PREFIX = "SWARM_"
+# [options.<job>] keys: SWARM_OPTIONS__<JOB>__<KEY>. Double underscores, because job names
+# and keys have single ones.
+OPTIONS_ENV_PREFIX = "SWARM_OPTIONS__"
+# SWARM_* variables that are not settings: read by another part of Swarm, so not refused as unknown.
+ENV_NOT_SETTINGS = {
+    "SWARM_FAILPOINTS": "named places where a test kills the process (swarm.failpoints)",
+}
 
 
 class Config:
     """Validated settings; ``config["worker"]["lease"]`` style access."""
 
-    def __init__(self, data: Mapping[str, Mapping[str, Any]], source: str = "defaults"):
+    def __init__(self, data: Mapping[str, Mapping[str, Any]], source: str = "defaults",
+                 origins: Mapping[str, str] | None = None):
         self.data = data
         self.source = source
+        self.origins = dict(origins or {})  # "section.key": the variable that set it, or "file"
+
+    def origin(self, key: str) -> str:
+        """Where the setting ``key`` (``section.key``) came from, for an error that must say so."""
+        where, file = self.origins.get(key), os.path.abspath(self.source)
+        if where == "file":
+            return f"set in {file}"
+        if where:
+            return f"set by {where}" + (f" (config file {file})" if self.source != "defaults" else "")
+        if self.source == "defaults":
+            return f"the default: no config file was read (no --config, and no swarm.toml in {os.getcwd()})"
+        return f"the default: {file} does not set it"
 
     def __getitem__(self, section: str) -> Mapping[str, Any]:
         return self.data[section]
@@ -101,22 +126,23 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
     env = os.environ if env is None else env
     data = copy.deepcopy(DEFAULTS)
     data["options"] = {}
-    source = "defaults"
+    source, origins = "defaults", {}
     file = Path(path) if path else Path("swarm.toml")
     if path or file.exists():
-        _merge_file(data, file)
+        _merge_file(data, file, origins)
         source = str(file)
-    _merge_env(data, env)
+    _merge_env(data, env, origins)
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
+        origins[dotted] = "an override"
     for key in ("broker", "ledger", "tables"):
         check_url(f"backends.{key}", data["backends"][key])
     _apply_password_files(data["backends"])
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")
-    return Config(data, source)
+    return Config(data, source, origins)
 
 
 def _apply_password_files(backends: dict[str, Any]) -> None:
@@ -153,7 +179,7 @@ def _read_password(key: str, path: str) -> str:
     return password
 
 
-def _merge_file(data: dict, file: Path) -> None:
+def _merge_file(data: dict, file: Path, origins: dict[str, str]) -> None:
     try:
         raw = tomllib.loads(file.read_text())
     except FileNotFoundError:
@@ -162,8 +188,7 @@ def _merge_file(data: dict, file: Path) -> None:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     for section, values in raw.items():
         if section in FREE_SECTIONS:
-            if not isinstance(values, dict):
-                raise ConfigError(f"[{section}] must be a table of per-job tables")
+            _check_free(section, values, file)
             data[section] = values
             continue
         if section not in DEFAULTS:
@@ -177,20 +202,75 @@ def _merge_file(data: dict, file: Path) -> None:
                 raise ConfigError(f"{section}.{key} cannot be written in {file}: put the key in a file of its own "
                                   f"(mode 0600) and set {section}.{key}_file, or set SWARM_{section.upper()}_{key.upper()}")
             data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
+            origins[f"{section}.{key}"] = "file"
 
 
-def _merge_env(data: dict, env: Mapping[str, str]) -> None:
+def _check_free(section: str, values: Any, file: Path) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] in {file} must be a table of per-job tables")
+    for job, table in values.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}.{job} in {file} must be a table, [{section}.{job}], "
+                              f"got {type(table).__name__}")
+
+
+def _merge_env(data: dict, env: Mapping[str, str], origins: dict[str, str]) -> None:
     for name, value in env.items():
-        if not name.startswith("SWARM_"):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
             continue
-        for section, keys in DEFAULTS.items():
-            prefix = f"SWARM_{section.upper()}_"
-            if name.startswith(prefix):
-                key = name[len(prefix):].lower()
-                if key not in keys:
-                    raise ConfigError(f"environment variable {name} names unknown key {section}.{key}")
-                data[section][key] = _coerce(f"{section}.{key} (from {name})", _parse_env(value, keys[key]), keys[key])
-                break
+        if name.startswith(f"{ENV_PREFIX}OPTIONS_"):
+            job, key = _env_option(name)
+            data["options"].setdefault(job, {})[key] = _option_value(value)
+            continue
+        section, key = _env_setting(name)
+        default = DEFAULTS[section][key]
+        data[section][key] = _coerce(f"{section}.{key} (from {name})", _parse_env(value, default), default)
+        origins[f"{section}.{key}"] = name
+
+
+def _env_option(name: str) -> tuple[str, str]:
+    """The job and key ``SWARM_OPTIONS__<JOB>__<KEY>`` sets, lower-cased."""
+    parts = name[len(OPTIONS_ENV_PREFIX):].split("__") if name.startswith(OPTIONS_ENV_PREFIX) else []
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"environment variable {name}: a job option is set as SWARM_OPTIONS__<JOB>__<KEY>, "
+                          f"with two underscores before the job and before the key, as in "
+                          f"SWARM_OPTIONS__MERCHANT_DAILY__CHUNKS")
+    job, key = parts
+    return job.lower(), key.lower()
+
+
+def _option_value(text: str) -> Any:
+    """``text`` as a TOML value (``8``, ``true``, ``"text"``, ``[1, 2]``) when it is exactly one, else as text."""
+    try:
+        doc = tomllib.loads(f"value = {text}")
+    except tomllib.TOMLDecodeError:
+        return text
+    return doc["value"] if doc.keys() == {"value"} else text  # "1\nother = 2" is text, not two keys
+
+
+def _env_setting(name: str) -> tuple[str, str]:
+    """The section and key a ``SWARM_*`` variable sets; ``ConfigError`` naming it when it sets none."""
+    sections = [s for s in DEFAULTS if name.startswith(f"{ENV_PREFIX}{s.upper()}_")]
+    for section in sections:
+        key = name[len(f"{ENV_PREFIX}{section.upper()}_"):].lower()
+        if key in DEFAULTS[section]:
+            return section, key
+    if sections:
+        section = sections[0]
+        key = name[len(f"{ENV_PREFIX}{section.upper()}_"):].lower()
+        raise ConfigError(f"environment variable {name} names unknown key {section}.{key}{_closest(name)}; "
+                          f"known keys of [{section}]: {', '.join(DEFAULTS[section])}")
+    raise ConfigError(f"environment variable {name} names no Swarm setting{_closest(name)}; settings are "
+                      f"SWARM_<SECTION>_<KEY>, sections {', '.join(DEFAULTS)}, and job options "
+                      f"SWARM_OPTIONS__<JOB>__<KEY>; the only other SWARM_ variables allowed are "
+                      f"{', '.join(ENV_NOT_SETTINGS)}")
+
+
+def _closest(name: str) -> str:
+    """`` (did you mean X?)`` for the known variable nearest ``name``, or nothing."""
+    known = [f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, keys in DEFAULTS.items() for k in keys]
+    match = difflib.get_close_matches(name.upper(), [*known, *ENV_NOT_SETTINGS], n=1, cutoff=0.75)
+    return f" (did you mean {match[0]}?)" if match else ""
 
 
 def _parse_env(text: str, default: Any) -> Any:

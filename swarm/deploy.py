@@ -3,7 +3,7 @@
 The workers' environment carries the resolved settings as ``SWARM_*``
 variables, backend URLs included, because supervisord hands them to each
 process: the rendered file holds passwords and is written with mode 0600.
-``[options.<job>]`` tables cannot travel as variables, so a config file,
+``[options.<job>]`` tables are not rendered as variables, so a config file,
 when there is one, is also passed with ``--config``.
 """
 from __future__ import annotations

@@ -4,17 +4,23 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import pprint
+from typing import Any, Mapping
 
 from rich.console import Console
 from rich.table import Table
 
 from swarm.broker import Broker, DeadLetter, stage_queue
-from swarm.envelope import peek
+from swarm.envelope import Envelope, peek
 from swarm.errors import ConfigError
 from swarm.ledger import DeadLetterRecord, Ledger
 from swarm.stage import Job
 
 
+ENVELOPE_FIELDS = ("job", "run", "phase", "stage", "chunk", "seq")
+UNVERIFIED = "decoded, UNVERIFIED (its signature is not checked: a dead letter may be forged)"
+SHOWN_PAYLOAD_CHARS = 16_000  # of a payload as text; --json has all of it
+SHOWN_HEX_BYTES = 256  # of a body that does not decode
 REPLAY_DELAY = 1.0  # seconds: the ledger has the message queued again before the copy arrives
 
 
@@ -75,7 +81,7 @@ def _doc(record: DeadLetterRecord) -> dict:
     body = doc.pop("body")
     doc["body_bytes"] = len(body)
     doc["truncated"] = record.truncated
-    doc["body_hex"] = body[:256].hex()
+    doc["body_hex"] = body[:SHOWN_HEX_BYTES].hex()
     return doc
 
 
@@ -91,13 +97,49 @@ def print_list(records: list[DeadLetterRecord], as_json: bool = False) -> None:
 
 
 def print_one(ledger: Ledger, dl_id: int, as_json: bool = False) -> None:
+    """One dead letter; its body decoded when it is an envelope (its signature unchecked), else in hex."""
     record = ledger.get_dead_letter(dl_id)
     if record is None:
         raise ConfigError(f"no dead letter {dl_id}")
+    env = peek(record.body)
     if as_json:
-        print(json.dumps(_doc(record), indent=2))
+        doc = _doc(record)
+        if env is not None:
+            doc["envelope"] = _envelope_doc(env)
+        print(json.dumps(doc, indent=2))
         return
     cut = f", stored cut to {len(record.body):,}" if record.truncated else ""
     print(f"dead letter {record.id} on {record.queue}\nmessage: {record.message_id or '(undecodable)'}\n"
-          f"reason:\n{record.reason}\nbody ({record.size:,} bytes{cut}, sha256 {record.sha256}): "
-          f"{record.body[:256].hex()}")
+          f"reason:\n{record.reason}\nbody ({record.size:,} bytes{cut}, sha256 {record.sha256})", end="")
+    print(_hex_text(record.body) if env is None else _envelope_text(env))
+
+
+def _hex_text(body: bytes) -> str:
+    first = f" (its first {SHOWN_HEX_BYTES} bytes)" if len(body) > SHOWN_HEX_BYTES else ""
+    return f", not an envelope that decodes; in hex{first}: {body[:SHOWN_HEX_BYTES].hex()}"
+
+
+def _envelope_text(env: Envelope) -> str:
+    # repr shows bytes as b'\x00' and escapes control characters, which a forged letter could aim at a terminal.
+    payload = pprint.pformat(dict(env.payload), width=100, sort_dicts=False)
+    if len(payload) > SHOWN_PAYLOAD_CHARS:
+        payload = f"{payload[:SHOWN_PAYLOAD_CHARS]}... ({len(payload):,} characters in all; --json shows all)"
+    fields = "".join(f"\n  {name}: {getattr(env, name)}" for name in ENVELOPE_FIELDS)
+    label = "  payload: "
+    return f"\n{UNVERIFIED}:{fields}\n{label}" + payload.replace("\n", "\n" + " " * len(label))
+
+
+def _envelope_doc(env: Envelope) -> dict:
+    return {"signature_checked": False, "id": env.id, **{name: getattr(env, name) for name in ENVELOPE_FIELDS},
+            "payload": _readable(env.payload)}
+
+
+def _readable(value: Any) -> Any:
+    """``value`` for JSON: bytes as their Python repr, ``b'\\x00...'``, at any depth."""
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value))
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else repr(k): _readable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_readable(v) for v in value]
+    return value

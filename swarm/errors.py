@@ -31,6 +31,10 @@ class ConfigError(SwarmError):
     """Configuration is missing or wrong; the message names the key."""
 
 
+class LedgerNotFound(ConfigError):
+    """A command that uses an existing ledger found none where the URL points: it never creates one."""
+
+
 class BadMessage(SwarmError):
     """A message body that cannot be accepted; the message says why.
 

@@ -6,7 +6,9 @@ import datetime
 import json
 
 from rich.console import Console
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from typing import Callable, Mapping
 
@@ -27,16 +29,74 @@ def run_dict(run: Run) -> dict:
     return dataclasses.asdict(run) | {"params": dict(run.params)}
 
 
-def print_runs(runs: list[Run], as_json: bool = False) -> None:
+RUN_COLUMNS = ("run", "status", "phase", "started", "took", "error")
+MIN_ERROR_WIDTH = 16  # narrower, an error says nothing: the column goes
+SHORT_STARTED = slice(5, 16)  # "2026-11-22 02:00:13" -> "11-22 02:00"
+
+
+def print_runs(runs: list[Run], as_json: bool = False, console: Console | None = None) -> None:
     if as_json:
         print(json.dumps([run_dict(r) for r in runs], indent=2))
         return
-    table = Table("run", "status", "phase", "started", "took", "error")
-    for r in runs:
-        colour = {"done": "green", "failed": "red"}.get(r.status, "yellow")
-        error = (r.error or "").splitlines()[0][:80] if r.error else ""
-        table.add_row(r.id, f"[{colour}]{r.status}", r.phase or "", _when(r.created_at), _took(r), error)
-    Console().print(table)
+    console = console or Console()
+    console.print(runs_table(runs, console.width))
+
+
+def runs_table(runs: list[Run], width: int) -> Table:
+    """The run history within ``width`` columns.
+
+    On a narrow terminal the error gives way first (cut, then left out),
+    then the started time (shortened, then left out), then phase and took;
+    never the run id or the status, which are what an operator types next.
+    """
+    rows = [_run_cells(r) for r in runs]
+    widths = {name: max([len(name), *(cell_len(row[name]) for row in rows)]) for name in RUN_COLUMNS}
+    _fit_error(widths, width)
+    if _table_width(widths) > width:
+        rows = [row | {"started": row["started"][SHORT_STARTED]} for row in rows]
+        widths["started"] = max(len("started"), *(len(row["started"]) for row in rows))
+    for name in ("started", "phase", "took"):
+        if _table_width(widths) > width:
+            del widths[name]
+    return _table(rows, widths, borders=_table_width(widths) <= width)
+
+
+def _run_cells(run: Run) -> dict[str, str]:
+    error = run.error.splitlines()[0][:80] if run.error else ""
+    return {"run": run.id, "status": run.status, "phase": run.phase or "", "started": _when(run.created_at),
+            "took": _took(run), "error": error}
+
+
+def _table_width(widths: dict[str, int]) -> int:
+    return sum(widths.values()) + 3 * len(widths) + 1  # a border and a space each side of every cell
+
+
+def _fit_error(widths: dict[str, int], width: int) -> None:
+    """Cut the error column to what room is left, or leave it out when that is too little."""
+    if _table_width(widths) <= width:
+        return
+    room = width - _table_width(widths) + widths["error"]
+    if room >= MIN_ERROR_WIDTH:
+        widths["error"] = room
+    else:
+        del widths["error"]
+
+
+def _table(rows: list[dict[str, str]], widths: dict[str, int], borders: bool = True) -> Table:
+    """With ``borders`` False (even the id and the status do not fit), the id folds onto more lines."""
+    table = Table() if borders else Table.grid(padding=(0, 1))
+    for name, size in widths.items():
+        if name == "run":
+            table.add_column(name, no_wrap=borders, min_width=size if borders else None, overflow="fold")
+        elif name == "status":
+            table.add_column(name, no_wrap=True, width=size)
+        else:
+            table.add_column(name, no_wrap=True, max_width=size if name == "error" else None, overflow="ellipsis")
+    for row in rows:
+        colour = {"done": "green", "failed": "red"}.get(row["status"], "yellow")
+        # Text, not markup: an error may hold brackets that rich would read as styles.
+        table.add_row(*(Text(row[name], style=colour if name == "status" else "") for name in widths))
+    return table
 
 
 RATE_WINDOW = 60.0  # seconds of history behind a stage's rate

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import urllib.parse
 from typing import Iterable, Iterator
 
 from swarm.errors import BackendError
@@ -12,11 +13,15 @@ from swarm.errors import BackendError
 class SqliteFile:
     """A connection serialised by a lock, in WAL mode so other processes can use the file too."""
 
-    def __init__(self, path: str, what: str, schema: Iterable[str] = ()):
+    def __init__(self, path: str, what: str, schema: Iterable[str] = (), create: bool = True):
+        """``create=False``: open an existing file only; a missing one is an error, never made empty."""
         self.path, self.what = path, what
         self._lock = threading.RLock()
+        target, uri = path, False
+        if not create and path != ":memory:":
+            target, uri = f"file:{urllib.parse.quote(path)}?mode=rw", True
         try:
-            self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._conn = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False, uri=uri)
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns

@@ -5,7 +5,7 @@ import os
 import socket
 from typing import Any
 
-from swarm.errors import MasterLocked
+from swarm.errors import LedgerNotFound, MasterLocked
 from swarm.sqlite_file import SqliteFile
 from swarm.ledgers.sql import SqlLedger, T, Work
 
@@ -22,11 +22,24 @@ class SqliteLedger(SqlLedger):
         "table_options": "",
     }
 
-    def __init__(self, path: str = ":memory:"):
+    def __init__(self, path: str = ":memory:", create: bool = True):
+        """``create=False``: use the ledger already at ``path``, else raise ``LedgerNotFound``."""
         super().__init__()
         self.path = path
-        self._db = SqliteFile(path, "SQLite ledger")
+        if not create and path != ":memory:" and not os.path.isfile(path):
+            raise LedgerNotFound(f"no ledger found at {os.path.abspath(path)}")
+        self._db = SqliteFile(path, "SQLite ledger", create=create)
+        if not create and path != ":memory:" and not self._has_schema():
+            self._db.close()
+            raise LedgerNotFound(f"no ledger found at {os.path.abspath(path)}: the file has no Swarm schema")
         self.init_schema()
+
+    def _has_schema(self) -> bool:
+        def work(cur: Any) -> bool:
+            cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'swarm_schema'")
+            return cur.fetchone() is not None
+
+        return self._transaction(work)
 
     def _add_column(self, cur: Any, table: str, column: str, kind: str) -> None:
         cur.execute(f"PRAGMA table_info({table})")

@@ -8,7 +8,7 @@ from swarm import cli
 from swarm.backends import open_broker, open_ledger, open_tables
 from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.errors import BackendError
-from swarm.cli import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
+from swarm.cli import EXIT_LOCKED, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, main
 from swarm.local import local_fleet
 from workers.jobs import merchant_daily as md
 
@@ -86,8 +86,63 @@ def test_rerun_from_the_command_line(site, capsys):
     assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce"]) == EXIT_OK
     assert f"merchant_daily@date={DATE}+r1: done" in capsys.readouterr().out
     assert md.summary(tables, DATE) == md.reference(tables, DATE)
-    assert main(["rerun", "merchant_daily", "--dates", "2026-11-01", "--from-stage", "reduce"]) == EXIT_LOCKED
+    assert main(["rerun", "merchant_daily", "--dates", "2026-11-01", "--from-stage", "reduce"]) == EXIT_USAGE
     assert "has never run" in capsys.readouterr().err
+    ledger.lock_master(f"merchant_daily@date={DATE}", "cron on host-a")
+    assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce"]) == EXIT_LOCKED
+    assert "rerun refused: merchant_daily@date=2026-11-22 is being run right now by" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_exits_70_with_its_traceback_never_1(site, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("planner bug")
+
+    monkeypatch.setattr(md.job, "check", broken)
+    assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_SOFTWARE
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'planner bug'" in err
+    assert err.endswith("swarm: unexpected error (traceback above); exit 70\n")
+
+
+READ_ONLY = [["runs"], ["status", f"merchant_daily@date={DATE}"], ["dlq", "list"], ["dlq", "show", "1"]]
+
+
+@pytest.mark.parametrize("argv", READ_ONLY)
+def test_read_only_commands_never_create_the_default_ledger(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"swarm: no ledger found at {tmp_path}/swarm.db; backends.ledger is sqlite:///swarm.db, the default: no "
+        f"config file was read (no --config, and no swarm.toml in {tmp_path}). `swarm db init` creates a ledger\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", READ_ONLY)
+def test_read_only_commands_name_the_config_that_points_at_no_ledger(tmp_path, monkeypatch, capsys, argv):
+    config = tmp_path / "site.toml"
+    config.write_text(f'[backends]\nledger = "sqlite:///{tmp_path}/gone.db"\n')
+    assert main(["--config", str(config), *argv]) == EXIT_USAGE
+    assert (f"no ledger found at {tmp_path}/gone.db; backends.ledger is sqlite:///{tmp_path}/gone.db, "
+            f"set in {config}.") in capsys.readouterr().err
+    monkeypatch.setenv("SWARM_BACKENDS_LEDGER", f"sqlite:///{tmp_path}/env.db")
+    assert main(["--config", str(config), *argv]) == EXIT_USAGE
+    assert f"set by SWARM_BACKENDS_LEDGER (config file {config})" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site.toml"]
+
+
+def test_a_file_that_holds_no_ledger_is_not_made_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "swarm.db").write_bytes(b"")
+    assert main(["runs"]) == EXIT_USAGE
+    assert f"no ledger found at {tmp_path}/swarm.db: the file has no Swarm schema;" in capsys.readouterr().err
+
+
+def test_db_init_creates_the_ledger_that_read_only_commands_then_use(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["db", "init"]) == EXIT_OK
+    assert (tmp_path / "swarm.db").is_file()
+    assert main(["runs", "--json"]) == EXIT_OK
+    assert "[]" in capsys.readouterr().out
 
 
 def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
@@ -98,6 +153,7 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     url = f"memory://dlq-{unique}"
     (tmp_path / "swarm.toml").write_text(f'[backends]\nbroker = "{url}"\nledger = "sqlite:///{tmp_path}/l.db"\n')
     monkeypatch.chdir(tmp_path)
+    open_ledger(f"sqlite:///{tmp_path}/l.db").close()  # the dead letters' run made it
     broker = MemoryBroker(hub(url.split("://")[1]))
     queue = "swarm.merchant_daily.reduce"
     broker.declare([queue])
@@ -110,7 +166,10 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     assert [(d["message_id"], d["reason"]) for d in letters] == [
         (env.id, "failed 5 times; last error: KeyError"), (None, "body is not valid msgpack")]
     assert main(["dlq", "show", str(letters[0]["id"])]) == EXIT_OK
-    assert "KeyError" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "KeyError" in out and "decoded, UNVERIFIED" in out and "  payload: {'bucket': 1}" in out
+    assert main(["dlq", "show", str(letters[0]["id"]), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["envelope"]["payload"] == {"bucket": 1}
     assert main(["dlq", "replay", str(letters[0]["id"])]) == EXIT_OK
     out = capsys.readouterr().out
     assert "replayed 1 dead letter(s)" in out and "`swarm run JOB --date D` sends them" in out

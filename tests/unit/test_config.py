@@ -43,6 +43,68 @@ def test_bad_config_names_the_key(tmp_path, text, env, key):
         config.load(write(tmp_path, text), env=env)
 
 
+@pytest.mark.parametrize("name, says", [
+    ("SWARM_WROKER_LEASE", "SWARM_WROKER_LEASE names no Swarm setting (did you mean SWARM_WORKER_LEASE?)"),
+    ("SWARM_worker_lease", "SWARM_worker_lease names no Swarm setting (did you mean SWARM_WORKER_LEASE?)"),
+    ("SWARM_BACKEND_BROKER", "SWARM_BACKEND_BROKER names no Swarm setting (did you mean SWARM_BACKENDS_BROKER?)"),
+    ("SWARM_FAILPOINT", "SWARM_FAILPOINT names no Swarm setting (did you mean SWARM_FAILPOINTS?)"),
+    ("SWARM_HOME", "SWARM_HOME names no Swarm setting; settings are SWARM_<SECTION>_<KEY>, sections backends,"),
+    ("SWARM_SECURITY_KEYFILE", "SWARM_SECURITY_KEYFILE names unknown key security.keyfile "
+                               "(did you mean SWARM_SECURITY_KEY_FILE?); known keys of [security]: key_file,"),
+])
+def test_a_swarm_variable_that_sets_nothing_stops_the_command_naming_it(tmp_path, monkeypatch, name, says):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        config.load(env={name: "30"})
+    assert str(err.value).startswith(f"environment variable {says}")
+
+
+def test_variables_that_are_not_settings_are_allowed_only_when_listed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "SWARM_FAILPOINTS" in config.ENV_NOT_SETTINGS
+    cfg = config.load(env={"SWARM_FAILPOINTS": "worker.after_apply=0.05", "SWARMING": "x", "PATH": "/bin"})
+    assert cfg["worker"]["lease"] == 60.0
+
+
+def test_job_options_come_from_the_environment_too_and_win_over_the_file(tmp_path):
+    path = write(tmp_path, '[options.merchant_daily]\nchunks = 64\nregion = "eu"\n')
+    env = {"SWARM_OPTIONS__MERCHANT_DAILY__CHUNKS": "8", "SWARM_OPTIONS__MERCHANT_DAILY__DRY_RUN": "true",
+           "SWARM_OPTIONS__MERCHANT_DAILY__LABEL": '"8"', "SWARM_OPTIONS__MERCHANT_DAILY__BUCKETS": "[1, 2]",
+           "SWARM_OPTIONS__MERCHANT_DAILY__NOTE": "plain text", "SWARM_OPTIONS__MERCHANT_DAILY__TWO": "1\nx = 2",
+           "SWARM_OPTIONS__URL_DAILY__MAX_URLS": "100"}
+    cfg = config.load(path, env=env)
+    assert cfg.options("merchant_daily") == {"chunks": 8, "region": "eu", "dry_run": True, "label": "8",
+                                             "buckets": [1, 2], "note": "plain text", "two": "1\nx = 2"}
+    assert cfg.options("url_daily") == {"max_urls": 100}
+
+
+@pytest.mark.parametrize("name", [
+    "SWARM_OPTIONS_MERCHANT_DAILY_CHUNKS",  # single underscores: where does the job end?
+    "SWARM_OPTIONS__MERCHANT_DAILY",  # no key
+    "SWARM_OPTIONS____CHUNKS",  # no job
+    "SWARM_OPTIONS__MERCHANT_DAILY__",  # an empty key
+    "SWARM_OPTIONS__MERCHANT__DAILY__CHUNKS",  # three parts
+])
+def test_a_malformed_job_option_variable_names_itself_and_the_form(tmp_path, name):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, ""), env={name: "8"})
+    assert str(err.value) == (f"environment variable {name}: a job option is set as SWARM_OPTIONS__<JOB>__<KEY>, "
+                              f"with two underscores before the job and before the key, as in "
+                              f"SWARM_OPTIONS__MERCHANT_DAILY__CHUNKS")
+
+
+@pytest.mark.parametrize("text, says", [
+    ("options = 3\n", "[options] in {file} must be a table of per-job tables"),
+    ("[options]\nmerchant_daily = 64\n", "options.merchant_daily in {file} must be a table, "
+                                          "[options.merchant_daily], got int"),
+])
+def test_options_in_the_file_must_be_per_job_tables(tmp_path, text, says):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        config.load(path, env={})
+    assert str(err.value) == says.format(file=path)
+
+
 def test_errors_never_show_a_password(tmp_path):
     with pytest.raises(ConfigError) as err:
         config.load(write(tmp_path, "[backends]\nledger = 'postgres://root:hunter2@db/x'\n"), env={})

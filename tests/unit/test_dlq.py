@@ -71,3 +71,76 @@ def test_a_letter_stored_cut_is_listed_but_not_replayed(broker, ledger):
     assert letter.truncated and letter.size == MAX_DEAD_LETTER_BYTES + 5
     with pytest.raises(ConfigError, match="cannot be replayed"):
         dlq.replay(broker, ledger, [letter.id])
+
+
+PAYLOAD = {"bucket": 1, "raw": b"\x00\xffab", "name": "caf\u00e9\x1b[31m", "nested": {"k": [b"\x01", 2.5, None]}}
+
+
+@pytest.fixture
+def letters(ledger):
+    """A dead letter that decodes, then one that does not."""
+    import hashlib
+
+    from swarm.envelope import Envelope, encode
+    from swarm.signing import process_keys
+
+    env = Envelope("toy", RUN, "map", "sink", "c1", payload=PAYLOAD)
+    for body, reason, msg_id in ((encode(env, process_keys()), "failed 5 times", env.id),
+                                 (b"\xc1junk", "body is not valid msgpack", None)):
+        ledger.add_dead_letter(SINK, reason, body, msg_id, len(body), hashlib.sha256(body).hexdigest())
+    return [d.id for d in ledger.dead_letters()], env
+
+
+def test_show_decodes_an_envelope_marked_unverified_with_binary_shown_readably(ledger, letters, capsys):
+    (decodes, _), env = letters
+    dlq.print_one(ledger, decodes)
+    out = capsys.readouterr().out
+    assert "decoded, UNVERIFIED (its signature is not checked: a dead letter may be forged):\n" in out
+    assert f"\n  job: toy\n  run: {RUN}\n  phase: map\n  stage: sink\n  chunk: c1\n  seq: 0\n" in out
+    assert "  payload: {'bucket': 1, 'raw': b'\\x00\\xffab', " in out
+    assert "'name': 'café\\x1b[31m'" in out and "\x1b" not in out  # control characters escaped
+    assert "in hex" not in out
+
+
+def test_show_gives_hex_only_for_a_body_that_does_not_decode(ledger, letters, capsys):
+    (_, junk), _ = letters
+    dlq.print_one(ledger, junk)
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("), not an envelope that decodes; in hex: c16a756e6b")
+    assert "UNVERIFIED" not in out
+
+
+def test_show_json_keeps_the_hex_and_adds_the_envelope_when_it_decodes(ledger, letters, capsys):
+    import json
+
+    (decodes, junk), env = letters
+    dlq.print_one(ledger, decodes, as_json=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["body_hex"] and doc["envelope"] == {
+        "signature_checked": False, "id": env.id, "job": "toy", "run": RUN, "phase": "map", "stage": "sink",
+        "chunk": "c1", "seq": "0",
+        "payload": {"bucket": 1, "raw": "b'\\x00\\xffab'", "name": "caf\u00e9\x1b[31m",
+                    "nested": {"k": ["b'\\x01'", 2.5, None]}}}
+    dlq.print_one(ledger, junk, as_json=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["body_hex"] == b"\xc1junk".hex() and "envelope" not in doc
+
+
+def test_a_long_payload_is_cut_in_text_and_whole_in_json(ledger, capsys):
+    import hashlib
+    import json
+
+    from swarm.envelope import Envelope, encode
+    from swarm.signing import process_keys
+
+    env = Envelope("toy", RUN, "map", "sink", "c2", payload={"rows": ["x" * 100] * 400})
+    body = encode(env, process_keys())
+    ledger.add_dead_letter(SINK, "r", body, env.id, len(body), hashlib.sha256(body).hexdigest())
+    [letter] = ledger.dead_letters()
+    dlq.print_one(ledger, letter.id)
+    out = capsys.readouterr().out
+    payload = out.split("  payload: ", 1)[1].splitlines()
+    assert payload[0].startswith("{'rows': [") and all(line.startswith(" " * 12) for line in payload[1:])
+    assert "characters in all; --json shows all)" in out
+    dlq.print_one(ledger, letter.id, as_json=True)
+    assert len(json.loads(capsys.readouterr().out)["envelope"]["payload"]["rows"]) == 400

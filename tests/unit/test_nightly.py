@@ -123,6 +123,14 @@ def test_a_backend_outage_longer_than_the_masters_patience_is_restarted(fake):
     assert "backend stayed unreachable" in fake.log.read_text()
 
 
+def test_an_unexpected_error_in_the_master_is_a_crash_and_restarted(fake):
+    fake.codes(70, 0)
+    done = fake.run("--restarts", "3")
+    assert done.returncode == 0
+    assert len(fake.masters()) == 2
+    assert "the master crashed (an unexpected error (exit 70)); restart 1 of 3" in fake.log.read_text()
+
+
 def test_restarts_are_capped(fake):
     fake.codes("kill", "kill", "kill", 0)
     done = fake.run("--restarts", "2")
@@ -141,7 +149,7 @@ def test_a_failed_run_is_final(fake):
 
 
 def test_exit_1_without_a_failed_run_is_a_crash(fake):
-    # e.g. the master gave up waiting for MySQL: the run is still "running"
+    # e.g. Python died before the master could exit with a code of Swarm's: the run is still "running"
     fake.codes(1, 0)
     done = fake.run()
     assert done.returncode == 0

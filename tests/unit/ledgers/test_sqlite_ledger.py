@@ -32,3 +32,21 @@ class TestSqliteLedgerGrouped(LedgerContract):
     def url(self, tmp_path, monkeypatch) -> str:
         monkeypatch.setattr(SqliteLedger, "group_commit", True)
         return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+def test_opening_without_create_uses_an_existing_ledger_and_never_makes_one(tmp_path):
+    from swarm.errors import LedgerNotFound
+
+    path = str(tmp_path / "ledger.db")
+    with pytest.raises(LedgerNotFound, match=f"no ledger found at {path}$"):
+        SqliteLedger(path, create=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "other.db").write_bytes(b"")
+    with pytest.raises(LedgerNotFound, match="the file has no Swarm schema"):
+        SqliteLedger(str(tmp_path / "other.db"), create=False)
+    SqliteLedger(path).close()  # creating is the default, for the master, the workers and `db init`
+    ledger = SqliteLedger(path, create=False)
+    try:
+        assert ledger.schema_version() == sql.SCHEMA_VERSION
+    finally:
+        ledger.close()

@@ -1,7 +1,7 @@
 """Rerunning the reduce stage for chosen dates, from the intermediate tables."""
 import pytest
 
-from master.rerun import RerunRefused, dates_between, describe, plan_rerun, run_rerun
+from master.rerun import RerunLocked, RerunRefused, dates_between, describe, plan_rerun, run_rerun
 from swarm.brokers.memory import MemoryBroker, MemoryHub
 from swarm.effects import Put
 from swarm.errors import ConfigError
@@ -50,13 +50,29 @@ def test_rerun_of_reduce_rewrites_exactly_the_chosen_dates(nights, ledger):
 def test_rerun_refuses_while_a_master_holds_the_date(nights, ledger):
     ledger.lock_master("merchant_daily@date=2026-11-22", "tonight's master")
     plan = plan_rerun(md.job, {"date": "2026-11-22"}, "reduce", ledger, nights)
-    with pytest.raises(RerunRefused, match="being run right now by .*tonight's master"):
+    with pytest.raises(RerunLocked, match="being run right now by .*tonight's master"):
         run_rerun(plan, md.job, {"date": "2026-11-22"}, MemoryBroker(MemoryHub()), ledger, nights)
 
 
 def test_rerun_refuses_a_date_that_never_ran(nights, ledger):
-    with pytest.raises(RerunRefused, match="has never run"):
+    with pytest.raises(RerunRefused, match="has never run") as refused:
         plan_rerun(md.job, {"date": "2026-11-19"}, "reduce", ledger, nights)
+    assert not isinstance(refused.value, RerunLocked)  # the operator's request, not another master
+    assert "start it with `swarm master merchant_daily --date 2026-11-19` instead" in str(refused.value)
+
+
+def test_a_run_left_running_is_refused_as_unfinished_and_one_a_master_holds_as_locked(nights, ledger):
+    source = "merchant_daily@date=2026-11-23"
+    ledger.open_run(source, "merchant_daily", {"date": "2026-11-23"})
+    with pytest.raises(RerunRefused) as unfinished:
+        plan_rerun(md.job, {"date": "2026-11-23"}, "reduce", ledger, nights)
+    assert not isinstance(unfinished.value, RerunLocked)
+    assert str(unfinished.value) == (f"{source} has not finished and no master is running it: finish it first "
+                                     f"with `swarm master merchant_daily --date 2026-11-23` (it resumes the run), "
+                                     f"then rerun it")
+    ledger.lock_master(source, "tonight's master")
+    with pytest.raises(RerunLocked, match="being run right now by .*tonight's master"):
+        plan_rerun(md.job, {"date": "2026-11-23"}, "reduce", ledger, nights)
 
 
 def test_dry_run_lists_runs_phases_and_chunks(nights, ledger):
