@@ -75,6 +75,8 @@ def settings_env(cfg: Config, sections: tuple[str, ...]) -> dict[str, str]:
             file_key = PASSWORD_FILES.get(key) if section == "backends" else None
             if file_key and cfg[section][file_key]:
                 value = without_password(value)
+            if (section, key) == ("jobs", "path"):
+                value = cfg.job_path()  # from the config file's directory, whatever the program's own
             env[f"SWARM_{section.upper()}_{key.upper()}"] = _env_text(value)
     return env
 
