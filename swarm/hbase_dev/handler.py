@@ -17,7 +17,7 @@ import re
 import threading
 from typing import Any, Iterable, Sequence
 
-from swarm.errors import BackendError
+from swarm.errors import TableError
 from swarm.hbase_dev.columns import Cells, Selection, parse
 from swarm.hbase_dev.errors import (
     AlreadyExistsError,
@@ -274,7 +274,7 @@ class HBaseHandler:
         name = _decode_name(table)
         try:
             return name, self._store.families(name)
-        except BackendError:
+        except TableError:
             raise table_not_found(name) from None
 
     def _enabled(self, table: bytes) -> tuple[str, list[str]]:
