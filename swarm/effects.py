@@ -20,8 +20,20 @@ def to_bytes(value: Bytes | int | float) -> bytes:
     raise PluginError(f"table keys and values must be bytes, str or numbers, got {type(value).__name__}")
 
 
+class _Write:
+    """Equal to a write of its kind that writes the same bytes, as the table store sees it."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return _written(self) == _written(other)
+
+    def __hash__(self) -> int:
+        return hash(_written(self))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Put:
+class Put(_Write):
     """Write cells ``{"family:qualifier": value}`` into one row.
 
     Two puts are equal when they write the same bytes: ``{"d:n": 2}`` and
@@ -41,17 +53,10 @@ class Put:
                 raise PluginError(f"column {column!r} in Put to {self.table} must be 'family:qualifier'")
         return Put(self.table, to_bytes(self.row), cells)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Put):
-            return NotImplemented
-        return _written(self) == _written(other)
-
-    def __hash__(self) -> int:
-        return hash(_written(self))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Delete:
+class Delete(_Write):
     """Delete a row, or only the named columns of it; equal to another that deletes the same bytes."""
 
     table: str
@@ -65,13 +70,6 @@ class Delete:
                 raise PluginError(f"column {column!r} in Delete from {self.table} must be 'family:qualifier' or 'family:'")
         return Delete(self.table, to_bytes(self.row), cols)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Delete):
-            return NotImplemented
-        return _written(self) == _written(other)
-
-    def __hash__(self) -> int:
-        return hash(_written(self))
 
 
 def _written(m: Put | Delete) -> tuple:
