@@ -20,7 +20,7 @@ from master.planner import plan_phase
 from swarm import metrics
 from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
-from swarm.errors import BackendError, SwarmError, TableError
+from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
 from swarm.ledger import (
     DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
@@ -66,8 +66,14 @@ class Master:
         lock_key: str | None = None,
         alert: Alert = no_alert,
         keys: SiteKeys | None = None,
+        on_locked: Callable[[], object] | None = None,
     ):
-        """``phases``/``chunks`` narrow a rerun; ``lock_key`` is the run whose one-master lock is taken."""
+        """``phases``/``chunks`` narrow a rerun; ``lock_key`` is the run whose one-master lock is taken.
+
+        ``on_locked`` runs once the lock is held: whatever would clash with a
+        running master (its metrics port, say) starts only then, so a second
+        master refuses cleanly instead.
+        """
         job.check()
         self.job, self.params = job, dict(params)
         self.broker, self.ledger, self.tables = broker, ledger, tables
@@ -79,6 +85,7 @@ class Master:
         self.lock_key = lock_key or self.run_id
         self.alert = alert
         self.keys = keys or process_keys()  # signs the plan; the workers must hold the same site key
+        self.on_locked = on_locked
         self._deadline_alerted = False
         self.holder = f"master {socket.gethostname()}:{os.getpid()}"
 
@@ -86,6 +93,8 @@ class Master:
         """Run or resume to the end; returns the run as the ledger has it (done or failed)."""
         self._patiently("start", self.ledger.lock_master, self.lock_key, self.holder)
         try:
+            if self.on_locked is not None:
+                self.on_locked()
             return self._run_locked()
         finally:
             self.ledger.unlock_master(self.lock_key)
@@ -133,6 +142,8 @@ class Master:
         while True:
             try:
                 return step(*args)
+            except BackendRefused:
+                raise  # a refusal (a password, a grant, a certificate): waiting will not fix it
             except BackendError as exc:
                 failures += 1
                 if time.monotonic() - started > self.settings.patience:
@@ -201,6 +212,9 @@ class Master:
         if not open_:
             self._check_failed(phase, counts)
             return True
+        for stage in self.job.stages.values():
+            if stage.phase == phase:
+                self._depth(stage.name)  # swarm_queue_depth, fresh on every look
         self._recover_lost()
         self.ledger.lock_master(self.lock_key, self.holder)  # renew
         self._check_deadline(phase, counts)

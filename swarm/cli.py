@@ -13,7 +13,7 @@ from typing import Sequence
 from swarm import config as config_mod
 from master.rerun import RerunLocked, RerunRefused
 from swarm.errors import (
-    BackendError, ConfigError, LedgerNotFound, MasterLocked, PluginError, SwarmError, TableError,
+    BackendError, BackendRefused, ConfigError, LedgerNotFound, MasterLocked, PluginError, SwarmError, TableError,
 )
 
 # One meaning each: scripts (deploy/swarm-nightly) act on them.
@@ -71,7 +71,7 @@ def _exit_for(exc: SwarmError) -> tuple[int, str]:
         return (EXIT_LOCKED if isinstance(exc, RerunLocked) else EXIT_USAGE), "rerun refused: "
     if isinstance(exc, MasterLocked):
         return EXIT_LOCKED, ""
-    if isinstance(exc, (ConfigError, PluginError, TableError)):
+    if isinstance(exc, (ConfigError, PluginError, TableError, BackendRefused)):
         return EXIT_USAGE, ""
     if isinstance(exc, BackendError):
         return EXIT_UNAVAILABLE, ""
@@ -264,11 +264,11 @@ def _master(args, cfg) -> int:
     _shared_broker(cfg, "master", "workers")
     keys = _keys(cfg)  # a missing key stops the command before anything connects
     broker, ledger, tables = _backends(cfg)
-    serve_metrics(cfg["master"]["metrics_port"] or None)
     progress = ProgressReport()
     try:
         run = Master(job, _params(args), broker, ledger, tables, _master_settings(cfg, job), progress,
-                     alert=command_alert(cfg["master"]["alert_command"]), keys=keys).run()
+                     alert=command_alert(cfg["master"]["alert_command"]), keys=keys,
+                     on_locked=lambda: serve_metrics(cfg["master"]["metrics_port"] or None)).run()
     finally:
         progress.close()
     print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
@@ -298,7 +298,7 @@ def _run(args, cfg) -> int:
             run = master_for(job, params, broker, ledger, tables, cfg.options(job.name), poll=min(m["poll"], 0.2),
                              progress=progress, alert=command_alert(m["alert_command"]), keys=keys,
                              lost_after=m["lost_after"], deadline=m["deadline"] or None,
-                             fresh_broker=in_process).run()
+                             fresh_broker=in_process, patience=m["patience"]).run()
     finally:
         progress.close()
     if in_process:
@@ -318,7 +318,7 @@ def _master_settings(cfg, job):
 
     m = cfg["master"]
     return MasterSettings(poll=m["poll"], lost_after=m["lost_after"], deadline=m["deadline"] or None,
-                          options=cfg.options(job.name))
+                          patience=m["patience"], options=cfg.options(job.name))
 
 
 def _rerun(args, cfg) -> int:

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "master": {
         "poll": 1.0,
         "lost_after": 120.0,
+        "patience": 900.0,  # seconds a broker or ledger outage is waited out before the master exits 75
         "metrics_port": 0,
         "alert_command": "",
         "deadline": "",

@@ -59,6 +59,12 @@ class TableError(SwarmError):
     """
 
 
+class BackendRefused(BackendError):
+    """A backend answered and refused: a wrong password, a missing permission or database, a certificate
+    that does not verify. Waiting cannot fix it: a command stops at once with the config error's code.
+    """
+
+
 class MasterLocked(SwarmError):
     """Another master already runs this job and params."""
 

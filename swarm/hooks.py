@@ -10,7 +10,7 @@ from swarm import metrics
 from swarm.context import Context
 from swarm.effects import Effects
 from swarm.envelope import Envelope
-from swarm.errors import Abort, Fault, PluginError, TableError, describe
+from swarm.errors import Abort, BackendError, Fault, PluginError, TableError, describe
 from swarm.stage import Stage, TableSpec
 
 
@@ -62,6 +62,8 @@ def classify(call: Call, call_next: Next) -> Effects:
         return call_next(call)
     except (Fault, Abort):
         raise
+    except BackendError:
+        raise  # the tables were unreachable: an outage, which the message waits out; not the handler's fault
     except PluginError as exc:
         raise Abort(f"invalid effects from stage {call.stage.name}: {exc}") from None
     except TableError as exc:  # a table or family that does not exist: waiting will not make it

@@ -234,8 +234,12 @@ class Ledger(abc.ABC):
         return [_outcome(lambda c=call: self.complete(*c)) for call in calls]
 
     @abc.abstractmethod
-    def release(self, msg_id: str, token: int, state: str, error: str | None) -> None:
-        """End a lease: ``queued`` for a retry, or terminal ``dead``/``aborted``; ``Fenced`` if stale."""
+    def release(self, msg_id: str, token: int, state: str, error: str | None, refund: bool = False) -> None:
+        """End a lease: ``queued`` for a retry, or terminal ``dead``/``aborted``; ``Fenced`` if stale.
+
+        ``refund``: the delivery does not count as an attempt (a backend was
+        down, or the handler never started): back to the queue with it given back.
+        """
 
     @abc.abstractmethod
     def reject(self, msg_id: str, body: bytes, reason: str) -> bool:

@@ -13,7 +13,7 @@ from swarm.table import TableStore
 
 def master_for(job: Job, params, broker: Broker, ledger: Ledger, tables: TableStore, options: dict | None = None,
                poll: float = 0.05, lost_after: float = 120.0, deadline: str | None = None, fresh_broker: bool = True,
-               **master_args):
+               patience: float = 900.0, **master_args):
     """A master for ``job`` in this process, polling often: workers here finish fast.
 
     ``fresh_broker``: the broker is new with this process (in-process), so
@@ -22,7 +22,7 @@ def master_for(job: Job, params, broker: Broker, ledger: Ledger, tables: TableSt
     from master.coordinator import Master, MasterSettings  # the master lives beside the library, not inside it
 
     settings = MasterSettings(poll=poll, lost_after=lost_after, deadline=deadline, options=dict(options or {}),
-                              fresh_broker=fresh_broker)
+                              fresh_broker=fresh_broker, patience=patience)
     return Master(job, params, broker, ledger, tables, settings, **master_args)
 
 

@@ -35,6 +35,7 @@ from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
 from swarm.ledger import (
     M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_QUEUED, MISMATCH, RUN_ENDED, UNPLANNED, Claim, Ledger, Message,
 )
+from swarm.outage import Outages
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job, Stage
 from swarm.table import TableStore
@@ -133,6 +134,7 @@ class Processor:
         self.rng = rng or random.Random()
         self.inflight: dict[str, InFlight] = {}
         self._inflight_lock = threading.Lock()
+        self.outages = Outages(log)
 
     # entry points ------------------------------------------------------------
 
@@ -185,10 +187,15 @@ class Processor:
         if isinstance(exc, Fenced):
             item.delivery.ack()  # our lease was taken over: the new holder finishes it
             return FENCED
+        if isinstance(exc, BackendError):
+            if item.flight is not None:
+                raised_in_handler = item.flight.started and item.effects is None
+                if raised_in_handler and not item.flight.settle():
+                    return TIMED_OUT  # the watchdog has already retried this message
+                self._release_quietly(item.flight, exc)
+            return self._backend_failed(item.delivery, exc)
         if item.flight is not None:
             self._release_quietly(item.flight)
-        if isinstance(exc, BackendError):
-            return self._backend_failed(item.delivery, exc)
         log.error("unexpected error handling a message on %s; returning it to the queue",
                   item.delivery.queue, exc_info=exc)
         return self._requeue(item.delivery)
@@ -244,7 +251,7 @@ class Processor:
         if claim.attempts > item.stage.retry.max_attempts:
             # Delivered again and again without an outcome: its workers died on it.
             lost = claim.attempts - 1
-            reason = f"no outcome after {lost} deliveries (its worker died or a backend failed)"
+            reason = f"no outcome after {lost} deliveries: its worker died each time (outages do not count)"
             return self._give_up(item.flight, reason)
         batch.append(item.flight)
         return None
@@ -282,10 +289,14 @@ class Processor:
             for flight in flights:
                 self.inflight.pop(flight.env.id, None)
 
-    def _release_quietly(self, flight: InFlight) -> None:
-        """After a backend failure: hand the message back so its redelivery can be claimed at once."""
+    def _release_quietly(self, flight: InFlight, outage: BackendError | None = None) -> None:
+        """Hand the message back so its next delivery can be claimed at once.
+
+        After an ``outage`` the delivery was not the handler's attempt: it is given back.
+        """
+        error = f"waited out an outage: {describe(outage)}" if outage else "returned to the queue after an error"
         try:
-            self.ledger.release(flight.env.id, flight.token, M_QUEUED, "backend failure; returned to the queue")
+            self.ledger.release(flight.env.id, flight.token, M_QUEUED, error, refund=outage is not None)
         except (BackendError, Fenced):
             pass  # the lease will expire instead
 
@@ -341,6 +352,8 @@ class Processor:
         for item in done:
             item.delivery.ack()
             item.outcome = DONE
+        if done:
+            self.outages.recovered()
 
     def _apply(self, items: list[Item]) -> list[Item]:
         """Write the batch's table effects at once; the items still open after.
@@ -437,8 +450,8 @@ class Processor:
         dead-letter good work during a long ledger or table-store outage;
         a delayed copy, acked, waits the outage out on a delay queue.
         """
-        log.error("backend failure on %s, retrying the message later: %s", delivery.queue, exc)
-        delay = self.backend_pause * self.rng.uniform(1.0, 2.0)
+        age = self.outages.failed(exc)  # logged once per outage, not once per message
+        delay = self.outages.pause(age, self.backend_pause) * self.rng.uniform(1.0, 1.5)
         try:
             self.broker.publish([(delivery.queue, bytes(delivery.body))], delay=delay)
         except BackendError:
@@ -487,7 +500,7 @@ class Processor:
         """A claimed message whose handler never started: on the queue again, for any worker."""
         try:
             self.broker.publish([(flight.delivery.queue, bytes(flight.delivery.body))])
-            self.ledger.release(flight.env.id, flight.token, M_QUEUED, None)
+            self.ledger.release(flight.env.id, flight.token, M_QUEUED, None, refund=True)  # it never ran
             flight.delivery.ack()
         except (Fenced, BackendError) as exc:
             log.error("could not hand back %s: %s", flight.env.id, exc)

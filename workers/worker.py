@@ -20,7 +20,7 @@ from typing import Iterable
 from swarm import metrics
 from swarm.broker import Broker, stage_queue
 from swarm.control import ConcurrencyController
-from swarm.errors import BackendError, ConfigError
+from swarm.errors import BackendError, BackendRefused, ConfigError
 from swarm.ledger import Ledger
 from swarm.pool import StagePool
 from swarm.runtime import Processor
@@ -103,6 +103,8 @@ class Worker:
             try:
                 self.broker.declare(self._queues())
                 return True
+            except BackendRefused:
+                raise  # a refusal (a password, a vhost, a certificate): exit, and say so, rather than wait
             except BackendError as exc:
                 tries += 1
                 wait = min(START_RETRY_CAP, START_RETRY_FIRST * 2 ** (tries - 1))

@@ -144,7 +144,7 @@ from swarm.backends import redact
 from swarm.broker import (
     REASON_HEADER, Broker, Callback, Delivery, Store, dead_letter_from, dead_letter_parts, dead_letter_queue,
 )
-from swarm.errors import BackendError, ConfigError
+from swarm.errors import BackendError, BackendRefused, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +289,13 @@ def _describe_connect(error: BaseException | None) -> str:
     if tls.startswith("TLS verification"):
         return f"{tls} (check the URL's ssl_ca and ssl_server_name)"
     return tls
+
+
+def _refused(error: BaseException) -> bool:
+    """The broker refused the login or the vhost, or its certificate did not verify: retrying will not help."""
+    root = _root(error)
+    refusals = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError)
+    return isinstance(root, refusals) or (tls_support.failure(root) or "").startswith("TLS verification")
 
 
 def _root(error: BaseException | None) -> BaseException | None:
@@ -1151,7 +1158,8 @@ class RabbitBroker(Broker):
             link = _Link(self._opts, self._label, self._secret)
         except (pika.exceptions.AMQPError, OSError) as e:
             why = _scrub(_describe_connect(e), self._secret)
-            raise BackendError(f"RabbitMQ at {self._label}: cannot connect: {why}") from None
+            kind = BackendRefused if _refused(e) else BackendError
+            raise kind(f"RabbitMQ at {self._label}: cannot connect: {why}") from None
         with self._cv:
             self._link = link
         return link

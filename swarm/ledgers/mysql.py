@@ -34,12 +34,15 @@ from pymysql.constants import CLIENT
 
 from swarm import tls
 from swarm.backends import redact
-from swarm.errors import BackendError, ConfigError, MasterLocked
+from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
 from swarm.ledgers.sql import SplitGroup, SqlLedger, T, Work
 
 log = logging.getLogger("swarm.ledger.mysql")
 
 LOCK_CONFLICTS = {1205, 1213}  # lock wait timeout, deadlock
+# Access denied (to the server, a database, a command, a column, a privilege), an unknown database:
+# the server answered, and a new attempt gets the same answer.
+REFUSALS = {1044, 1045, 1049, 1142, 1143, 1227, 1698}
 # Server gone, lost during a query, cannot connect, killed, idle too long, shutting down.
 CONNECTION_LOST = {2003, 2006, 2013, 2055, 1927, 4031, 1053}
 NO_SUCH_TABLE = 1146
@@ -275,6 +278,9 @@ class MysqlLedger(SqlLedger):
 
     def _failure(self, exc: BaseException, attempt: int) -> BackendError:
         text = describe(exc)
+        if refused(exc):
+            return BackendRefused(f"MySQL ledger {redact(self.url)}: {self._scrub(text)}; check backends.ledger "
+                                  "(its user, password, database and the grants in deploy/grants)")
         if error_code(exc) == NO_SUCH_TABLE:
             text += "; create the tables with `swarm db init`"
         if transient(exc):
@@ -432,6 +438,13 @@ def lost_connection(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     return isinstance(exc, pymysql.MySQLError) and error_code(exc) in CONNECTION_LOST
+
+
+def refused(exc: BaseException) -> bool:
+    """The server refused the user, the database or the TLS handshake: no attempt will do better."""
+    if error_code(exc) in REFUSALS:
+        return True
+    return tls.verification_error(getattr(exc, "original_exception", None)) is not None
 
 
 def transient(exc: BaseException) -> bool:

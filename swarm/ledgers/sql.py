@@ -608,18 +608,22 @@ class SqlLedger(Ledger, abc.ABC):
             else:
                 p.succeed(outcome)
 
-    def release(self, msg_id: str, token: int, state: str, error: str | None) -> None:
+    def release(self, msg_id: str, token: int, state: str, error: str | None, refund: bool = False) -> None:
         if state not in (M_QUEUED, M_DEAD, M_ABORTED):
             raise ValueError(f"release to {state!r}: expected one of {M_QUEUED}, {M_DEAD}, {M_ABORTED}")
+        if refund and state != M_QUEUED:
+            raise ValueError("only a message going back to the queue gets its attempt back")
         now = self.now()
-        self._transaction(lambda cur: self._end_lease(cur, msg_id, token, state, _clip(error), now))
+        self._transaction(lambda cur: self._end_lease(cur, msg_id, token, state, _clip(error), now, refund))
 
-    def _end_lease(self, cur: Any, msg_id: str, token: int, state: str, error: str | None, now: float) -> bool:
+    def _end_lease(self, cur: Any, msg_id: str, token: int, state: str, error: str | None, now: float,
+                   refund: bool = False) -> bool:
         """Move the message held with ``token`` to ``state``; False if this was done already; ``Fenced`` if stale."""
         error_sql = "" if state == M_DONE else "error = ?, "
+        refund_sql = "attempts = attempts - 1, " if refund else ""
         cur.execute(
             self._sql(
-                f"UPDATE swarm_messages SET state = ?, {error_sql}lease_until = NULL, updated_at = ? "
+                f"UPDATE swarm_messages SET state = ?, {error_sql}{refund_sql}lease_until = NULL, updated_at = ? "
                 "WHERE id = ? AND token = ? AND state = ?"
             ),
             (state, *([] if state == M_DONE else [error]), now, msg_id, token, M_CLAIMED),
