@@ -23,7 +23,7 @@ from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
 from swarm.ledger import (
-    DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
+    CANCELLED, DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
 )
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
@@ -37,6 +37,10 @@ ProgressFn = Callable[[str, str, Mapping[str, int]], None]  # run, phase, counts
 
 class RunFailed(SwarmError):
     """The run cannot finish; the message is the reason recorded on it."""
+
+
+class RunCancelled(SwarmError):
+    """An operator cancelled the run while this master held it (``swarm runs cancel --force``)."""
 
 
 @dataclasses.dataclass
@@ -105,13 +109,15 @@ class Master:
         if run.status == DONE:
             log.info("run %s is already done", self.run_id)
             return run
-        if run.status == FAILED:
-            log.info("run %s failed before (%s); resuming it", self.run_id, run.error)
+        if run.status in (FAILED, CANCELLED):
+            log.info("run %s %s before (%s); resuming it", self.run_id, run.status, run.error)
             self.ledger.update_run(self.run_id, status=RUNNING)
         self._patiently("start", self._declare)
         try:
             for phase in self.phases:
                 self._patiently(phase, self._phase, phase)
+        except RunCancelled as exc:
+            log.error("run %s was cancelled while this master ran it: %s", self.run_id, exc)
         except RunFailed as exc:
             log.error("run %s failed: %s", self.run_id, exc)
             self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
@@ -204,6 +210,9 @@ class Master:
             time.sleep(self.settings.poll)
 
     def _barrier_passed(self, phase: str) -> bool:
+        run = self.ledger.get_run(self.run_id)
+        if run is not None and run.status == CANCELLED:
+            raise RunCancelled(run.error or "cancelled")
         counts = self.ledger.counts(self.run_id, phase)
         self.progress(self.run_id, phase, counts)
         for state, n in counts.items():

@@ -125,9 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--dry-run", action="store_true", help="show what would be rerun, change nothing")
     rr.set_defaults(func=_rerun)
 
-    r = sub.add_parser("runs", help="run history, newest first")
+    r = sub.add_parser("runs", help="run history, newest first; `runs cancel RUN --reason R` ends a run")
+    r.add_argument("action", nargs="?", choices=["cancel"], help="cancel: end RUN (its workers drop its messages)")
+    r.add_argument("run", nargs="?", help="cancel: the run's id")
+    r.add_argument("--reason", default="", help="cancel: why, kept in the run's history")
+    r.add_argument("--force", action="store_true", help="cancel even while a master holds the run; it stops")
     r.add_argument("--job")
-    r.add_argument("--status", choices=["running", "done", "failed"])
+    r.add_argument("--status", choices=["running", "done", "failed", "cancelled"])
     r.add_argument("--since", help="YYYY-MM-DD (created on or after)")
     r.add_argument("--until", help="YYYY-MM-DD (created before)")
     r.add_argument("--text", help="text in the error")
@@ -403,8 +407,21 @@ def _day(text: str | None) -> float | None:
 def _runs(args, cfg) -> int:
     from swarm.report import print_runs
 
+    if args.action == "cancel":
+        return _cancel(args, cfg)
+
     runs = _ledger(cfg).runs(args.job, args.status, _day(args.since), _day(args.until), args.text, args.limit)
     print_runs(runs, as_json=args.json)
+    return EXIT_OK
+
+
+def _cancel(args, cfg) -> int:
+    from swarm.housekeeping import cancel
+
+    if not args.run:
+        raise ConfigError("runs cancel: give the RUN to cancel")
+    run = cancel(_ledger(cfg), args.run, args.reason, force=args.force)
+    print(f"{run.id}: {run.status}: {run.error}")
     return EXIT_OK
 
 

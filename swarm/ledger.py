@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from swarm.errors import BackendError, Fenced
 
 # Run states
-RUNNING, DONE, FAILED = "running", "done", "failed"
+RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 # Phase states, in order
 PLANNED, PUBLISHED, PHASE_DONE = "planned", "published", "done"
 # Message states. planned: in the checkpoint, not yet published; queued: on

@@ -33,7 +33,7 @@ from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, 
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
 from swarm.ledger import (
-    M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_QUEUED, MISMATCH, RUN_ENDED, UNPLANNED, Claim, Ledger, Message,
+    CANCELLED, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_QUEUED, MISMATCH, RUN_ENDED, UNPLANNED, Claim, Ledger, Message,
 )
 from swarm.outage import Outages
 from swarm.signing import SiteKeys, process_keys
@@ -258,6 +258,9 @@ class Processor:
 
     def _not_granted(self, item: Item, claim: Claim) -> str:
         delivery = item.delivery
+        if claim.state == RUN_ENDED and claim.detail == CANCELLED:
+            delivery.ack()  # an operator ended the run: its work is dropped, not dead-lettered
+            return SKIPPED
         refusal = _refusal(item.env, claim)
         if refusal is not None:  # not planned work: it must change nothing
             return self._reject(delivery, refusal, None)

@@ -243,3 +243,54 @@ def test_a_failed_one_process_run_keeps_its_dead_letters_and_resumes_after_a_rep
     capsys.readouterr()
     assert main(["run", "toy", "--date", DATE]) == EXIT_OK
     assert f"toy@date={DATE}: done" in capsys.readouterr().out
+
+
+def test_runs_cancel_ends_a_stuck_run_refuses_while_a_master_holds_it_and_workers_drop_its_work(site, capsys):
+    from swarm.ledger import Message
+    from swarm.envelope import Envelope, encode
+    from swarm.runtime import Processor, SKIPPED
+    from swarm.signing import process_keys
+    from tests.unit.test_runtime import FakeDelivery
+
+    ledger, tables = site
+    run = f"merchant_daily@date={DATE}"
+    ledger.open_run(run, "merchant_daily", {"date": DATE})  # as a master that failed at start leaves it
+    env = Envelope("merchant_daily", run, "reduce", "reduce", "b00", payload={"bucket": 0})
+    body = encode(env, process_keys())
+    ledger.save_plan(run, "reduce", [Message(env.id, "reduce", "b00", body)])
+    ledger.lock_master(run, "cron on host-a")
+    assert main(["runs", "cancel", run, "--reason", "bad input data"]) == EXIT_LOCKED
+    assert "cron on host-a" in capsys.readouterr().err and ledger.get_run(run).status == "running"
+    ledger.unlock_master(run)
+    assert main(["runs", "cancel", run]) == EXIT_USAGE  # no reason given
+    assert main(["runs", "cancel", run, "--reason", "bad input data"]) == EXIT_OK
+    assert ledger.get_run(run).error == "cancelled: bad input data"
+    capsys.readouterr()
+    assert main(["runs", "--status", "cancelled", "--json"]) == EXIT_OK
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [run]
+    worker = Processor(md.job, open_broker(f"memory://cancel-{id(ledger)}"), ledger, tables, "w1")
+    delivery = FakeDelivery("swarm.merchant_daily.reduce", body)
+    assert worker.handle(delivery) == SKIPPED and delivery.acked == 1  # dropped, not dead-lettered
+
+
+def test_a_master_stops_when_its_run_is_cancelled_under_it(site, capsys):
+    import threading
+
+    from swarm.housekeeping import cancel
+    from swarm.testing import run_job
+
+    ledger, tables = site
+    run = f"merchant_daily@date={DATE}"
+    result = {}
+    # No worker: the master watches its first phase until the run is cancelled under it.
+    thread = threading.Thread(target=lambda: result.update(
+        run=run_job(md.job, {"date": DATE}, tables, ledger, workers=0, options={"chunks": 4})))
+    thread.start()
+    import time
+
+    deadline = time.monotonic() + 30
+    while (ledger.get_run(run) is None or not ledger.counts(run)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cancel(ledger, run, "operator said so", force=True).status == "cancelled"
+    thread.join(30)
+    assert result["run"].status == "cancelled" and result["run"].error == "cancelled: operator said so"
