@@ -411,6 +411,7 @@ class _Link:
         self.label, self._secret = label, secret
         self.reply_timeout = opts.reply_timeout
         self.lost: str | None = None
+        self.open_error: BaseException | None = None  # why the connection could not be opened
         self.deliveries: collections.deque[_Pending] = collections.deque()
         self.broken: list[_Consumer] = []  # consumers whose channel the broker closed or cancelled
         self._why: dict[pika.channel.Channel, BaseException] = {}  # why each closed channel closed
@@ -431,8 +432,10 @@ class _Link:
         self.conn.ioloop.activate_poller()  # what IOLoop.start() would do; we pump with poll() instead
         try:
             self.pump_until(lambda: bool(opened), timeout=None)
-        except BackendError:
+        except BackendError as exc:
             self.conn.ioloop.close()
+            if self.open_error is not None and _refused(self.open_error):
+                raise BackendRefused(str(exc)) from None  # a login or vhost refused: not an outage
             raise
         self.topology = _Topology(_server_version(self.conn.server_properties or {}), opts.delivery_limit)
 
@@ -467,6 +470,7 @@ class _Link:
                 pass  # what was asked of the connection is done; the loss shows on the next call
 
     def _on_open_error(self, _conn: Any, error: BaseException) -> None:
+        self.open_error = error
         self.lost = f"cannot connect: {_describe_connect(error)}"
 
     def _on_close(self, _conn: Any, error: BaseException) -> None:
