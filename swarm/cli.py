@@ -257,14 +257,13 @@ def _shared_broker(cfg, command: str, other: str) -> None:
 def _master(args, cfg) -> int:
     from master.coordinator import Master
     from swarm.alerts import command_alert
-    from swarm.metrics import serve_metrics
     from swarm.progress import ProgressReport
 
     job = _job(cfg, args.job)
     _shared_broker(cfg, "master", "workers")
     keys = _keys(cfg)  # a missing key stops the command before anything connects
     broker, ledger, tables = _backends(cfg)
-    serve_metrics(cfg["master"]["metrics_port"] or None)
+    _serve_metrics(cfg, "master", job, next(iter(job.stages)), broker, ledger, tables)
     progress = ProgressReport()
     try:
         run = Master(job, _params(args), broker, ledger, tables, _master_settings(cfg, job), progress,
@@ -358,8 +357,21 @@ def _workers_here(cfg, job, ledger, tables, keys, workers: int = 2):
                        options=cfg.options(job.name), keys=keys)
 
 
+def _serve_metrics(cfg, section: str, job, stage: str, broker, ledger, tables) -> int | None:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``<section>.metrics_port`` (0: not served); the port."""
+    from swarm.broker import stage_queue
+    from swarm.metrics import ReadinessCheck, backend_probes, serve_metrics, url_passwords
+
+    settings = cfg[section]
+    if not settings["metrics_port"]:
+        return None
+    urls = [cfg["backends"][key] for key in ("broker", "ledger", "tables")]
+    ready = ReadinessCheck(backend_probes(broker, ledger, tables, stage_queue(job.name, stage)),
+                           secrets=url_passwords(urls))
+    return serve_metrics(settings["metrics_port"], settings["metrics_bind"], ready=ready)
+
+
 def _worker(args, cfg) -> int:
-    from swarm.metrics import serve_metrics
     from workers.worker import Worker
 
     job = _job(cfg, args.job)
@@ -367,12 +379,12 @@ def _worker(args, cfg) -> int:
     _shared_broker(cfg, "worker", "master")
     keys = _keys(cfg)
     broker, ledger, tables = _backends(cfg)
-    serve_metrics(cfg["worker"]["metrics_port"] or None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker = Worker(job, broker, ledger, tables, stages, lease=cfg["worker"]["lease"], options=cfg.options(job.name),
                     keys=keys)
+    _serve_metrics(cfg, "worker", job, worker.stages[0].name, broker, ledger, tables)
     log.info("worker serving %s stages %s", job.name, [s.name for s in worker.stages])
     worker.run(stop)
     return EXIT_OK

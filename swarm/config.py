@@ -39,13 +39,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stages": [],  # empty: every stage of the job
         "lease": 60.0,
         "processes": 2,
-        "metrics_port": 0,
+        "metrics_port": 0,  # 0: no /metrics, /healthz, /readyz
+        "metrics_bind": "127.0.0.1",  # the address they listen on; 0.0.0.0 for a scraper on another host
         "drain_seconds": 600,
     },
     "master": {
         "poll": 1.0,
         "lost_after": 120.0,
         "metrics_port": 0,
+        "metrics_bind": "127.0.0.1",
         "alert_command": "",
         "deadline": "",
     },
