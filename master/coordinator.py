@@ -97,7 +97,8 @@ class Master:
             log.info("run %s is already done", self.run_id)
             return run
         if run.status == FAILED:
-            log.info("run %s failed before (%s); resuming it", self.run_id, run.error)
+            # Not the error itself: a handler's error may quote the data, which INFO lines never carry.
+            log.info("run %s failed before; resuming it (the error: swarm status %s)", self.run_id, self.run_id)
             self.ledger.update_run(self.run_id, status=RUNNING)
         self._patiently("start", self._declare)
         try:

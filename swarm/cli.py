@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
 import signal
 import sys
@@ -32,11 +34,32 @@ _PIKA_CONNECT_LOGGERS = (
 )
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts`` (UTC, ISO-8601 with the zone), ``level``, ``logger``, ``message``, ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr at ``level``, as text lines or (``fmt`` "json") one JSON object a line."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("pika").setLevel(logging.WARNING)
     for name in _PIKA_CONNECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -51,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         cfg = config_mod.load(args.config)
-        setup_logging(str(cfg["log"]["level"]))
+        setup_logging(str(cfg["log"]["level"]), cfg["log"]["format"])
         return args.func(args, cfg)
     except SwarmError as exc:
         code, prefix = _exit_for(exc)

@@ -66,8 +66,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "key": "",  # SWARM_SECURITY_KEY only
         "previous_key": "",  # SWARM_SECURITY_PREVIOUS_KEY only
     },
-    "log": {"level": "INFO"},
+    "log": {
+        "level": "INFO",
+        "format": "text",  # or "json": one object a line (ts in UTC, level, logger, message, exc)
+    },
 }
+LOG_FORMATS = ("text", "json")
 PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_file"}  # URL key: its file key
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
@@ -141,6 +145,8 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
     for key in ("broker", "ledger", "tables"):
         check_url(f"backends.{key}", data["backends"][key])
     _apply_password_files(data["backends"])
+    if data["log"]["format"] not in LOG_FORMATS:
+        raise ConfigError(f"log.format must be one of {', '.join(LOG_FORMATS)}, got {data['log']['format']!r}")
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")
