@@ -120,11 +120,16 @@ _ALREADY_STARTED, _NOT_RUNNING = 60, 70  # supervisor.xmlrpc.Faults
 
 
 def _credentials(url: str) -> tuple[str | None, str | None, str]:
-    """(username, password, server URL without them) for supervisor's transport."""
-    if not url.startswith("http://"):
-        return None, None, url
+    """(username, password, server URL without them) for supervisor's transport.
+
+    ``unix://user:password@/path/to.sock`` or ``http://user:password@host:port``.
+    """
     parts = urllib.parse.urlsplit(url)
     user, password = (urllib.parse.unquote(p) if p else p for p in (parts.username, parts.password))
+    if parts.scheme == "unix":
+        return user, password, f"unix://{parts.path}"
+    if parts.scheme != "http":
+        return None, None, url
     return user, password, f"http://{parts.hostname}:{parts.port or 80}"
 
 

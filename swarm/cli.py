@@ -5,6 +5,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -575,14 +576,16 @@ def _deploy(args, cfg) -> int:
     extra = dict(_pairs(args.env, "--env"))
     processes = args.processes or (cfg["autoscale"]["max"] if args.autoscale else cfg["worker"]["processes"])
     layout = deploy.Layout(processes=processes, log_dir=args.log_dir, run_dir=args.run_dir, user=args.user,
-                           autoscale=args.autoscale, extra_env=extra, secrets=bool(args.out))
+                           autoscale=args.autoscale, extra_env=extra, secrets=bool(args.out),
+                           control_password=deploy.previous_password(Path(args.out)) if args.out else None)
     text = deploy.render(cfg, layout)
     if not args.out:
         print(text, end="")
         print("swarm: passwords are shown as ***; --out FILE writes the usable file (mode 0600)", file=sys.stderr)
         return EXIT_OK
-    deploy.write_private(Path(args.out), text)
-    print(f"wrote {args.out} (mode 0600: it holds the backend passwords)")
+    deploy.write_private(Path(args.out), text, owner=args.user)
+    owner = f", owned by {args.user}" if args.user and os.geteuid() == 0 else ""
+    print(f"wrote {args.out} (mode 0600{owner}: it holds the backend and supervisord passwords)")
     return EXIT_OK
 
 
