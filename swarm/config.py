@@ -121,6 +121,7 @@ class Config:
         out = copy.deepcopy({k: dict(v) for k, v in self.data.items()})
         for key in ("broker", "ledger", "tables"):
             out["backends"][key] = redact(out["backends"][key])
+        out["autoscale"]["supervisor_url"] = redact(out["autoscale"]["supervisor_url"])
         for section, key in SECRETS:
             if out[section][key]:
                 out[section][key] = "***"

@@ -152,6 +152,11 @@ def test_a_password_in_the_supervisor_url_is_the_sockets(tmp_path):
     assert _credentials(autoscaler_url(options)) == ("ops", "p@ss", "unix:///run/swarm/s.sock")
 
 
+def test_the_supervisor_url_is_shown_without_its_password(tmp_path):
+    cfg = site(tmp_path, {"SWARM_AUTOSCALE_SUPERVISOR_URL": "unix://ops:p%40ss@/run/swarm/s.sock"})
+    assert cfg.describe()["autoscale"]["supervisor_url"] == "unix://ops:***@/run/swarm/s.sock"
+
+
 def test_a_render_over_an_earlier_one_keeps_its_password(tmp_path):
     # A running supervisord keeps the password it started with: `supervisorctl update` must present it.
     out = tmp_path / "supervisord.conf"
