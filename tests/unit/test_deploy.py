@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import stat
 from pathlib import Path
 
@@ -244,3 +245,9 @@ def test_the_committed_example_is_current():
 
 if __name__ == "__main__":
     (ROOT / "deploy" / "supervisord.conf").write_text(example())
+
+
+def test_the_example_config_shows_the_masters_alert_and_deadline():
+    master = config.load(str(ROOT / "deploy" / "swarm.toml"), env={})["master"]
+    assert shlex.split(master["alert_command"])[:2] == ["mail", "-s"]  # one word per argument, quotes honoured
+    assert master["deadline"] == "06:00"
