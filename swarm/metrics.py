@@ -198,4 +198,4 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
         # Scrapes every few seconds would drown the process's own log.
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug("%s " + format, self.address_string(), *args)
