@@ -392,7 +392,12 @@ def _serve_metrics(cfg, section: str, job, stage: str, broker, ledger, tables) -
     urls = [cfg["backends"][key] for key in ("broker", "ledger", "tables")]
     ready = ReadinessCheck(backend_probes(broker, ledger, tables, stage_queue(job.name, stage)),
                            secrets=url_passwords(urls))
-    return serve_metrics(settings["metrics_port"], settings["metrics_bind"], ready=ready)
+    try:
+        return serve_metrics(settings["metrics_port"], settings["metrics_bind"], ready=ready)
+    except OSError as exc:  # the night's run matters more than its metrics
+        log.error("cannot serve metrics on %s:%d (%s.metrics_bind, metrics_port): %s; going on without them",
+                  settings["metrics_bind"], settings["metrics_port"], section, exc.strerror or exc)
+        return None
 
 
 def _worker(args, cfg) -> int:

@@ -157,3 +157,17 @@ def test_master_and_worker_serve_on_their_own_port_and_address(broker, ledger, t
     broker.declare(["swarm.toy.double"])
     assert _serve_metrics(cfg, "master", *args) == port
     assert get(port, "/readyz")[::2] == (200, "broker: ok\nledger: ok\ntables: ok\n")
+
+
+def test_a_port_in_use_is_logged_and_the_process_goes_on(broker, ledger, tables, caplog):
+    from swarm import config
+    from swarm.cli import _serve_metrics
+    from tests.unit.toyjob import job
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = config.load(None, env={"SWARM_WORKER_METRICS_PORT": str(port)})
+        assert _serve_metrics(cfg, "worker", job, "double", broker, ledger, tables) is None
+    assert f"cannot serve metrics on 127.0.0.1:{port} (worker.metrics_bind, metrics_port)" in caplog.text
