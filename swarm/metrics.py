@@ -152,7 +152,8 @@ def url_passwords(urls: Iterable[str]) -> list[str]:
     return found
 
 
-def serve_metrics(port: int | None, addr: str = "127.0.0.1", ready: Callable[[], Readiness] | None = None) -> int | None:
+def serve_metrics(port: int | None, addr: str = "127.0.0.1",
+                  ready: Callable[[], Readiness] | None = None) -> int | None:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``addr``:``port`` from a daemon thread.
 
     ``port`` 0 takes any free port, None serves nothing; returns the bound

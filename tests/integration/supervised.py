@@ -42,7 +42,10 @@ def assert_exact(site: Site, events: int) -> None:
 
 
 class Supervisord:
-    """supervisord in the foreground on a rendered config, as the shipped unit runs it; its socket in a short temp dir."""
+    """supervisord in the foreground on a rendered config, as the shipped unit runs it.
+
+    Its socket is in a short temp dir: a UNIX socket's path must stay short.
+    """
 
     def __init__(self, site: Site, processes: int, autoscale: dict | None = None, env: dict | None = None):
         self.site = site
