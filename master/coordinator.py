@@ -110,7 +110,9 @@ class Master:
             log.info("run %s is already done", self.run_id)
             return run
         if run.status in (FAILED, CANCELLED):
-            log.info("run %s %s before (%s); resuming it", self.run_id, run.status, run.error)
+            # Not the error itself: a handler's error may quote the data, which INFO lines never carry.
+            log.info("run %s %s before; resuming it (the error: swarm status %s)", self.run_id, run.status,
+                     self.run_id)
             self.ledger.update_run(self.run_id, status=RUNNING)
         self._patiently("start", self._declare)
         try:

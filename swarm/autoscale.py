@@ -7,6 +7,10 @@ then drains one worker (supervisord's ``stopProcess`` sends TERM: the worker
 finishes the messages in hand and exits), and waits as long again before
 the next one. The asymmetry is the hysteresis: a queue that wobbles around
 a threshold adds a worker at once but removes one only after a calm spell.
+
+Workers it did not start (``supervisorctl restart swarm-worker:*`` starts
+every process of the program) are drained at its next look, down to what
+it wanted or what the queue needs, whichever is more.
 """
 from __future__ import annotations
 
@@ -59,8 +63,13 @@ class Decision:
     reason: str
 
 
-def decide(depth: int | None, running: int, low_since: float | None, now: float, policy: Policy) -> Decision:
-    """How many workers should run, given ``depth`` waiting messages (None: unknown) and ``running`` now."""
+def decide(depth: int | None, running: int, low_since: float | None, now: float, policy: Policy,
+           wanted: int | None = None) -> Decision:
+    """How many workers should run, given ``depth`` waiting messages (None: unknown) and ``running`` now.
+
+    ``wanted``: the target of the previous look (None: no look yet); workers
+    beyond it were started by someone else.
+    """
     if running < policy.min:
         return Decision(policy.min, None, f"fewer than autoscale.min = {policy.min}")
     if running > policy.max:
@@ -72,6 +81,10 @@ def decide(depth: int | None, running: int, low_since: float | None, now: float,
         return Decision(needed, None, f"{depth} waiting, more than {policy.up_depth} per worker")
     if needed == running:
         return Decision(running, None, "steady")
+    if wanted is not None and running > wanted:
+        # No calm spell for these: the queue never asked for them.
+        keep = max(wanted, needed)
+        return Decision(keep, None, f"{running - wanted} started outside the autoscaler; {needed} would do")
     if low_since is None:
         return Decision(running, now, f"{needed} would do; waiting {policy.down_idle_seconds:.0f} s to be sure")
     if now - low_since < policy.down_idle_seconds:
@@ -120,11 +133,16 @@ _ALREADY_STARTED, _NOT_RUNNING = 60, 70  # supervisor.xmlrpc.Faults
 
 
 def _credentials(url: str) -> tuple[str | None, str | None, str]:
-    """(username, password, server URL without them) for supervisor's transport."""
-    if not url.startswith("http://"):
-        return None, None, url
+    """(username, password, server URL without them) for supervisor's transport.
+
+    ``unix://user:password@/path/to.sock`` or ``http://user:password@host:port``.
+    """
     parts = urllib.parse.urlsplit(url)
     user, password = (urllib.parse.unquote(p) if p else p for p in (parts.username, parts.password))
+    if parts.scheme == "unix":
+        return user, password, f"unix://{parts.path}"
+    if parts.scheme != "http":
+        return None, None, url
     return user, password, f"http://{parts.hostname}:{parts.port or 80}"
 
 
@@ -148,6 +166,7 @@ class Autoscaler:
         self.broker, self.queues, self.supervisor, self.policy = broker, list(queues), supervisor, policy
         self.interval, self.dry_run, self.clock = interval, dry_run, clock
         self._low_since: float | None = None
+        self._wanted: int | None = None
         self._declared = False
 
     def run(self, stop: threading.Event) -> None:
@@ -162,8 +181,11 @@ class Autoscaler:
         """One look and what it led to."""
         processes = self.supervisor.processes()
         running = sum(p["statename"] in UP_STATES for p in processes)
-        decision = decide(self._depth(), running, self._low_since, self.clock(), self.policy)
+        depth = self._depth()
+        decision = decide(depth, running, self._low_since, self.clock(), self.policy, self._wanted)
         self._low_since = decision.low_since
+        if depth is not None or self._wanted is None:  # holding blind is no choice of the workers it wants
+            self._wanted = decision.target
         if decision.target != running:
             self._apply(processes, running, decision)
         return decision

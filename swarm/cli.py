@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -32,11 +35,32 @@ _PIKA_CONNECT_LOGGERS = (
 )
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts`` (UTC, ISO-8601 with the zone), ``level``, ``logger``, ``message``, ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr at ``level``, as text lines or (``fmt`` "json") one JSON object a line."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("pika").setLevel(logging.WARNING)
     for name in _PIKA_CONNECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -51,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         cfg = config_mod.load(args.config)
-        setup_logging(str(cfg["log"]["level"]))
+        setup_logging(str(cfg["log"]["level"]), cfg["log"]["format"])
         return args.func(args, cfg)
     except SwarmError as exc:
         code, prefix = _exit_for(exc)
@@ -261,7 +285,6 @@ def _shared_broker(cfg, command: str, other: str) -> None:
 def _master(args, cfg) -> int:
     from master.coordinator import Master
     from swarm.alerts import command_alert
-    from swarm.metrics import serve_metrics
     from swarm.progress import ProgressReport
 
     job = _job(cfg, args.job)
@@ -272,7 +295,8 @@ def _master(args, cfg) -> int:
     try:
         run = Master(job, _params(args), broker, ledger, tables, _master_settings(cfg, job), progress,
                      alert=command_alert(cfg["master"]["alert_command"]), keys=keys,
-                     on_locked=lambda: serve_metrics(cfg["master"]["metrics_port"] or None)).run()
+                     on_locked=lambda: _serve_metrics(cfg, "master", job, next(iter(job.stages)), broker, ledger,
+                                                      tables)).run()
     finally:
         progress.close()
     print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
@@ -362,8 +386,26 @@ def _workers_here(cfg, job, ledger, tables, keys, workers: int = 2):
                        options=cfg.options(job.name), keys=keys)
 
 
+def _serve_metrics(cfg, section: str, job, stage: str, broker, ledger, tables) -> int | None:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``<section>.metrics_port`` (0: not served); the port."""
+    from swarm.broker import stage_queue
+    from swarm.metrics import ReadinessCheck, backend_probes, serve_metrics, url_passwords
+
+    settings = cfg[section]
+    if not settings["metrics_port"]:
+        return None
+    urls = [cfg["backends"][key] for key in ("broker", "ledger", "tables")]
+    ready = ReadinessCheck(backend_probes(broker, ledger, tables, stage_queue(job.name, stage)),
+                           secrets=url_passwords(urls))
+    try:
+        return serve_metrics(settings["metrics_port"], settings["metrics_bind"], ready=ready)
+    except OSError as exc:  # the night's run matters more than its metrics
+        log.error("cannot serve metrics on %s:%d (%s.metrics_bind, metrics_port): %s; going on without them",
+                  settings["metrics_bind"], settings["metrics_port"], section, exc.strerror or exc)
+        return None
+
+
 def _worker(args, cfg) -> int:
-    from swarm.metrics import serve_metrics
     from workers.worker import Worker
 
     job = _job(cfg, args.job)
@@ -371,12 +413,12 @@ def _worker(args, cfg) -> int:
     _shared_broker(cfg, "worker", "master")
     keys = _keys(cfg)
     broker, ledger, tables = _backends(cfg)
-    serve_metrics(cfg["worker"]["metrics_port"] or None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker = Worker(job, broker, ledger, tables, stages, lease=cfg["worker"]["lease"], options=cfg.options(job.name),
                     keys=keys)
+    _serve_metrics(cfg, "worker", job, worker.stages[0].name, broker, ledger, tables)
     log.info("worker serving %s stages %s", job.name, [s.name for s in worker.stages])
     worker.run(stop)
     return EXIT_OK
@@ -557,14 +599,16 @@ def _deploy(args, cfg) -> int:
     extra = dict(_pairs(args.env, "--env"))
     processes = args.processes or (cfg["autoscale"]["max"] if args.autoscale else cfg["worker"]["processes"])
     layout = deploy.Layout(processes=processes, log_dir=args.log_dir, run_dir=args.run_dir, user=args.user,
-                           autoscale=args.autoscale, extra_env=extra, secrets=bool(args.out))
+                           autoscale=args.autoscale, extra_env=extra, secrets=bool(args.out),
+                           control_password=deploy.previous_password(Path(args.out)) if args.out else None)
     text = deploy.render(cfg, layout)
     if not args.out:
         print(text, end="")
         print("swarm: passwords are shown as ***; --out FILE writes the usable file (mode 0600)", file=sys.stderr)
         return EXIT_OK
-    deploy.write_private(Path(args.out), text)
-    print(f"wrote {args.out} (mode 0600: it holds the backend passwords)")
+    deploy.write_private(Path(args.out), text, owner=args.user)
+    owner = f", owned by {args.user}" if args.user and os.geteuid() == 0 else ""
+    print(f"wrote {args.out} (mode 0600{owner}: it holds the backend and supervisord passwords)")
     return EXIT_OK
 
 

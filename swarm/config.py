@@ -39,7 +39,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stages": [],  # empty: every stage of the job
         "lease": 60.0,
         "processes": 2,
-        "metrics_port": 0,
+        "metrics_port": 0,  # 0: no /metrics, /healthz, /readyz
+        "metrics_bind": "127.0.0.1",  # the address they listen on; 0.0.0.0 for a scraper on another host
         "drain_seconds": 600,
     },
     "master": {
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lost_after": 120.0,
         "patience": 900.0,  # seconds a broker or ledger outage is waited out before the master exits 75
         "metrics_port": 0,
+        "metrics_bind": "127.0.0.1",
         "alert_command": "",
         "deadline": "",
     },
@@ -65,8 +67,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "key": "",  # SWARM_SECURITY_KEY only
         "previous_key": "",  # SWARM_SECURITY_PREVIOUS_KEY only
     },
-    "log": {"level": "INFO"},
+    "log": {
+        "level": "INFO",
+        "format": "text",  # or "json": one object a line (ts in UTC, level, logger, message, exc)
+    },
 }
+LOG_FORMATS = ("text", "json")
 PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_file"}  # URL key: its file key
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
@@ -116,6 +122,7 @@ class Config:
         out = copy.deepcopy({k: dict(v) for k, v in self.data.items()})
         for key in ("broker", "ledger", "tables"):
             out["backends"][key] = redact(out["backends"][key])
+        out["autoscale"]["supervisor_url"] = redact(out["autoscale"]["supervisor_url"])
         for section, key in SECRETS:
             if out[section][key]:
                 out[section][key] = "***"
@@ -140,6 +147,8 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
     for key in ("broker", "ledger", "tables"):
         check_url(f"backends.{key}", data["backends"][key])
     _apply_password_files(data["backends"])
+    if data["log"]["format"] not in LOG_FORMATS:
+        raise ConfigError(f"log.format must be one of {', '.join(LOG_FORMATS)}, got {data['log']['format']!r}")
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")

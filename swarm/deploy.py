@@ -3,15 +3,21 @@
 The workers' environment carries the resolved settings as ``SWARM_*``
 variables, backend URLs included, because supervisord hands them to each
 process: the rendered file holds passwords and is written with mode 0600.
+supervisord's control socket (or port) asks for a user and password: those
+of ``autoscale.supervisor_url`` when it carries them, else generated once
+and kept by later renders of the same file.
 ``[options.<job>]`` tables are not rendered as variables, so a config file,
 when there is one, is also passed with ``--config``.
 """
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import math
 import os
+import pwd
 import re
+import secrets
 import sys
 import urllib.parse
 from pathlib import Path
@@ -25,6 +31,8 @@ WORKER_SECTIONS = ("backends", "jobs", "worker", "security", "log")
 AUTOSCALE_PROGRAM = "swarm-autoscale"
 LOG_MAXBYTES, LOG_BACKUPS = "50MB", 10
 START_SECS, START_RETRIES = 3, 5  # a worker waits for its broker, so quick exits mean bad config
+UMASK = "027"  # logs and the socket readable by the service's group, nobody else
+CONTROL_USER = "swarm"  # supervisord's control user when neither the URL nor --user names one
 _UNSAFE = re.compile(r'["\r\n]|\s[;#]')  # what supervisord's environment syntax cannot carry
 
 
@@ -40,25 +48,56 @@ class Layout:
     python: str = sys.executable
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     secrets: bool = True  # False: passwords as ***, for showing the file rather than using it
+    control_password: str | None = None  # supervisord's from an earlier render, kept (see previous_password)
 
 
 def render(cfg: Config, layout: Layout) -> str:
     """The whole supervisord config, as text."""
     _check_fleet(cfg, layout)
-    server = _Server.parse(cfg["autoscale"]["supervisor_url"], layout.secrets)
+    server = _Server.parse(cfg["autoscale"]["supervisor_url"], layout)
     parts = [_header(cfg), _supervisord(layout), *server.sections(layout.user), _rpcinterface(),
              _worker_program(cfg, layout)]
     if layout.autoscale:
-        parts.append(_autoscale_program(cfg, layout))
+        parts.append(_autoscale_program(cfg, layout, server))
     return "\n".join(parts)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only: it holds backend passwords."""
+def write_private(path: Path, text: str, owner: str | None = None) -> None:
+    """Write ``text`` to ``path`` readable by its owner only: it holds backend passwords.
+
+    ``owner``: when run as root, the file becomes that user's; supervisord,
+    running as that user, reads it again on ``supervisorctl update``.
+    """
+    uid_gid = _ids(owner) if owner and os.geteuid() == 0 else None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        if uid_gid:
+            os.fchown(out.fileno(), *uid_gid)
         out.write(text)
+
+
+def previous_password(path: Path) -> str | None:
+    """The control password an earlier render wrote to ``path``, if any.
+
+    Kept across renders: a running supervisord keeps the password it
+    started with, so ``supervisorctl update`` must still present that one.
+    """
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(path)
+    except (OSError, configparser.Error):
+        return None
+    password = parser.get("supervisorctl", "password", fallback=None)
+    return password.replace("%%", "%") if password else None
+
+
+def _ids(user: str) -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"--user {user}: no such user on this host") from None
+    return entry.pw_uid, entry.pw_gid
 
 
 def settings_env(cfg: Config, sections: tuple[str, ...]) -> dict[str, str]:
@@ -108,7 +147,8 @@ def _header(cfg: Config) -> str:
         f"; supervisord config for a Swarm worker host, rendered by `swarm deploy supervisord`\n"
         f"; from {cfg.source}. Re-render after changing the Swarm config: the environment\n"
         f"; below overrides the config file.\n"
-        f"; It holds the backend URLs with their passwords: keep it mode 0600.\n"
+        f"; It holds the backend URLs with their passwords, and supervisord's control\n"
+        f"; password: keep it mode 0600.\n"
     )
 
 
@@ -117,6 +157,10 @@ def _supervisord(layout: Layout) -> str:
         "logfile": f"{layout.log_dir}/supervisord.log",
         "pidfile": f"{layout.run_dir}/supervisord.pid",
         "childlogdir": layout.log_dir,
+        # Started as root, supervisord becomes this user before it opens a log or its socket.
+        "user": layout.user,
+        # Applied only when supervisord daemonizes; under systemd (--nodaemon) the unit's UMask= does it.
+        "umask": UMASK,
     })
 
 
@@ -128,36 +172,46 @@ def _rpcinterface() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _Server:
-    """supervisord's control server, from ``autoscale.supervisor_url``."""
+    """supervisord's control server, from ``autoscale.supervisor_url``, always with a user and password."""
 
-    url: str
+    url: str  # without the credentials
+    username: str
+    password: str
     socket: str | None = None
     port: str | None = None
-    username: str | None = None
-    password: str | None = None
 
     @classmethod
-    def parse(cls, url: str, secrets: bool = True) -> "_Server":
-        if url.startswith("unix://"):
-            path = url[len("unix://"):]
-            if not path.startswith("/"):
-                raise ConfigError(f"autoscale.supervisor_url: a socket path must be absolute, as in "
-                                  f"unix:///run/swarm/supervisor.sock; got {url!r}")
-            return cls(url, socket=path)
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname or not parts.port:
-            raise ConfigError("autoscale.supervisor_url: expected unix:///path/to.sock or http://host:port")
-        plain = f"http://{parts.hostname}:{parts.port}"
+    def parse(cls, url: str, layout: Layout) -> "_Server":
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ConfigError("autoscale.supervisor_url: expected unix:///path/to.sock or http://host:port") from None
         user, password = (urllib.parse.unquote(p) if p else p for p in (parts.username, parts.password))
-        if password and not secrets:
+        user = user or layout.user or CONTROL_USER
+        password = password or layout.control_password or secrets.token_urlsafe(24)
+        if not layout.secrets:
             password = "***"
-        return cls(plain, port=f"{parts.hostname}:{parts.port}", username=user, password=password)
+        if parts.scheme == "unix":
+            if parts.netloc.rpartition("@")[2] or not parts.path.startswith("/"):
+                raise ConfigError(f"autoscale.supervisor_url: a socket path must be absolute, as in "
+                                  f"unix:///run/swarm/supervisor.sock; got {redact(url)!r}")
+            return cls(f"unix://{parts.path}", user, password, socket=parts.path)
+        if parts.scheme != "http" or not parts.hostname or not port:
+            raise ConfigError("autoscale.supervisor_url: expected unix:///path/to.sock or http://host:port")
+        return cls(f"http://{parts.hostname}:{port}", user, password, port=f"{parts.hostname}:{port}")
+
+    def authed_url(self) -> str:
+        """The URL with the user and password, as the autoscaler is given it."""
+        scheme, _, rest = self.url.partition("://")
+        userinfo = ":".join(urllib.parse.quote(p, safe="*") for p in (self.username, self.password))
+        return f"{scheme}://{userinfo}@{rest}"
 
     def sections(self, user: str | None) -> list[str]:
-        auth = {"username": self.username, "password": self.password} if self.username else {}
+        auth = {"username": self.username, "password": self.password}
         if self.socket:
-            # The autoscaler runs as ``user`` and must reach the socket; nobody else may.
-            server = _section("unix_http_server", {"file": self.socket, "chmod": "0700", "chown": user})
+            # The service's group may connect (still with the password); nobody else.
+            server = _section("unix_http_server", {"file": self.socket, "chmod": "0770", "chown": user, **auth})
         else:
             server = _section("inet_http_server", {"port": self.port, **auth})
         return [server, _section("supervisorctl", {"serverurl": self.url, **auth})]
@@ -192,9 +246,10 @@ def _worker_program(cfg: Config, layout: Layout) -> str:
     })
 
 
-def _autoscale_program(cfg: Config, layout: Layout) -> str:
+def _autoscale_program(cfg: Config, layout: Layout, server: _Server) -> str:
     env = _env(cfg, (*WORKER_SECTIONS, "autoscale"), layout)
     env["SWARM_WORKER_METRICS_PORT"] = "0"
+    env["SWARM_AUTOSCALE_SUPERVISOR_URL"] = server.authed_url()
     return _section(f"program:{AUTOSCALE_PROGRAM}", {
         "command": _command(cfg, layout, "autoscale"),
         "directory": _directory(cfg),

@@ -1,7 +1,10 @@
 """A real supervisord running a Swarm site's fleet from the config `swarm deploy supervisord` renders."""
 from __future__ import annotations
 
+import configparser
 import os
+import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +20,14 @@ from tests.integration.fleet import DATE, JOB, ROOT, Site, log_tail, wait_until
 BIN = Path(sys.executable).parent
 GROUP = "swarm-worker"
 RUN = f"{JOB}@date={DATE}"
+UNIT = ROOT / "deploy" / "swarm-supervisord.service"
+ME = pwd.getpwuid(os.getuid()).pw_name  # the service user here: supervisord can become no other
+
+
+def unit_umask() -> int:
+    """The ``UMask=`` of the shipped unit: supervisord applies its own umask only when it daemonizes."""
+    [mask] = re.findall(r"^UMask=(\d+)$", UNIT.read_text(), re.MULTILINE)
+    return int(mask, 8)
 
 
 def assert_exact(site: Site, events: int) -> None:
@@ -31,7 +42,10 @@ def assert_exact(site: Site, events: int) -> None:
 
 
 class Supervisord:
-    """supervisord in the foreground on a rendered config; its socket in a short temp dir."""
+    """supervisord in the foreground on a rendered config, as the shipped unit runs it.
+
+    Its socket is in a short temp dir: a UNIX socket's path must stay short.
+    """
 
     def __init__(self, site: Site, processes: int, autoscale: dict | None = None, env: dict | None = None):
         self.site = site
@@ -44,13 +58,17 @@ class Supervisord:
             toml.write(f'[autoscale]\nsupervisor_url = "{self.url}"\ngroup = "{GROUP}"\n'
                        + "".join(f"{k} = {v!r}\n" for k, v in (autoscale or {}).items()))
         self._render(processes, autoscale is not None, env or {})
+        ctl = configparser.RawConfigParser(strict=False)
+        ctl.read(self.conf)
+        self.username, self.password = ctl["supervisorctl"]["username"], ctl["supervisorctl"]["password"]
         self.proc: subprocess.Popen | None = None
 
     def _render(self, processes: int, autoscale: bool, env: dict) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), SWARM_WORKER_JOB=JOB, SWARM_WORKER_DRAIN_SECONDS="60", **env)
         args = [sys.executable, "-m", "swarm.cli", "--config", str(self.site.config), "deploy", "supervisord",
                 "--out", str(self.conf), "--processes", str(processes), "--log-dir", str(self.logs),
-                "--run-dir", str(self.dir), "--env", f"PYTHONPATH={ROOT}"] + (["--autoscale"] if autoscale else [])
+                "--run-dir", str(self.dir), "--user", ME, "--env", f"PYTHONPATH={ROOT}"]
+        args += ["--autoscale"] if autoscale else []
         done = subprocess.run(args, cwd=self.site.tmp, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
 
@@ -58,8 +76,10 @@ class Supervisord:
 
     def start(self) -> None:
         out = open(self.logs / "supervisord.out", "wb")
+        mask = unit_umask()
         self.proc = subprocess.Popen([str(BIN / "supervisord"), "--nodaemon", "-c", str(self.conf)],
-                                     cwd=self.site.tmp, stdout=out, stderr=subprocess.STDOUT)
+                                     cwd=self.site.tmp, stdout=out, stderr=subprocess.STDOUT,
+                                     preexec_fn=lambda: os.umask(mask))
         wait_until(self._answers, "supervisord to answer on its socket", timeout=30)
 
     def _answers(self) -> bool:
@@ -71,7 +91,7 @@ class Supervisord:
 
     def rpc(self):
         """supervisord's ``supervisor`` XML-RPC namespace, over its UNIX socket."""
-        transport = SupervisorTransport(None, None, self.url)
+        transport = SupervisorTransport(self.username, self.password, self.url)
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
     def workers(self) -> dict[str, dict]:

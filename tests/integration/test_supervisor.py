@@ -6,6 +6,7 @@ holds, exits 0, and the night's summary is still exact.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 
@@ -126,3 +127,30 @@ def _declared(vhost: str, queue: str) -> bool:
         return True
     except Exception:  # noqa: BLE001 - pika says "not found" by closing the channel
         return False
+
+
+@pytest.fixture
+def bare_site(tmp_path, amqp_vhost, mysql_db, hbase_server):
+    """A site with a ledger and no data: enough for workers to start."""
+    made = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options={})
+    made.init_ledger()
+    yield made
+    made.stop()
+
+
+def test_supervisord_runs_as_the_service_user_logs_privately_and_says_nothing_critical(bare_site):
+    sv = Supervisord(bare_site, 1)
+    sv.start()
+    try:
+        [name] = sv.workers()
+        log = sv.logs / f"{name}.log"
+        wait_until(lambda: sv.running() == [name] and log.exists() and "serving" in log.read_text(),
+                   "the worker to serve", timeout=60)
+        assert sv.rpc().stopProcess(f"swarm-worker:{name}", True)
+    finally:
+        sv.stop()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o640
+    supervisord_log = (sv.logs / "supervisord.log").read_text()
+    assert stat.S_IMODE((sv.logs / "supervisord.log").stat().st_mode) == 0o640
+    assert f"Set uid to user {os.getuid()} succeeded" in supervisord_log
+    assert not [line for line in supervisord_log.splitlines() if " CRIT " in line], supervisord_log

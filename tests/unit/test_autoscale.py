@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from swarm.autoscale import Autoscaler, Policy, decide, plan
+from swarm.autoscale import Autoscaler, Decision, Policy, decide, plan
 from swarm.broker import stage_queue
 from swarm.cli import EXIT_UNAVAILABLE, EXIT_OK, main
 from swarm.errors import BackendError, ConfigError
@@ -234,3 +234,22 @@ def test_a_supervisord_that_cannot_be_reached_is_named(tmp_path, capsys):
                     f'[autoscale]\nsupervisor_url = "unix://{tmp_path}/none.sock"\n')
     assert main(["--config", str(path), "autoscale", "--once"]) == EXIT_UNAVAILABLE
     assert f"supervisord at unix://{tmp_path}/none.sock" in capsys.readouterr().err
+
+
+def test_workers_started_outside_it_are_drained_at_once_down_to_what_it_wanted_or_the_queue_needs():
+    assert decide(0, 4, None, 0.0, POLICY, wanted=1) == Decision(1, None,
+                                                               "3 started outside the autoscaler; 1 would do")
+    assert decide(250, 4, None, 0.0, POLICY, wanted=1).target == 3  # the queue needs three of them
+    assert decide(0, 4, None, 0.0, POLICY, wanted=2).target == 2
+    assert decide(0, 4, None, 0.0, POLICY, wanted=None).target == 4  # no look yet: it waits for a calm spell
+    assert decide(None, 4, None, 0.0, POLICY, wanted=1).target == 4  # nor does it drain blind
+
+
+def test_after_supervisorctl_restart_of_the_whole_group_it_drains_those_it_did_not_start(broker):
+    fleet = FakeSupervisor({"w00": "STOPPED", "w01": "STOPPED", "w02": "STOPPED"})
+    autoscaler = scaler(broker, fleet)
+    assert autoscaler.tick().target == 1 and fleet.started == ["w00"]
+    fleet.states.update(w01="RUNNING", w02="RUNNING")  # `supervisorctl restart swarm-worker:*` starts them all
+    decision = autoscaler.tick()
+    assert decision.target == 1 and fleet.stopped == ["w02", "w01"]
+    assert autoscaler.tick().reason == "steady"

@@ -1,6 +1,9 @@
 """`swarm deploy supervisord`: the rendered file as supervisord itself reads it."""
 from __future__ import annotations
 
+import os
+import pwd
+import shlex
 import stat
 from pathlib import Path
 
@@ -9,6 +12,7 @@ from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ClientOptions, ServerOptions
 
 from swarm import config, deploy
+from swarm.autoscale import _credentials
 from swarm.cli import EXIT_OK, EXIT_USAGE, main
 from swarm.config import Config
 from swarm.errors import ConfigError
@@ -111,12 +115,67 @@ def test_with_the_autoscaler_it_starts_the_workers(tmp_path):
         deploy.render(cfg, layout(tmp_path, processes=3, autoscale=True))
 
 
-def test_programs_run_as_the_user_who_may_use_the_socket(tmp_path):
+def test_supervisord_and_its_programs_run_as_the_user_who_may_use_the_socket(tmp_path):
     text = deploy.render(site(tmp_path), layout(tmp_path, user="root", autoscale=True, processes=4))
-    procs = programs(supervisord_reads(tmp_path, text))
-    assert {p.uid for group in procs.values() for p in group} == {0}
-    [server] = supervisord_reads(tmp_path, text).configroot.supervisord.server_configs
-    assert (server["chown"], server["chmod"]) == ((0, -1), 0o700)
+    options = supervisord_reads(tmp_path, text)
+    assert {p.uid for group in programs(options).values() for p in group} == {0}
+    section = options.configroot.supervisord
+    assert (section.user, section.umask) == ("root", 0o027)
+    [server] = section.server_configs
+    assert (server["chown"], server["chmod"]) == ((0, -1), 0o770)
+
+
+def autoscaler_url(options: ServerOptions) -> str:
+    [scaler] = programs(options)["swarm-autoscale"]
+    return scaler.environment["SWARM_AUTOSCALE_SUPERVISOR_URL"]
+
+
+def test_the_socket_asks_for_a_generated_password_the_autoscaler_and_supervisorctl_are_given(tmp_path):
+    cfg = site(tmp_path)
+    text = deploy.render(cfg, layout(tmp_path, autoscale=True, processes=4))
+    options = supervisord_reads(tmp_path, text)
+    [server] = options.configroot.supervisord.server_configs
+    assert server["username"] == "swarm" and len(server["password"]) >= 24
+    ctl = supervisorctl_reads(tmp_path)
+    assert (ctl.serverurl, ctl.username, ctl.password) == (cfg["autoscale"]["supervisor_url"], "swarm",
+                                                           server["password"])
+    # The autoscaler reaches the socket through its supervisor_url, which now carries the password.
+    assert _credentials(autoscaler_url(options)) == ("swarm", server["password"], cfg["autoscale"]["supervisor_url"])
+    again = deploy.render(cfg, layout(tmp_path, autoscale=True, processes=4))
+    assert server["password"] not in again  # each site its own
+
+
+def test_a_password_in_the_supervisor_url_is_the_sockets(tmp_path):
+    cfg = site(tmp_path, {"SWARM_AUTOSCALE_SUPERVISOR_URL": "unix://ops:p%40ss@/run/swarm/s.sock"})
+    options = supervisord_reads(tmp_path, deploy.render(cfg, layout(tmp_path, autoscale=True, processes=4)))
+    [server] = options.configroot.supervisord.server_configs
+    assert (server["file"], server["username"], server["password"]) == ("/run/swarm/s.sock", "ops", "p@ss")
+    assert _credentials(autoscaler_url(options)) == ("ops", "p@ss", "unix:///run/swarm/s.sock")
+
+
+def test_the_supervisor_url_is_shown_without_its_password(tmp_path):
+    cfg = site(tmp_path, {"SWARM_AUTOSCALE_SUPERVISOR_URL": "unix://ops:p%40ss@/run/swarm/s.sock"})
+    assert cfg.describe()["autoscale"]["supervisor_url"] == "unix://ops:***@/run/swarm/s.sock"
+
+
+def test_a_render_over_an_earlier_one_keeps_its_password(tmp_path):
+    # A running supervisord keeps the password it started with: `supervisorctl update` must present it.
+    out = tmp_path / "supervisord.conf"
+    deploy.write_private(out, deploy.render(site(tmp_path), layout(tmp_path)))
+    first = supervisorctl_reads(tmp_path).password
+    kept = deploy.previous_password(out)
+    assert kept == first
+    deploy.write_private(out, deploy.render(site(tmp_path), layout(tmp_path, control_password=kept)))
+    assert supervisorctl_reads(tmp_path).password == first
+    assert deploy.previous_password(tmp_path / "none.conf") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives a file away")
+def test_the_file_is_the_service_users_so_supervisord_can_read_it_again(tmp_path):
+    out = tmp_path / "supervisord.conf"
+    deploy.write_private(out, "text", owner="nobody")
+    assert out.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
 def test_an_http_control_port_with_a_password(tmp_path):
@@ -157,20 +216,25 @@ def test_the_command_writes_the_file_and_shows_no_password(tmp_path, monkeypatch
     assert main(args) == EXIT_OK
     shown = capsys.readouterr()
     assert "s3cret-pw" not in shown.out + shown.err and "swarm:***@db1" in shown.out
+    assert "password=***" in shown.out
     out = tmp_path / "out.conf"
     assert main([*args, "--out", str(out), "--processes", "2", "--env", "PYTHONPATH=/srv/app"]) == EXIT_OK
+    password = deploy.previous_password(out)
     assert "s3cret-pw" not in capsys.readouterr().out
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     procs = programs(supervisord_reads(tmp_path, out.read_text()))["swarm-worker"]
     assert len(procs) == 2 and procs[0].environment["SWARM_BACKENDS_LEDGER"] == LEDGER
     assert procs[0].environment["PYTHONPATH"] == "/srv/app"
+    assert main([*args, "--out", str(out), "--processes", "2"]) == EXIT_OK  # rendered again: the same password
+    assert deploy.previous_password(out) == password and password not in capsys.readouterr().out
     assert main([*args, "--env", "NOEQUALS"]) == EXIT_USAGE
 
 
 def example() -> str:
     """The committed deploy/supervisord.conf: deploy/swarm.toml installed as the README says."""
     cfg = config.load(str(ROOT / "deploy" / "swarm.toml"), env={})
-    layout = deploy.Layout(processes=cfg["worker"]["processes"], python="/opt/swarm/.venv/bin/python")
+    layout = deploy.Layout(processes=cfg["worker"]["processes"], python="/opt/swarm/.venv/bin/python", user="swarm",
+                           control_password="GENERATED-WHEN-RENDERED")
     return deploy.render(Config(cfg.data, "/etc/swarm/swarm.toml"), layout)
 
 
@@ -181,3 +245,9 @@ def test_the_committed_example_is_current():
 
 if __name__ == "__main__":
     (ROOT / "deploy" / "supervisord.conf").write_text(example())
+
+
+def test_the_example_config_shows_the_masters_alert_and_deadline():
+    master = config.load(str(ROOT / "deploy" / "swarm.toml"), env={})["master"]
+    assert shlex.split(master["alert_command"])[:2] == ["mail", "-s"]  # one word per argument, quotes honoured
+    assert master["deadline"] == "06:00"

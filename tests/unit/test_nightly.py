@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import datetime
+import grp
 import json
 import os
+import pwd
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -206,3 +210,29 @@ def test_usage_errors_exit_2(fake, args):
     done = subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "swarm-nightly" in done.stderr or "usage" in done.stderr
+
+
+def test_the_log_is_for_the_service_group_only(fake):
+    fake.codes(0)
+    assert fake.run().returncode == 0
+    assert stat.S_IMODE(fake.log.stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate is not installed")
+def test_logrotate_copies_and_truncates_the_log_in_place(fake, tmp_path):
+    fake.log = fake.dir / "log" / "nightly-merchant_daily.log"  # as deploy/crontab names it
+    fake.codes(0, 0)
+    assert fake.run().returncode == 0
+    before = fake.log.read_text()
+    me = f"su {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}" if os.geteuid() == 0 else ""
+    rules = (ROOT / "deploy" / "logrotate").read_text()
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(rules.replace("/var/log/swarm/", f"{fake.log.parent}/").replace("su swarm swarm", me))
+    done = subprocess.run(["logrotate", "--force", "--state", str(tmp_path / "state"), str(conf)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rotated = fake.log.with_name(fake.log.name + ".1")
+    assert rotated.read_text() == before and fake.log.read_text() == ""
+    assert stat.S_IMODE(rotated.stat().st_mode) == stat.S_IMODE(fake.log.stat().st_mode) == 0o640
+    assert fake.run().returncode == 0  # the next night writes on in the same file
+    assert f"run {RUN} is done" in fake.log.read_text()
