@@ -287,3 +287,21 @@ def _declare_as_guest(vhost: str, queue: str) -> None:
         conn.channel().queue_declare(queue, durable=True)
     finally:
         conn.close()
+
+
+def test_the_whole_night_under_supervisord_and_its_autoscaler_on_the_documented_grants(site):
+    """As the README sets a site up: workers and the autoscaler under supervisord, the master from swarm-nightly."""
+    from tests.integration.supervised import Supervisord
+    from tests.integration.test_supervisor import nightly
+
+    sv = Supervisord(site, 2, autoscale={"min": 1, "max": 2, "interval": 0.5, "up_depth": 2})
+    sv.start()
+    try:
+        wait_until(lambda: len(sv.running()) >= 1, "the autoscaler's first worker", timeout=30)
+        master = nightly(site, "nightly.log")
+        out, err = master.communicate(timeout=240)
+        assert master.returncode == 0, f"{out}\n{err}\n{sv.log_tail()}"
+        written, expected = site.exact()
+        assert written == expected and len(expected) == 40
+    finally:
+        sv.stop()
