@@ -43,7 +43,10 @@ def clean_credentials(url: str) -> bool:
 
 
 def check_credentials(key: str, url: str, where: str = "", password_file: str | None = None) -> None:
-    """``ConfigError`` naming ``key`` when ``url``'s password is not percent-encoded; shows no part of the URL's credentials."""
+    """``ConfigError`` naming ``key`` (set ``where``) when ``url``'s password is not percent-encoded.
+
+    The message shows no part of the URL but its scheme: any other part may be a piece of the password.
+    """
     if clean_credentials(url):
         return
     scheme = url.partition("://")[0] if "://" in url else "the"

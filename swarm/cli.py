@@ -199,6 +199,13 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--dir", default=".", help="where to write it (default: here)")
     j.set_defaults(func=_new_job)
 
+    c = sub.add_parser("config", help="check the config: each setting and where it came from, then each backend "
+                                      "(exit 0 all well, 2 a config problem, 75 a backend unreachable)")
+    c.add_argument("action", choices=["check"])
+    c.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (as before the command)")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds each backend has to answer (default 10)")
+    c.set_defaults(func=_config)
+
     h = sub.add_parser("hbase-dev", add_help=False,
                        help="the HBase Thrift development server (a test stand-in, not a store); --help for options")
     h.set_defaults(func=_hbase_dev)
@@ -596,6 +603,28 @@ def _new_job(args, cfg) -> int:
     print(f"next: swarm tables create {n} && swarm tables load {n}_events {n}_sample.jsonl && "
           f"pytest test_{n}.py && swarm run {n} --date {SAMPLE_DATE}")
     return EXIT_OK
+
+
+def _config(args, cfg) -> int:
+    """``config check``: the settings, then one line per backend; the exit code of the worst finding."""
+    from swarm import check
+
+    if args.timeout <= 0:
+        raise ConfigError("config check: --timeout must be more than 0 seconds")
+    print(f"config: {check.config_source(cfg)}")
+    rows = [("setting", "value", "from"), *check.settings(cfg)]
+    key_width, value_width = (min(60, max(len(row[i]) for row in rows)) for i in (0, 1))
+    for key, value, source in rows:
+        print(f"  {key:<{key_width}}  {value:<{value_width}}  {source}")
+    findings = check.run_checks(cfg, args.timeout)
+    print()
+    for finding in findings:
+        print(f"{finding.role:<9} {finding.status:<12} {finding.text}")
+    worst = check.exit_status(findings)
+    code = {check.OK: EXIT_OK, check.PROBLEM: EXIT_USAGE, check.UNREACHABLE: EXIT_UNAVAILABLE}[worst]
+    print({check.OK: "all well", check.PROBLEM: f"a config problem (exit {code})",
+           check.UNREACHABLE: f"a backend did not answer (exit {code})"}[worst])
+    return code
 
 
 def _hbase_dev(args, cfg) -> int:
