@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="one run: phases, messages by state, failures")
     s.add_argument("run")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--watch", action="store_true", help="redraw in place until the run finishes, or Ctrl-C")
+    s.add_argument("--interval", type=float, default=2.0, help="--watch: seconds between redraws (default 2)")
+    s.add_argument("--refreshes", type=int, metavar="N", help="--watch: stop after N views even if the run goes on")
     s.set_defaults(func=_status)
 
     q = sub.add_parser("dlq", help="dead letters: list, show, replay")
@@ -416,27 +419,68 @@ def _runs(args, cfg) -> int:
 
 
 def _status(args, cfg) -> int:
-    from swarm.report import print_status
+    from swarm.report import print_status, status_dict, watch_status
 
-    from swarm.backends import open_broker
-    from swarm.broker import stage_queue
-    from swarm.report import stage_dict
-
+    _check_watch(args)
     ledger = _ledger(cfg)
     run = ledger.get_run(args.run)
     if run is None:
         raise ConfigError(f"no run {args.run!r}; `swarm runs` lists them")
-    stages = None
+    stages = _stage_reader(cfg, run, ledger)
+    try:
+        if not args.watch:
+            print_status(run, ledger, as_json=args.json, stages=stages(run))
+            return EXIT_OK
+
+        def load():
+            now = ledger.get_run(args.run) or run  # pruned meanwhile: the last view stays
+            return now, status_dict(now, ledger, stages(now))
+
+        watch_status(load, args.interval, refreshes=args.refreshes)
+    finally:
+        stages.close()
+    return EXIT_OK
+
+
+def _check_watch(args) -> None:
+    if not args.watch:
+        if args.refreshes is not None:
+            raise ConfigError("status: --refreshes goes with --watch")
+        return
+    if args.json:
+        raise ConfigError("status: --watch redraws a view for a terminal; --json prints one snapshot: use one")
+    if args.interval <= 0:
+        raise ConfigError("status: --interval must be more than 0 seconds")
+    if args.refreshes is not None and args.refreshes < 1:
+        raise ConfigError("status: --refreshes must be 1 or more")
+
+
+class _StageReader:
+    """Each stage's queue depth and rate for a run, over one broker connection; nothing for a job not loaded."""
+
+    def __init__(self, ledger, queues: dict[str, str] | None, broker):
+        self.ledger, self.queues, self.broker = ledger, queues, broker
+
+    def __call__(self, run) -> dict | None:
+        from swarm.report import stage_dict
+
+        return None if self.queues is None else stage_dict(run, self.ledger, self.queues, self.broker.depth)
+
+    def close(self) -> None:
+        if self.broker is not None:
+            self.broker.close()
+
+
+def _stage_reader(cfg, run, ledger) -> _StageReader:
+    from swarm.backends import open_broker
+    from swarm.broker import stage_queue
+
     try:
         job = _job(cfg, run.job)
     except PluginError:
-        job = None  # history of a job this host no longer has: show what the ledger knows
-    if job is not None:
-        broker = open_broker(cfg["backends"]["broker"])
-        stages = stage_dict(run, ledger, {s: stage_queue(job.name, s) for s in job.stages}, broker.depth)
-        broker.close()
-    print_status(run, ledger, as_json=args.json, stages=stages)
-    return EXIT_OK
+        return _StageReader(ledger, None, None)  # a job this host no longer has: show what the ledger knows
+    queues = {s: stage_queue(job.name, s) for s in job.stages}
+    return _StageReader(ledger, queues, open_broker(cfg["backends"]["broker"]))
 
 
 def _dlq(args, cfg) -> int:

@@ -23,7 +23,7 @@ RUNS = [run(LONG_ID, "failed", ERROR), run("merchant_daily@date=2026-11-21", "ru
 
 def shown(width: int) -> list[str]:
     console = Console(width=width, record=True)
-    print_runs(RUNS, console=console)
+    print_runs(RUNS, console=console, now=STARTED + 12.3)
     return console.export_text().splitlines()
 
 
