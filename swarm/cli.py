@@ -486,15 +486,18 @@ def _stage_reader(cfg, run, ledger) -> _StageReader:
 def _dlq(args, cfg) -> int:
     from swarm import dlq
 
-    broker, ledger = None, _ledger(cfg)
-    if args.job or args.action == "replay":
+    broker, ledger, code = None, _ledger(cfg), EXIT_OK
+    if args.job or args.action in ("list", "replay"):
         from swarm.backends import open_broker
 
         broker = open_broker(cfg["backends"]["broker"])
     if args.job:
         dlq.collect(broker, ledger, _job(cfg, args.job))
+    elif args.action == "list":
+        code = _collect_every_job(cfg, broker, ledger)
     if args.action == "list":
         dlq.print_list(ledger.dead_letters(), as_json=args.json)
+        return code
     elif args.action == "show":
         for dl_id in args.ids:
             dlq.print_one(ledger, dl_id, as_json=args.json)
@@ -506,6 +509,32 @@ def _dlq(args, cfg) -> int:
         print(f"replayed {replayed} dead letter(s)")
         if not broker.outlives_process:
             print("the in-process broker keeps nothing between commands: `swarm run JOB --date D` sends them")
+    return EXIT_OK
+
+
+def _collect_every_job(cfg, broker, ledger) -> int:
+    """Gather the dead letters of every job the ledger has runs of, before listing them.
+
+    A job this host cannot load is skipped with a warning; a broker that
+    cannot be read leaves the listing to what the ledger has, and exit 75.
+    """
+    from swarm import dlq
+
+    if not broker.outlives_process:
+        return EXIT_OK  # the in-process broker's queues went with the process that ran the job: nothing to gather
+    for name in ledger.jobs():
+        try:
+            job = _job(cfg, name)
+        except PluginError as exc:
+            print(f"swarm: warning: not gathering the dead letters of job {name!r}: cannot load it ({exc})",
+                  file=sys.stderr)
+            continue
+        try:
+            dlq.collect(broker, ledger, job)
+        except BackendError as exc:
+            print(f"swarm: warning: cannot gather dead letters ({exc}); listing those the ledger has",
+                  file=sys.stderr)
+            return EXIT_UNAVAILABLE
     return EXIT_OK
 
 
