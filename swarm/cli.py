@@ -654,7 +654,9 @@ def _autoscale(args, cfg) -> int:
                         settings["interval"], dry_run=args.dry_run)
     if args.once:
         decision = scaler.tick()
-        print(f"{settings['group']}: {decision.target} worker(s): {decision.reason}")
+        changed = decision.target != decision.running
+        note = " (dry run: nothing started or drained)" if args.dry_run and changed else ""
+        print(f"{settings['group']}: {decision.describe()}{note}")
         return EXIT_OK
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
