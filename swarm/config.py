@@ -105,7 +105,9 @@ class Config:
     def source_of(self, key: str) -> str:
         """Where ``key`` came from, in a word: ``file``, the variable that set it, ``override`` or ``default``."""
         where = self.origins.get(key)
-        return {"file": "file", "an override": "override", None: "default"}.get(where, where or "default")
+        if where is None:
+            return "default"
+        return "override" if where == "an override" else where
 
     def __getitem__(self, section: str) -> Mapping[str, Any]:
         return self.data[section]
