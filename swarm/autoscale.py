@@ -60,7 +60,12 @@ class Policy:
 class Decision:
     target: int  # workers that should be running
     low_since: float | None  # since when fewer workers would have done; carry it to the next call
-    reason: str
+    reason: str  # why ``target``, worded to follow "N running, target M: "
+    running: int = 0  # workers running when it was decided
+
+    def describe(self) -> str:
+        """``0 running, target 1: below autoscale.min = 1``: the count now, the count wanted and why."""
+        return f"{self.running} running, target {self.target}: {self.reason}"
 
 
 def decide(depth: int | None, running: int, low_since: float | None, now: float, policy: Policy,
@@ -70,28 +75,32 @@ def decide(depth: int | None, running: int, low_since: float | None, now: float,
     ``wanted``: the target of the previous look (None: no look yet); workers
     beyond it were started by someone else.
     """
+    needed = None if depth is None else min(max(math.ceil(depth / policy.up_depth), policy.min), policy.max)
+    waiting = f"{depth} waiting, more than {policy.up_depth} per worker"
     if running < policy.min:
-        return Decision(policy.min, None, f"fewer than autoscale.min = {policy.min}")
+        if needed is not None and needed > policy.min:  # a backlog already: straight to what it needs
+            return Decision(needed, None, f"below autoscale.min = {policy.min}; {waiting}", running)
+        return Decision(policy.min, None, f"below autoscale.min = {policy.min}", running)
     if running > policy.max:
-        return Decision(policy.max, None, f"more than autoscale.max = {policy.max}")
-    if depth is None:
-        return Decision(running, None, "queue depth unknown")
-    needed = min(max(math.ceil(depth / policy.up_depth), policy.min), policy.max)
+        return Decision(policy.max, None, f"above autoscale.max = {policy.max}", running)
+    if needed is None:
+        return Decision(running, None, "queue depth unknown: holding", running)
     if needed > running:
-        return Decision(needed, None, f"{depth} waiting, more than {policy.up_depth} per worker")
+        return Decision(needed, None, waiting, running)
     if needed == running:
-        return Decision(running, None, "steady")
+        return Decision(running, None, "steady", running)
     if wanted is not None and running > wanted:
         # No calm spell for these: the queue never asked for them.
         keep = max(wanted, needed)
-        return Decision(keep, None, f"{running - wanted} started outside the autoscaler; {needed} would do")
+        return Decision(keep, None, f"{running - wanted} started outside the autoscaler; {needed} would do", running)
     if low_since is None:
-        return Decision(running, now, f"{needed} would do; waiting {policy.down_idle_seconds:.0f} s to be sure")
+        return Decision(running, now, f"{needed} would do; waiting {policy.down_idle_seconds:.0f} s to be sure",
+                        running)
     if now - low_since < policy.down_idle_seconds:
-        return Decision(running, low_since, f"{needed} would do for {now - low_since:.0f} s")
+        return Decision(running, low_since, f"{needed} would do for {now - low_since:.0f} s", running)
     # The calm spell for the next one starts now.
     return Decision(running - 1, now if needed < running - 1 else None,
-                    f"{needed} would have done for {now - low_since:.0f} s")
+                    f"{needed} would have done for {now - low_since:.0f} s", running)
 
 
 class Supervisor:

@@ -1,6 +1,7 @@
 """Open a backend from its URL; say what is wrong with a URL without showing its secrets."""
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 from swarm.broker import Broker
@@ -13,17 +14,81 @@ LEDGER_SCHEMES = ("sqlite", "mysql")
 TABLE_SCHEMES = ("embedded", "hbase")
 
 
+# RFC 3986's userinfo: unreserved and sub-delimiter characters, ":" and percent-encoded octets.
+_USERINFO = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})*")
+QUOTE_HINT = "urllib.parse.quote(password, safe='')"
+
+
+def clean_credentials(url: str) -> bool:
+    """Whether ``url``'s user and password can be told apart from the rest of it without doubt.
+
+    They cannot when a password holds an unencoded ``@ / ? # %`` or space:
+    ``amqp://u:p@ss/w%rd@host/vh`` parses as host ``ss`` and password ``p``,
+    and any redaction would show the rest of the password. So besides a
+    clean ``user:password``, an ``@`` may appear only once, before the host,
+    and ``#`` not at all (a fragment means nothing to a backend). A URL with
+    no host part (``sqlite:///path``) has no credentials: it is clean.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "@" not in url
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if not authority:
+        return True
+    userinfo, at, _ = authority.rpartition("@")
+    after = rest[len(authority):]
+    if "@" in after or "#" in after:
+        return False
+    return not at or bool(_USERINFO.fullmatch(userinfo))
+
+
+def check_credentials(key: str, url: str, where: str = "", password_file: str | None = None) -> None:
+    """``ConfigError`` naming ``key`` (set ``where``) when ``url``'s password is not percent-encoded.
+
+    The message shows no part of the URL but its scheme: any other part may be a piece of the password.
+    """
+    if clean_credentials(url):
+        return
+    scheme = url.partition("://")[0] if "://" in url else "the"
+    instead = f", or put the password in {password_file} and leave it out of the URL" if password_file else ""
+    raise ConfigError(
+        f"{key}{f', {where}' if where else ''}: cannot tell the user and password of this {scheme}:// URL from "
+        f"its host: a password (or user) holding @ / ? # %, a space or another character outside letters, digits "
+        f"and -._~!$&'()*+,;=: must be percent-encoded. Encode the password with {QUOTE_HINT} (for instance "
+        f"python3 -c \"import getpass, urllib.parse; print(urllib.parse.quote(getpass.getpass(), safe=''))\") "
+        f"and write the result in the URL{instead}; an @ or # anywhere else in the URL is written %40 or %23"
+    )
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``: the only form of a URL that is logged."""
+    """``url`` with any password replaced by ``***``: the only form of a URL that is logged.
+
+    A URL whose credentials cannot be told apart from the rest
+    (``clean_credentials``) is shown as ``<unparseable URL>``: half of a
+    password is no better hidden than all of it. One whose port is not a
+    number is shown as its scheme and host: in ``amqp://user:pass``, the
+    "port" is a password.
+    """
+    if not clean_credentials(url):
+        return "<unparseable URL>"
     try:
         parts = urllib.parse.urlsplit(url)
+        parts.port
     except ValueError:
-        return "<unparseable URL>"
+        return _scheme_and_host(url)
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _scheme_and_host(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or ''}"
+    except ValueError:
+        return "<unparseable URL>"
 
 
 def with_password(url: str, password: str) -> str:
@@ -62,9 +127,14 @@ def file_path(url: str) -> str:
 
 
 def check_url(key: str, url: str) -> None:
-    """Raise ``ConfigError`` naming ``key`` when ``url`` has the wrong scheme."""
+    """Raise ``ConfigError`` naming ``key`` when ``url`` has the wrong scheme or a port that is not a number."""
     allowed = {"broker": BROKER_SCHEMES, "ledger": LEDGER_SCHEMES, "tables": TABLE_SCHEMES}[key.rsplit(".", 1)[-1]]
     _scheme(url, key, allowed)
+    try:
+        urllib.parse.urlsplit(url).port
+    except ValueError:
+        # Not the port itself: without a host, as in amqp://user:pass, it is a password.
+        raise ConfigError(f"{key}: the port in {redact(url)}:... is not a number from 0 to 65535") from None
 
 
 def open_broker(url: str) -> Broker:

@@ -141,5 +141,9 @@ class Broker(abc.ABC):
         """What to configure when a handler can outlast the broker's consumer timeout; None if it fits."""
         return None
 
+    def ping(self) -> str:
+        """Connect now if not connected, declaring nothing; what answered (``swarm config check``)."""
+        return "in-process: nothing to connect to"
+
     def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""

@@ -166,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="one run: phases, messages by state, failures")
     s.add_argument("run")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--watch", action="store_true", help="redraw in place until the run finishes, or Ctrl-C")
+    s.add_argument("--interval", type=float, default=2.0, help="--watch: seconds between redraws (default 2)")
+    s.add_argument("--refreshes", type=int, metavar="N", help="--watch: stop after N views even if the run goes on")
     s.set_defaults(func=_status)
 
     q = sub.add_parser("dlq", help="dead letters: list, show, replay")
@@ -226,6 +229,13 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("name", help="the job's name, also its module's: lower case letters, digits and _")
     j.add_argument("--dir", default=".", help="where to write it (default: here)")
     j.set_defaults(func=_new_job)
+
+    c = sub.add_parser("config", help="check the config: each setting and where it came from, then each backend "
+                                      "(exit 0 all well, 2 a config problem, 75 a backend unreachable)")
+    c.add_argument("action", choices=["check"])
+    c.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (as before the command)")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds each backend has to answer (default 10)")
+    c.set_defaults(func=_config)
 
     h = sub.add_parser("hbase-dev", add_help=False,
                        help="the HBase Thrift development server (a test stand-in, not a store); --help for options")
@@ -468,41 +478,85 @@ def _cancel(args, cfg) -> int:
 
 
 def _status(args, cfg) -> int:
-    from swarm.report import print_status
+    from swarm.report import print_status, status_dict, watch_status
 
-    from swarm.backends import open_broker
-    from swarm.broker import stage_queue
-    from swarm.report import stage_dict
-
+    _check_watch(args)
     ledger = _ledger(cfg)
     run = ledger.get_run(args.run)
     if run is None:
         raise ConfigError(f"no run {args.run!r}; `swarm runs` lists them")
-    stages = None
+    stages = _stage_reader(cfg, run, ledger)
+    try:
+        if not args.watch:
+            print_status(run, ledger, as_json=args.json, stages=stages(run))
+            return EXIT_OK
+
+        def load():
+            now = ledger.get_run(args.run) or run  # pruned meanwhile: the last view stays
+            return now, status_dict(now, ledger, stages(now))
+
+        watch_status(load, args.interval, refreshes=args.refreshes)
+    finally:
+        stages.close()
+    return EXIT_OK
+
+
+def _check_watch(args) -> None:
+    if not args.watch:
+        if args.refreshes is not None:
+            raise ConfigError("status: --refreshes goes with --watch")
+        return
+    if args.json:
+        raise ConfigError("status: --watch redraws a view for a terminal; --json prints one snapshot: use one")
+    if args.interval <= 0:
+        raise ConfigError("status: --interval must be more than 0 seconds")
+    if args.refreshes is not None and args.refreshes < 1:
+        raise ConfigError("status: --refreshes must be 1 or more")
+
+
+class _StageReader:
+    """Each stage's queue depth and rate for a run, over one broker connection; nothing for a job not loaded."""
+
+    def __init__(self, ledger, queues: dict[str, str] | None, broker):
+        self.ledger, self.queues, self.broker = ledger, queues, broker
+
+    def __call__(self, run) -> dict | None:
+        from swarm.report import stage_dict
+
+        return None if self.queues is None else stage_dict(run, self.ledger, self.queues, self.broker.depth)
+
+    def close(self) -> None:
+        if self.broker is not None:
+            self.broker.close()
+
+
+def _stage_reader(cfg, run, ledger) -> _StageReader:
+    from swarm.backends import open_broker
+    from swarm.broker import stage_queue
+
     try:
         job = _job(cfg, run.job)
     except PluginError:
-        job = None  # history of a job this host no longer has: show what the ledger knows
-    if job is not None:
-        broker = open_broker(cfg["backends"]["broker"])
-        stages = stage_dict(run, ledger, {s: stage_queue(job.name, s) for s in job.stages}, broker.depth)
-        broker.close()
-    print_status(run, ledger, as_json=args.json, stages=stages)
-    return EXIT_OK
+        return _StageReader(ledger, None, None)  # a job this host no longer has: show what the ledger knows
+    queues = {s: stage_queue(job.name, s) for s in job.stages}
+    return _StageReader(ledger, queues, open_broker(cfg["backends"]["broker"]))
 
 
 def _dlq(args, cfg) -> int:
     from swarm import dlq
 
-    broker, ledger = None, _ledger(cfg)
-    if args.job or args.action == "replay":
+    broker, ledger, code = None, _ledger(cfg), EXIT_OK
+    if args.job or args.action in ("list", "replay"):
         from swarm.backends import open_broker
 
         broker = open_broker(cfg["backends"]["broker"])
     if args.job:
         dlq.collect(broker, ledger, _job(cfg, args.job))
+    elif args.action == "list":
+        code = _collect_every_job(cfg, broker, ledger)
     if args.action == "list":
         dlq.print_list(ledger.dead_letters(), as_json=args.json)
+        return code
     elif args.action == "show":
         for dl_id in args.ids:
             dlq.print_one(ledger, dl_id, as_json=args.json)
@@ -514,6 +568,32 @@ def _dlq(args, cfg) -> int:
         print(f"replayed {replayed} dead letter(s)")
         if not broker.outlives_process:
             print("the in-process broker keeps nothing between commands: `swarm run JOB --date D` sends them")
+    return EXIT_OK
+
+
+def _collect_every_job(cfg, broker, ledger) -> int:
+    """Gather the dead letters of every job the ledger has runs of, before listing them.
+
+    A job this host cannot load is skipped with a warning; a broker that
+    cannot be read leaves the listing to what the ledger has, and exit 75.
+    """
+    from swarm import dlq
+
+    if not broker.outlives_process:
+        return EXIT_OK  # the in-process broker's queues went with the process that ran the job: nothing to gather
+    for name in ledger.jobs():
+        try:
+            job = _job(cfg, name)
+        except PluginError as exc:
+            print(f"swarm: warning: not gathering the dead letters of job {name!r}: cannot load it ({exc})",
+                  file=sys.stderr)
+            continue
+        try:
+            dlq.collect(broker, ledger, job)
+        except BackendError as exc:
+            print(f"swarm: warning: cannot gather dead letters ({exc}); listing those the ledger has",
+                  file=sys.stderr)
+            return EXIT_UNAVAILABLE
     return EXIT_OK
 
 
@@ -635,7 +715,9 @@ def _autoscale(args, cfg) -> int:
                         settings["interval"], dry_run=args.dry_run)
     if args.once:
         decision = scaler.tick()
-        print(f"{settings['group']}: {decision.target} worker(s): {decision.reason}")
+        changed = decision.target != decision.running
+        note = " (dry run: nothing started or drained)" if args.dry_run and changed else ""
+        print(f"{settings['group']}: {decision.describe()}{note}")
         return EXIT_OK
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -657,6 +739,28 @@ def _new_job(args, cfg) -> int:
     print(f"next: swarm tables create {n} && swarm tables load {n}_events {n}_sample.jsonl && "
           f"pytest test_{n}.py && swarm run {n} --date {SAMPLE_DATE}")
     return EXIT_OK
+
+
+def _config(args, cfg) -> int:
+    """``config check``: the settings, then one line per backend; the exit code of the worst finding."""
+    from swarm import check
+
+    if args.timeout <= 0:
+        raise ConfigError("config check: --timeout must be more than 0 seconds")
+    print(f"config: {check.config_source(cfg)}")
+    rows = [("setting", "value", "from"), *check.settings(cfg)]
+    key_width, value_width = (min(60, max(len(row[i]) for row in rows)) for i in (0, 1))
+    for key, value, source in rows:
+        print(f"  {key:<{key_width}}  {value:<{value_width}}  {source}")
+    findings = check.run_checks(cfg, args.timeout)
+    print()
+    for finding in findings:
+        print(f"{finding.role:<9} {finding.status:<12} {finding.text}")
+    worst = check.exit_status(findings)
+    code = {check.OK: EXIT_OK, check.PROBLEM: EXIT_USAGE, check.UNREACHABLE: EXIT_UNAVAILABLE}[worst]
+    print({check.OK: "all well", check.PROBLEM: f"a config problem (exit {code})",
+           check.UNREACHABLE: f"a backend did not answer (exit {code})"}[worst])
+    return code
 
 
 def _hbase_dev(args, cfg) -> int:

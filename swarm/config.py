@@ -19,7 +19,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
-from swarm.backends import check_url, redact, with_password
+from swarm.backends import check_credentials, check_url, redact, with_password
 from swarm.errors import ConfigError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -74,6 +74,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 LOG_FORMATS = ("text", "json")
 PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_file"}  # URL key: its file key
+# Settings that are URLs: shown only redacted, and refused when a password in them is not percent-encoded.
+URLS = ("backends.broker", "backends.ledger", "backends.tables", "autoscale.supervisor_url")
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
 ENV_PREFIX = "SWARM_"
@@ -93,7 +95,8 @@ class Config:
                  origins: Mapping[str, str] | None = None):
         self.data = data
         self.source = source
-        self.origins = dict(origins or {})  # "section.key": the variable that set it, or "file"
+        # "section.key" (or "options.job.key"): the variable that set it, "file", or "an override"
+        self.origins = dict(origins or {})
 
     def origin(self, key: str) -> str:
         """Where the setting ``key`` (``section.key``) came from, for an error that must say so."""
@@ -105,6 +108,13 @@ class Config:
         if self.source == "defaults":
             return f"the default: no config file was read (no --config, and no swarm.toml in {os.getcwd()})"
         return f"the default: {file} does not set it"
+
+    def source_of(self, key: str) -> str:
+        """Where ``key`` came from, in a word: ``file``, the variable that set it, ``override`` or ``default``."""
+        where = self.origins.get(key)
+        if where is None:
+            return "default"
+        return "override" if where == "an override" else where
 
     def __getitem__(self, section: str) -> Mapping[str, Any]:
         return self.data[section]
@@ -118,11 +128,11 @@ class Config:
         return dict(self.data.get("options", {}).get(job, {}))
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """The settings with secrets redacted, for logs and ``--show-config``."""
+        """The settings with secrets redacted, for logs and ``swarm config check``."""
         out = copy.deepcopy({k: dict(v) for k, v in self.data.items()})
-        for key in ("broker", "ledger", "tables"):
-            out["backends"][key] = redact(out["backends"][key])
-        out["autoscale"]["supervisor_url"] = redact(out["autoscale"]["supervisor_url"])
+        for dotted in URLS:
+            section, key = dotted.split(".")
+            out[section][key] = redact(out[section][key])
         for section, key in SECRETS:
             if out[section][key]:
                 out[section][key] = "***"
@@ -144,15 +154,25 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
         section, key = dotted.split(".", 1)
         data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
         origins[dotted] = "an override"
-    for key in ("broker", "ledger", "tables"):
-        check_url(f"backends.{key}", data["backends"][key])
+    cfg = Config(data, source, origins)
+    _check_urls(cfg)
     _apply_password_files(data["backends"])
     if data["log"]["format"] not in LOG_FORMATS:
         raise ConfigError(f"log.format must be one of {', '.join(LOG_FORMATS)}, got {data['log']['format']!r}")
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")
-    return Config(data, source, origins)
+    return cfg
+
+
+def _check_urls(cfg: Config) -> None:
+    """Each URL setting's scheme, and that its password (if any) is percent-encoded."""
+    for dotted in URLS:
+        section, key = dotted.split(".")
+        url, file_key = cfg[section][key], PASSWORD_FILES.get(key)
+        check_credentials(dotted, url, cfg.origin(dotted), f"backends.{file_key}" if file_key else None)
+        if section == "backends":
+            check_url(dotted, url)
 
 
 def _apply_password_files(backends: dict[str, Any]) -> None:
@@ -200,6 +220,7 @@ def _merge_file(data: dict, file: Path, origins: dict[str, str]) -> None:
         if section in FREE_SECTIONS:
             _check_free(section, values, file)
             data[section] = values
+            origins.update({f"{section}.{job}.{key}": "file" for job, table in values.items() for key in table})
             continue
         if section not in DEFAULTS:
             raise ConfigError(f"unknown section [{section}] in {file}; known: {', '.join([*DEFAULTS, *FREE_SECTIONS])}")
@@ -231,6 +252,7 @@ def _merge_env(data: dict, env: Mapping[str, str], origins: dict[str, str]) -> N
         if name.startswith(f"{ENV_PREFIX}OPTIONS_"):
             job, key = _env_option(name)
             data["options"].setdefault(job, {})[key] = _option_value(value)
+            origins[f"options.{job}.{key}"] = name
             continue
         section, key = _env_setting(name)
         default = DEFAULTS[section][key]

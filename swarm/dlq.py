@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from swarm.broker import Broker, DeadLetter, stage_queue
 from swarm.envelope import Envelope, peek
@@ -92,7 +93,9 @@ def print_list(records: list[DeadLetterRecord], as_json: bool = False) -> None:
     table = Table("id", "queue", "message", "when", "reason")
     for r in records:
         when = datetime.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(str(r.id), r.queue, r.message_id or "(undecodable)", when, r.reason.splitlines()[0][:90])
+        reason = (r.reason.splitlines() or [""])[0][:90]
+        # Text, not markup: a reason or a forged message id may hold brackets rich would read as styles.
+        table.add_row(str(r.id), Text(r.queue), Text(r.message_id or "(undecodable)"), when, Text(reason))
     Console().print(table)
 
 

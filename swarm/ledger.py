@@ -166,6 +166,10 @@ class Ledger(abc.ABC):
         """Runs newest first, filtered; ``text`` matches inside the error."""
 
     @abc.abstractmethod
+    def jobs(self) -> list[str]:
+        """The jobs the ledger has runs of, by name."""
+
+    @abc.abstractmethod
     def update_run(
         self, run_id: str, *, status: str | None = None, phase: str | None = None,
         error: str | None = None, finished: bool = False,
@@ -268,8 +272,13 @@ class Ledger(abc.ABC):
         """Queued messages untouched since ``older_than``; touched now, returned for re-publishing."""
 
     @abc.abstractmethod
-    def failures(self, run_id: str, limit: int = 100) -> list[Failure]:
-        """Messages that are dead or aborted, or have a recorded error."""
+    def failures(self, run_id: str, limit: int = 100, recovered: bool | None = None) -> list[Failure]:
+        """Messages that are dead or aborted, or have a recorded error, latest first.
+
+        ``recovered`` True: only those done in the end (the error is the last
+        one before it succeeded); False: only the others (dead, aborted, or
+        still to be retried); None: both.
+        """
 
     @abc.abstractmethod
     def counters(self, run_id: str) -> dict[str, int]:

@@ -4,25 +4,40 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import time
+from typing import Callable, Mapping
 
-from rich.console import Console
 from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from typing import Callable, Mapping
-
 from swarm.errors import SwarmError
-from swarm.ledger import Ledger, Run
+from swarm.ledger import M_ABORTED, M_DEAD, RUNNING, Ledger, Run
 
 
 def _when(ts: float | None) -> str:
     return "" if ts is None else datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _took(run: Run) -> str:
-    end = run.finished_at or run.updated_at
-    return f"{end - run.created_at:.1f}s"
+def _took(run: Run, now: float | None = None) -> str:
+    """How long a finished run took; how long a running one has been running, until ``now``."""
+    if run.status == RUNNING:
+        end = time.time() if now is None else now
+    else:
+        end = run.finished_at or run.updated_at
+    return duration(max(0.0, end - run.created_at))
+
+
+def duration(seconds: float) -> str:
+    """``12.3s``, ``4m 05s``, ``2h 07m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 def run_dict(run: Run) -> dict:
@@ -34,22 +49,23 @@ MIN_ERROR_WIDTH = 16  # narrower, an error says nothing: the column goes
 SHORT_STARTED = slice(5, 16)  # "2026-11-22 02:00:13" -> "11-22 02:00"
 
 
-def print_runs(runs: list[Run], as_json: bool = False, console: Console | None = None) -> None:
+def print_runs(runs: list[Run], as_json: bool = False, console: Console | None = None,
+               now: float | None = None) -> None:
     if as_json:
         print(json.dumps([run_dict(r) for r in runs], indent=2))
         return
     console = console or Console()
-    console.print(runs_table(runs, console.width))
+    console.print(runs_table(runs, console.width, now))
 
 
-def runs_table(runs: list[Run], width: int) -> Table:
+def runs_table(runs: list[Run], width: int, now: float | None = None) -> Table:
     """The run history within ``width`` columns.
 
     On a narrow terminal the error gives way first (cut, then left out),
     then the started time (shortened, then left out), then phase and took;
     never the run id or the status, which are what an operator types next.
     """
-    rows = [_run_cells(r) for r in runs]
+    rows = [_run_cells(r, now) for r in runs]
     widths = {name: max([len(name), *(cell_len(row[name]) for row in rows)]) for name in RUN_COLUMNS}
     _fit_error(widths, width)
     if _table_width(widths) > width:
@@ -61,10 +77,10 @@ def runs_table(runs: list[Run], width: int) -> Table:
     return _table(rows, widths, borders=_table_width(widths) <= width)
 
 
-def _run_cells(run: Run) -> dict[str, str]:
+def _run_cells(run: Run, now: float | None = None) -> dict[str, str]:
     error = run.error.splitlines()[0][:80] if run.error else ""
     return {"run": run.id, "status": run.status, "phase": run.phase or "", "started": _when(run.created_at),
-            "took": _took(run), "error": error}
+            "took": _took(run, now), "error": error}
 
 
 def _table_width(widths: dict[str, int]) -> int:
@@ -115,37 +131,121 @@ def stage_dict(run: Run, ledger: Ledger, queues: Mapping[str, str], depth: Calla
     return out
 
 
+FAILURES_SHOWN = 100  # of each kind, latest first
+
+
 def status_dict(run: Run, ledger: Ledger, stages: dict | None = None) -> dict:
+    """``failures``: messages dead, aborted or waiting to be retried; ``recovered``: done in the end, with
+    the last error they met on the way."""
+    def listed(recovered: bool) -> list[dict]:
+        return [dataclasses.asdict(f) for f in ledger.failures(run.id, FAILURES_SHOWN, recovered=recovered)]
+
     return {
         "run": run_dict(run),
         "messages": ledger.chunk_counts(run.id),
         "stages": stages or {},
         "counters": ledger.counters(run.id),
-        "failures": [dataclasses.asdict(f) for f in ledger.failures(run.id)],
+        "failures": listed(False),
+        "recovered": listed(True),
     }
 
 
-def print_status(run: Run, ledger: Ledger, as_json: bool = False, stages: dict | None = None) -> None:
+def print_status(run: Run, ledger: Ledger, as_json: bool = False, stages: dict | None = None,
+                 console: Console | None = None) -> None:
     doc = status_dict(run, ledger, stages)
     if as_json:
         print(json.dumps(doc, indent=2))
         return
-    console = Console()
-    console.print(f"[bold]{run.id}[/]  {run.status}  phase {run.phase or '-'}  started {_when(run.created_at)}  "
-                  f"took {_took(run)}")
+    # soft_wrap: long lines stay whole and uncut, so a traceback reads (and copies) as it was recorded.
+    (console or Console()).print(status_view(run, doc), soft_wrap=True)
+
+
+def watch_status(load: Callable[[], tuple[Run, dict]], interval: float, console: Console | None = None,
+                 refreshes: int | None = None, sleep: Callable[[float], None] = time.sleep) -> Run:
+    """The status from ``load()``, redrawn in place every ``interval`` seconds.
+
+    Until the run is no longer running, ``refreshes`` views have been shown,
+    or Ctrl-C; returns the run as last seen.
+    """
+    run, doc = load()
+    shown = 1
+    with Live(status_view(run, doc), console=console or Console(), auto_refresh=False) as live:
+        try:
+            while run.status == RUNNING and (refreshes is None or shown < refreshes):
+                sleep(interval)
+                run, doc = load()
+                live.update(status_view(run, doc), refresh=True)
+                shown += 1
+        except KeyboardInterrupt:
+            pass  # the way to stop watching a run that goes on
+    return run
+
+
+def status_view(run: Run, doc: dict, now: float | None = None) -> RenderableType:
+    """One run's status; every text from the ledger as ``Text``, so brackets in it are not read as styles."""
+    took = f"running for {_took(run, now)}" if run.status == RUNNING else f"took {_took(run, now)}"
+    parts: list[RenderableType] = [Text.assemble(
+        (run.id, "bold"), f"  {run.status}  phase {run.phase or '-'}  started {_when(run.created_at)}  {took}")]
     if run.error:
-        console.print(f"[red]error:[/] {run.error}")
-    table = Table("phase", "planned", "queued", "claimed", "done", "dead", "aborted")
-    for phase, states in doc["messages"].items():
-        table.add_row(phase, *(str(states.get(s, 0)) for s in ("planned", "queued", "claimed", "done", "dead", "aborted")))
-    console.print(table)
+        parts.append(Text.assemble(("error: ", "red"), run.error))
+    parts.append(_phase_table(doc["messages"]))
     if doc["stages"]:
-        queues = Table("stage", "queue", "waiting", "done/s (last minute)")
-        for stage, info in doc["stages"].items():
-            waiting = "unavailable" if info["depth"] is None else str(info["depth"])
-            queues.add_row(stage, info["queue"], waiting, f"{info['rate_per_s']:.2f}")
-        console.print(queues)
+        parts.append(_stage_table(doc["stages"]))
     if doc["counters"]:
-        console.print("counters: " + ", ".join(f"{k}={v:,}" for k, v in sorted(doc["counters"].items())))
-    for f in doc["failures"]:
-        console.print(f"[yellow]{f['state']}[/] {f['id']} (attempts {f['attempts']}):\n{f['error']}")
+        parts.append(Text("counters: " + ", ".join(f"{k}={v:,}" for k, v in sorted(doc["counters"].items()))))
+    parts += _failure_view(doc["failures"])
+    parts += _recovered_view(doc.get("recovered", []))
+    return Group(*parts)
+
+
+MESSAGE_STATES = ("planned", "queued", "claimed", "done", "dead", "aborted")
+
+
+def _phase_table(messages: Mapping[str, Mapping[str, int]]) -> Table:
+    table = Table("phase", *MESSAGE_STATES)
+    for phase, states in messages.items():
+        table.add_row(Text(phase), *(str(states.get(s, 0)) for s in MESSAGE_STATES))
+    return table
+
+
+def _stage_table(stages: Mapping[str, Mapping]) -> Table:
+    table = Table("stage", "queue", "waiting", "done/s (last minute)")
+    for stage, info in stages.items():
+        waiting = "unavailable" if info["depth"] is None else str(info["depth"])
+        table.add_row(Text(stage), Text(info["queue"]), waiting, f"{info['rate_per_s']:.2f}")
+    return table
+
+
+def _failure_view(failures: list[dict]) -> list[Text]:
+    """Each failure with its whole error (a traceback, as recorded)."""
+    if not failures:
+        return []
+    parts = [Text(f"failures ({_count(failures)}, latest first):", style="bold")]
+    for f in failures:
+        label = f["state"] if f["state"] in (M_DEAD, M_ABORTED) else "retrying"
+        parts.append(Text.assemble((label, "red" if label != "retrying" else "yellow"),
+                                   f" {f['id']} (attempts {f['attempts']}):"))
+        parts.append(Text(f["error"] or "(no error recorded)"))
+    return parts
+
+
+def _recovered_view(recovered: list[dict]) -> list[Text]:
+    """Messages done in the end: the last error each met, on one line; ``--json`` has the whole of it."""
+    if not recovered:
+        return []
+    parts = [Text(f"recovered ({_count(recovered)}): done after failing first; the last error each met:",
+                  style="bold")]
+    for f in recovered:
+        parts.append(Text.assemble(("done", "green"), f" {f['id']} after {f['attempts']} attempts: ",
+                                   _last_line(f["error"])))
+    return parts
+
+
+def _count(items: list) -> str:
+    return f"the latest {len(items)}" if len(items) >= FAILURES_SHOWN else str(len(items))
+
+
+def _last_line(error: str | None) -> str:
+    """A traceback's last line names the exception and its message."""
+    lines = [line for line in (error or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no error recorded)"

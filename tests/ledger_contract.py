@@ -198,6 +198,7 @@ class LedgerContract:
         assert ids(text="5%x") == []  # % and _ are themselves, not wildcards
         assert ids(text="0__") == []
         assert ids(limit=1) == ["b@day=3"]
+        assert ledger.jobs() == ["a", "b"]
 
     # the plan -------------------------------------------------------------------------
 
@@ -619,6 +620,18 @@ class LedgerContract:
         assert failures[dead.id].stage == "read" and failures[dead.id].chunk == "c0"
         assert len(ledger.failures(RUN, limit=2)) == 2
         assert ledger.failures("other-run") == []
+
+    def test_failures_tell_recovered_messages_from_the_others(self, ledger):
+        recovered, dead, retrying = (message(i) for i in range(3))
+        known(ledger, recovered, dead, retrying)
+        for m in (recovered, retrying):
+            ledger.release(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, M_QUEUED, "Fault: HBase busy")
+        ledger.complete(recovered.id, ledger.claim(RUN, PHASE, recovered, "w1", LEASE).token, RUN, PHASE, [], {})
+        ledger.release(dead.id, ledger.claim(RUN, PHASE, dead, "w1", LEASE).token, M_DEAD, "failed 5 times")
+        assert [(f.id, f.state, f.error, f.attempts) for f in ledger.failures(RUN, recovered=True)] == [
+            (recovered.id, M_DONE, "Fault: HBase busy", 2)]
+        assert {f.id for f in ledger.failures(RUN, recovered=False)} == {dead.id, retrying.id}
+        assert {f.id for f in ledger.failures(RUN)} == {recovered.id, dead.id, retrying.id}
 
     def test_keys_are_exact_strings(self, ledger):
         ids = ["x/a", "x/A", "x/a "]

@@ -960,6 +960,13 @@ class RabbitBroker(Broker):
         if link is not None:
             link.shut()
 
+    def ping(self) -> str:
+        """Connect now if not connected, declaring nothing: the server's product and version."""
+        props = self._call(lambda link: dict(link.conn.server_properties or {}))
+        said = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for v in (props.get("product"), props.get("version")) if v]
+        return " ".join(said) or "an AMQP server"
+
     def consumer_timeout_note(self, queue: str, handler_timeout: float) -> str | None:
         """What to configure when a handler on ``queue`` can outlast the server's consumer_timeout; None if it fits.
 

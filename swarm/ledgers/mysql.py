@@ -292,6 +292,19 @@ class MysqlLedger(SqlLedger):
         password = self.target.password
         return text.replace(password, "***") if password else text
 
+    def stored_schema_version(self) -> int | None:
+        """The schema version the database holds, None when it holds no Swarm schema; creates nothing."""
+        def work(cur: Any) -> int | None:
+            cur.execute("SELECT COUNT(*) FROM information_schema.tables "
+                        "WHERE table_schema = DATABASE() AND table_name = 'swarm_schema'")
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute("SELECT version FROM swarm_schema")
+            row = cur.fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._transaction(work)
+
     # the master's lock ---------------------------------------------------------------
 
     def lock_master(self, key: str, holder: str) -> None:

@@ -320,6 +320,9 @@ class SqlLedger(Ledger, abc.ABC):
         row = self._row(f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE id = ?", (run_id,))
         return None if row is None else _run(row)
 
+    def jobs(self) -> list[str]:
+        return [r[0] for r in self._rows("SELECT DISTINCT job FROM swarm_runs ORDER BY job")]
+
     def runs(self, job=None, status=None, since=None, until=None, text=None, limit=100) -> list[Run]:
         where, args = [], []
         for clause, value in (
@@ -744,11 +747,12 @@ class SqlLedger(Ledger, abc.ABC):
         self._transaction(work)
         return list(found.values())
 
-    def failures(self, run_id: str, limit: int = 100) -> list[Failure]:
+    def failures(self, run_id: str, limit: int = 100, recovered: bool | None = None) -> list[Failure]:
+        which = {None: "", True: " AND state = ?", False: " AND state <> ?"}[recovered]
         rows = self._rows(
             "SELECT id, stage, chunk, state, attempts, error, updated_at FROM swarm_messages "
-            "WHERE run_id = ? AND (state IN (?, ?) OR error IS NOT NULL) ORDER BY updated_at DESC, id LIMIT ?",
-            (run_id, M_DEAD, M_ABORTED, int(limit)),
+            f"WHERE run_id = ? AND (state IN (?, ?) OR error IS NOT NULL){which} ORDER BY updated_at DESC, id LIMIT ?",
+            (run_id, M_DEAD, M_ABORTED, *([M_DONE] if recovered is not None else []), int(limit)),
         )
         return [Failure(r[0], r[1], r[2], r[3], int(r[4]), r[5], float(r[6])) for r in rows]
 

@@ -1,11 +1,14 @@
 """The embedded ledger: SQLite from the standard library (``sqlite:///path`` or ``sqlite://``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sqlite3
+import urllib.parse
 from typing import Any
 
-from swarm.errors import LedgerNotFound, MasterLocked
+from swarm.errors import BackendError, LedgerNotFound, MasterLocked
 from swarm.sqlite_file import SqliteFile
 from swarm.ledgers.sql import SqlLedger, T, Work
 
@@ -75,6 +78,25 @@ class SqliteLedger(SqlLedger):
 
     def close(self) -> None:
         self._db.close()
+
+
+def stored_schema_version(path: str) -> int | None:
+    """The schema version of the ledger file at ``path``, None when it holds no Swarm schema.
+
+    Read-only: unlike ``SqliteLedger``, which migrates an older schema when
+    it opens one, this changes nothing. ``LedgerNotFound`` if there is no file.
+    """
+    if not os.path.isfile(path):
+        raise LedgerNotFound(f"no ledger found at {os.path.abspath(path)}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'swarm_schema'")
+            if found.fetchone() is None:
+                return None
+            row = db.execute("SELECT version FROM swarm_schema").fetchone()
+    except sqlite3.Error as exc:
+        raise BackendError(f"SQLite ledger {os.path.abspath(path)}: {exc}") from None
+    return 0 if row is None else int(row[0])
 
 
 def _alive(holder: str) -> bool:

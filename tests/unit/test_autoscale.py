@@ -38,6 +38,20 @@ def test_bounds_hold_whatever_the_queues_say():
     assert decide(None, 3, None, 100.0, POLICY).target == 3  # unknown depth: hold
 
 
+@pytest.mark.parametrize("depth, running, says", [
+    (0, 0, "0 running, target 1: below autoscale.min = 1"),
+    (None, 0, "0 running, target 1: below autoscale.min = 1"),
+    (1000, 0, "0 running, target 4: below autoscale.min = 1; 1000 waiting, more than 100 per worker"),
+    (0, 6, "6 running, target 4: above autoscale.max = 4"),
+    (250, 1, "1 running, target 3: 250 waiting, more than 100 per worker"),
+    (150, 2, "2 running, target 2: steady"),
+    (None, 2, "2 running, target 2: queue depth unknown: holding"),
+    (0, 2, "2 running, target 2: 1 would do; waiting 60 s to be sure"),
+])
+def test_a_decision_states_the_running_count_the_target_and_why(depth, running, says):
+    assert decide(depth, running, None, 0.0, POLICY).describe() == says
+
+
 def test_scaling_down_waits_for_a_calm_spell_then_drains_one_at_a_time():
     # an empty queue, looked at every 10 s: one worker fewer per 60 s of calm
     counts = run([0] * 20, running=4)
@@ -160,7 +174,7 @@ def test_a_broker_it_cannot_reach_still_keeps_the_minimum(broker, monkeypatch):
 
     monkeypatch.setattr(broker, "depth", unreachable)
     decision = scaler(broker, fleet).tick()
-    assert (decision.target, decision.reason) == (1, "fewer than autoscale.min = 1")
+    assert decision.describe() == "0 running, target 1: below autoscale.min = 1"
     assert fleet.started == ["w00"]
 
 
@@ -223,9 +237,11 @@ def test_the_command_looks_once_and_starts_the_minimum(tmp_path, supervisord, un
                     f'[autoscale]\nsupervisor_url = "{supervisord.url}"\nmin = 1\n')
     assert main(["--config", str(path), "autoscale", "--once", "--dry-run"]) == EXIT_OK
     assert supervisord.calls == []
+    assert capsys.readouterr().out == ("swarm-worker: 0 running, target 1: below autoscale.min = 1 "
+                                       "(dry run: nothing started or drained)\n")
     assert main(["--config", str(path), "autoscale", "--once"]) == EXIT_OK
     assert supervisord.calls == [("start", "swarm-worker:swarm-worker-00", False)]
-    assert "swarm-worker: 1 worker(s): fewer than autoscale.min = 1" in capsys.readouterr().out
+    assert capsys.readouterr().out == "swarm-worker: 0 running, target 1: below autoscale.min = 1\n"
 
 
 def test_a_supervisord_that_cannot_be_reached_is_named(tmp_path, capsys):

@@ -294,3 +294,53 @@ def test_a_master_stops_when_its_run_is_cancelled_under_it(site, capsys):
     assert cancel(ledger, run, "operator said so", force=True).status == "cancelled"
     thread.join(30)
     assert result["run"].status == "cancelled" and result["run"].error == "cancelled: operator said so"
+
+
+@pytest.fixture
+def shared_memory_broker(tmp_path, monkeypatch, unique):
+    """A config whose in-process broker stands in for a shared one: its queues outlive a command."""
+    from swarm.brokers.memory import MemoryBroker, hub
+
+    url = f"memory://dlq-all-{unique}"
+    (tmp_path / "swarm.toml").write_text(f'[backends]\nbroker = "{url}"\nledger = "sqlite:///{tmp_path}/l.db"\n'
+                                         '[jobs]\nmodules = ["tests.unit.toyjob"]\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(MemoryBroker, "outlives_process", True)
+    ledger = open_ledger(f"sqlite:///{tmp_path}/l.db")
+    for job in ("merchant_daily", "toy", "retired_job"):
+        ledger.open_run(f"{job}@date={DATE}", job, {"date": DATE})
+    broker = MemoryBroker(hub(url.split("://")[1]))
+    for queue in ("swarm.merchant_daily.reduce", "swarm.toy.sink", "swarm.retired_job.scan"):
+        broker.declare([queue])
+        broker.dead_letter(queue, b"\xc1", f"dead on {queue}")
+    yield ledger, broker
+    ledger.close()
+
+
+def test_dlq_list_without_a_job_gathers_every_job_the_ledger_has_runs_of(shared_memory_broker, capsys):
+    assert main(["dlq", "list", "--json"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert sorted(d["reason"] for d in json.loads(captured.out)) == [
+        "dead on swarm.merchant_daily.reduce", "dead on swarm.toy.sink"]
+    assert "warning: not gathering the dead letters of job 'retired_job': cannot load it (no job named" \
+        in captured.err
+    _, broker = shared_memory_broker
+    assert broker.depth("swarm.retired_job.scan.dlq") == 1  # left where it was
+
+
+def test_dlq_list_lists_what_the_ledger_has_when_the_broker_cannot_be_read(shared_memory_broker, capsys,
+                                                                           monkeypatch):
+    from swarm.brokers.memory import MemoryBroker
+    from swarm.cli import EXIT_UNAVAILABLE
+
+    ledger, _ = shared_memory_broker
+    ledger.add_dead_letter("swarm.toy.double", "gathered earlier", b"x", None)
+
+    def down(self, queue, store, limit=1000):
+        raise BackendError("RabbitMQ at amqp://mq1/: cannot connect")
+
+    monkeypatch.setattr(MemoryBroker, "take_dead", down)
+    assert main(["dlq", "list", "--json"]) == EXIT_UNAVAILABLE
+    captured = capsys.readouterr()
+    assert [d["reason"] for d in json.loads(captured.out)] == ["gathered earlier"]
+    assert "warning: cannot gather dead letters (RabbitMQ at amqp://mq1/: cannot connect)" in captured.err

@@ -1,6 +1,10 @@
+import re
+import urllib.parse
+
 import pytest
 
 from swarm import config
+from swarm.backends import redact
 from swarm.errors import ConfigError
 
 
@@ -239,3 +243,106 @@ def test_a_shared_broker_needs_a_site_key_and_the_in_process_one_does_not():
     assert for_site({}, "memory://x") is process_keys()
     with pytest.raises(ConfigError, match="security.key_file: a shared broker needs the site key"):
         for_site({}, "amqp://guest:guest@mq/%2F")
+
+
+# -- passwords in URLs -------------------------------------------------------------------------
+
+# Each holds a character a URL password must have percent-encoded; the pieces around it are
+# what must never be shown, as each would be a part of the password.
+UNENCODED = {
+    "@ and / and a bare %, as in user:p@ss/w%rd": "Qxa@Zrv/Wk%Jd",
+    "#": "Qxa#Zrv",
+    "a space": "Qxa Zrv",
+    "% not followed by two hex digits": "Qxa%ZrvJ",
+    "% at the end": "QxaZrv%2",
+    "/": "Qxa/Zrv",
+    "?": "Qxa?Zrv",
+    "@": "Qxa@Zrv",
+}
+
+
+def pieces(password: str) -> list[str]:
+    return [p for p in re.split(r"[^A-Za-z0-9]", password) if len(p) >= 2]
+
+
+@pytest.mark.parametrize("password", UNENCODED.values(), ids=UNENCODED.keys())
+@pytest.mark.parametrize("key, url", [
+    ("backends.broker", "amqp://swarm:{}@mq1:5672/swarm"),
+    ("backends.ledger", "mysql://swarm:{}@db1:3306/swarm"),
+    ("autoscale.supervisor_url", "http://admin:{}@127.0.0.1:9001"),
+])
+def test_an_unencoded_password_is_refused_saying_how_to_encode_it_and_showing_none_of_it(tmp_path, key, url, password):
+    section, name = key.split(".")
+    path = write(tmp_path, f'[{section}]\n{name} = "{url.format(password)}"\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path, env={})
+    said = str(err.value)
+    assert said.startswith(f"{key}, set in {path}: cannot tell the user and password")
+    assert "urllib.parse.quote(password, safe='')" in said
+    assert not [p for p in pieces(password) if p in said], said
+    assert redact(url.format(password)) == "<unparseable URL>"
+
+
+def test_the_brief_example_and_its_parts_are_never_shown(tmp_path):
+    url = "amqp://user:p@ss/w%rd@host/vh"
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, ""), env={"SWARM_BACKENDS_BROKER": url})
+    said = str(err.value)
+    assert said.startswith("backends.broker, set by SWARM_BACKENDS_BROKER (config file")
+    assert "backends.broker_password_file" in said
+    assert not [part for part in ("p@ss", "ss/w", "w%rd", ":p@", "@ss", "@host") if part in said]
+    assert redact(url) == "<unparseable URL>"
+
+
+@pytest.mark.parametrize("url", [
+    "amqp://swarm:secret@mq1/vh@2",  # an @ after the host
+    "amqps://swarm:secret@mq1/%2F?ssl_ca=/etc/ca@1.pem",  # even in an option's value: %40
+    "amqp://swarm:secret@mq1/%2F#x",  # a fragment
+])
+def test_an_at_or_hash_after_the_host_is_refused_too(tmp_path, url):
+    with pytest.raises(ConfigError, match="an @ or # anywhere else in the URL is written %40 or %23"):
+        config.load(write(tmp_path, ""), env={"SWARM_BACKENDS_BROKER": url})
+    assert redact(url) == "<unparseable URL>"
+
+
+@pytest.mark.parametrize("password", [*UNENCODED.values(), "p@ss/w%rd", "a:b", "~!$&'()*+,;="])
+def test_an_encoded_password_reaches_the_clients_decoded_and_is_shown_as_stars(tmp_path, password):
+    from swarm.autoscale import _credentials
+    from swarm.brokers.rabbitmq import _parse_url
+    from swarm.ledgers.mysql import parse_url
+
+    encoded = urllib.parse.quote(password, safe="")
+    env = {"SWARM_BACKENDS_BROKER": f"amqp://swarm:{encoded}@mq1:5672/swarm",
+           "SWARM_BACKENDS_LEDGER": f"mysql://swarm:{encoded}@db1:3306/swarm",
+           "SWARM_AUTOSCALE_SUPERVISOR_URL": f"http://admin:{encoded}@127.0.0.1:9001"}
+    cfg = config.load(write(tmp_path, ""), env=env)
+    assert _parse_url(cfg["backends"]["broker"]).params.credentials.password == password
+    assert parse_url(cfg["backends"]["ledger"]).password == password
+    assert _credentials(cfg["autoscale"]["supervisor_url"])[1] == password
+    shown = cfg.describe()
+    assert shown["backends"]["broker"] == "amqp://swarm:***@mq1:5672/swarm"
+    assert shown["backends"]["ledger"] == "mysql://swarm:***@db1:3306/swarm"
+    assert shown["autoscale"]["supervisor_url"] == "http://admin:***@127.0.0.1:9001"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///data/run@1/swarm.db", "embedded:///data/t#1.db", "memory://",
+                                 "amqps://swarm@mq1/%2F?ssl_ca=/etc/ca.pem", "hbase://[::1]:9090"])
+def test_urls_without_credentials_or_host_are_left_alone(url):
+    assert redact(url) == url
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("amqp://swarm:Qxa9@mq1:56x2/%2F", "amqp://mq1:..."),
+    ("amqp://swarm:Qxa9", "amqp://swarm:..."),  # no host: the "port" is the password
+])
+def test_a_port_that_is_not_a_number_is_refused_without_showing_it(tmp_path, url, shown):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, ""), env={"SWARM_BACKENDS_BROKER": url})
+    assert str(err.value) == f"backends.broker: the port in {shown} is not a number from 0 to 65535"
+
+
+def test_redact_never_half_masks():
+    assert redact("amqp://user:p@ss@host/vh") == "<unparseable URL>"
+    assert redact("amqp://user:pass") == "amqp://user"  # no @: the "port" is a password
+    assert redact("amqp:user:pass@host") == "<unparseable URL>"
+    assert redact("amqp://user:p%41ss@host/vh") == "amqp://user:***@host/vh"

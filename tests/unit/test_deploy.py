@@ -18,7 +18,7 @@ from swarm.config import Config
 from swarm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER = "amqp://swarm:p%25w,d#x@mq1:5672/%2F"  # a password with %, a comma and a hash
+BROKER = "amqp://swarm:p%25w,d%23x@mq1:5672/%2F"  # a password with %, a comma and a hash, encoded
 LEDGER = "mysql://swarm:s3cret-pw@db1:3306/swarm"
 SITE = {"SWARM_BACKENDS_BROKER": BROKER, "SWARM_BACKENDS_LEDGER": LEDGER,
         "SWARM_BACKENDS_TABLES": "hbase://thrift1:9090", "SWARM_WORKER_JOB": "merchant_daily",

@@ -144,3 +144,12 @@ def test_a_long_payload_is_cut_in_text_and_whole_in_json(ledger, capsys):
     assert "characters in all; --json shows all)" in out
     dlq.print_one(ledger, letter.id, as_json=True)
     assert len(json.loads(capsys.readouterr().out)["envelope"]["payload"]["rows"]) == 400
+
+
+def test_the_list_shows_reasons_with_brackets_as_written(ledger, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    ledger.add_dead_letter(SINK, 'KeyError: [b"e:amount"] [bold]x[/bold]\nTraceback ...', b"x", "[red]id")
+    ledger.add_dead_letter(SINK, "", b"y", None)
+    dlq.print_list(ledger.dead_letters())
+    out = capsys.readouterr().out
+    assert 'KeyError: [b"e:amount"] [bold]x[/bold]' in out and "[red]id" in out

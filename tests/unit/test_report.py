@@ -5,7 +5,7 @@ import pytest
 from rich.console import Console
 
 from swarm.ledger import Run
-from swarm.report import print_runs
+from swarm.report import duration, print_runs
 
 LONG_ID = "merchant_daily@date=2026-11-22+r12"
 STARTED = datetime.datetime(2026, 11, 23, 2, 0, 13).timestamp()
@@ -23,7 +23,7 @@ RUNS = [run(LONG_ID, "failed", ERROR), run("merchant_daily@date=2026-11-21", "ru
 
 def shown(width: int) -> list[str]:
     console = Console(width=width, record=True)
-    print_runs(RUNS, console=console)
+    print_runs(RUNS, console=console, now=STARTED + 12.3)
     return console.export_text().splitlines()
 
 
@@ -59,3 +59,17 @@ def test_too_narrow_even_for_a_table_the_id_folds_onto_more_lines_but_is_not_cut
     assert max(map(len, lines)) <= 30
     assert LONG_ID in "".join(line.split()[0] for line in lines[:3] if line.strip())
     assert "failed" in lines[0] and "running" in "\n".join(lines)
+
+
+def test_a_running_run_shows_how_long_it_has_run_not_its_last_update():
+    running = Run("merchant_daily@date=2026-11-24", "merchant_daily", {}, "running", "map", None, STARTED, STARTED,
+                  None)
+    console = Console(width=120, record=True)
+    print_runs([running], console=console, now=STARTED + 7_325)
+    assert "2h 02m" in console.export_text() and "0.0s" not in console.export_text()
+
+
+@pytest.mark.parametrize("seconds, shown", [(0.04, "0.0s"), (59.9, "59.9s"), (60, "1m 00s"), (3599, "59m 59s"),
+                                            (3600, "1h 00m"), (90_061, "25h 01m")])
+def test_durations_read_at_a_glance(seconds, shown):
+    assert duration(seconds) == shown
