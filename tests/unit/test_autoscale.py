@@ -254,7 +254,7 @@ def test_a_supervisord_that_cannot_be_reached_is_named(tmp_path, capsys):
 
 def test_workers_started_outside_it_are_drained_at_once_down_to_what_it_wanted_or_the_queue_needs():
     assert decide(0, 4, None, 0.0, POLICY, wanted=1) == Decision(1, None,
-                                                               "3 started outside the autoscaler; 1 would do")
+                                                               "3 started outside the autoscaler; 1 would do", 4)
     assert decide(250, 4, None, 0.0, POLICY, wanted=1).target == 3  # the queue needs three of them
     assert decide(0, 4, None, 0.0, POLICY, wanted=2).target == 2
     assert decide(0, 4, None, 0.0, POLICY, wanted=None).target == 4  # no look yet: it waits for a calm spell
