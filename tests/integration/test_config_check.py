@@ -25,13 +25,16 @@ def test_the_check_reads_each_backend_and_changes_nothing(tmp_path, amqp_vhost, 
     assert queue_types(amqp_vhost) == {}  # nothing was declared
 
 
-def test_a_refused_login_and_a_closed_port_are_exit_75(tmp_path, amqp_vhost, mysql_db, capsys, monkeypatch):
+def test_a_refused_login_is_a_config_problem_and_a_closed_port_is_exit_75(tmp_path, amqp_vhost, mysql_db, capsys,
+                                                                           monkeypatch):
     monkeypatch.setenv("SWARM_SECURITY_KEY", "k" * 40)
     monkeypatch.setenv("SWARM_BACKENDS_BROKER", amqp_url(amqp_vhost, password="Wr0ng-pa55"))
     monkeypatch.setenv("SWARM_BACKENDS_LEDGER", f"mysql://root@127.0.0.1:1/{mysql_db}")
     monkeypatch.setenv("SWARM_BACKENDS_TABLES", f"embedded:///{tmp_path}/t.db")
     (tmp_path / "t.db").touch()
-    assert main(["config", "check", "--timeout", "5"]) == EXIT_UNAVAILABLE
+    assert main(["config", "check", "--timeout", "5"]) == EXIT_USAGE  # the refusal: waiting will not fix it
     captured = capsys.readouterr()
     assert "login refused" in captured.out and "Can't connect to MySQL server" in captured.out
     assert "Wr0ng-pa55" not in captured.out + captured.err
+    monkeypatch.setenv("SWARM_BACKENDS_BROKER", amqp_url(amqp_vhost))
+    assert main(["config", "check", "--timeout", "5"]) == EXIT_UNAVAILABLE  # only the closed port left
