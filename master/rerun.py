@@ -13,19 +13,11 @@ from typing import Callable, Iterable, Sequence
 from master.coordinator import Master, MasterSettings
 from master.planner import plan_phase
 from swarm.context import RERUN_MARK
-from swarm.errors import ConfigError, MasterLocked, SwarmError
+from swarm.errors import ConfigError, MasterLocked, RerunLocked, RerunRefused, SwarmError  # noqa: F401 - re-exported
 from swarm.ledger import RUNNING, Ledger, Run
 from swarm.signing import SiteKeys
 from swarm.stage import Job
 from swarm.table import TableStore
-
-
-class RerunRefused(SwarmError):
-    """A rerun that cannot start, because of what was asked (a date that never ran, or has not finished)."""
-
-
-class RerunLocked(RerunRefused):
-    """A rerun that cannot start because a master holds the date's one-master lock right now."""
 
 
 @dataclasses.dataclass(frozen=True)

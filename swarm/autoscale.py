@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Sequence
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from swarm.backends import redact
+from swarm.urls import redact
 from swarm.broker import Broker
 from swarm.errors import BackendError, ConfigError
 

@@ -14,9 +14,10 @@ import traceback
 from typing import Sequence
 
 from swarm import config as config_mod
-from master.rerun import RerunLocked, RerunRefused
+
 from swarm.errors import (
-    BackendError, BackendRefused, ConfigError, LedgerNotFound, MasterLocked, PluginError, SwarmError, TableError,
+    BackendError, BackendRefused, ConfigError, LedgerNotFound, MasterLocked, PluginError, RerunLocked, RerunRefused,
+    SwarmError, TableError,
 )
 
 # One meaning each: scripts (deploy/swarm-nightly) act on them.

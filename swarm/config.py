@@ -19,7 +19,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
-from swarm.backends import check_credentials, check_url, redact, with_password
+from swarm.urls import check_credentials, check_url, redact, with_password
 from swarm.errors import ConfigError
 
 DEFAULTS: dict[str, dict[str, Any]] = {

@@ -23,7 +23,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
-from swarm.backends import redact, without_password
+from swarm.urls import redact, without_password
 from swarm.config import PASSWORD_FILES, SECRETS, Config
 from swarm.errors import ConfigError
 

@@ -23,6 +23,12 @@ def to_bytes(value: Bytes | int | float) -> bytes:
 class _Write:
     """Equal to a write of its kind that writes the same bytes, as the table store sees it."""
 
+    table: str
+    row: Bytes
+
+    def normalized(self) -> "_Write":
+        raise NotImplementedError
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
@@ -47,7 +53,7 @@ class Put(_Write):
     def normalized(self) -> "Put":
         if not isinstance(self.cells, Mapping) or not self.cells:
             raise PluginError(f"Put to {self.table} needs a non-empty map of cells, got {_shown(self.cells)}")
-        cells = {to_bytes(k): to_bytes(v) for k, v in self.cells.items()}
+        cells: dict[Bytes, Bytes | int | float] = {to_bytes(k): to_bytes(v) for k, v in self.cells.items()}
         for column in cells:
             if b":" not in column:
                 raise PluginError(f"column {column!r} in Put to {self.table} must be 'family:qualifier'")
@@ -72,7 +78,7 @@ class Delete(_Write):
 
 
 
-def _written(m: Put | Delete) -> tuple:
+def _written(m: _Write) -> tuple[Any, ...]:
     """What ``m`` writes, for comparing: its normalised form, or its fields as given when it has none."""
     try:
         n = m.normalized()
@@ -80,6 +86,7 @@ def _written(m: Put | Delete) -> tuple:
         return (type(m).__name__, m.table, repr(m.row), repr(getattr(m, "cells", getattr(m, "columns", None))))
     if isinstance(n, Put):
         return ("Put", n.table, n.row, tuple(sorted(n.cells.items())))
+    assert isinstance(n, Delete)
     return ("Delete", n.table, n.row, n.columns)
 
 
@@ -167,14 +174,14 @@ class Effects:
 
 def _check_declared(mutation: Put | Delete, declared: Mapping[str, Any]) -> None:
     """A write to a table the job declares, and to its families only."""
-    kind = type(mutation).__name__
+    kind = type(mutation).__name__  # mutation is normalised: its columns are bytes
     spec = declared.get(mutation.table)
     if spec is None:
         raise PluginError(f"{kind} to table {mutation.table!r}, which the job does not declare "
                           f"(it declares: {', '.join(sorted(declared)) or 'none'})")
     columns = mutation.cells if isinstance(mutation, Put) else (mutation.columns or ())
     for column in columns:
-        family = column.split(b":", 1)[0].decode(errors="replace")
+        family = to_bytes(column).split(b":", 1)[0].decode(errors="replace")
         if family not in spec.families:
             raise PluginError(f"{kind} to {mutation.table}: column family {family!r} is not declared "
                               f"(the table has {', '.join(spec.families)})")

@@ -83,7 +83,7 @@ def encode(env: Envelope, keys: SiteKeys) -> bytes:
     except (TypeError, ValueError, OverflowError) as exc:
         raise BadMessage(f"payload cannot be encoded as msgpack: {describe(exc)}") from None
     kid, sig = keys.sign(inner)
-    body = msgpack.packb({"v": SCHEMA_VERSION, "kid": kid, "sig": sig, "env": inner}, use_bin_type=True)
+    body: bytes = msgpack.packb({"v": SCHEMA_VERSION, "kid": kid, "sig": sig, "env": inner}, use_bin_type=True)
     if len(body) > MAX_BODY_BYTES:
         raise BadMessage(f"message {env.id} is {len(body)} bytes, over the {MAX_BODY_BYTES}-byte limit")
     return body
@@ -108,7 +108,7 @@ def peek(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> Envelope | None:
         return None
 
 
-def _outer(body: bytes, max_bytes: int) -> dict:
+def _outer(body: bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise BadMessage(f"body must be bytes, got {type(body).__name__}")
     if len(body) > max_bytes:
@@ -152,7 +152,7 @@ def _unpack(body: bytes, max_bytes: int, max_container: int) -> Any:
         raise BadMessage(f"body is not valid msgpack: {describe(exc)}") from None
 
 
-def _check_fields(doc: dict, fields: Mapping[str, type], where: str) -> None:
+def _check_fields(doc: dict[str, Any], fields: Mapping[str, type], where: str) -> None:
     if doc.keys() == fields.keys():  # the usual case, with no sets to build
         for name, kind in fields.items():
             value = doc[name]

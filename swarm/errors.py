@@ -74,6 +74,14 @@ class MasterLocked(SwarmError):
         self.holder = holder
 
 
+class RerunRefused(SwarmError):
+    """A rerun that cannot start, because of what was asked (a date that never ran, or has not finished)."""
+
+
+class RerunLocked(RerunRefused):
+    """A rerun that cannot start because a master holds the date's one-master lock right now."""
+
+
 class Fenced(SwarmError):
     """A worker's claim on a message was taken over; its result must not commit."""
 

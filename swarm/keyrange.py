@@ -1,6 +1,8 @@
 """Splitting a key range into chunks: region boundaries first, then uniform cuts."""
 from __future__ import annotations
 
+from typing import Sequence
+
 HEX = b"0123456789abcdef"
 
 
@@ -27,7 +29,7 @@ def uniform_splits(prefix: bytes, n: int, alphabet: bytes = HEX, width: int = 4)
 
 
 def plan_ranges(
-    regions: list[tuple[bytes, bytes]], start: bytes, stop: bytes, cuts: list[bytes] = ()
+    regions: Sequence[tuple[bytes, bytes]], start: bytes, stop: bytes, cuts: Sequence[bytes] = ()
 ) -> list[tuple[bytes, bytes]]:
     """``[start, stop)`` cut at every region boundary and every cut point inside it."""
     points = {start}

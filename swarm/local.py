@@ -7,6 +7,7 @@ from typing import Callable, Iterator
 
 from swarm.broker import Broker
 from swarm.ledger import Ledger
+from swarm.roles import role
 from swarm.stage import Job
 from swarm.table import TableStore
 
@@ -19,11 +20,11 @@ def master_for(job: Job, params, broker: Broker, ledger: Ledger, tables: TableSt
     ``fresh_broker``: the broker is new with this process (in-process), so
     a resumed run's queued messages are on no queue yet.
     """
-    from master.coordinator import Master, MasterSettings  # the master lives beside the library, not inside it
+    master, master_settings = role("master"), role("master_settings")  # beside the library, not inside it
 
-    settings = MasterSettings(poll=poll, lost_after=lost_after, deadline=deadline, options=dict(options or {}),
-                              fresh_broker=fresh_broker, patience=patience)
-    return Master(job, params, broker, ledger, tables, settings, **master_args)
+    settings = master_settings(poll=poll, lost_after=lost_after, deadline=deadline, options=dict(options or {}),
+                               fresh_broker=fresh_broker, patience=patience)
+    return master(job, params, broker, ledger, tables, settings, **master_args)
 
 
 @contextlib.contextmanager
@@ -36,10 +37,9 @@ def local_fleet(
     **worker_args,
 ) -> Iterator[list]:
     """Run ``workers`` workers, each with its own broker connection, until the block exits."""
-    from workers.worker import Worker  # the worker lives beside the library, not inside it
-
+    worker = role("worker")  # the worker process lives beside the library, not inside it
     stop = threading.Event()
-    fleet = [Worker(job, connect(), ledger, tables, holder=f"local-{i}", **worker_args) for i in range(workers)]
+    fleet = [worker(job, connect(), ledger, tables, holder=f"local-{i}", **worker_args) for i in range(workers)]
     threads = [threading.Thread(target=w.run, args=(stop,), name=f"swarm-worker-{i}", daemon=True)
                for i, w in enumerate(fleet)]
     for t in threads:

@@ -105,7 +105,7 @@ def _records(source: TextIO, fmt: str, name: str) -> Iterator[tuple[int, dict[st
 def _put(table: str, record: dict[str, Any], key: str, family: str | None, where: str) -> Put:
     if record.get(key) in (None, ""):
         raise ConfigError(f"{where}: no row key: the field {key!r} is missing or empty (--key names another)")
-    cells = {}
+    cells: dict[bytes | str, Any] = {}
     for name, value in record.items():
         if name == key:
             continue
@@ -140,7 +140,7 @@ class _Bar:
         self._task = progress.add_task(label, total=None) if progress else None
 
     def advance(self, n: int) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, n)
 
     def __enter__(self) -> "_Bar":

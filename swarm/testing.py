@@ -15,10 +15,10 @@ import uuid
 from typing import Any, Callable, Iterable, Mapping
 
 from swarm.context import Context, PlanContext, ReadTables, params_of
-from swarm.effects import EFFECT_TYPES, Effects, Put
+from swarm.effects import EFFECT_TYPES, Effect, Effects, Put
 from swarm.envelope import Envelope, peek
 from swarm.errors import ConfigError, PluginError
-from swarm.ledger import DeadLetterRecord, Message
+from swarm.ledger import DeadLetterRecord, Ledger, Message, Run
 from swarm.signing import process_keys
 from swarm.stage import Chunk, Job, Stage, stage_of
 from swarm.table import TableStore
@@ -39,7 +39,7 @@ def call(
     options: Mapping[str, Any] | None = None,
     stage: str | None = None,
     phase: str | None = None,
-) -> list:
+) -> list[Effect]:
     """Call ``handler`` once as a worker would; return its effects as a list, checked as a worker checks them.
 
     The job and stage are those that declared ``handler``. ``params`` (default:
@@ -61,7 +61,7 @@ def call(
     return _as_list(returned)
 
 
-def _owner(handler: Callable, stage: str | None, phase: str | None) -> tuple[Job, Stage]:
+def _owner(handler: Callable[..., Any], stage: str | None, phase: str | None) -> tuple[Job, Stage]:
     found = stage_of(handler)
     if found is not None:
         return found
@@ -75,7 +75,7 @@ def _run_id(job: Job, params: Mapping[str, str] | None) -> str:
     return job.run_id(values)
 
 
-def _as_list(returned: Any) -> list:
+def _as_list(returned: Any) -> list[Effect]:
     if returned is None:
         return []
     if isinstance(returned, EFFECT_TYPES) or not isinstance(returned, Iterable):
@@ -118,7 +118,7 @@ def plan(job: Job, phase: str | None = None, *, tables: TableStore | None = None
 
 
 def replay(job: Job, recorded: bytes | Message | DeadLetterRecord, *, tables: TableStore | None = None,
-           options: Mapping[str, Any] | None = None, attempt: int = 1) -> list:
+           options: Mapping[str, Any] | None = None, attempt: int = 1) -> list[Effect]:
     """Run a recorded message (a body, a ledger message or a dead letter) through its handler, in-process.
 
     For debugging a failure with the tables it read: nothing is written and
@@ -140,12 +140,12 @@ def run_job(
     job: Job,
     params: Mapping[str, str],
     tables: TableStore,
-    ledger=None,
+    ledger: Ledger | None = None,
     workers: int = 2,
     options: Mapping[str, Any] | None = None,
     hub_name: str | None = None,
-    **worker_args,
-):
+    **worker_args: Any,
+) -> Run:
     """Run ``job`` to the end in this process (master, ``workers`` worker threads, in-process broker); the run.
 
     ``ledger`` defaults to an in-memory SQLite ledger; the run (done or
@@ -159,4 +159,5 @@ def run_job(
     ledger = ledger or SqliteLedger()
     with local_fleet(job, lambda: MemoryBroker(memory), ledger, tables, workers, options=dict(options or {}),
                      **worker_args):
-        return master_for(job, params, MemoryBroker(memory), ledger, tables, dict(options or {})).run()
+        run: Run = master_for(job, params, MemoryBroker(memory), ledger, tables, dict(options or {})).run()
+    return run

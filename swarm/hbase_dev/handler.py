@@ -26,7 +26,7 @@ from swarm.hbase_dev.errors import (
     no_such_family,
     table_not_found,
 )
-from swarm.hbase_dev.idl import hbase as T
+from swarm.tables.thrift import hbase as T
 from swarm.hbase_dev.scanners import Chunk, Scanner, ScannerRegistry, ScanSpec
 from swarm.table import prefix_stop
 from swarm.tables.embedded import Edit, EmbeddedTables

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from thriftpy2.protocol import TBinaryProtocolFactory, TCompactProtocolFactory
 from thriftpy2.transport import TBufferedTransportFactory, TFramedTransportFactory, TSocket, TTransportException
 
-from swarm.hbase_dev import idl
+from swarm.tables import thrift as idl
 from swarm.hbase_dev.handler import HBaseHandler
 from swarm.hbase_dev.processor import MultiServiceProcessor
 from swarm.hbase_dev.scanners import ScannerRegistry

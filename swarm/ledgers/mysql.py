@@ -33,7 +33,7 @@ from pymysql.connections import Connection
 from pymysql.constants import CLIENT
 
 from swarm import tls
-from swarm.backends import redact
+from swarm.urls import redact
 from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
 from swarm.ledgers.sql import SplitGroup, SqlLedger, T, Work
 

@@ -49,10 +49,10 @@ from thriftpy2.protocol.exc import TProtocolException
 from thriftpy2.thrift import TApplicationException, TClient
 from thriftpy2.transport import TTransportException
 
-from swarm.backends import redact
+from swarm.urls import redact
 from swarm.effects import Delete, Put
 from swarm.errors import BackendError, ConfigError, TableError
-from swarm.hbase_dev import idl
+from swarm.tables import thrift as idl
 from swarm.table import Row, TableStore, prefix_stop
 
 log = logging.getLogger(__name__)

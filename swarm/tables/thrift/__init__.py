@@ -1,4 +1,6 @@
-"""The Thrift IDL modules: HBase's ``Hbase.thrift`` (as happybase ships it) and the dev extension.
+"""HBase's Thrift (v1) interface: ``Hbase.thrift`` (as happybase ships it) and the one-call extension
+``HbaseDev.thrift`` that ``HBaseTables`` tries for pre-split tables (the development server answers it;
+HBase answers UNKNOWN_METHOD, and the table is created with one region).
 
 Both are loaded under module names of their own so they never collide with
 the ``Hbase_thrift`` module happybase registers.
