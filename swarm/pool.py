@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from swarm.control import ConcurrencyController, Window
+from swarm.flow import STUCK_WINDOWS
 from swarm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarm.worker")
 
-STUCK_WINDOWS = 30
 
 
 class StagePool:

@@ -7,6 +7,7 @@ import re
 import weakref
 from typing import Any, Callable, Iterable, Mapping
 
+from swarm import flow
 from swarm.envelope import MAX_BODY_BYTES, _NAME
 from swarm.errors import PluginError
 
@@ -49,8 +50,8 @@ class Stage:
 
     @property
     def bound(self) -> int:
-        """Most deliveries of this stage in a worker process at once."""
-        return self.prefetch or self.pool * self.batch
+        """Most deliveries of this stage in a worker process at once (``swarm.flow``)."""
+        return flow.bound(self.prefetch, self.pool, self.batch)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Iterable
 from swarm import metrics
 from swarm.broker import Broker, stage_queue
 from swarm.control import ConcurrencyController
+from swarm.flow import JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS, longest_hold, prefetch_at
 from swarm.errors import BackendError, BackendRefused, ConfigError
 from swarm.ledger import Ledger
 from swarm.pool import StagePool
@@ -30,26 +31,6 @@ from swarm.table import TableStore
 log = logging.getLogger("swarm.worker")
 
 START_RETRY_FIRST, START_RETRY_CAP = 1.0, 30.0  # seconds between tries to reach the broker at start
-# A stage's controller judges a backlogged window once it holds this many
-# completions, or has lasted this long with a completion per working thread
-# (slow handlers get longer windows), or swarm.pool.STUCK_WINDOWS times this long.
-JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS = 20, 10.0
-
-
-def prefetch_at(stage: Stage, limit: int) -> int:
-    """The stage's prefetch while ``limit`` threads may work: their batches and one more, within its bound.
-
-    Without the extra batch nothing would wait in the stage's queue while a
-    backlog waits in the broker, and the controller would never see it.
-    """
-    return stage.bound if limit >= stage.pool else min(stage.bound, (limit + 1) * stage.batch)
-
-
-def longest_hold(stage: Stage) -> float:
-    """Longest a delivery can wait for its ack: its thread's batch, and a batch before it below the full pool."""
-    return stage.timeout * stage.batch * (2 if stage.pool_min < stage.pool else 1)
-
-
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
 

@@ -9,7 +9,8 @@ from swarm.ledger import M_DEAD, M_DONE, Message
 from swarm.signing import process_keys
 from swarm.testing import run_job
 from tests.unit.toyjob import job, use_sink
-from workers.worker import Worker, prefetch_at
+from swarm.flow import prefetch_at
+from workers.worker import Worker
 
 RUN = "toy@date=2026-11-22"
 
