@@ -266,10 +266,12 @@ def _scrub(text: str, secret: str | None) -> str:
 def _describe(error: BaseException | None) -> str:
     """A short reason for a pika connection or channel error."""
     error = _root(error)
-    if isinstance(error, pika.exceptions.ProbableAuthenticationError):
+    if isinstance(error, pika.exceptions.ProbableAuthenticationError) and _closed_by_broker(error):
         return f"login refused; check the user and password ({error})"
-    if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+    if isinstance(error, pika.exceptions.ProbableAccessDeniedError) and _closed_by_broker(error):
         return f"access refused; check that the vhost exists and the user may use it ({error})"
+    if isinstance(error, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError)):
+        return f"the connection was lost while logging in ({error})"
     if isinstance(error, (pika.exceptions.ConnectionClosedByBroker, pika.exceptions.ChannelClosedByBroker)):
         return f"closed by the broker: {error.reply_code} {error.reply_text}"
     if isinstance(error, (pika.exceptions.ConnectionClosed, pika.exceptions.ChannelClosed)):
@@ -295,7 +297,18 @@ def _refused(error: BaseException) -> bool:
     """The broker refused the login or the vhost, or its certificate did not verify: retrying will not help."""
     root = _root(error)
     refusals = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError)
-    return isinstance(root, refusals) or (tls_support.failure(root) or "").startswith("TLS verification")
+    if isinstance(root, refusals):
+        return _closed_by_broker(root)
+    return (tls_support.failure(root) or "").startswith("TLS verification")
+
+
+def _closed_by_broker(error: BaseException) -> bool:
+    """Whether pika's guess of a refused login or vhost rests on the broker's own close (403 or 530).
+
+    pika makes the same guess when the connection is merely lost during the
+    handshake, as when RabbitMQ is shutting down or restarting: an outage.
+    """
+    return str(error).startswith("ConnectionClosedByBroker: (")
 
 
 def _root(error: BaseException | None) -> BaseException | None:
