@@ -158,7 +158,7 @@ class Worker:
                 pool.adjust()
             if self._due(interval):
                 try:
-                    self.processor.ledger.renew(self.processor.leases(), self.lease)
+                    self.processor.ledger.renew(self.processor.renewable(), self.lease)
                 except BackendError as exc:
                     log.warning("could not renew leases: %s", exc)
 

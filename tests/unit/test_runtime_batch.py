@@ -131,10 +131,10 @@ def test_messages_waiting_in_a_batch_keep_their_leases(setup, ledger, monkeypatc
     t = threading.Thread(target=proc.handle_batch, args=(deliveries(ledger, 1, 2),))
     t.start()
     assert entered.wait(5)
-    assert sorted(msg_id for msg_id, _ in proc.leases()) == sorted([envelope(n=1).id, envelope(n=2).id])
+    assert sorted(msg_id for msg_id, _ in proc.renewable()) == sorted([envelope(n=1).id, envelope(n=2).id])
     release.set()
     t.join(5)
-    assert proc.leases() == []
+    assert proc.renewable() == []
 
 
 def test_dead_letter_queue_of_the_batch_stage_is_untouched_by_good_work(setup, broker, ledger):

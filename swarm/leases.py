@@ -1,0 +1,85 @@
+"""The messages a worker holds: their leases, which it renews, and their handlers' deadlines, which its
+watchdog enforces. The worker owns one ``Leases``; the message path registers what it claims there.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import threading
+from typing import Iterator, Sequence
+
+from swarm.broker import Delivery
+from swarm.envelope import Envelope
+from swarm.stage import Stage
+
+
+@dataclasses.dataclass(eq=False)
+class InFlight:
+    """A claimed message, as the lease renewer and the watchdog see it."""
+
+    env: Envelope
+    stage: Stage
+    delivery: Delivery
+    token: int
+    attempts: int
+    deadline: float = math.inf  # set when its handler starts
+    batch: list[InFlight] = dataclasses.field(default_factory=list)  # claimed together, handled in turn
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    started: bool = False
+    settled: bool = False
+
+    def begin(self, now: float) -> bool:
+        """Start the handler's clock; False if the watchdog has handed the message back already."""
+        with self.lock:
+            if self.settled:
+                return False
+            self.started, self.deadline = True, now + self.stage.timeout
+            return True
+
+    def withdraw(self) -> bool:
+        """Settle a message whose handler has not started; False if it has, or it is settled."""
+        with self.lock:
+            if self.started or self.settled:
+                return False
+            self.settled = True
+            return True
+
+    def settle(self) -> bool:
+        """True for the first caller only: the handler's return or the watchdog's time-out."""
+        with self.lock:
+            if self.settled:
+                return False
+            self.settled = True
+            return True
+
+
+class Leases:
+    """What is held, by message id: renewed while held, watched for handlers past their deadline."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, InFlight] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def holding(self, flights: Sequence[InFlight]) -> Iterator[None]:
+        """Hold ``flights`` for the block: their leases renewed, their handlers watched."""
+        with self._lock:
+            for flight in flights:
+                self._held[flight.env.id] = flight
+        try:
+            yield
+        finally:
+            with self._lock:
+                for flight in flights:
+                    self._held.pop(flight.env.id, None)
+
+    def renewable(self) -> list[tuple[str, int]]:
+        """``(message id, token)`` of every lease still to keep."""
+        with self._lock:
+            return [(f.env.id, f.token) for f in self._held.values() if not f.settled]
+
+    def overdue(self, now: float) -> list[InFlight]:
+        """Flights whose handler has run past its stage's timeout (a deadline is infinite until the handler starts)."""
+        with self._lock:
+            return [f for f in self._held.values() if f.deadline <= now and not f.settled]
