@@ -12,10 +12,18 @@ the limit).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from swarm.stage import Stage
+
+class Stage(Protocol):
+    """What the rule reads of a stage (``swarm.stage.Stage`` has it)."""
+
+    @property
+    def bound(self) -> int: ...
+    pool: int
+    pool_min: int
+    batch: int
+    timeout: float
 
 JUDGE_AFTER_DONE = 20
 JUDGE_WITHIN_SECONDS = 10.0

@@ -140,7 +140,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 from pika.spec import Basic
 
 from swarm import tls as tls_support
-from swarm.backends import redact
+from swarm.urls import redact
 from swarm.broker import (
     REASON_HEADER, Broker, Callback, Delivery, Store, dead_letter_from, dead_letter_parts, dead_letter_queue,
 )

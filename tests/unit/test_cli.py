@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from swarm import cli
+from swarm import logsetup
 from swarm.backends import open_broker, open_ledger, open_tables
 from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.errors import BackendError
@@ -181,7 +181,7 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
 @pytest.fixture
 def logger_levels():
     """Put back the logger levels ``setup_logging`` sets, so other tests see pika as before."""
-    names = ["pika", *cli._PIKA_CONNECT_LOGGERS]
+    names = ["pika", *logsetup.PIKA_CONNECT_LOGGERS]
     levels = {name: logging.getLogger(name).level for name in names}
     yield
     for name, level in levels.items():
@@ -189,7 +189,7 @@ def logger_levels():
 
 
 def test_a_broker_that_refuses_the_connection_is_one_clear_error_not_pikas_seven(caplog, logger_levels):
-    cli.setup_logging("INFO")
+    logsetup.setup_logging("INFO")
     broker = RabbitBroker("amqp://guest:s3cret@127.0.0.1:1/%2F")  # nothing listens on port 1
     with pytest.raises(BackendError) as err:
         broker.declare(["q"])

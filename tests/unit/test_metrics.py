@@ -145,7 +145,7 @@ def wait_for(condition, what: str, timeout: float = 10.0) -> None:
 
 def test_master_and_worker_serve_on_their_own_port_and_address(broker, ledger, tables):
     from swarm import config
-    from swarm.cli import _serve_metrics
+    from swarm.commands.kit import serve_metrics as _serve_metrics
     from tests.unit.toyjob import job
 
     args = (job, "double", broker, ledger, tables)
@@ -161,7 +161,7 @@ def test_master_and_worker_serve_on_their_own_port_and_address(broker, ledger, t
 
 def test_a_port_in_use_is_logged_and_the_process_goes_on(broker, ledger, tables, caplog):
     from swarm import config
-    from swarm.cli import _serve_metrics
+    from swarm.commands.kit import serve_metrics as _serve_metrics
     from tests.unit.toyjob import job
 
     with socket.socket() as taken:
