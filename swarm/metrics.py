@@ -22,6 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 MESSAGES = Counter("swarm_messages_total", "Messages handled, by outcome", ["job", "stage", "outcome"])
 PUBLISHED = Counter("swarm_published_total", "Next-stage messages published", ["job", "stage"])
 HANDLER_SECONDS = Histogram("swarm_handler_seconds", "Handler call latency", ["job", "stage"])
+CLAIM_SECONDS = Histogram("swarm_claim_seconds", "Ledger claim of a batch", ["job", "stage"])
+COMMIT_SECONDS = Histogram("swarm_commit_seconds", "Commit of a batch: table writes, ledger, confirmed publish",
+                           ["job", "stage"])
 HANDLER_ERRORS = Counter("swarm_handler_errors_total", "Handler faults and aborts", ["job", "stage", "kind"])
 RETRIES = Counter("swarm_retries_total", "Messages scheduled for a retry", ["job", "stage"])
 DEAD_LETTERS = Counter("swarm_dead_letters_total", "Messages dead-lettered", ["job", "stage"])

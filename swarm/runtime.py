@@ -135,7 +135,12 @@ class Processor:
         calls = [(i.env.run, i.env.phase, Message(i.env.id, i.env.stage, i.env.chunk, bytes(i.delivery.body)))
                  for i in items]
         batch: list[InFlight] = []
+        stage_name = items[0].stage_name
+        self.middleware.before_claim(stage_name, len(items))
+        started = time.perf_counter()
         answers = self.ledger.claim_batch(calls, self.holder, self.lease)
+        self.middleware.after_claim(stage_name, sum(isinstance(a, Claim) and a.granted for a in answers),
+                                    time.perf_counter() - started)
         for item, answer in zip(items, answers):
             verdict = of_error(answer) if isinstance(answer, Exception) else self._granted(item, answer, batch)
             if verdict is not None:
@@ -192,9 +197,19 @@ class Processor:
 
     def _commit(self, items: list[Item]) -> None:
         """Write the batch's tables, record each message done with its children, publish them, ack."""
+        stage_name, started = items[0].stage_name, time.perf_counter()
+        self.middleware.before_commit(stage_name, len(items))
+        committed = 0
+        try:
+            committed = self._write_record_publish(items)
+        finally:
+            self.middleware.after_commit(stage_name, committed, time.perf_counter() - started)
+
+    def _write_record_publish(self, items: list[Item]) -> int:
+        """The commit's steps in their order; how many messages it acked done."""
         items = self._apply(items)
         if not items:
-            return
+            return 0
         failpoint("worker.after_apply")
         calls = [(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts) for i in items]
         for item, error in zip(items, self.ledger.complete_batch(calls)):
@@ -209,12 +224,13 @@ class Processor:
             # itself done, and publishes its still-queued children then.
             for item in done:
                 self.settler.settle(item, of_error(exc))
-            return
+            return 0
         failpoint("worker.after_publish")
         for item in done:
             self.settler.settle(item, Done())
         if done:
             self.outages.recovered()
+        return len(done)
 
     def _apply(self, items: list[Item]) -> list[Item]:
         """The batch's table writes at once; the items still open after.

@@ -19,11 +19,23 @@ log = logging.getLogger("swarm.worker")
 class Middleware:
     """The hooks, each doing nothing here."""
 
+    def before_claim(self, stage_name: str, count: int) -> None:
+        """A batch of ``count`` deliveries of a stage is about to be claimed in the ledger."""
+
+    def after_claim(self, stage_name: str, granted: int, seconds: float) -> None:
+        """The claim answered: ``granted`` messages of the batch are this worker's to run."""
+
     def before_handler(self, stage: Stage, env: Envelope) -> None:
         """A handler is about to run."""
 
     def after_handler(self, stage: Stage, env: Envelope, seconds: float, failure: str | None) -> None:
         """It returned (``failure`` None), or raised a fault or an abort (``"fault"``, ``"abort"``)."""
+
+    def before_commit(self, stage_name: str, count: int) -> None:
+        """The effects of ``count`` handled messages are about to be written, recorded and published."""
+
+    def after_commit(self, stage_name: str, committed: int, seconds: float) -> None:
+        """The commit ended: ``committed`` messages are recorded done with their children published."""
 
     def after_publish(self, stage_name: str, count: int) -> None:
         """``count`` messages for ``stage_name`` were confirmed by the broker."""
@@ -54,11 +66,23 @@ class Middlewares(Middleware):
             except Exception:  # noqa: BLE001 - a middleware's bug must not change a message's fate
                 log.exception("middleware %s failed in %s", type(middleware).__name__, hook)
 
+    def before_claim(self, stage_name: str, count: int) -> None:
+        self._each("before_claim", stage_name, count)
+
+    def after_claim(self, stage_name: str, granted: int, seconds: float) -> None:
+        self._each("after_claim", stage_name, granted, seconds)
+
     def before_handler(self, stage: Stage, env: Envelope) -> None:
         self._each("before_handler", stage, env)
 
     def after_handler(self, stage: Stage, env: Envelope, seconds: float, failure: str | None) -> None:
         self._each("after_handler", stage, env, seconds, failure)
+
+    def before_commit(self, stage_name: str, count: int) -> None:
+        self._each("before_commit", stage_name, count)
+
+    def after_commit(self, stage_name: str, committed: int, seconds: float) -> None:
+        self._each("after_commit", stage_name, committed, seconds)
 
     def after_publish(self, stage_name: str, count: int) -> None:
         self._each("after_publish", stage_name, count)

@@ -9,10 +9,16 @@ from swarm.stage import Stage
 
 
 class Metrics(Middleware):
-    """Messages by outcome, handler latency and failures, busy threads, retries, dead letters, publishes."""
+    """Messages by outcome; claim, handler and commit latency; failures, busy threads, retries, dead letters."""
 
     def __init__(self, job: str):
         self.job = job
+
+    def after_claim(self, stage_name: str, granted: int, seconds: float) -> None:
+        metrics.CLAIM_SECONDS.labels(self.job, stage_name).observe(seconds)
+
+    def after_commit(self, stage_name: str, committed: int, seconds: float) -> None:
+        metrics.COMMIT_SECONDS.labels(self.job, stage_name).observe(seconds)
 
     def before_handler(self, stage: Stage, env: Envelope) -> None:
         metrics.BUSY.labels(self.job, stage.name).inc()

@@ -22,11 +22,15 @@ def test_messages_latency_retries_and_master_counts_are_recorded(ledger, tables)
     before_done = sample("swarm_messages_total", job="toy", stage="sink", outcome="done")
     before_retry = sample("swarm_retries_total", job="toy", stage="sink")
     before_calls = sample("swarm_handler_seconds_count", job="toy", stage="double")
+    before_claims = sample("swarm_claim_seconds_count", job="toy", stage="double")
+    before_commits = sample("swarm_commit_seconds_count", job="toy", stage="double")
     run = run_job(job, {"date": "2026-11-22"}, tables, ledger, options={"count": 4, "behaviour": {"2": "flaky"}})
     assert run.status == "done"
     assert sample("swarm_messages_total", job="toy", stage="sink", outcome="done") - before_done == 4
     assert sample("swarm_retries_total", job="toy", stage="sink") - before_retry == 1
     assert sample("swarm_handler_seconds_count", job="toy", stage="double") - before_calls == 4
+    assert sample("swarm_claim_seconds_count", job="toy", stage="double") - before_claims >= 4  # one a delivery
+    assert sample("swarm_commit_seconds_count", job="toy", stage="double") - before_commits == 4  # batches of 1
     assert sample("swarm_master_messages", run=run.id, phase="main", state="done") == 8
 
 
