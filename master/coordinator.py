@@ -207,11 +207,22 @@ class Master:
         self.broker.publish([(stage_queue(self.job.name, m.stage), m.body) for m in messages])
 
     def _watch(self, phase: str) -> None:
-        """Wait for the barrier: every message of the phase done, as the ledger counts them."""
-        while not self._barrier_passed(phase):
+        """Wait for the barrier: every message of the phase settled, as the ledger counts them.
+
+        Each look reads the counts (and whether an operator cancelled the
+        run); while work is open, the master then tends the run: fresh queue
+        depths, lost work re-published, its lock renewed, the deadline checked.
+        """
+        while True:
+            counts = self._look(phase)
+            if barrier_passed(counts):
+                self._check_failed(phase, counts)
+                return
+            self._tend(phase, counts)
             time.sleep(self.settings.poll)
 
-    def _barrier_passed(self, phase: str) -> bool:
+    def _look(self, phase: str) -> Mapping[str, int]:
+        """The phase's messages by state, reported; ``RunCancelled`` once an operator ended the run."""
         run = self.ledger.get_run(self.run_id)
         if run is not None and run.status == CANCELLED:
             raise RunCancelled(run.error or "cancelled")
@@ -219,17 +230,15 @@ class Master:
         self.progress(self.run_id, phase, counts)
         for state, n in counts.items():
             metrics.CHUNKS.labels(self.run_id, phase, state).set(n)
-        open_ = sum(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
-        if not open_:
-            self._check_failed(phase, counts)
-            return True
+        return counts
+
+    def _tend(self, phase: str, counts: Mapping[str, int]) -> None:
         for stage in self.job.stages.values():
             if stage.phase == phase:
                 self._depth(stage.name)  # swarm_queue_depth, fresh on every look
         self._recover_lost()
         self.ledger.lock_master(self.lock_key, self.holder)  # renew
         self._check_deadline(phase, counts)
-        return False
 
     def _depth(self, stage: str) -> int:
         queue = stage_queue(self.job.name, stage)
@@ -275,6 +284,11 @@ class Master:
         if lost:
             log.warning("re-publishing %d queued message(s) missing from their empty queues", len(lost))
             self._publish(lost)
+
+
+def barrier_passed(counts: Mapping[str, int]) -> bool:
+    """Whether no message of the phase is open: each is done, dead or aborted."""
+    return not any(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
 
 
 def next_time_of_day(after: float, hhmm: str) -> float:
