@@ -22,9 +22,7 @@ from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
-from swarm.ledger import (
-    CANCELLED, DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
-)
+from swarm.ledger import Ledger, Message, MessageState, PhaseState, Run, RunStatus
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -106,14 +104,14 @@ class Master:
     def _run_locked(self) -> Run:
         self._patiently("start", self._check_tables)
         run = self._patiently("start", self.ledger.open_run, self.run_id, self.job.name, self.params)
-        if run.status == DONE:
+        if run.status == RunStatus.DONE:
             log.info("run %s is already done", self.run_id)
             return run
-        if run.status in (FAILED, CANCELLED):
+        if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
             # Not the error itself: a handler's error may quote the data, which INFO lines never carry.
             log.info("run %s %s before; resuming it (the error: swarm status %s)", self.run_id, run.status,
                      self.run_id)
-            self.ledger.update_run(self.run_id, status=RUNNING)
+            self.ledger.update_run(self.run_id, status=RunStatus.RUNNING)
         self._patiently("start", self._declare)
         try:
             for phase in self.phases:
@@ -122,11 +120,11 @@ class Master:
             log.error("run %s was cancelled while this master ran it: %s", self.run_id, exc)
         except RunFailed as exc:
             log.error("run %s failed: %s", self.run_id, exc)
-            self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
+            self.ledger.update_run(self.run_id, status=RunStatus.FAILED, error=str(exc), finished=True)
             self._alert("run_failed", error=str(exc))
         else:
             failpoint("master.finish")
-            self.ledger.update_run(self.run_id, status=DONE, finished=True)
+            self.ledger.update_run(self.run_id, status=RunStatus.DONE, finished=True)
             log.info("run %s done", self.run_id)
         return self.ledger.get_run(self.run_id)
 
@@ -163,7 +161,7 @@ class Master:
 
     def _phase(self, phase: str) -> None:
         state = self.ledger.phase_state(self.run_id, phase)
-        if state == PHASE_DONE:
+        if state == PhaseState.DONE:
             return
         self.ledger.update_run(self.run_id, phase=phase)
         if state is None:
@@ -173,16 +171,16 @@ class Master:
             self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish
             log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
             failpoint("master.after_plan")
-            state = PLANNED
-        if state == PLANNED:
+            state = PhaseState.PLANNED
+        if state == PhaseState.PLANNED:
             self._publish_planned(phase)
             failpoint("master.after_publish")
-            self.ledger.set_phase_state(self.run_id, phase, PUBLISHED)
+            self.ledger.set_phase_state(self.run_id, phase, PhaseState.PUBLISHED)
         elif self.settings.fresh_broker:
             self._republish_queued(phase)
         self._watch(phase)
         failpoint("master.barrier")
-        self.ledger.set_phase_state(self.run_id, phase, PHASE_DONE)
+        self.ledger.set_phase_state(self.run_id, phase, PhaseState.DONE)
 
     def _publish_planned(self, phase: str) -> None:
         last = ""
@@ -213,13 +211,13 @@ class Master:
 
     def _barrier_passed(self, phase: str) -> bool:
         run = self.ledger.get_run(self.run_id)
-        if run is not None and run.status == CANCELLED:
+        if run is not None and run.status == RunStatus.CANCELLED:
             raise RunCancelled(run.error or "cancelled")
         counts = self.ledger.counts(self.run_id, phase)
         self.progress(self.run_id, phase, counts)
         for state, n in counts.items():
             metrics.CHUNKS.labels(self.run_id, phase, state).set(n)
-        open_ = sum(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
+        open_ = sum(n for state, n in counts.items() if not state.terminal)
         if not open_:
             self._check_failed(phase, counts)
             return True
@@ -253,14 +251,15 @@ class Master:
                     "at": time.time(), **detail})
 
     def _check_failed(self, phase: str, counts: Mapping[str, int]) -> None:
-        bad = counts.get(M_DEAD, 0) + counts.get(M_ABORTED, 0)
+        bad = counts.get(MessageState.DEAD, 0) + counts.get(MessageState.ABORTED, 0)
         if not bad:
             return
-        first = next((f for f in self.ledger.failures(self.run_id) if f.state in (M_DEAD, M_ABORTED)), None)
+        failed = (MessageState.DEAD, MessageState.ABORTED)
+        first = next((f for f in self.ledger.failures(self.run_id) if f.state in failed), None)
         detail = f"; first: {first.id}: {first.error.splitlines()[0] if first.error else ''}" if first else ""
         raise RunFailed(
-            f"phase {phase}: {counts.get(M_ABORTED, 0)} aborted and {counts.get(M_DEAD, 0)} dead-lettered "
-            f"message(s){detail}"
+            f"phase {phase}: {counts.get(MessageState.ABORTED, 0)} aborted and "
+            f"{counts.get(MessageState.DEAD, 0)} dead-lettered message(s){detail}"
         )
 
     def _recover_lost(self) -> None:

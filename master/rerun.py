@@ -14,7 +14,7 @@ from master.coordinator import Master, MasterSettings
 from master.planner import plan_phase
 from swarm.context import RERUN_MARK
 from swarm.errors import ConfigError, MasterLocked, SwarmError
-from swarm.ledger import RUNNING, Ledger, Run
+from swarm.ledger import Ledger, Run, RunStatus
 from swarm.signing import SiteKeys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -60,7 +60,7 @@ def plan_rerun(job: Job, params: dict, from_stage: str, ledger: Ledger, tables: 
     run = ledger.get_run(source)
     if run is None:
         raise RerunRefused(f"{source} has never run: start it with `{_master_command(job, params)}` instead")
-    if run.status == RUNNING:
+    if run.status == RunStatus.RUNNING:
         raise _unfinished(job, params, source, ledger)
     run_id = f"{source}{RERUN_MARK}{_next_number(ledger, job, source)}"
     wanted = set(chunks or ())

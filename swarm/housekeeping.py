@@ -6,7 +6,7 @@ import socket
 
 from swarm.context import source_of
 from swarm.errors import ConfigError, MasterLocked
-from swarm.ledger import CANCELLED, DONE, Ledger, Run
+from swarm.ledger import Ledger, Run, RunStatus
 
 
 def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run:
@@ -18,7 +18,7 @@ def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run
     run = ledger.get_run(run_id)
     if run is None:
         raise ConfigError(f"no run {run_id!r}; `swarm runs` lists them")
-    if run.status == DONE:
+    if run.status == RunStatus.DONE:
         raise ConfigError(f"run {run_id} is done; there is nothing to cancel")
     if not reason.strip():
         raise ConfigError("runs cancel: say why with --reason, for the history")
@@ -37,5 +37,5 @@ def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run
 
 
 def _mark(ledger: Ledger, run_id: str, reason: str) -> Run:
-    ledger.update_run(run_id, status=CANCELLED, error=f"cancelled: {reason.strip()}", finished=True)
+    ledger.update_run(run_id, status=RunStatus.CANCELLED, error=f"cancelled: {reason.strip()}", finished=True)
     return ledger.get_run(run_id)

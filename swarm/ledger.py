@@ -3,27 +3,51 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
 import hashlib
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from swarm.errors import BackendError, Fenced
 
-# Run states
-RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
-# Phase states, in order
-PLANNED, PUBLISHED, PHASE_DONE = "planned", "published", "done"
-# Message states. planned: in the checkpoint, not yet published; queued: on
-# the broker; claimed: a worker holds a lease; then one of the terminal states.
-M_PLANNED, M_QUEUED, M_CLAIMED, M_DONE, M_DEAD, M_ABORTED = (
-    "planned", "queued", "claimed", "done", "dead", "aborted",
-)
-TERMINAL = (M_DONE, M_DEAD, M_ABORTED)
-# Why a claim is refused when the message itself is not the reason: only
-# planned work runs, so these deliveries are rejected and change nothing.
-UNPLANNED = "unplanned"  # no message with this id: neither the master's plan nor a parent declared it
-MISMATCH = "mismatch"  # a message with this id, but another body: a stale or altered copy
-RUN_ENDED = "run-ended"  # the message's run is not running (``Claim.detail`` says what it is)
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class PhaseState(enum.StrEnum):
+    """A phase's progress, in this order."""
+
+    PLANNED = "planned"  # its root messages are in the checkpoint
+    PUBLISHED = "published"  # and all on the broker
+    DONE = "done"  # and all finished: the barrier is passed
+
+
+class MessageState(enum.StrEnum):
+    PLANNED = "planned"  # in the checkpoint, not yet published
+    QUEUED = "queued"  # on the broker
+    CLAIMED = "claimed"  # a worker holds a lease
+    DONE = "done"
+    DEAD = "dead"
+    ABORTED = "aborted"
+
+    @property
+    def terminal(self) -> bool:
+        """Finished one way or another: no worker takes it again (unless a dead one is revived)."""
+        return self in (MessageState.DONE, MessageState.DEAD, MessageState.ABORTED)
+
+
+class Refusal(enum.StrEnum):
+    """Why a claim is refused when the message itself is not the reason.
+
+    Only planned work runs, so these deliveries are rejected and change nothing.
+    """
+
+    UNPLANNED = "unplanned"  # no message with this id: neither the master's plan nor a parent declared it
+    MISMATCH = "mismatch"  # a message with this id, but another body: a stale or altered copy
+    RUN_ENDED = "run-ended"  # the message's run is not running (``Claim.detail`` says what it is)
 
 
 def body_digest(body: bytes) -> str:
@@ -36,7 +60,7 @@ class Run:
     id: str
     job: str
     params: Mapping[str, Any]
-    status: str
+    status: RunStatus
     phase: str | None
     error: str | None
     created_at: float
@@ -61,13 +85,13 @@ class Claim:
     ``token`` is the fencing token: only the holder of the latest token may
     complete or release the message. ``state`` is set instead when the
     message must not be processed: its own state (done, dead, aborted, or
-    claimed under a live lease), or ``UNPLANNED``, ``MISMATCH`` or
-    ``RUN_ENDED`` (with the run's status in ``detail``).
+    claimed under a live lease), or a ``Refusal`` (``RUN_ENDED`` with the
+    run's status in ``detail``).
     """
 
     token: int | None
     attempts: int
-    state: str | None = None
+    state: MessageState | Refusal | None = None
     detail: str | None = None
 
     @property
@@ -92,7 +116,7 @@ class Failure:
     id: str
     stage: str
     chunk: str
-    state: str
+    state: MessageState
     attempts: int
     error: str | None
     updated_at: float
@@ -157,7 +181,7 @@ class Ledger(abc.ABC):
     def runs(
         self,
         job: str | None = None,
-        status: str | None = None,
+        status: RunStatus | None = None,
         since: float | None = None,
         until: float | None = None,
         text: str | None = None,
@@ -171,15 +195,15 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     def update_run(
-        self, run_id: str, *, status: str | None = None, phase: str | None = None,
+        self, run_id: str, *, status: RunStatus | None = None, phase: str | None = None,
         error: str | None = None, finished: bool = False,
     ) -> None: ...
 
     @abc.abstractmethod
-    def phase_state(self, run_id: str, phase: str) -> str | None: ...
+    def phase_state(self, run_id: str, phase: str) -> PhaseState | None: ...
 
     @abc.abstractmethod
-    def set_phase_state(self, run_id: str, phase: str, state: str) -> None: ...
+    def set_phase_state(self, run_id: str, phase: str, state: PhaseState) -> None: ...
 
     # the master's lock --------------------------------------------------------
     @abc.abstractmethod
@@ -208,9 +232,9 @@ class Ledger(abc.ABC):
         """Take a lease on a message the ledger knows, with this very body, in a running run.
 
         Refused (``Claim.state`` set) when the ledger has no such message
-        (``UNPLANNED``), holds another body under its id (``MISMATCH``), the
-        message is terminal, another holder's lease is still live, or its run
-        is not running (``RUN_ENDED``). A refusal changes nothing. Each grant
+        (``Refusal.UNPLANNED``), holds another body under its id (``MISMATCH``),
+        the message is terminal, another holder's lease is still live, or its
+        run is not running (``RUN_ENDED``). A refusal changes nothing. Each grant
         counts one attempt.
         """
 
@@ -238,7 +262,7 @@ class Ledger(abc.ABC):
         return [_outcome(lambda c=call: self.complete(*c)) for call in calls]
 
     @abc.abstractmethod
-    def release(self, msg_id: str, token: int, state: str, error: str | None, refund: bool = False) -> None:
+    def release(self, msg_id: str, token: int, state: MessageState, error: str | None, refund: bool = False) -> None:
         """End a lease: ``queued`` for a retry, or terminal ``dead``/``aborted``; ``Fenced`` if stale.
 
         ``refund``: the delivery does not count as an attempt (a backend was
@@ -260,7 +284,7 @@ class Ledger(abc.ABC):
 
     # the master's watch ---------------------------------------------------------
     @abc.abstractmethod
-    def counts(self, run_id: str, phase: str | None = None) -> dict[str, int]:
+    def counts(self, run_id: str, phase: str | None = None) -> dict[MessageState, int]:
         """Messages per state."""
 
     @abc.abstractmethod
@@ -285,7 +309,7 @@ class Ledger(abc.ABC):
         """Sum of ``Count`` effects over the run's done messages."""
 
     @abc.abstractmethod
-    def chunk_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+    def chunk_counts(self, run_id: str) -> dict[str, dict[MessageState, int]]:
         """Per phase, messages per state (for status)."""
 
     @abc.abstractmethod

@@ -32,9 +32,7 @@ from swarm.envelope import Envelope, decode, encode
 from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, TableError, clip, describe
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
-from swarm.ledger import (
-    CANCELLED, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_QUEUED, MISMATCH, RUN_ENDED, UNPLANNED, Claim, Ledger, Message,
-)
+from swarm.ledger import Claim, Ledger, Message, MessageState, Refusal, RunStatus
 from swarm.outage import Outages
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job, Stage
@@ -258,18 +256,18 @@ class Processor:
 
     def _not_granted(self, item: Item, claim: Claim) -> str:
         delivery = item.delivery
-        if claim.state == RUN_ENDED and claim.detail == CANCELLED:
+        if claim.state == Refusal.RUN_ENDED and claim.detail == RunStatus.CANCELLED:
             delivery.ack()  # an operator ended the run: its work is dropped, not dead-lettered
             return SKIPPED
         refusal = _refusal(item.env, claim)
         if refusal is not None:  # not planned work: it must change nothing
             return self._reject(delivery, refusal, None)
-        if claim.state == M_CLAIMED:
+        if claim.state == MessageState.CLAIMED:
             # Another holder's lease is live: it may be working on it, or it
             # died (this is then the broker's redelivery). Look again once
             # that lease can have run out; a duplicate is skipped then.
             self.broker.publish([(delivery.queue, bytes(delivery.body))], delay=self.lease)
-        elif claim.state == M_DONE:
+        elif claim.state == MessageState.DONE:
             self._publish_children(self.ledger.queued_children(item.env.id))
         delivery.ack()  # done, dead or aborted already: nothing to do
         return SKIPPED
@@ -299,7 +297,7 @@ class Processor:
         """
         error = f"waited out an outage: {describe(outage)}" if outage else "returned to the queue after an error"
         try:
-            self.ledger.release(flight.env.id, flight.token, M_QUEUED, error, refund=outage is not None)
+            self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, error, refund=outage is not None)
         except (BackendError, Fenced):
             pass  # the lease will expire instead
 
@@ -405,7 +403,7 @@ class Processor:
         # The body goes unchanged: the ledger counts the attempts, and a
         # claim recognises the message by its body.
         self.broker.publish([(queue, bytes(flight.delivery.body))], delay=delay)
-        self.ledger.release(flight.env.id, flight.token, M_QUEUED, error)
+        self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, error)
         flight.delivery.ack()
         metrics.RETRIES.labels(self.job.name, flight.stage.name).inc()
         log.warning("retrying %s in %.1fs (attempt %d): %s", flight.env.id, delay, flight.attempts, _first_line(error))
@@ -414,14 +412,14 @@ class Processor:
     def _give_up(self, flight: InFlight, reason: str) -> str:
         queue = stage_queue(self.job.name, flight.env.stage)
         self.broker.dead_letter(queue, flight.delivery.body, reason)
-        self.ledger.release(flight.env.id, flight.token, M_DEAD, reason)
+        self.ledger.release(flight.env.id, flight.token, MessageState.DEAD, reason)
         flight.delivery.ack()
         metrics.DEAD_LETTERS.labels(self.job.name, flight.stage.name).inc()
         log.error("dead-lettered %s: %s", flight.env.id, _first_line(reason))
         return DEAD
 
     def _abort(self, flight: InFlight, reason: str) -> str:
-        self.ledger.release(flight.env.id, flight.token, M_ABORTED, reason)
+        self.ledger.release(flight.env.id, flight.token, MessageState.ABORTED, reason)
         flight.delivery.ack()
         log.error("aborted %s: %s", flight.env.id, _first_line(reason))
         return ABORTED
@@ -503,7 +501,7 @@ class Processor:
         """A claimed message whose handler never started: on the queue again, for any worker."""
         try:
             self.broker.publish([(flight.delivery.queue, bytes(flight.delivery.body))])
-            self.ledger.release(flight.env.id, flight.token, M_QUEUED, None, refund=True)  # it never ran
+            self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, None, refund=True)  # it never ran
             flight.delivery.ack()
         except (Fenced, BackendError) as exc:
             log.error("could not hand back %s: %s", flight.env.id, exc)
@@ -522,12 +520,12 @@ def child_message(env: Envelope, stage: Stage, index: int, send: Send, keys: Sit
 
 def _refusal(env: Envelope, claim: Claim) -> str | None:
     """Why a delivery is not planned work, or None when its claim was refused for the message's own state."""
-    if claim.state == UNPLANNED:
+    if claim.state == Refusal.UNPLANNED:
         return (f"not planned: the ledger has no message {env.id} (neither the master's plan nor a parent "
                 "that ran recorded it)")
-    if claim.state == MISMATCH:
+    if claim.state == Refusal.MISMATCH:
         return f"not planned: message {env.id} differs from the one the ledger recorded under that id (a stale copy)"
-    if claim.state == RUN_ENDED:
+    if claim.state == Refusal.RUN_ENDED:
         return f"run {env.run} is {claim.detail}: it takes no more work"
     return None
 

@@ -21,9 +21,8 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequenc
 from swarm.errors import BackendError, Fenced, clip
 from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_ERROR_CHARS
 from swarm.ledger import (
-    DONE, FAILED, MISMATCH, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED,
-    PLANNED, RUN_ENDED, RUNNING, TERMINAL, UNPLANNED, Claim, ClaimCall, CompleteCall, DeadLetterRecord, Failure,
-    Ledger, Message, Pruned, Run, body_digest,
+    Claim, ClaimCall, CompleteCall, DeadLetterRecord, Failure, Ledger, Message, MessageState, PhaseState, Pruned,
+    Refusal, Run, RunStatus, body_digest,
 )
 
 T = TypeVar("T")
@@ -310,7 +309,7 @@ class SqlLedger(Ledger, abc.ABC):
 
     def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
         now = self.now()
-        row = (run_id, job, json.dumps(dict(params), sort_keys=True), RUNNING, None, None, now, now, None)
+        row = (run_id, job, json.dumps(dict(params), sort_keys=True), RunStatus.RUNNING, None, None, now, now, None)
         self._write(self._insert_new("swarm_runs", _RUN_COLUMNS), row)
         run = self.get_run(run_id)
         assert run is not None
@@ -347,7 +346,7 @@ class SqlLedger(Ledger, abc.ABC):
             if value is not None:
                 sets.append(f"{column} = ?")
                 args.append(value)
-        if status == RUNNING:
+        if status == RunStatus.RUNNING:
             sets.append("error = NULL")
             sets.append("finished_at = NULL")
         if finished:
@@ -357,13 +356,13 @@ class SqlLedger(Ledger, abc.ABC):
 
     def phase_state(self, run_id: str, phase: str) -> str | None:
         row = self._row("SELECT state FROM swarm_phases WHERE run_id = ? AND phase = ?", (run_id, phase))
-        return None if row is None else row[0]
+        return None if row is None else PhaseState(row[0])
 
-    def set_phase_state(self, run_id: str, phase: str, state: str) -> None:
+    def set_phase_state(self, run_id: str, phase: str, state: PhaseState) -> None:
         now = self.now()
         self._transaction(lambda cur: self._set_phase(cur, run_id, phase, state, now))
 
-    def _set_phase(self, cur: Any, run_id: str, phase: str, state: str, now: float) -> None:
+    def _set_phase(self, cur: Any, run_id: str, phase: str, state: PhaseState, now: float) -> None:
         cur.execute(
             self._sql("UPDATE swarm_phases SET state = ?, updated_at = ? WHERE run_id = ? AND phase = ?"),
             (state, now, run_id, phase),
@@ -377,12 +376,12 @@ class SqlLedger(Ledger, abc.ABC):
 
     def save_plan(self, run_id: str, phase: str, messages: Sequence[Message]) -> None:
         now = self.now()
-        rows = [_message_row(m, run_id, phase, M_PLANNED, now) for m in messages]
+        rows = [_message_row(m, run_id, phase, MessageState.PLANNED, now) for m in messages]
 
         def work(cur: Any) -> None:
             for batch in _batches(rows, 1000):
                 cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), batch)
-            self._set_phase(cur, run_id, phase, PLANNED, now)
+            self._set_phase(cur, run_id, phase, PhaseState.PLANNED, now)
 
         self._transaction(work)
 
@@ -392,7 +391,7 @@ class SqlLedger(Ledger, abc.ABC):
         rows = self._rows(
             "SELECT id, stage, chunk, body FROM swarm_messages "
             "WHERE run_id = ? AND state = ? AND phase = ? AND id > ? ORDER BY id LIMIT ?",
-            (run_id, M_PLANNED, phase, after, int(limit)),
+            (run_id, MessageState.PLANNED, phase, after, int(limit)),
         )
         return [_message(r) for r in rows]
 
@@ -407,7 +406,7 @@ class SqlLedger(Ledger, abc.ABC):
                     self._sql(
                         f"UPDATE swarm_messages SET state = ?, updated_at = ? WHERE state = ? AND id IN ({_marks(part)})"
                     ),
-                    (M_QUEUED, now, M_PLANNED, *part),
+                    (MessageState.QUEUED, now, MessageState.PLANNED, *part),
                 )
 
         if ordered:
@@ -479,7 +478,8 @@ class SqlLedger(Ledger, abc.ABC):
                 f"holder = ?, lease_until = ?, updated_at = ? WHERE id IN ({_marks(ids)}) "
                 "AND (state IN (?, ?) OR (state = ? AND lease_until < ?))"
             ),
-            (M_CLAIMED, holder, until, now, *ids, M_PLANNED, M_QUEUED, M_CLAIMED, now),
+            (MessageState.CLAIMED, holder, until, now, *ids,
+             MessageState.PLANNED, MessageState.QUEUED, MessageState.CLAIMED, now),
         )
         # Granted: claimed with this very holder and lease end, by the UPDATE above
         # or by an earlier run of this transaction whose COMMIT went unacknowledged.
@@ -504,7 +504,7 @@ class SqlLedger(Ledger, abc.ABC):
                         f"UPDATE swarm_messages SET lease_until = ? WHERE state = ? AND id IN ({_marks(ids)}) "
                         f"AND ({_id_token_pairs(len(part))})"
                     ),
-                    (until, M_CLAIMED, *ids, *(v for pair in part for v in pair)),
+                    (until, MessageState.CLAIMED, *ids, *(v for pair in part for v in pair)),
                 )
 
         if held:
@@ -521,11 +521,11 @@ class SqlLedger(Ledger, abc.ABC):
         return [p.error for p in self._completes.submit_many(None, [(call[0], tuple(call)) for call in calls])]
 
     def _complete_alone(self, msg_id, token, run_id, phase, children, counts, now: float) -> None:
-        child_rows = [_message_row(c, run_id, phase, M_QUEUED, now, parent=msg_id) for c in children]
+        child_rows = [_message_row(c, run_id, phase, MessageState.QUEUED, now, parent=msg_id) for c in children]
         count_rows = [(msg_id, name, run_id, int(value)) for name, value in counts.items()]
 
         def work(cur: Any) -> None:
-            if not self._end_lease(cur, msg_id, token, M_DONE, None, now):
+            if not self._end_lease(cur, msg_id, token, MessageState.DONE, None, now):
                 return  # an earlier run of this very call committed it all
             self._record_results(cur, child_rows, count_rows)
 
@@ -560,11 +560,12 @@ class SqlLedger(Ledger, abc.ABC):
         for call in calls:
             msg_id, token = call[0], call[1]
             state, current = found.get(msg_id, (None, None))
-            if current != token or state not in (M_CLAIMED, M_DONE):
+            if current != token or state not in (MessageState.CLAIMED, MessageState.DONE):
                 outcomes.append(Fenced(f"message {msg_id}: lease token {token} is no longer current"))
             else:
                 outcomes.append(None)
-                if state == M_CLAIMED:  # else done with this token: an earlier run of this very call committed it all
+                # Else done with this token: an earlier run of this very call committed it all.
+                if state == MessageState.CLAIMED:
                     ending.append(call)
         if ending:
             self._end_leases(cur, sorted(ending, key=lambda call: call[0]), now)
@@ -578,14 +579,14 @@ class SqlLedger(Ledger, abc.ABC):
                 f"UPDATE swarm_messages SET state = ?, lease_until = NULL, updated_at = ? WHERE id IN ({_marks(ids)}) "
                 f"AND state = ? AND ({_id_token_pairs(len(calls))})"
             ),
-            (M_DONE, now, *ids, M_CLAIMED, *(v for call in calls for v in call[:2])),
+            (MessageState.DONE, now, *ids, MessageState.CLAIMED, *(v for call in calls for v in call[:2])),
         )
         if cur.rowcount != len(calls):
             raise BackendError(f"{len(calls)} leases to end, {cur.rowcount} found: the rows changed under their locks")
         children: dict[str, tuple] = {}
         for msg_id, _, run_id, phase, kids, _ in calls:
             for c in kids:
-                children.setdefault(c.id, _message_row(c, run_id, phase, M_QUEUED, now, parent=msg_id))
+                children.setdefault(c.id, _message_row(c, run_id, phase, MessageState.QUEUED, now, parent=msg_id))
         counts = [(msg_id, name, run_id, int(value)) for msg_id, _, run_id, _, _, named in calls
                   for name, value in sorted(named.items())]
         self._record_results(cur, [children[i] for i in sorted(children)], counts)
@@ -611,10 +612,11 @@ class SqlLedger(Ledger, abc.ABC):
             else:
                 p.succeed(outcome)
 
-    def release(self, msg_id: str, token: int, state: str, error: str | None, refund: bool = False) -> None:
-        if state not in (M_QUEUED, M_DEAD, M_ABORTED):
-            raise ValueError(f"release to {state!r}: expected one of {M_QUEUED}, {M_DEAD}, {M_ABORTED}")
-        if refund and state != M_QUEUED:
+    def release(self, msg_id: str, token: int, state: MessageState, error: str | None, refund: bool = False) -> None:
+        if state not in (MessageState.QUEUED, MessageState.DEAD, MessageState.ABORTED):
+            raise ValueError(f"release to {state!r}: expected one of "
+                             f"{MessageState.QUEUED}, {MessageState.DEAD}, {MessageState.ABORTED}")
+        if refund and state != MessageState.QUEUED:
             raise ValueError("only a message going back to the queue gets its attempt back")
         now = self.now()
         self._transaction(lambda cur: self._end_lease(cur, msg_id, token, state, _clip(error), now, refund))
@@ -622,14 +624,14 @@ class SqlLedger(Ledger, abc.ABC):
     def _end_lease(self, cur: Any, msg_id: str, token: int, state: str, error: str | None, now: float,
                    refund: bool = False) -> bool:
         """Move the message held with ``token`` to ``state``; False if this was done already; ``Fenced`` if stale."""
-        error_sql = "" if state == M_DONE else "error = ?, "
+        error_sql = "" if state == MessageState.DONE else "error = ?, "
         refund_sql = "attempts = attempts - 1, " if refund else ""
         cur.execute(
             self._sql(
                 f"UPDATE swarm_messages SET state = ?, {error_sql}{refund_sql}lease_until = NULL, updated_at = ? "
                 "WHERE id = ? AND token = ? AND state = ?"
             ),
-            (state, *([] if state == M_DONE else [error]), now, msg_id, token, M_CLAIMED),
+            (state, *([] if state == MessageState.DONE else [error]), now, msg_id, token, MessageState.CLAIMED),
         )
         if cur.rowcount == 1:
             return True
@@ -650,7 +652,8 @@ class SqlLedger(Ledger, abc.ABC):
                     "UPDATE swarm_messages SET state = ?, error = ?, token = token + 1, lease_until = NULL, "
                     "updated_at = ? WHERE id = ? AND state IN (?, ?) AND (digest = ? OR digest IS NULL)"
                 ),
-                (M_DEAD, _clip(reason), now, msg_id, M_PLANNED, M_QUEUED, body_digest(bytes(body))),
+                (MessageState.DEAD, _clip(reason), now, msg_id, MessageState.PLANNED, MessageState.QUEUED,
+                 body_digest(bytes(body))),
             )
             return cur.rowcount == 1
 
@@ -665,34 +668,34 @@ class SqlLedger(Ledger, abc.ABC):
         rows = self._rows(
             "SELECT id, stage, chunk, body FROM swarm_messages "
             "WHERE id > ? AND id < ? AND parent = ? AND state = ? ORDER BY id",
-            (prefix + "/", prefix + "0", parent_id, M_QUEUED),
+            (prefix + "/", prefix + "0", parent_id, MessageState.QUEUED),
         )
         return [_message(r) for r in rows]
 
     # the master's watch -----------------------------------------------------------
 
-    def counts(self, run_id: str, phase: str | None = None) -> dict[str, int]:
+    def counts(self, run_id: str, phase: str | None = None) -> dict[MessageState, int]:
         sql = "SELECT state, COUNT(*) FROM swarm_messages WHERE run_id = ?"
         args: list[Any] = [run_id]
         if phase is not None:
             sql += " AND phase = ?"
             args.append(phase)
-        return {state: int(n) for state, n in self._rows(sql + " GROUP BY state", args)}
+        return {MessageState(state): int(n) for state, n in self._rows(sql + " GROUP BY state", args)}
 
-    def chunk_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+    def chunk_counts(self, run_id: str) -> dict[str, dict[MessageState, int]]:
         rows = self._rows(
             "SELECT phase, state, COUNT(*) FROM swarm_messages WHERE run_id = ? GROUP BY phase, state", (run_id,)
         )
-        out: dict[str, dict[str, int]] = {}
+        out: dict[str, dict[MessageState, int]] = {}
         for phase, state, n in rows:
-            out.setdefault(phase, {})[state] = int(n)
+            out.setdefault(phase, {})[MessageState(state)] = int(n)
         return out
 
     def done_since(self, run_id: str, since: float) -> dict[str, int]:
         rows = self._rows(
             "SELECT stage, COUNT(*) FROM swarm_messages WHERE run_id = ? AND state = ? AND updated_at >= ? "
             "GROUP BY stage",
-            (run_id, M_DONE, since),
+            (run_id, MessageState.DONE, since),
         )
         return {stage: int(n) for stage, n in rows}
 
@@ -707,7 +710,7 @@ class SqlLedger(Ledger, abc.ABC):
                     "SELECT id, stage, chunk, body FROM swarm_messages "
                     "WHERE run_id = ? AND state = ? AND lease_until < ? ORDER BY id"
                 ),
-                (run_id, M_CLAIMED, now),
+                (run_id, MessageState.CLAIMED, now),
             )
             expired = [_message(r) for r in cur.fetchall()]
             for part in _batches([m.id for m in expired], 1000):
@@ -717,7 +720,7 @@ class SqlLedger(Ledger, abc.ABC):
                         "UPDATE swarm_messages SET state = ?, token = token + 1, lease_until = NULL, error = ?, "
                         f"updated_at = ? WHERE id IN ({_marks(part)}) AND state = ? AND lease_until < ?"
                     ),
-                    (M_QUEUED, "lease expired", now, *part, M_CLAIMED, now),
+                    (MessageState.QUEUED, "lease expired", now, *part, MessageState.CLAIMED, now),
                 )
             found.update((m.id, m) for m in expired)
 
@@ -734,13 +737,13 @@ class SqlLedger(Ledger, abc.ABC):
                     "SELECT id, stage, chunk, body FROM swarm_messages "
                     "WHERE run_id = ? AND state = ? AND updated_at < ? ORDER BY id"
                 ),
-                (run_id, M_QUEUED, older_than),
+                (run_id, MessageState.QUEUED, older_than),
             )
             stale = [_message(r) for r in cur.fetchall()]
             for part in _batches([m.id for m in stale], 1000):
                 cur.execute(
                     self._sql(f"UPDATE swarm_messages SET updated_at = ? WHERE id IN ({_marks(part)}) AND state = ?"),
-                    (now, *part, M_QUEUED),
+                    (now, *part, MessageState.QUEUED),
                 )
             found.update((m.id, m) for m in stale)
 
@@ -752,9 +755,10 @@ class SqlLedger(Ledger, abc.ABC):
         rows = self._rows(
             "SELECT id, stage, chunk, state, attempts, error, updated_at FROM swarm_messages "
             f"WHERE run_id = ? AND (state IN (?, ?) OR error IS NOT NULL){which} ORDER BY updated_at DESC, id LIMIT ?",
-            (run_id, M_DEAD, M_ABORTED, *([M_DONE] if recovered is not None else []), int(limit)),
+            (run_id, MessageState.DEAD, MessageState.ABORTED, *([MessageState.DONE] if recovered is not None else []),
+             int(limit)),
         )
-        return [Failure(r[0], r[1], r[2], r[3], int(r[4]), r[5], float(r[6])) for r in rows]
+        return [Failure(r[0], r[1], r[2], MessageState(r[3]), int(r[4]), r[5], float(r[6])) for r in rows]
 
     def counters(self, run_id: str) -> dict[str, int]:
         rows = self._rows("SELECT name, SUM(value) FROM swarm_counters WHERE run_id = ? GROUP BY name", (run_id,))
@@ -824,7 +828,7 @@ class SqlLedger(Ledger, abc.ABC):
                     "UPDATE swarm_messages SET state = ?, attempts = 0, token = token + 1, updated_at = ? "
                     "WHERE id = ? AND state = ?"
                 ),
-                (M_QUEUED, now, msg_id, M_DEAD),
+                (MessageState.QUEUED, now, msg_id, MessageState.DEAD),
             )
             if cur.rowcount:  # its run takes work again: a worker grants only messages of running runs
                 cur.execute(
@@ -832,7 +836,7 @@ class SqlLedger(Ledger, abc.ABC):
                         "UPDATE swarm_runs SET status = ?, error = NULL, finished_at = NULL, updated_at = ? "
                         "WHERE id = (SELECT run_id FROM swarm_messages WHERE id = ?) AND status <> ?"
                     ),
-                    (RUNNING, now, msg_id, RUNNING),
+                    (RunStatus.RUNNING, now, msg_id, RunStatus.RUNNING),
                 )
 
         self._transaction(work)
@@ -841,7 +845,8 @@ class SqlLedger(Ledger, abc.ABC):
 
     def prune(self, before: float, dry_run: bool = False) -> Pruned:
         runs = [r[0] for r in self._rows(
-            "SELECT id FROM swarm_runs WHERE status IN (?, ?) AND finished_at < ? ORDER BY id", (DONE, FAILED, before)
+            "SELECT id FROM swarm_runs WHERE status IN (?, ?) AND finished_at < ? ORDER BY id",
+            (RunStatus.DONE, RunStatus.FAILED, before),
         )]
         if dry_run:
             return Pruned(runs, sum(sum(self.counts(r).values()) for r in runs), len(self._old_letters(before)))
@@ -887,18 +892,18 @@ class SqlLedger(Ledger, abc.ABC):
 def _may_claim(row: Sequence[Any] | None, body: bytes, now: float) -> Claim | None:
     """None when the message in ``row`` may be leased for a delivery of ``body``; else the refusal."""
     if row is None:
-        return Claim(None, 0, UNPLANNED)
+        return Claim(None, 0, Refusal.UNPLANNED)
     state, attempts, lease_until, digest, run_status, ours = row
     if digest is not None and digest != body_digest(bytes(body)):
-        return Claim(None, int(attempts), MISMATCH)
-    if state == M_CLAIMED and int(ours):
+        return Claim(None, int(attempts), Refusal.MISMATCH)
+    if state == MessageState.CLAIMED and int(ours):
         return None  # this very claim, committed by an earlier run of its transaction
-    if state in TERMINAL:
-        return Claim(None, int(attempts), state)
-    if run_status != RUNNING:
-        return Claim(None, int(attempts), RUN_ENDED, detail=run_status or "not in the ledger")
-    if state == M_CLAIMED and lease_until is not None and float(lease_until) >= now:
-        return Claim(None, int(attempts), M_CLAIMED)
+    if MessageState(state).terminal:
+        return Claim(None, int(attempts), MessageState(state))
+    if run_status != RunStatus.RUNNING:
+        return Claim(None, int(attempts), Refusal.RUN_ENDED, detail=run_status or "not in the ledger")
+    if state == MessageState.CLAIMED and lease_until is not None and float(lease_until) >= now:
+        return Claim(None, int(attempts), MessageState.CLAIMED)
     return None
 
 
@@ -908,9 +913,9 @@ def _message_row(m: Message, run_id: str, phase: str, state: str, now: float, pa
 
 
 def _claim(state: str, token: Any, attempts: Any, granted: Any) -> Claim:
-    if granted and state == M_CLAIMED:
+    if granted and state == MessageState.CLAIMED:
         return Claim(token=int(token), attempts=int(attempts))
-    return Claim(token=None, attempts=int(attempts), state=state)
+    return Claim(token=None, attempts=int(attempts), state=MessageState(state))
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -924,7 +929,7 @@ def _id_token_pairs(n: int) -> str:
 
 def _run(row: Sequence[Any]) -> Run:
     return Run(
-        id=row[0], job=row[1], params=json.loads(row[2]), status=row[3], phase=row[4], error=row[5],
+        id=row[0], job=row[1], params=json.loads(row[2]), status=RunStatus(row[3]), phase=row[4], error=row[5],
         created_at=float(row[6]), updated_at=float(row[7]),
         finished_at=None if row[8] is None else float(row[8]),
     )
