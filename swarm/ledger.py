@@ -99,8 +99,25 @@ class Claim:
         return self.token is not None
 
 
-ClaimCall = tuple[str, str, Message]  # run_id, phase, message
-CompleteCall = tuple[str, int, str, str, Sequence[Message], Mapping[str, int]]
+@dataclasses.dataclass(frozen=True)
+class ClaimRequest:
+    """A delivery to take a lease on: its message as it arrived, in the run and phase its envelope names."""
+
+    run_id: str
+    phase: str
+    message: Message
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """A claimed message's results, recorded with it done; ``token`` is the lease's fencing token."""
+
+    message_id: str
+    token: int
+    run_id: str
+    phase: str
+    children: Sequence[Message] = ()  # recorded queued, with this message as their parent
+    counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _outcome(call: Callable[[], Any]) -> Any:
@@ -253,13 +270,14 @@ class Ledger(abc.ABC):
         ledger does not know is never run.
         """
 
-    def claim_batch(self, calls: Sequence[ClaimCall], holder: str, lease: float) -> list[Claim | BackendError]:
-        """``claim`` for each ``(run_id, phase, msg)``; a call's ``BackendError`` is its outcome, not raised."""
-        return [_outcome(lambda c=call: self.claim(*c, holder, lease)) for call in calls]
+    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
+        """``claim`` for each request; a request's ``BackendError`` is its outcome, not raised."""
+        return [_outcome(lambda r=r: self.claim(r.run_id, r.phase, r.message, holder, lease)) for r in requests]
 
-    def complete_batch(self, calls: Sequence[CompleteCall]) -> list[Fenced | BackendError | None]:
-        """``complete`` for each ``(msg_id, token, run_id, phase, children, counts)``; None where it succeeded."""
-        return [_outcome(lambda c=call: self.complete(*c)) for call in calls]
+    def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
+        """``complete`` for each completion; None where it succeeded."""
+        return [_outcome(lambda c=c: self.complete(c.message_id, c.token, c.run_id, c.phase, c.children, c.counts))
+                for c in completions]
 
     @abc.abstractmethod
     def release(self, msg_id: str, token: int, state: MessageState, error: str | None, refund: bool = False) -> None:

@@ -32,7 +32,7 @@ from swarm.envelope import Envelope, decode, encode
 from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, TableError, clip, describe
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
-from swarm.ledger import Claim, Ledger, Message, MessageState, Refusal, RunStatus
+from swarm.ledger import Claim, ClaimRequest, Completion, Ledger, Message, MessageState, Refusal, RunStatus
 from swarm.outage import Outages
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job, Stage
@@ -234,7 +234,8 @@ class Processor:
     # the happy path -----------------------------------------------------------
 
     def _claim(self, items: list[Item]) -> None:
-        calls = [(i.env.run, i.env.phase, Message(i.env.id, i.env.stage, i.env.chunk, bytes(i.delivery.body)))
+        calls = [ClaimRequest(i.env.run, i.env.phase,
+                              Message(i.env.id, i.env.stage, i.env.chunk, bytes(i.delivery.body)))
                  for i in items]
         batch: list[InFlight] = []
         for item, claim in zip(items, self.ledger.claim_batch(calls, self.holder, self.lease)):
@@ -336,7 +337,8 @@ class Processor:
         if not items:
             return
         failpoint("worker.after_apply")
-        calls = [(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts) for i in items]
+        calls = [Completion(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts)
+                 for i in items]
         for item, error in zip(items, self.ledger.complete_batch(calls)):
             self._guard(item, lambda e=error: self._completed(e))
         failpoint("worker.after_complete")

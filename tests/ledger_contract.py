@@ -20,7 +20,9 @@ import pytest
 
 from swarm.backends import open_ledger
 from swarm.errors import BackendError, Fenced, MasterLocked
-from swarm.ledger import Ledger, Message, MessageState, PhaseState, Refusal, RunStatus
+from swarm.ledger import (
+    ClaimRequest, Completion, Ledger, Message, MessageState, PhaseState, Refusal, RunStatus,
+)
 from swarm.limits import MAX_DEAD_LETTER_BYTES
 from swarm.ledgers import sql
 
@@ -82,9 +84,9 @@ time.sleep(600)
 """
 
 
-def together(run: Callable[[list[sql.Pending]], None], key, calls: list[tuple[str, tuple]]) -> list[sql.Pending]:
-    """Run ``calls`` (message id, arguments) as one group commit, as concurrent callers would share it."""
-    group = [sql.Pending(key, msg_id, args) for msg_id, args in calls]
+def together(run: Callable[[list[sql.Pending]], None], key, calls: list[tuple[str, object]]) -> list[sql.Pending]:
+    """Run ``calls`` (message id, request) as one group commit, as concurrent callers would share it."""
+    group = [sql.Pending(key, msg_id, request) for msg_id, request in calls]
     run(group)
     return group
 
@@ -325,7 +327,7 @@ class LedgerContract:
         held = ledger.claim(RUN, PHASE, live, "w2", LEASE)
         lapsed = ledger.claim(RUN, PHASE, expired, "w2", EXPIRED)
         group = together(ledger._claim_group, ("w1", LEASE), [
-            (m.id, (RUN, PHASE, m)) for m in (planned, unseen, done, live, expired)])
+            (m.id, ClaimRequest(RUN, PHASE, m)) for m in (planned, unseen, done, live, expired)])
         claims = [outcome(p) for p in group]
         assert [c.granted for c in claims] == [True, False, False, False, True]
         assert [(c.state, c.attempts) for c in claims] == [
@@ -343,7 +345,7 @@ class LedgerContract:
         ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
         ledger.claim(RUN, PHASE, live, "w2", LEASE)
         # twice: the same message delivered twice in one batch is granted once
-        calls = [(RUN, PHASE, m) for m in (planned, twice, done, live, twice, unseen, stale)]
+        calls = [ClaimRequest(RUN, PHASE, m) for m in (planned, twice, done, live, twice, unseen, stale)]
         claims = ledger.claim_batch(calls, "w1", LEASE)
         assert [c.granted for c in claims] == [True, True, False, False, False, False, False]
         assert [c.state for c in claims[2:]] == [
@@ -354,13 +356,13 @@ class LedgerContract:
     def test_a_batch_complete_gives_each_message_the_outcome_it_would_get_alone(self, ledger):
         ok, stale, other = message(1), message(2), message(3)
         known(ledger, ok, stale, other)
-        claims = ledger.claim_batch([(RUN, PHASE, m) for m in (ok, stale, other)], "w1", EXPIRED)
+        claims = ledger.claim_batch([ClaimRequest(RUN, PHASE, m) for m in (ok, stale, other)], "w1", EXPIRED)
         ledger.claim(RUN, PHASE, stale, "w2", LEASE)  # takes over the lapsed lease: w1's token is stale
         kids = [message("1.0", stage="write")]
         outcomes = ledger.complete_batch([
-            (ok.id, claims[0].token, RUN, PHASE, kids, {"rows": 2}),
-            (stale.id, claims[1].token, RUN, PHASE, [message("2.0", stage="write")], {"rows": 5}),
-            (other.id, claims[2].token, RUN, PHASE, [], {"rows": 1}),
+            Completion(ok.id, claims[0].token, RUN, PHASE, kids, {"rows": 2}),
+            Completion(stale.id, claims[1].token, RUN, PHASE, [message("2.0", stage="write")], {"rows": 5}),
+            Completion(other.id, claims[2].token, RUN, PHASE, [], {"rows": 1}),
         ])
         assert [type(o) for o in outcomes] == [type(None), Fenced, type(None)]
         assert ledger.counters(RUN) == {"rows": 3}
@@ -488,7 +490,7 @@ class LedgerContract:
             (bare, tokens[bare.id], [], {}),
         ]
         group = together(ledger._complete_group, None, [
-            (m.id, (m.id, token, RUN, PHASE, children, counts)) for m, token, children, counts in calls])
+            (m.id, Completion(m.id, token, RUN, PHASE, children, counts)) for m, token, children, counts in calls])
         assert [outcome(p) for p in group] == [None, Fenced, None, BackendError, None]
         assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 3, MessageState.CLAIMED: 2, MessageState.QUEUED: 3}
         assert ledger.counters(RUN) == {"rows": 3}

@@ -16,16 +16,17 @@ import dataclasses
 import hashlib
 import json
 import threading
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from swarm.errors import BackendError, Fenced, clip
 from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_ERROR_CHARS
 from swarm.ledger import (
-    Claim, ClaimCall, CompleteCall, DeadLetterRecord, Failure, Ledger, Message, MessageState, PhaseState, Pruned,
+    Claim, ClaimRequest, Completion, DeadLetterRecord, Failure, Ledger, Message, MessageState, PhaseState, Pruned,
     Refusal, Run, RunStatus, body_digest,
 )
 
 T = TypeVar("T")
+R = TypeVar("R")  # a request in a group commit
 Work = Callable[[Any], T]  # takes a DB-API cursor inside one transaction
 
 PRUNE_BATCH = 5000  # rows deleted per transaction: pruning never holds long locks
@@ -101,12 +102,12 @@ class SplitGroup(Exception):
 
 
 @dataclasses.dataclass(eq=False)
-class Pending:
+class Pending(Generic[R]):
     """One caller's request in a group commit, and then its outcome."""
 
     key: Hashable  # only requests with equal keys share a transaction
     id: str  # and never two for the same message
-    args: tuple
+    request: R
     result: Any = None
     error: BaseException | None = None
     settled: bool = False
@@ -130,7 +131,7 @@ class Pending:
         return self.result
 
 
-class Group:
+class Group(Generic[R]):
     """Group commit: callers that arrive while a transaction runs share the next one.
 
     No thread of its own and no waiting for company: a caller that finds no
@@ -139,19 +140,19 @@ class Group:
     ``run`` settles every member of the group it is given.
     """
 
-    def __init__(self, run: Callable[[list[Pending]], None], limit: int = 64):
+    def __init__(self, run: Callable[[list[Pending[R]]], None], limit: int = 64):
         self._run, self._limit = run, limit
         self._cond = threading.Condition()
-        self._waiting: list[Pending] = []
+        self._waiting: list[Pending[R]] = []
         self._busy = False
 
-    def submit(self, key: Hashable, id_: str, args: tuple) -> Any:
+    def submit(self, key: Hashable, id_: str, request: R) -> Any:
         """Wait for this request's outcome: its result, or its exception raised here."""
-        return self.submit_many(key, [(id_, args)])[0].outcome()
+        return self.submit_many(key, [(id_, request)])[0].outcome()
 
-    def submit_many(self, key: Hashable, requests: Sequence[tuple[str, tuple]]) -> list[Pending]:
-        """Queue several ``(id, args)`` requests at once and wait until every one is settled."""
-        mine = [Pending(key, id_, args) for id_, args in requests]
+    def submit_many(self, key: Hashable, requests: Sequence[tuple[str, R]]) -> list[Pending[R]]:
+        """Queue several ``(id, request)`` at once and wait until every one is settled."""
+        mine = [Pending(key, id_, request) for id_, request in requests]
         with self._cond:
             self._waiting.extend(mine)
         while True:
@@ -164,7 +165,7 @@ class Group:
                 group = self._take()
             self._lead(group)
 
-    def _take(self) -> list[Pending]:
+    def _take(self) -> list[Pending[R]]:
         """The oldest request and those after it that can share its transaction."""
         first, group, rest, ids = self._waiting[0], [], [], set()
         for p in self._waiting:
@@ -176,7 +177,7 @@ class Group:
         self._waiting = rest
         return group
 
-    def _lead(self, group: list[Pending]) -> None:
+    def _lead(self, group: list[Pending[R]]) -> None:
         try:
             self._run(group)
         finally:
@@ -416,19 +417,18 @@ class SqlLedger(Ledger, abc.ABC):
 
     def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
         if self.group_commit:
-            return self._claims.submit((holder, lease), msg.id, (run_id, phase, msg))
+            return self._claims.submit((holder, lease), msg.id, ClaimRequest(run_id, phase, msg))
         now = self.now()
-        return self._claim_alone(run_id, phase, msg, holder, now, now + lease)
+        return self._claim_alone(ClaimRequest(run_id, phase, msg), holder, now, now + lease)
 
-    def claim_batch(self, calls: Sequence[ClaimCall], holder: str, lease: float) -> list[Claim | BackendError]:
+    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
         if not self.group_commit:
-            return super().claim_batch(calls, holder, lease)
-        requests = [(msg.id, (run_id, phase, msg)) for run_id, phase, msg in calls]
-        settled = self._claims.submit_many((holder, lease), requests)
+            return super().claim_batch(requests, holder, lease)
+        settled = self._claims.submit_many((holder, lease), [(r.message.id, r) for r in requests])
         return [p.error or p.result for p in settled]
 
-    def _claim_alone(self, run_id: str, phase: str, msg: Message, holder: str, now: float, until: float) -> Claim:
-        return self._transaction(lambda cur: self._claim_many(cur, [(run_id, phase, msg)], holder, now, until))[0]
+    def _claim_alone(self, request: ClaimRequest, holder: str, now: float, until: float) -> Claim:
+        return self._transaction(lambda cur: self._claim_many(cur, [request], holder, now, until))[0]
 
     def _claim_group(self, group: list[Pending]) -> None:
         holder, lease = group[0].key
@@ -436,18 +436,18 @@ class SqlLedger(Ledger, abc.ABC):
         until = now + lease
         self._run_group(
             group,
-            lambda p: self._claim_alone(*p.args, holder, now, until),
-            lambda cur: self._claim_many(cur, [p.args for p in group], holder, now, until),
+            lambda p: self._claim_alone(p.request, holder, now, until),
+            lambda cur: self._claim_many(cur, [p.request for p in group], holder, now, until),
         )
 
-    def _claim_many(self, cur: Any, calls: list[tuple], holder: str, now: float, until: float) -> list[Claim]:
+    def _claim_many(self, cur: Any, requests: list[ClaimRequest], holder: str, now: float, until: float) -> list[Claim]:
         """Claim distinct messages, each with the outcome it would get alone; nothing unknown is recorded.
 
         A claim never inserts: a message runs only if the master planned it
         or a parent recorded it, with this very body (its digest), in a run
         that is running. A refused claim changes nothing.
         """
-        ids = sorted(m.id for _, _, m in calls)
+        ids = sorted(r.message.id for r in requests)
         cur.execute(
             self._sql(
                 "SELECT m.id, m.state, m.attempts, m.lease_until, m.digest, r.status, "
@@ -459,14 +459,14 @@ class SqlLedger(Ledger, abc.ABC):
         found = {row[0]: row[1:] for row in cur.fetchall()}
         refused: dict[str, Claim] = {}
         wanted = []
-        for _, _, msg in calls:
-            verdict = _may_claim(found.get(msg.id), msg.body, now)
+        for r in requests:
+            verdict = _may_claim(found.get(r.message.id), r.message.body, now)
             if verdict is None:
-                wanted.append(msg.id)
+                wanted.append(r.message.id)
             else:
-                refused[msg.id] = verdict
+                refused[r.message.id] = verdict
         granted = self._take_leases(cur, wanted, holder, now, until)
-        return [refused.get(m.id) or granted[m.id] for _, _, m in calls]
+        return [refused.get(r.message.id) or granted[r.message.id] for r in requests]
 
     def _take_leases(self, cur: Any, ids: list[str], holder: str, now: float, until: float) -> dict[str, Claim]:
         """Lease the claimable ``ids``; each one's claim, granted unless a concurrent claim came first."""
@@ -512,20 +512,21 @@ class SqlLedger(Ledger, abc.ABC):
 
     def complete(self, msg_id, token, run_id, phase, children, counts) -> None:
         if self.group_commit:
-            return self._completes.submit(None, msg_id, (msg_id, token, run_id, phase, children, counts))
-        return self._complete_alone(msg_id, token, run_id, phase, children, counts, self.now())
+            return self._completes.submit(None, msg_id, Completion(msg_id, token, run_id, phase, children, counts))
+        return self._complete_alone(Completion(msg_id, token, run_id, phase, children, counts), self.now())
 
-    def complete_batch(self, calls: Sequence[CompleteCall]) -> list[Fenced | BackendError | None]:
+    def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
         if not self.group_commit:
-            return super().complete_batch(calls)
-        return [p.error for p in self._completes.submit_many(None, [(call[0], tuple(call)) for call in calls])]
+            return super().complete_batch(completions)
+        return [p.error for p in self._completes.submit_many(None, [(c.message_id, c) for c in completions])]
 
-    def _complete_alone(self, msg_id, token, run_id, phase, children, counts, now: float) -> None:
-        child_rows = [_message_row(c, run_id, phase, MessageState.QUEUED, now, parent=msg_id) for c in children]
-        count_rows = [(msg_id, name, run_id, int(value)) for name, value in counts.items()]
+    def _complete_alone(self, c: Completion, now: float) -> None:
+        child_rows = [_message_row(k, c.run_id, c.phase, MessageState.QUEUED, now, parent=c.message_id)
+                      for k in c.children]
+        count_rows = [(c.message_id, name, c.run_id, int(value)) for name, value in c.counts.items()]
 
         def work(cur: Any) -> None:
-            if not self._end_lease(cur, msg_id, token, MessageState.DONE, None, now):
+            if not self._end_lease(cur, c.message_id, c.token, MessageState.DONE, None, now):
                 return  # an earlier run of this very call committed it all
             self._record_results(cur, child_rows, count_rows)
 
@@ -543,13 +544,13 @@ class SqlLedger(Ledger, abc.ABC):
         now = self.now()
         self._run_group(
             group,
-            lambda p: self._complete_alone(*p.args, now),
-            lambda cur: self._complete_many(cur, [p.args for p in group], now),
+            lambda p: self._complete_alone(p.request, now),
+            lambda cur: self._complete_many(cur, [p.request for p in group], now),
         )
 
-    def _complete_many(self, cur: Any, calls: list[tuple], now: float) -> list[Fenced | None]:
+    def _complete_many(self, cur: Any, completions: list[Completion], now: float) -> list[Fenced | None]:
         """Complete distinct messages at once: ``Fenced`` for a stale token, None otherwise, as ``_complete_alone``."""
-        ids = sorted(call[0] for call in calls)
+        ids = sorted(c.message_id for c in completions)
         cur.execute(
             self._sql(f"SELECT id, state, token FROM swarm_messages WHERE id IN ({_marks(ids)}){self.lock_rows}"),
             ids,
@@ -557,38 +558,40 @@ class SqlLedger(Ledger, abc.ABC):
         found = {row[0]: (row[1], int(row[2])) for row in cur.fetchall()}
         outcomes: list[Fenced | None] = []
         ending = []
-        for call in calls:
-            msg_id, token = call[0], call[1]
-            state, current = found.get(msg_id, (None, None))
-            if current != token or state not in (MessageState.CLAIMED, MessageState.DONE):
-                outcomes.append(Fenced(f"message {msg_id}: lease token {token} is no longer current"))
+        for c in completions:
+            state, current = found.get(c.message_id, (None, None))
+            if current != c.token or state not in (MessageState.CLAIMED, MessageState.DONE):
+                outcomes.append(Fenced(f"message {c.message_id}: lease token {c.token} is no longer current"))
             else:
                 outcomes.append(None)
                 # Else done with this token: an earlier run of this very call committed it all.
                 if state == MessageState.CLAIMED:
-                    ending.append(call)
+                    ending.append(c)
         if ending:
-            self._end_leases(cur, sorted(ending, key=lambda call: call[0]), now)
+            self._end_leases(cur, sorted(ending, key=lambda c: c.message_id), now)
         return outcomes
 
-    def _end_leases(self, cur: Any, calls: list[tuple], now: float) -> None:
-        """Mark done the claimed messages of ``calls``, locked and checked already, and record their results."""
-        ids = [call[0] for call in calls]
+    def _end_leases(self, cur: Any, completions: list[Completion], now: float) -> None:
+        """Mark done the claimed messages of ``completions``, locked and checked already, and record their results."""
+        ids = [c.message_id for c in completions]
         cur.execute(
             self._sql(
                 f"UPDATE swarm_messages SET state = ?, lease_until = NULL, updated_at = ? WHERE id IN ({_marks(ids)}) "
-                f"AND state = ? AND ({_id_token_pairs(len(calls))})"
+                f"AND state = ? AND ({_id_token_pairs(len(completions))})"
             ),
-            (MessageState.DONE, now, *ids, MessageState.CLAIMED, *(v for call in calls for v in call[:2])),
+            (MessageState.DONE, now, *ids, MessageState.CLAIMED,
+             *(v for c in completions for v in (c.message_id, c.token))),
         )
-        if cur.rowcount != len(calls):
-            raise BackendError(f"{len(calls)} leases to end, {cur.rowcount} found: the rows changed under their locks")
+        if cur.rowcount != len(completions):
+            raise BackendError(
+                f"{len(completions)} leases to end, {cur.rowcount} found: the rows changed under their locks")
         children: dict[str, tuple] = {}
-        for msg_id, _, run_id, phase, kids, _ in calls:
-            for c in kids:
-                children.setdefault(c.id, _message_row(c, run_id, phase, MessageState.QUEUED, now, parent=msg_id))
-        counts = [(msg_id, name, run_id, int(value)) for msg_id, _, run_id, _, _, named in calls
-                  for name, value in sorted(named.items())]
+        for c in completions:
+            for kid in c.children:
+                children.setdefault(kid.id, _message_row(kid, c.run_id, c.phase, MessageState.QUEUED, now,
+                                                         parent=c.message_id))
+        counts = [(c.message_id, name, c.run_id, int(value)) for c in completions
+                  for name, value in sorted(c.counts.items())]
         self._record_results(cur, [children[i] for i in sorted(children)], counts)
 
     def _run_group(self, group: list[Pending], alone: Callable[[Pending], Any], together: Work[list]) -> None:

@@ -15,7 +15,7 @@ import pymysql
 import pytest
 
 from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked
-from swarm.ledger import MessageState
+from swarm.ledger import ClaimRequest, Completion, MessageState
 from swarm.ledgers import sql
 from swarm.ledgers.mysql import MysqlLedger
 from tests.ledger_contract import (
@@ -185,12 +185,13 @@ def test_a_group_whose_commit_answer_was_lost_gives_each_member_its_own_outcome(
     known(lossy, *msgs)
     refused = lossy.claim(RUN, PHASE, msgs[3], "w2", LEASE)
     lossy.lose = 1
-    claims = [outcome(p) for p in together(lossy._claim_group, ("w1", LEASE), [(m.id, (RUN, PHASE, m)) for m in msgs])]
+    requests = [(m.id, ClaimRequest(RUN, PHASE, m)) for m in msgs]
+    claims = [outcome(p) for p in together(lossy._claim_group, ("w1", LEASE), requests)]
     assert lossy.lose == 0
     assert [(c.granted, c.attempts) for c in claims] == [(True, 1), (True, 1), (True, 1), (False, 1)]
-    calls = [(m.id, (m.id, c.token, RUN, PHASE, [message(f"{i}.0", stage="write")], {"rows": 1}))
+    calls = [(m.id, Completion(m.id, c.token, RUN, PHASE, [message(f"{i}.0", stage="write")], {"rows": 1}))
              for i, (m, c) in enumerate(zip(msgs[:3], claims))]
-    calls.append((msgs[3].id, (msgs[3].id, refused.token + 1, RUN, PHASE, [], {"rows": 100})))
+    calls.append((msgs[3].id, Completion(msgs[3].id, refused.token + 1, RUN, PHASE, [], {"rows": 100})))
     lossy.lose = 1
     assert [outcome(p) for p in together(lossy._complete_group, None, calls)] == [None, None, None, Fenced]
     assert lossy.lose == 0
@@ -204,11 +205,11 @@ def test_a_group_whose_session_is_killed_runs_again(url, admin):
         msgs = [message(i) for i in range(3)]
         known(ledger, *msgs)
         ledger.kills = 1
-        group = together(ledger._claim_group, ("w1", LEASE), [(m.id, (RUN, PHASE, m)) for m in msgs])
+        group = together(ledger._claim_group, ("w1", LEASE), [(m.id, ClaimRequest(RUN, PHASE, m)) for m in msgs])
         claims = [outcome(p) for p in group]
         assert ledger.kills == 0 and all(c.granted and c.attempts == 1 for c in claims)
         ledger.kills = 1
-        calls = [(m.id, (m.id, c.token, RUN, PHASE, [], {"rows": 2})) for m, c in zip(msgs, claims)]
+        calls = [(m.id, Completion(m.id, c.token, RUN, PHASE, [], {"rows": 2})) for m, c in zip(msgs, claims)]
         assert [outcome(p) for p in together(ledger._complete_group, None, calls)] == [None] * 3
         assert ledger.kills == 0
         assert ledger.counts(RUN) == {MessageState.DONE: 3} and ledger.counters(RUN) == {"rows": 6}

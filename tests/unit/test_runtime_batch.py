@@ -82,7 +82,7 @@ def test_a_fenced_member_does_not_stop_the_rest_of_the_batch(setup, ledger, monk
 
     def one_fenced(calls):
         outcomes = original(calls)
-        return [Fenced("taken over") if call[0] == envelope(n=2).id else o for call, o in zip(calls, outcomes)]
+        return [Fenced("taken over") if call.message_id == envelope(n=2).id else o for call, o in zip(calls, outcomes)]
 
     monkeypatch.setattr(ledger, "complete_batch", one_fenced)
     batch = deliveries(ledger, 1, 2, 3)
