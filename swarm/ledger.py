@@ -6,9 +6,12 @@ import dataclasses
 import enum
 import hashlib
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 from swarm.errors import BackendError, Fenced
+
+T = TypeVar("T")
+
 
 class RunStatus(enum.StrEnum):
     RUNNING = "running"
@@ -120,12 +123,11 @@ class Completion:
     counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
-def _outcome(call: Callable[[], Any]) -> Any:
-    """A batch member's result, or the ledger error it raised."""
-    try:
-        return call()
-    except (Fenced, BackendError) as exc:
-        return exc
+def _raised(outcome: T) -> T:
+    """A batch member's outcome as a single call has it: an error is raised."""
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,39 +247,40 @@ class Ledger(abc.ABC):
 
     # workers ----------------------------------------------------------------
     @abc.abstractmethod
-    def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
-        """Take a lease on a message the ledger knows, with this very body, in a running run.
+    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
+        """Take a lease for each request on a message the ledger knows, with this very body, in a running run.
 
         Refused (``Claim.state`` set) when the ledger has no such message
         (``Refusal.UNPLANNED``), holds another body under its id (``MISMATCH``),
         the message is terminal, another holder's lease is still live, or its
         run is not running (``RUN_ENDED``). A refusal changes nothing. Each grant
-        counts one attempt.
+        counts one attempt. Each request gets the outcome it would get alone;
+        a request's ``BackendError`` is its outcome, not raised.
         """
+
+    @abc.abstractmethod
+    def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
+        """Mark each message done and record its children (queued, with this parent) and counts, atomically.
+
+        Each outcome is None, or ``Fenced`` when the token is stale, or the
+        ``BackendError`` that message alone would get. Children are recorded
+        before anything publishes them: a child the ledger does not know is never run.
+        """
+
+    def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
+        """``claim_batch`` of one, its error raised."""
+        return _raised(self.claim_batch([ClaimRequest(run_id, phase, msg)], holder, lease)[0])
+
+    def complete(
+        self, msg_id: str, token: int, run_id: str, phase: str,
+        children: Sequence[Message] = (), counts: Mapping[str, int] | None = None,
+    ) -> None:
+        """``complete_batch`` of one, its error raised."""
+        _raised(self.complete_batch([Completion(msg_id, token, run_id, phase, children, counts or {})])[0])
 
     @abc.abstractmethod
     def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> None:
         """Extend the leases ``(id, token)`` still held."""
-
-    @abc.abstractmethod
-    def complete(
-        self, msg_id: str, token: int, run_id: str, phase: str,
-        children: Sequence[Message], counts: Mapping[str, int],
-    ) -> None:
-        """Mark done, record children (queued, with this parent) and counts, atomically; ``Fenced`` if the token is stale.
-
-        Children are recorded before anything publishes them: a child the
-        ledger does not know is never run.
-        """
-
-    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
-        """``claim`` for each request; a request's ``BackendError`` is its outcome, not raised."""
-        return [_outcome(lambda r=r: self.claim(r.run_id, r.phase, r.message, holder, lease)) for r in requests]
-
-    def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
-        """``complete`` for each completion; None where it succeeded."""
-        return [_outcome(lambda c=c: self.complete(c.message_id, c.token, c.run_id, c.phase, c.children, c.counts))
-                for c in completions]
 
     @abc.abstractmethod
     def release(self, msg_id: str, token: int, state: MessageState, error: str | None, refund: bool = False) -> None:

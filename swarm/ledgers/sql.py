@@ -118,12 +118,21 @@ class Pending(Generic[R]):
     def fail(self, error: BaseException) -> None:
         self.error, self.settled = error, True
 
+    def resolve(self, outcome: Any) -> None:
+        """Settle with ``outcome``: an exception is this member's error, anything else its result."""
+        if isinstance(outcome, BaseException):
+            self.fail(outcome)
+        else:
+            self.succeed(outcome)
+
     def settle(self, action: Callable[[], Any]) -> None:
-        """The outcome of ``action()``, whether it returns or raises."""
+        """Settle with the outcome ``action()`` returns, or the exception it raises."""
         try:
-            self.succeed(action())
+            outcome = action()
         except Exception as exc:  # noqa: BLE001 - it is this member's outcome, raised in its own thread
             self.fail(exc)
+        else:
+            self.resolve(outcome)
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -138,10 +147,13 @@ class Group(Generic[R]):
     transaction running leads one for every waiting request that fits (its
     own included, in arrival order), so a lone caller goes straight through.
     ``run`` settles every member of the group it is given.
+
+    ``shared=False``: a caller's requests share transactions only with each
+    other, in its own thread, whatever other threads do.
     """
 
-    def __init__(self, run: Callable[[list[Pending[R]]], None], limit: int = 64):
-        self._run, self._limit = run, limit
+    def __init__(self, run: Callable[[list[Pending[R]]], None], limit: int = 64, shared: bool = True):
+        self._run, self._limit, self._shared = run, limit, shared
         self._cond = threading.Condition()
         self._waiting: list[Pending[R]] = []
         self._busy = False
@@ -153,6 +165,16 @@ class Group(Generic[R]):
     def submit_many(self, key: Hashable, requests: Sequence[tuple[str, R]]) -> list[Pending[R]]:
         """Queue several ``(id, request)`` at once and wait until every one is settled."""
         mine = [Pending(key, id_, request) for id_, request in requests]
+        if self._shared:
+            self._share(mine)
+        else:
+            waiting = mine
+            while waiting:
+                group, waiting = _take(waiting, self._limit)
+                self._run(group)
+        return mine
+
+    def _share(self, mine: list[Pending[R]]) -> None:
         with self._cond:
             self._waiting.extend(mine)
         while True:
@@ -160,21 +182,13 @@ class Group(Generic[R]):
                 while self._busy and not all(p.settled for p in mine):
                     self._cond.wait()
                 if all(p.settled for p in mine):
-                    return mine
+                    return
                 self._busy = True
                 group = self._take()
             self._lead(group)
 
     def _take(self) -> list[Pending[R]]:
-        """The oldest request and those after it that can share its transaction."""
-        first, group, rest, ids = self._waiting[0], [], [], set()
-        for p in self._waiting:
-            if len(group) < self._limit and p.key == first.key and p.id not in ids:
-                group.append(p)
-                ids.add(p.id)
-            else:
-                rest.append(p)  # a second request for a message waits for the first one's outcome
-        self._waiting = rest
+        group, self._waiting = _take(self._waiting, self._limit)
         return group
 
     def _lead(self, group: list[Pending[R]]) -> None:
@@ -189,6 +203,18 @@ class Group(Generic[R]):
                 self._cond.notify_all()
 
 
+def _take(waiting: list[Pending[R]], limit: int) -> tuple[list[Pending[R]], list[Pending[R]]]:
+    """The oldest request and those after it that can share its transaction; and the rest, still waiting."""
+    first, group, rest, ids = waiting[0], [], [], set()
+    for p in waiting:
+        if len(group) < limit and p.key == first.key and p.id not in ids:
+            group.append(p)
+            ids.add(p.id)
+        else:
+            rest.append(p)  # a second request for a message waits for the first one's outcome
+    return group, rest
+
+
 _RUN_COLUMNS = "id, job, params, status, phase, error, created_at, updated_at, finished_at"
 _MESSAGE_COLUMNS = "id, run_id, phase, stage, chunk, state, body, updated_at, digest, parent"
 _DEAD_LETTER_COLUMNS = "id, queue, message_id, reason, body, created_at, replayed_at, size, sha256"
@@ -198,15 +224,16 @@ class SqlLedger(Ledger, abc.ABC):
     """Everything but the connection and the dialect."""
 
     types: Mapping[str, str] = {}
-    # Concurrent claims, and concurrent completes, share one transaction each
-    # (group commit): fewer commits, each waiting for its log flush.
+    # A batch's claims share one transaction, as do its completes; a single
+    # call is a batch of one. With group commit, so do those of concurrent
+    # callers: fewer commits, each waiting for its log flush.
     group_commit = False
     group_limit = 64
     lock_rows = ""  # what makes a SELECT lock the rows it reads, where a transaction needs it
 
     def __init__(self) -> None:
-        self._claims = Group(self._claim_group, self.group_limit)
-        self._completes = Group(self._complete_group, self.group_limit)
+        self._claims = Group(self._claim_group, self.group_limit, shared=self.group_commit)
+        self._completes = Group(self._complete_group, self.group_limit, shared=self.group_commit)
 
     @abc.abstractmethod
     def _transaction(self, work: Work[T]) -> T:
@@ -415,30 +442,15 @@ class SqlLedger(Ledger, abc.ABC):
 
     # workers ----------------------------------------------------------------
 
-    def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
-        if self.group_commit:
-            return self._claims.submit((holder, lease), msg.id, ClaimRequest(run_id, phase, msg))
-        now = self.now()
-        return self._claim_alone(ClaimRequest(run_id, phase, msg), holder, now, now + lease)
-
     def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
-        if not self.group_commit:
-            return super().claim_batch(requests, holder, lease)
         settled = self._claims.submit_many((holder, lease), [(r.message.id, r) for r in requests])
         return [p.error or p.result for p in settled]
 
-    def _claim_alone(self, request: ClaimRequest, holder: str, now: float, until: float) -> Claim:
-        return self._transaction(lambda cur: self._claim_many(cur, [request], holder, now, until))[0]
-
-    def _claim_group(self, group: list[Pending]) -> None:
+    def _claim_group(self, group: list[Pending[ClaimRequest]]) -> None:
         holder, lease = group[0].key
         now = self.now()
-        until = now + lease
-        self._run_group(
-            group,
-            lambda p: self._claim_alone(p.request, holder, now, until),
-            lambda cur: self._claim_many(cur, [p.request for p in group], holder, now, until),
-        )
+        until = now + lease  # the same in every run of the transaction: a claim knows its own lease by it
+        self._run_group(group, lambda cur, requests: self._claim_many(cur, requests, holder, now, until))
 
     def _claim_many(self, cur: Any, requests: list[ClaimRequest], holder: str, now: float, until: float) -> list[Claim]:
         """Claim distinct messages, each with the outcome it would get alone; nothing unknown is recorded.
@@ -510,46 +522,15 @@ class SqlLedger(Ledger, abc.ABC):
         if held:
             self._transaction(work)
 
-    def complete(self, msg_id, token, run_id, phase, children, counts) -> None:
-        if self.group_commit:
-            return self._completes.submit(None, msg_id, Completion(msg_id, token, run_id, phase, children, counts))
-        return self._complete_alone(Completion(msg_id, token, run_id, phase, children, counts), self.now())
-
     def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
-        if not self.group_commit:
-            return super().complete_batch(completions)
         return [p.error for p in self._completes.submit_many(None, [(c.message_id, c) for c in completions])]
 
-    def _complete_alone(self, c: Completion, now: float) -> None:
-        child_rows = [_message_row(k, c.run_id, c.phase, MessageState.QUEUED, now, parent=c.message_id)
-                      for k in c.children]
-        count_rows = [(c.message_id, name, c.run_id, int(value)) for name, value in c.counts.items()]
-
-        def work(cur: Any) -> None:
-            if not self._end_lease(cur, c.message_id, c.token, MessageState.DONE, None, now):
-                return  # an earlier run of this very call committed it all
-            self._record_results(cur, child_rows, count_rows)
-
-        self._transaction(work)
-
-    def _record_results(self, cur: Any, child_rows: list[tuple], count_rows: list[tuple]) -> None:
-        if child_rows:
-            cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), child_rows)
-        if count_rows:
-            cur.executemany(
-                self._sql(self._insert_new("swarm_counters", "message_id, name, run_id, value")), count_rows
-            )
-
-    def _complete_group(self, group: list[Pending]) -> None:
+    def _complete_group(self, group: list[Pending[Completion]]) -> None:
         now = self.now()
-        self._run_group(
-            group,
-            lambda p: self._complete_alone(p.request, now),
-            lambda cur: self._complete_many(cur, [p.request for p in group], now),
-        )
+        self._run_group(group, lambda cur, completions: self._complete_many(cur, completions, now))
 
     def _complete_many(self, cur: Any, completions: list[Completion], now: float) -> list[Fenced | None]:
-        """Complete distinct messages at once: ``Fenced`` for a stale token, None otherwise, as ``_complete_alone``."""
+        """Complete distinct messages: ``Fenced`` for a stale token, else None; a repeated complete changes nothing."""
         ids = sorted(c.message_id for c in completions)
         cur.execute(
             self._sql(f"SELECT id, state, token FROM swarm_messages WHERE id IN ({_marks(ids)}){self.lock_rows}"),
@@ -594,26 +575,35 @@ class SqlLedger(Ledger, abc.ABC):
                   for name, value in sorted(c.counts.items())]
         self._record_results(cur, [children[i] for i in sorted(children)], counts)
 
-    def _run_group(self, group: list[Pending], alone: Callable[[Pending], Any], together: Work[list]) -> None:
-        """Settle every member: alone when it is the only one or the group fails for a reason it may have caused."""
-        if len(group) == 1:
-            group[0].settle(lambda: alone(group[0]))
-            return
+    def _record_results(self, cur: Any, child_rows: list[tuple], count_rows: list[tuple]) -> None:
+        if child_rows:
+            cur.executemany(self._sql(self._insert_new("swarm_messages", _MESSAGE_COLUMNS)), child_rows)
+        if count_rows:
+            cur.executemany(
+                self._sql(self._insert_new("swarm_counters", "message_id, name, run_id, value")), count_rows
+            )
+
+    def _run_group(self, group: list[Pending[R]], work: Callable[[Any, list[R]], list]) -> None:
+        """Settle every member with ``work``'s outcome for it: together, or alone if it may spoil the group.
+
+        ``work(cur, requests)`` returns one outcome per request, an exception
+        where that request failed; a lone request is a group of one.
+        """
+        if len(group) == 1 or not self._run_together(group, work):
+            for p in group:
+                p.settle(lambda p=p: self._transaction(lambda cur: work(cur, [p.request]))[0])
+
+    def _run_together(self, group: list[Pending[R]], work: Callable[[Any, list[R]], list]) -> bool:
+        """Settle every member from one transaction; False, settling none, if a member may have caused its failure."""
         try:
-            outcomes = self._group_transaction(together)
+            outcomes = self._group_transaction(lambda cur: work(cur, [p.request for p in group]))
         except SplitGroup:
-            for p in group:
-                p.settle(lambda p=p: alone(p))
-            return
+            return False
         except BackendError as exc:  # e.g. the database is down: each call fails as it would alone
-            for p in group:
-                p.fail(BackendError(str(exc)))
-            return
+            outcomes = [BackendError(str(exc)) for _ in group]
         for p, outcome in zip(group, outcomes):
-            if isinstance(outcome, Exception):
-                p.fail(outcome)
-            else:
-                p.succeed(outcome)
+            p.resolve(outcome)
+        return True
 
     def release(self, msg_id: str, token: int, state: MessageState, error: str | None, refund: bool = False) -> None:
         if state not in (MessageState.QUEUED, MessageState.DEAD, MessageState.ABORTED):
@@ -624,27 +614,25 @@ class SqlLedger(Ledger, abc.ABC):
         now = self.now()
         self._transaction(lambda cur: self._end_lease(cur, msg_id, token, state, _clip(error), now, refund))
 
-    def _end_lease(self, cur: Any, msg_id: str, token: int, state: str, error: str | None, now: float,
-                   refund: bool = False) -> bool:
-        """Move the message held with ``token`` to ``state``; False if this was done already; ``Fenced`` if stale."""
-        error_sql = "" if state == MessageState.DONE else "error = ?, "
+    def _end_lease(self, cur: Any, msg_id: str, token: int, state: MessageState, error: str | None, now: float,
+                   refund: bool) -> None:
+        """Move the message held with ``token`` to ``state``, unless this was done already; ``Fenced`` if stale."""
         refund_sql = "attempts = attempts - 1, " if refund else ""
         cur.execute(
             self._sql(
-                f"UPDATE swarm_messages SET state = ?, {error_sql}{refund_sql}lease_until = NULL, updated_at = ? "
+                f"UPDATE swarm_messages SET state = ?, error = ?, {refund_sql}lease_until = NULL, updated_at = ? "
                 "WHERE id = ? AND token = ? AND state = ?"
             ),
-            (state, *([] if state == MessageState.DONE else [error]), now, msg_id, token, MessageState.CLAIMED),
+            (state, error, now, msg_id, token, MessageState.CLAIMED),
         )
         if cur.rowcount == 1:
-            return True
+            return
         # Nothing changes the token of a message after it leaves ``claimed`` with
         # it, so (state, token) says whether it was this holder who ended it.
         cur.execute(self._sql("SELECT state, token FROM swarm_messages WHERE id = ?"), (msg_id,))
         row = cur.fetchone()
-        if row is not None and row[0] == state and int(row[1]) == token:
-            return False
-        raise Fenced(f"message {msg_id}: lease token {token} is no longer current")
+        if row is None or row[0] != state or int(row[1]) != token:
+            raise Fenced(f"message {msg_id}: lease token {token} is no longer current")
 
     def reject(self, msg_id: str, body: bytes, reason: str) -> bool:
         now = self.now()

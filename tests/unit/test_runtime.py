@@ -234,7 +234,7 @@ def test_a_backend_outage_sends_the_message_round_a_delay_queue_not_back_to_the_
     def down(*a, **k):
         raise BackendError("ledger down")
 
-    monkeypatch.setattr(ledger, "claim", down)
+    monkeypatch.setattr(ledger, "claim_batch", down)
     outcome, d = deliver(proc)
     assert (outcome, d.acked, d.requeued) == (REQUEUED, 1, 0)  # no delivery counted against it
     assert broker.depth(stage_queue("toy", "sink")) == 1  # a delayed copy waits the outage out
