@@ -22,7 +22,7 @@ from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
-from swarm.ledger import Ledger, Message, MessageState, PhaseState, Run, RunStatus
+from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -30,7 +30,7 @@ from swarm.table import TableStore
 log = logging.getLogger("swarm.master")
 
 T = TypeVar("T")
-ProgressFn = Callable[[str, str, Mapping[str, int]], None]  # run, phase, counts by state
+ProgressFn = Callable[[str, str, Mapping[MessageState, int]], None]  # run, phase, counts by state
 
 
 class RunFailed(SwarmError):
@@ -58,7 +58,7 @@ class Master:
         job: Job,
         params: Mapping[str, str],
         broker: Broker,
-        ledger: Ledger,
+        ledger: MasterLedger,
         tables: TableStore,
         settings: MasterSettings | None = None,
         progress: ProgressFn | None = None,
@@ -235,7 +235,7 @@ class Master:
         metrics.QUEUE_DEPTH.labels(queue).set(depth)
         return depth
 
-    def _check_deadline(self, phase: str, counts: Mapping[str, int]) -> None:
+    def _check_deadline(self, phase: str, counts: Mapping[MessageState, int]) -> None:
         deadline = self.settings.deadline
         if isinstance(deadline, str):
             run = self.ledger.get_run(self.run_id)
@@ -250,7 +250,7 @@ class Master:
         self.alert({"event": event, "run": self.run_id, "job": self.job.name, "params": self.params,
                     "at": time.time(), **detail})
 
-    def _check_failed(self, phase: str, counts: Mapping[str, int]) -> None:
+    def _check_failed(self, phase: str, counts: Mapping[MessageState, int]) -> None:
         bad = counts.get(MessageState.DEAD, 0) + counts.get(MessageState.ABORTED, 0)
         if not bad:
             return

@@ -6,10 +6,10 @@ import socket
 
 from swarm.context import source_of
 from swarm.errors import ConfigError, MasterLocked
-from swarm.ledger import Ledger, Run, RunStatus
+from swarm.ledger import MasterLedger, Run, RunStatus
 
 
-def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run:
+def cancel(ledger: MasterLedger, run_id: str, reason: str, force: bool = False) -> Run:
     """Mark ``run_id`` cancelled with ``reason``: its workers drop its messages, and a master holding it stops.
 
     Refused (``MasterLocked``, naming the holder) while a master holds the
@@ -36,6 +36,6 @@ def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run
         ledger.unlock_master(key)
 
 
-def _mark(ledger: Ledger, run_id: str, reason: str) -> Run:
+def _mark(ledger: MasterLedger, run_id: str, reason: str) -> Run:
     ledger.update_run(run_id, status=RunStatus.CANCELLED, error=f"cancelled: {reason.strip()}", finished=True)
     return ledger.get_run(run_id)

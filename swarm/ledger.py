@@ -1,4 +1,16 @@
-"""The ledger role: runs, the checkpointed plan, progress, dedup and history."""
+"""The ledger: runs, the checkpointed plan, progress, dedup and history.
+
+One implementation, ``swarm.ledgers.sql.SqlLedger`` (on SQLite or MySQL),
+serves every role; each caller is typed with the narrow interface it uses:
+
+- ``WorkerLedger``: claims, leases and completes (``swarm.runtime``, ``workers.worker``);
+- ``MasterLedger``: the master's lock, its run and phases, the plan and the
+  watch (``master``, ``swarm runs cancel``);
+- ``HistoryLedger``: runs past and present, read only (``swarm status``, ``swarm runs``);
+- ``DeadLetterLedger``: dead letters gathered, shown and replayed (``swarm.dlq``);
+- ``SchemaLedger``: the schema, and pruning old runs (``swarm db``);
+- ``Ledger``: all of them, as ``swarm.backends.open_ledger`` returns it.
+"""
 from __future__ import annotations
 
 import abc
@@ -6,7 +18,7 @@ import dataclasses
 import enum
 import hashlib
 import time
-from typing import Any, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from swarm.errors import BackendError, Fenced
 
@@ -123,7 +135,7 @@ class Completion:
     counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
-def _raised(outcome: T) -> T:
+def _raised(outcome: T | Exception) -> T:
     """A batch member's outcome as a single call has it: an error is raised."""
     if isinstance(outcome, Exception):
         raise outcome
@@ -167,85 +179,34 @@ class Pruned:
     dead_letters: int
 
 
-class Ledger(abc.ABC):
-    """Durable state shared by the master and the workers.
+# The interfaces. Every method is one short transaction and is safe to call
+# from several threads.
 
-    Implementations: ``swarm.ledgers.sqlite`` (embedded default) and
-    ``swarm.ledgers.mysql``. Every method is one short transaction and is
-    safe to call from several threads.
-    """
+
+class RunView(Protocol):
+    """What the master and the history both read of a run."""
 
     @staticmethod
     def now() -> float:
+        """The ledger's clock, which lease ends and update times go by."""
         return time.time()
-
-    # schema -----------------------------------------------------------------
-    @abc.abstractmethod
-    def init_schema(self) -> None:
-        """Create or migrate the tables; idempotent."""
-
-    @abc.abstractmethod
-    def migrate(self) -> list[int]:
-        """Apply pending schema steps; returns their numbers."""
-
-    # runs -------------------------------------------------------------------
-    @abc.abstractmethod
-    def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
-        """Return the run, creating it (status running) if new."""
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> Run | None: ...
 
     @abc.abstractmethod
-    def runs(
-        self,
-        job: str | None = None,
-        status: RunStatus | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        text: str | None = None,
-        limit: int = 100,
-    ) -> list[Run]:
-        """Runs newest first, filtered; ``text`` matches inside the error."""
+    def failures(self, run_id: str, limit: int = 100, recovered: bool | None = None) -> list[Failure]:
+        """Messages that are dead or aborted, or have a recorded error, latest first.
 
-    @abc.abstractmethod
-    def jobs(self) -> list[str]:
-        """The jobs the ledger has runs of, by name."""
+        ``recovered`` True: only those done in the end (the error is the last
+        one before it succeeded); False: only the others (dead, aborted, or
+        still to be retried); None: both.
+        """
 
-    @abc.abstractmethod
-    def update_run(
-        self, run_id: str, *, status: RunStatus | None = None, phase: str | None = None,
-        error: str | None = None, finished: bool = False,
-    ) -> None: ...
 
-    @abc.abstractmethod
-    def phase_state(self, run_id: str, phase: str) -> PhaseState | None: ...
+class WorkerLedger(Protocol):
+    """A worker's part: claim messages, hold their leases, and finish or give them back."""
 
-    @abc.abstractmethod
-    def set_phase_state(self, run_id: str, phase: str, state: PhaseState) -> None: ...
-
-    # the master's lock --------------------------------------------------------
-    @abc.abstractmethod
-    def lock_master(self, key: str, holder: str) -> None:
-        """Take the one-master lock for ``key`` or raise ``MasterLocked`` naming the holder."""
-
-    @abc.abstractmethod
-    def unlock_master(self, key: str) -> None: ...
-
-    # the plan (the master's checkpoint) ---------------------------------------
-    @abc.abstractmethod
-    def save_plan(self, run_id: str, phase: str, messages: Sequence[Message]) -> None:
-        """Record a phase's root messages (state planned) and mark the phase planned, atomically."""
-
-    @abc.abstractmethod
-    def planned(self, run_id: str, phase: str, limit: int, after: str = "") -> list[Message]:
-        """Root messages of the phase not yet published, in id order, with ids after ``after``."""
-
-    @abc.abstractmethod
-    def mark_queued(self, ids: Sequence[str]) -> None:
-        """Planned messages are now on the broker."""
-
-    # workers ----------------------------------------------------------------
     @abc.abstractmethod
     def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
         """Take a lease for each request on a message the ledger knows, with this very body, in a running run.
@@ -303,7 +264,46 @@ class Ledger(abc.ABC):
     def queued_children(self, parent_id: str) -> list[Message]:
         """The children a done parent recorded that are still queued (for re-publishing)."""
 
-    # the master's watch ---------------------------------------------------------
+
+class MasterLedger(RunView, Protocol):
+    """The master's part: its lock, its run and phases, the plan it checkpoints, and the watch over it."""
+
+    @abc.abstractmethod
+    def lock_master(self, key: str, holder: str) -> None:
+        """Take (or renew) the one-master lock for ``key``, or raise ``MasterLocked`` naming the holder."""
+
+    @abc.abstractmethod
+    def unlock_master(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
+        """Return the run, creating it (status running) if new."""
+
+    @abc.abstractmethod
+    def update_run(
+        self, run_id: str, *, status: RunStatus | None = None, phase: str | None = None,
+        error: str | None = None, finished: bool = False,
+    ) -> None:
+        """Set what is given; back to running clears the error and the finish time."""
+
+    @abc.abstractmethod
+    def phase_state(self, run_id: str, phase: str) -> PhaseState | None: ...
+
+    @abc.abstractmethod
+    def set_phase_state(self, run_id: str, phase: str, state: PhaseState) -> None: ...
+
+    @abc.abstractmethod
+    def save_plan(self, run_id: str, phase: str, messages: Sequence[Message]) -> None:
+        """Record a phase's root messages (state planned) and mark the phase planned, atomically."""
+
+    @abc.abstractmethod
+    def planned(self, run_id: str, phase: str, limit: int, after: str = "") -> list[Message]:
+        """Root messages of the phase not yet published, in id order, with ids after ``after``."""
+
+    @abc.abstractmethod
+    def mark_queued(self, ids: Sequence[str]) -> None:
+        """Planned messages are now on the broker."""
+
     @abc.abstractmethod
     def counts(self, run_id: str, phase: str | None = None) -> dict[MessageState, int]:
         """Messages per state."""
@@ -316,28 +316,42 @@ class Ledger(abc.ABC):
     def stale_queued(self, run_id: str, older_than: float) -> list[Message]:
         """Queued messages untouched since ``older_than``; touched now, returned for re-publishing."""
 
-    @abc.abstractmethod
-    def failures(self, run_id: str, limit: int = 100, recovered: bool | None = None) -> list[Failure]:
-        """Messages that are dead or aborted, or have a recorded error, latest first.
 
-        ``recovered`` True: only those done in the end (the error is the last
-        one before it succeeded); False: only the others (dead, aborted, or
-        still to be retried); None: both.
-        """
+class HistoryLedger(RunView, Protocol):
+    """Runs past and present, read only: status, the run list, reports."""
 
     @abc.abstractmethod
-    def counters(self, run_id: str) -> dict[str, int]:
-        """Sum of ``Count`` effects over the run's done messages."""
+    def runs(
+        self,
+        job: str | None = None,
+        status: RunStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        limit: int = 100,
+    ) -> list[Run]:
+        """Runs newest first, filtered; ``text`` matches inside the error."""
+
+    @abc.abstractmethod
+    def jobs(self) -> list[str]:
+        """The jobs the ledger has runs of, by name."""
 
     @abc.abstractmethod
     def chunk_counts(self, run_id: str) -> dict[str, dict[MessageState, int]]:
-        """Per phase, messages per state (for status)."""
+        """Per phase, messages per state."""
 
     @abc.abstractmethod
     def done_since(self, run_id: str, since: float) -> dict[str, int]:
         """Per stage, messages finished since ``since`` (for rates)."""
 
-    # dead letters ---------------------------------------------------------------
+    @abc.abstractmethod
+    def counters(self, run_id: str) -> dict[str, int]:
+        """Sum of ``Count`` effects over the run's done messages."""
+
+
+class DeadLetterLedger(Protocol):
+    """Dead letters gathered from the broker, shown, and replayed."""
+
     @abc.abstractmethod
     def add_dead_letter(self, queue: str, reason: str, body: bytes, message_id: str | None,
                         size: int | None = None, sha256: str | None = None) -> int:
@@ -347,7 +361,8 @@ class Ledger(abc.ABC):
         """
 
     @abc.abstractmethod
-    def dead_letters(self, queue: str | None = None, replayed: bool = False, limit: int = 1000) -> list[DeadLetterRecord]: ...
+    def dead_letters(self, queue: str | None = None, replayed: bool = False,
+                     limit: int = 1000) -> list[DeadLetterRecord]: ...
 
     @abc.abstractmethod
     def get_dead_letter(self, dl_id: int) -> DeadLetterRecord | None: ...
@@ -359,14 +374,37 @@ class Ledger(abc.ABC):
     def revive(self, msg_id: str) -> None:
         """On a replay: a dead message goes back to queued with its attempts reset, and its run to running."""
 
-    # housekeeping -----------------------------------------------------------------
+
+class SchemaLedger(Protocol):
+    """``swarm db``: the schema, and pruning old runs."""
+
     @abc.abstractmethod
-    def prune(self, before: float, dry_run: bool = False) -> "Pruned":
+    def init_schema(self) -> None:
+        """Create or migrate the tables; idempotent."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending schema steps; returns their numbers."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int | None:
+        """The version the database holds; None before ``init_schema``."""
+
+    @abc.abstractmethod
+    def prune(self, before: float, dry_run: bool = False) -> Pruned:
         """Delete the runs that finished before ``before`` with all their rows, and old dead letters.
 
         Dead letters go when they were created before ``before`` and were
         replayed or belong to no message still in the ledger.
         """
+
+
+class Ledger(WorkerLedger, MasterLedger, HistoryLedger, DeadLetterLedger, SchemaLedger, Protocol):
+    """Every role: what ``swarm.backends.open_ledger`` returns.
+
+    Implementations: ``swarm.ledgers.sqlite`` (embedded default) and
+    ``swarm.ledgers.mysql``, both ``swarm.ledgers.sql.SqlLedger``.
+    """
 
     def close(self) -> None:
         """Release connections."""

@@ -25,7 +25,7 @@ class ProgressReport:
         self._tasks: dict[str, int] = {}
         self._last_line: float | None = None  # the first line is always said
 
-    def __call__(self, run: str, phase: str, counts: Mapping[str, int]) -> None:
+    def __call__(self, run: str, phase: str, counts: Mapping[MessageState, int]) -> None:
         total = sum(counts.values())
         done = counts.get(MessageState.DONE, 0)
         if self.live:

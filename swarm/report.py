@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from swarm.errors import SwarmError
-from swarm.ledger import Ledger, MessageState, Run, RunStatus
+from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
 
 
 def _when(ts: float | None) -> str:
@@ -118,7 +118,7 @@ def _table(rows: list[dict[str, str]], widths: dict[str, int], borders: bool = T
 RATE_WINDOW = 60.0  # seconds of history behind a stage's rate
 
 
-def stage_dict(run: Run, ledger: Ledger, queues: Mapping[str, str], depth: Callable[[str], int] | None) -> dict:
+def stage_dict(run: Run, ledger: HistoryLedger, queues: Mapping[str, str], depth: Callable[[str], int] | None) -> dict:
     """Per stage: its queue, messages waiting there now, and messages done per second lately."""
     recent = ledger.done_since(run.id, ledger.now() - RATE_WINDOW)
     out = {}
@@ -134,7 +134,7 @@ def stage_dict(run: Run, ledger: Ledger, queues: Mapping[str, str], depth: Calla
 FAILURES_SHOWN = 100  # of each kind, latest first
 
 
-def status_dict(run: Run, ledger: Ledger, stages: dict | None = None) -> dict:
+def status_dict(run: Run, ledger: HistoryLedger, stages: dict | None = None) -> dict:
     """``failures``: messages dead, aborted or waiting to be retried; ``recovered``: done in the end, with
     the last error they met on the way."""
     def listed(recovered: bool) -> list[dict]:
@@ -150,7 +150,7 @@ def status_dict(run: Run, ledger: Ledger, stages: dict | None = None) -> dict:
     }
 
 
-def print_status(run: Run, ledger: Ledger, as_json: bool = False, stages: dict | None = None,
+def print_status(run: Run, ledger: HistoryLedger, as_json: bool = False, stages: dict | None = None,
                  console: Console | None = None) -> None:
     doc = status_dict(run, ledger, stages)
     if as_json:

@@ -32,7 +32,7 @@ from swarm.envelope import Envelope, decode, encode
 from swarm.errors import Abort, BackendError, BadMessage, Fenced, HandlerError, TableError, clip, describe
 from swarm.failpoints import failpoint
 from swarm.hooks import DEFAULT_HOOKS, Call, Hook, chain
-from swarm.ledger import Claim, ClaimRequest, Completion, Ledger, Message, MessageState, Refusal, RunStatus
+from swarm.ledger import Claim, ClaimRequest, Completion, Message, MessageState, Refusal, RunStatus, WorkerLedger
 from swarm.outage import Outages
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job, Stage
@@ -112,7 +112,7 @@ class Processor:
         self,
         job: Job,
         broker: Broker,
-        ledger: Ledger,
+        ledger: WorkerLedger,
         tables: TableStore,
         holder: str,
         lease: float = 60.0,

@@ -382,7 +382,7 @@ class SqlLedger(Ledger, abc.ABC):
             args.append(now)
         self._write(f"UPDATE swarm_runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
 
-    def phase_state(self, run_id: str, phase: str) -> str | None:
+    def phase_state(self, run_id: str, phase: str) -> PhaseState | None:
         row = self._row("SELECT state FROM swarm_phases WHERE run_id = ? AND phase = ?", (run_id, phase))
         return None if row is None else PhaseState(row[0])
 
