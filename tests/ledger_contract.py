@@ -23,8 +23,9 @@ from swarm.errors import BackendError, Fenced, MasterLocked
 from swarm.ledger import (
     ClaimRequest, Completion, Ledger, Message, MessageState, PhaseState, Refusal, RunStatus,
 )
-from swarm.limits import MAX_DEAD_LETTER_BYTES
-from swarm.ledgers import sql
+from swarm.ledgers import schema
+from swarm.ledgers.group import Pending
+from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_ERROR_CHARS
 
 RUN = "nightly@date=2024-05-01"
 PHASE = "map"
@@ -84,14 +85,14 @@ time.sleep(600)
 """
 
 
-def together(run: Callable[[list[sql.Pending]], None], key, calls: list[tuple[str, object]]) -> list[sql.Pending]:
+def together(run: Callable[[list[Pending]], None], key, calls: list[tuple[str, object]]) -> list[Pending]:
     """Run ``calls`` (message id, request) as one group commit, as concurrent callers would share it."""
-    group = [sql.Pending(key, msg_id, request) for msg_id, request in calls]
+    group = [Pending(key, msg_id, request) for msg_id, request in calls]
     run(group)
     return group
 
 
-def outcome(pending: sql.Pending):
+def outcome(pending: Pending):
     """A member's result, or the class of the exception it gets."""
     return type(pending.error) if pending.error is not None else pending.result
 
@@ -122,10 +123,10 @@ class LedgerContract:
     # schema ---------------------------------------------------------------------------
 
     def test_schema_is_current_and_init_is_idempotent(self, ledger):
-        assert ledger.schema_version() == sql.SCHEMA_VERSION
+        assert ledger.schema_version() == schema.SCHEMA_VERSION
         ledger.init_schema()
         assert ledger.migrate() == []
-        assert ledger.schema_version() == sql.SCHEMA_VERSION
+        assert ledger.schema_version() == schema.SCHEMA_VERSION
 
     def test_migrate_applies_a_new_numbered_step_once(self, ledger, monkeypatch):
         def add_notes(led, cur):
@@ -133,15 +134,15 @@ class LedgerContract:
                 "CREATE TABLE IF NOT EXISTS swarm_test_notes (id {key} PRIMARY KEY, note {text}){table_options}"
             ))
 
-        monkeypatch.setattr(sql, "MIGRATIONS", sql.MIGRATIONS + (add_notes,))
-        assert ledger.migrate() == [sql.SCHEMA_VERSION + 1]
+        monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + (add_notes,))
+        assert ledger.migrate() == [schema.SCHEMA_VERSION + 1]
         assert ledger.migrate() == []
-        assert ledger.schema_version() == sql.SCHEMA_VERSION + 1
+        assert ledger.schema_version() == schema.SCHEMA_VERSION + 1
         ledger._write("INSERT INTO swarm_test_notes (id, note) VALUES (?, ?)", ("n1", "hello"))
         assert ledger._rows("SELECT id, note FROM swarm_test_notes") == [("n1", "hello")]
 
     def test_a_schema_newer_than_the_code_is_refused(self, ledger):
-        ledger._write("UPDATE swarm_schema SET version = ?", (sql.SCHEMA_VERSION + 1,))
+        ledger._write("UPDATE swarm_schema SET version = ?", (schema.SCHEMA_VERSION + 1,))
         with pytest.raises(BackendError, match="newer"):
             ledger.migrate()
 
@@ -678,7 +679,7 @@ class LedgerContract:
         record = ledger.get_dead_letter(first)
         assert (len(record.body), record.size, record.truncated) == (MAX_DEAD_LETTER_BYTES, 20 * MIB, True)
         assert record.body == huge[:MAX_DEAD_LETTER_BYTES] and record.sha256 == hashlib.sha256(huge).hexdigest()
-        assert len(record.reason) <= sql.MAX_ERROR_CHARS
+        assert len(record.reason) <= MAX_ERROR_CHARS
         assert ledger.get_dead_letter(small).body == b""
         cut = ledger.add_dead_letter("swarm.nightly.read", "cut on the way", b"abc", None, size=10, sha256="ff" * 32)
         assert (ledger.get_dead_letter(cut).size, ledger.get_dead_letter(cut).sha256) == (10, "ff" * 32)

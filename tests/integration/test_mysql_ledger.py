@@ -16,7 +16,7 @@ import pytest
 
 from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked
 from swarm.ledger import ClaimRequest, Completion, MessageState
-from swarm.ledgers import sql
+from swarm.ledgers import schema
 from swarm.ledgers.mysql import MysqlLedger
 from tests.ledger_contract import (
     EXPIRED, LEASE, PHASE, RUN, LedgerContract, known, message, outcome, retry_while_locked, together,
@@ -374,9 +374,9 @@ def test_concurrent_migrations_apply_each_step_once(url, admin):
     try:
         with concurrent.futures.ThreadPoolExecutor(len(ledgers)) as pool:
             applied = list(pool.map(migrate, ledgers))
-        steps = list(range(1, len(sql.MIGRATIONS) + 1))
+        steps = list(range(1, len(schema.MIGRATIONS) + 1))
         assert sorted(applied) == [[]] * (len(ledgers) - 1) + [steps]
-        assert ledgers[0].schema_version() == len(sql.MIGRATIONS)
+        assert ledgers[0].schema_version() == len(schema.MIGRATIONS)
     finally:
         for ledger in ledgers:
             ledger.close()

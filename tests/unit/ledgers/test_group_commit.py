@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from swarm.ledgers.sql import Group, Pending
+from swarm.ledgers.group import Group, Pending
 
 
 class Recorder:
