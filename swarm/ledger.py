@@ -134,13 +134,6 @@ class Completion:
     counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
-def _raised(outcome: T | Exception) -> T:
-    """A batch member's outcome as a single call has it: an error is raised."""
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
-
-
 @dataclasses.dataclass(frozen=True)
 class Failure:
     id: str
@@ -176,6 +169,13 @@ class Pruned:
     runs: list[str]
     messages: int
     dead_letters: int
+
+
+def _raised(outcome: T | Exception) -> T:
+    """A batch member's outcome as a single call has it: an error is raised."""
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 # The interfaces. Every method is one short transaction and is safe to call
