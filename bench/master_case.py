@@ -18,7 +18,7 @@ import time
 from bench import amqp
 from bench.site import Site, wait_until
 from bench.swarm_noop import JOB, QUEUES, run_id
-from swarm.ledger import M_QUEUED, PLANNED, PUBLISHED
+from swarm.ledger import MessageState, PhaseState
 
 POLL = 0.02
 
@@ -33,7 +33,7 @@ class Watch:
         return self.ledger.phase_state(self.run, "main")
 
     def queued(self) -> int:
-        return self.ledger.counts(self.run, "main").get(M_QUEUED, 0)
+        return self.ledger.counts(self.run, "main").get(MessageState.QUEUED, 0)
 
     def opened(self) -> bool:
         return self.ledger.get_run(self.run) is not None
@@ -62,8 +62,9 @@ def full(site: Site, config, date: str, timeout: float) -> dict:
         started = time.monotonic()
         master = site.swarm(config, "master", JOB, "--date", date)
         opened = _until(watch.opened, master, "the run opened", timeout)
-        planned = _until(lambda: watch.phase() in (PLANNED, PUBLISHED), master, "the plan", timeout)
-        published = _until(lambda: watch.phase() == PUBLISHED, master, "the publish", timeout)
+        planned = _until(lambda: watch.phase() in (PhaseState.PLANNED, PhaseState.PUBLISHED), master, "the plan",
+                         timeout)
+        published = _until(lambda: watch.phase() == PhaseState.PUBLISHED, master, "the publish", timeout)
         _end(site, master)
     finally:
         watch.close()
@@ -81,7 +82,7 @@ def resume(site: Site, config, date: str, chunks: int, kill_at: float, timeout: 
         queued_at_kill = watch.queued()
         started = time.monotonic()
         second = site.swarm(config, "master", JOB, "--date", date)
-        published = _until(lambda: watch.phase() == PUBLISHED, second, "the resumed publish", timeout)
+        published = _until(lambda: watch.phase() == PhaseState.PUBLISHED, second, "the resumed publish", timeout)
         on_queue = amqp.depths(site.amqp, QUEUES[:1])[QUEUES[0]]
         _end(site, second)
     finally:

@@ -17,7 +17,7 @@ from bench.site import Site
 from swarm.backends import open_tables
 from swarm.broker import stage_queue
 from swarm.hbase_dev import DevServer
-from swarm.ledger import M_DONE
+from swarm.ledger import MessageState
 from workers.jobs import merchant_daily as md
 
 JOB = "merchant_daily"
@@ -52,7 +52,7 @@ def run(site: Site, events: int, chunks: int, procs: int, date: str = "2030-02-0
     try:
         run_id = md.job.run_id({"date": date})
         rows = ledger.counters(run_id).get("rows", 0)
-        done = ledger.counts(run_id).get(M_DONE, 0)
+        done = ledger.counts(run_id).get(MessageState.DONE, 0)
     finally:
         ledger.close()
     if rows != events:

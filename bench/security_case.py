@@ -21,7 +21,7 @@ import msgpack
 
 from bench.site import Site
 from swarm.envelope import Envelope, decode, encode
-from swarm.ledger import Message
+from swarm.ledger import ClaimRequest, Completion, Message
 
 JOB = "noop_pipeline"
 ROUNDS = 5
@@ -83,8 +83,8 @@ def children(site: Site, batches: int, batch: int) -> dict:
 def _complete_batch(ledger, keys, run: str, tag: str, size: int, kids: bool) -> float:
     parents = [_message(keys, run, "a", f"{tag}{i:03d}", "0") for i in range(size)]
     ledger.save_plan(run, "main", parents)
-    claims = ledger.claim_batch([(run, "main", m) for m in parents], "bench", 60.0)
-    calls = [(m.id, c.token, run, "main", [_message(keys, run, "b", m.chunk, "0.0")] if kids else [], {})
+    claims = ledger.claim_batch([ClaimRequest(run, "main", m) for m in parents], "bench", 60.0)
+    calls = [Completion(m.id, c.token, run, "main", [_message(keys, run, "b", m.chunk, "0.0")] if kids else [], {})
              for m, c in zip(parents, claims)]
     started = time.perf_counter()
     ledger.complete_batch(calls)

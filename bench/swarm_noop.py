@@ -17,7 +17,7 @@ from bench import amqp
 from bench.measure import CpuMeter, Throughput, peak_rss_mib, percentile, pids_named, steady_rate
 from bench.site import Site, wait_until
 from swarm.broker import stage_queue
-from swarm.ledger import M_DONE, PUBLISHED
+from swarm.ledger import MessageState, PhaseState
 from workers.jobs.noop_pipeline import job as noop_job
 
 JOB = "noop_pipeline"
@@ -39,7 +39,8 @@ def publish_planned(site: Site, config: Path, date: str, timeout: float = 600) -
     started = time.monotonic()
     master = site.swarm(config, "master", JOB, "--date", date)
     try:
-        wait_until(lambda: master.poll() is not None or ledger.phase_state(run_id(date), "main") == PUBLISHED,
+        wait_until(lambda: master.poll() is not None
+                   or ledger.phase_state(run_id(date), "main") == PhaseState.PUBLISHED,
                    "the master to publish", timeout, every=0.02)
     finally:
         ledger.close()
@@ -60,7 +61,8 @@ def start_workers(site: Site, config: Path, procs: int, trace_dir: Path | None =
 
 
 def done_times(site: Site, run: str) -> list[float]:
-    rows = site.query("SELECT updated_at FROM swarm_messages WHERE run_id = %s AND state = %s", (run, M_DONE))
+    rows = site.query("SELECT updated_at FROM swarm_messages WHERE run_id = %s AND state = %s",
+                      (run, MessageState.DONE))
     return [float(t) for (t,) in rows]
 
 

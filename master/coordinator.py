@@ -22,9 +22,7 @@ from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
-from swarm.ledger import (
-    CANCELLED, DONE, FAILED, M_ABORTED, M_DEAD, M_DONE, PHASE_DONE, PLANNED, PUBLISHED, RUNNING, Ledger, Message, Run,
-)
+from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -32,7 +30,7 @@ from swarm.table import TableStore
 log = logging.getLogger("swarm.master")
 
 T = TypeVar("T")
-ProgressFn = Callable[[str, str, Mapping[str, int]], None]  # run, phase, counts by state
+ProgressFn = Callable[[str, str, Mapping[MessageState, int]], None]  # run, phase, counts by state
 
 
 class RunFailed(SwarmError):
@@ -60,7 +58,7 @@ class Master:
         job: Job,
         params: Mapping[str, str],
         broker: Broker,
-        ledger: Ledger,
+        ledger: MasterLedger,
         tables: TableStore,
         settings: MasterSettings | None = None,
         progress: ProgressFn | None = None,
@@ -106,14 +104,14 @@ class Master:
     def _run_locked(self) -> Run:
         self._patiently("start", self._check_tables)
         run = self._patiently("start", self.ledger.open_run, self.run_id, self.job.name, self.params)
-        if run.status == DONE:
+        if run.status == RunStatus.DONE:
             log.info("run %s is already done", self.run_id)
             return run
-        if run.status in (FAILED, CANCELLED):
+        if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
             # Not the error itself: a handler's error may quote the data, which INFO lines never carry.
             log.info("run %s %s before; resuming it (the error: swarm status %s)", self.run_id, run.status,
                      self.run_id)
-            self.ledger.update_run(self.run_id, status=RUNNING)
+            self.ledger.update_run(self.run_id, status=RunStatus.RUNNING)
         self._patiently("start", self._declare)
         try:
             for phase in self.phases:
@@ -122,11 +120,11 @@ class Master:
             log.error("run %s was cancelled while this master ran it: %s", self.run_id, exc)
         except RunFailed as exc:
             log.error("run %s failed: %s", self.run_id, exc)
-            self.ledger.update_run(self.run_id, status=FAILED, error=str(exc), finished=True)
+            self.ledger.update_run(self.run_id, status=RunStatus.FAILED, error=str(exc), finished=True)
             self._alert("run_failed", error=str(exc))
         else:
             failpoint("master.finish")
-            self.ledger.update_run(self.run_id, status=DONE, finished=True)
+            self.ledger.update_run(self.run_id, status=RunStatus.DONE, finished=True)
             log.info("run %s done", self.run_id)
         return self.ledger.get_run(self.run_id)
 
@@ -163,7 +161,7 @@ class Master:
 
     def _phase(self, phase: str) -> None:
         state = self.ledger.phase_state(self.run_id, phase)
-        if state == PHASE_DONE:
+        if state == PhaseState.DONE:
             return
         self.ledger.update_run(self.run_id, phase=phase)
         if state is None:
@@ -173,16 +171,16 @@ class Master:
             self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish
             log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
             failpoint("master.after_plan")
-            state = PLANNED
-        if state == PLANNED:
+            state = PhaseState.PLANNED
+        if state == PhaseState.PLANNED:
             self._publish_planned(phase)
             failpoint("master.after_publish")
-            self.ledger.set_phase_state(self.run_id, phase, PUBLISHED)
+            self.ledger.set_phase_state(self.run_id, phase, PhaseState.PUBLISHED)
         elif self.settings.fresh_broker:
             self._republish_queued(phase)
         self._watch(phase)
         failpoint("master.barrier")
-        self.ledger.set_phase_state(self.run_id, phase, PHASE_DONE)
+        self.ledger.set_phase_state(self.run_id, phase, PhaseState.DONE)
 
     def _publish_planned(self, phase: str) -> None:
         last = ""
@@ -221,10 +219,10 @@ class Master:
             self._tend(phase, counts)
             time.sleep(self.settings.poll)
 
-    def _look(self, phase: str) -> Mapping[str, int]:
+    def _look(self, phase: str) -> Mapping[MessageState, int]:
         """The phase's messages by state, reported; ``RunCancelled`` once an operator ended the run."""
         run = self.ledger.get_run(self.run_id)
-        if run is not None and run.status == CANCELLED:
+        if run is not None and run.status == RunStatus.CANCELLED:
             raise RunCancelled(run.error or "cancelled")
         counts = self.ledger.counts(self.run_id, phase)
         self.progress(self.run_id, phase, counts)
@@ -232,7 +230,7 @@ class Master:
             metrics.CHUNKS.labels(self.run_id, phase, state).set(n)
         return counts
 
-    def _tend(self, phase: str, counts: Mapping[str, int]) -> None:
+    def _tend(self, phase: str, counts: Mapping[MessageState, int]) -> None:
         for stage in self.job.stages.values():
             if stage.phase == phase:
                 self._depth(stage.name)  # swarm_queue_depth, fresh on every look
@@ -246,7 +244,7 @@ class Master:
         metrics.QUEUE_DEPTH.labels(queue).set(depth)
         return depth
 
-    def _check_deadline(self, phase: str, counts: Mapping[str, int]) -> None:
+    def _check_deadline(self, phase: str, counts: Mapping[MessageState, int]) -> None:
         deadline = self.settings.deadline
         if isinstance(deadline, str):
             run = self.ledger.get_run(self.run_id)
@@ -261,15 +259,16 @@ class Master:
         self.alert({"event": event, "run": self.run_id, "job": self.job.name, "params": self.params,
                     "at": time.time(), **detail})
 
-    def _check_failed(self, phase: str, counts: Mapping[str, int]) -> None:
-        bad = counts.get(M_DEAD, 0) + counts.get(M_ABORTED, 0)
+    def _check_failed(self, phase: str, counts: Mapping[MessageState, int]) -> None:
+        bad = counts.get(MessageState.DEAD, 0) + counts.get(MessageState.ABORTED, 0)
         if not bad:
             return
-        first = next((f for f in self.ledger.failures(self.run_id) if f.state in (M_DEAD, M_ABORTED)), None)
+        failed = (MessageState.DEAD, MessageState.ABORTED)
+        first = next((f for f in self.ledger.failures(self.run_id) if f.state in failed), None)
         detail = f"; first: {first.id}: {first.error.splitlines()[0] if first.error else ''}" if first else ""
         raise RunFailed(
-            f"phase {phase}: {counts.get(M_ABORTED, 0)} aborted and {counts.get(M_DEAD, 0)} dead-lettered "
-            f"message(s){detail}"
+            f"phase {phase}: {counts.get(MessageState.ABORTED, 0)} aborted and "
+            f"{counts.get(MessageState.DEAD, 0)} dead-lettered message(s){detail}"
         )
 
     def _recover_lost(self) -> None:
@@ -286,9 +285,9 @@ class Master:
             self._publish(lost)
 
 
-def barrier_passed(counts: Mapping[str, int]) -> bool:
+def barrier_passed(counts: Mapping[MessageState, int]) -> bool:
     """Whether no message of the phase is open: each is done, dead or aborted."""
-    return not any(n for state, n in counts.items() if state not in (M_DONE, M_DEAD, M_ABORTED))
+    return not any(n for state, n in counts.items() if not state.terminal)
 
 
 def next_time_of_day(after: float, hhmm: str) -> float:

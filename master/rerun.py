@@ -14,7 +14,7 @@ from master.coordinator import Master, MasterSettings
 from master.planner import plan_phase
 from swarm.context import RERUN_MARK
 from swarm.errors import ConfigError, MasterLocked, RerunLocked, RerunRefused, SwarmError  # noqa: F401 - re-exported
-from swarm.ledger import RUNNING, Ledger, Run
+from swarm.ledger import HistoryLedger, Ledger, MasterLedger, Run, RunStatus
 from swarm.signing import SiteKeys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -52,7 +52,7 @@ def plan_rerun(job: Job, params: dict, from_stage: str, ledger: Ledger, tables: 
     run = ledger.get_run(source)
     if run is None:
         raise RerunRefused(f"{source} has never run: start it with `{_master_command(job, params)}` instead")
-    if run.status == RUNNING:
+    if run.status == RunStatus.RUNNING:
         raise _unfinished(job, params, source, ledger)
     run_id = f"{source}{RERUN_MARK}{_next_number(ledger, job, source)}"
     wanted = set(chunks or ())
@@ -68,7 +68,7 @@ def plan_rerun(job: Job, params: dict, from_stage: str, ledger: Ledger, tables: 
     return RerunPlan(source, run_id, phases, planned)
 
 
-def _unfinished(job: Job, params: dict, source: str, ledger: Ledger) -> RerunRefused:
+def _unfinished(job: Job, params: dict, source: str, ledger: MasterLedger) -> RerunRefused:
     """Why a run still marked running cannot be rerun: a master runs it now, or one stopped before the end."""
     try:
         ledger.lock_master(source, "rerun, checking for a master")
@@ -94,13 +94,13 @@ def _phases_from(job: Job, stage: str) -> list[str]:
     return job.phases[job.phases.index(phase):]
 
 
-def _next_number(ledger: Ledger, job: Job, source: str) -> int:
+def _next_number(ledger: HistoryLedger, job: Job, source: str) -> int:
     reruns = [r.id for r in ledger.runs(job=job.name, limit=10_000) if r.id.startswith(source + RERUN_MARK)]
     numbers = [int(r.rsplit(RERUN_MARK, 1)[1]) for r in reruns if r.rsplit(RERUN_MARK, 1)[1].isdigit()]
     return max(numbers, default=0) + 1
 
 
-def run_rerun(plan: RerunPlan, job: Job, params: dict, broker, ledger: Ledger, tables: TableStore,
+def run_rerun(plan: RerunPlan, job: Job, params: dict, broker, ledger: MasterLedger, tables: TableStore,
               settings: MasterSettings | None = None, progress: Callable | None = None,
               keys: SiteKeys | None = None) -> Run:
     """Carry out a planned rerun; ``MasterLocked`` becomes a refusal naming the holder."""

@@ -14,7 +14,7 @@ from rich.text import Text
 from swarm.broker import Broker, DeadLetter, stage_queue
 from swarm.envelope import Envelope, peek
 from swarm.errors import ConfigError
-from swarm.ledger import DeadLetterRecord, Ledger
+from swarm.ledger import DeadLetterLedger, DeadLetterRecord
 from swarm.stage import Job
 
 
@@ -31,7 +31,7 @@ def message_id(body: bytes) -> str | None:
     return None if env is None else env.id
 
 
-def collect(broker: Broker, ledger: Ledger, job: Job) -> int:
+def collect(broker: Broker, ledger: DeadLetterLedger, job: Job) -> int:
     """Move every message on the job's dead-letter queues into the ledger; returns how many.
 
     Each letter is stored before the broker lets go of it: a ledger failure
@@ -45,11 +45,11 @@ def collect(broker: Broker, ledger: Ledger, job: Job) -> int:
     return moved
 
 
-def _store(ledger: Ledger, queue: str, dead: DeadLetter) -> None:
+def _store(ledger: DeadLetterLedger, queue: str, dead: DeadLetter) -> None:
     ledger.add_dead_letter(queue, dead.reason, dead.body, message_id(dead.body), dead.size, dead.sha256)
 
 
-def replay(broker: Broker, ledger: Ledger, ids: list[int]) -> int:
+def replay(broker: Broker, ledger: DeadLetterLedger, ids: list[int]) -> int:
     """Publish dead letters again, unchanged: same body, same message id, so a replay is idempotent.
 
     Each is published before the ledger changes, a little delayed, so that a
@@ -67,7 +67,7 @@ def replay(broker: Broker, ledger: Ledger, ids: list[int]) -> int:
     return len(records)
 
 
-def _replayable(ledger: Ledger, dl_id: int) -> DeadLetterRecord:
+def _replayable(ledger: DeadLetterLedger, dl_id: int) -> DeadLetterRecord:
     record = ledger.get_dead_letter(dl_id)
     if record is None:
         raise ConfigError(f"no dead letter {dl_id}")
@@ -99,7 +99,7 @@ def print_list(records: list[DeadLetterRecord], as_json: bool = False) -> None:
     Console().print(table)
 
 
-def print_one(ledger: Ledger, dl_id: int, as_json: bool = False) -> None:
+def print_one(ledger: DeadLetterLedger, dl_id: int, as_json: bool = False) -> None:
     """One dead letter; its body decoded when it is an envelope (its signature unchecked), else in hex."""
     record = ledger.get_dead_letter(dl_id)
     if record is None:

@@ -20,10 +20,14 @@ class Stage(Protocol):
 
     @property
     def bound(self) -> int: ...
-    pool: int
-    pool_min: int
-    batch: int
-    timeout: float
+    @property
+    def pool(self) -> int: ...
+    @property
+    def pool_min(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def timeout(self) -> float: ...
 
 JUDGE_AFTER_DONE = 20
 JUDGE_WITHIN_SECONDS = 10.0

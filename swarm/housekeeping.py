@@ -6,10 +6,10 @@ import socket
 
 from swarm.context import source_of
 from swarm.errors import ConfigError, MasterLocked
-from swarm.ledger import CANCELLED, DONE, Ledger, Run
+from swarm.ledger import MasterLedger, Run, RunStatus
 
 
-def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run:
+def cancel(ledger: MasterLedger, run_id: str, reason: str, force: bool = False) -> Run:
     """Mark ``run_id`` cancelled with ``reason``: its workers drop its messages, and a master holding it stops.
 
     Refused (``MasterLocked``, naming the holder) while a master holds the
@@ -18,7 +18,7 @@ def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run
     run = ledger.get_run(run_id)
     if run is None:
         raise ConfigError(f"no run {run_id!r}; `swarm runs` lists them")
-    if run.status == DONE:
+    if run.status == RunStatus.DONE:
         raise ConfigError(f"run {run_id} is done; there is nothing to cancel")
     if not reason.strip():
         raise ConfigError("runs cancel: say why with --reason, for the history")
@@ -36,6 +36,6 @@ def cancel(ledger: Ledger, run_id: str, reason: str, force: bool = False) -> Run
         ledger.unlock_master(key)
 
 
-def _mark(ledger: Ledger, run_id: str, reason: str) -> Run:
-    ledger.update_run(run_id, status=CANCELLED, error=f"cancelled: {reason.strip()}", finished=True)
+def _mark(ledger: MasterLedger, run_id: str, reason: str) -> Run:
+    ledger.update_run(run_id, status=RunStatus.CANCELLED, error=f"cancelled: {reason.strip()}", finished=True)
     return ledger.get_run(run_id)

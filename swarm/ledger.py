@@ -1,29 +1,67 @@
-"""The ledger role: runs, the checkpointed plan, progress, dedup and history."""
+"""The ledger: runs, the checkpointed plan, progress, dedup and history.
+
+One implementation, ``swarm.ledgers.sql.SqlLedger`` (on SQLite or MySQL),
+serves every role; each caller is typed with the narrow interface it uses:
+
+- ``WorkerLedger``: claims, leases and completes (``swarm.runtime``, ``workers.worker``);
+- ``MasterLedger``: the master's lock, its run and phases, the plan and the
+  watch (``master``, ``swarm runs cancel``);
+- ``HistoryLedger``: runs past and present, read only (``swarm status``, ``swarm runs``);
+- ``DeadLetterLedger``: dead letters gathered, shown and replayed (``swarm.dlq``);
+- ``SchemaLedger``: the schema, and pruning old runs (``swarm db``);
+- ``Ledger``: all of them, as ``swarm.backends.open_ledger`` returns it.
+"""
 from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
 import hashlib
-import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from swarm.errors import BackendError, Fenced
 
-# Run states
-RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
-# Phase states, in order
-PLANNED, PUBLISHED, PHASE_DONE = "planned", "published", "done"
-# Message states. planned: in the checkpoint, not yet published; queued: on
-# the broker; claimed: a worker holds a lease; then one of the terminal states.
-M_PLANNED, M_QUEUED, M_CLAIMED, M_DONE, M_DEAD, M_ABORTED = (
-    "planned", "queued", "claimed", "done", "dead", "aborted",
-)
-TERMINAL = (M_DONE, M_DEAD, M_ABORTED)
-# Why a claim is refused when the message itself is not the reason: only
-# planned work runs, so these deliveries are rejected and change nothing.
-UNPLANNED = "unplanned"  # no message with this id: neither the master's plan nor a parent declared it
-MISMATCH = "mismatch"  # a message with this id, but another body: a stale or altered copy
-RUN_ENDED = "run-ended"  # the message's run is not running (``Claim.detail`` says what it is)
+T = TypeVar("T")
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class PhaseState(enum.StrEnum):
+    """A phase's progress, in this order."""
+
+    PLANNED = "planned"  # its root messages are in the checkpoint
+    PUBLISHED = "published"  # and all on the broker
+    DONE = "done"  # and all finished: the barrier is passed
+
+
+class MessageState(enum.StrEnum):
+    PLANNED = "planned"  # in the checkpoint, not yet published
+    QUEUED = "queued"  # on the broker
+    CLAIMED = "claimed"  # a worker holds a lease
+    DONE = "done"
+    DEAD = "dead"
+    ABORTED = "aborted"
+
+    @property
+    def terminal(self) -> bool:
+        """Finished one way or another: no worker takes it again (unless a dead one is revived)."""
+        return self in (MessageState.DONE, MessageState.DEAD, MessageState.ABORTED)
+
+
+class Refusal(enum.StrEnum):
+    """Why a claim is refused when the message itself is not the reason.
+
+    Only planned work runs, so these deliveries are rejected and change nothing.
+    """
+
+    UNPLANNED = "unplanned"  # no message with this id: neither the master's plan nor a parent declared it
+    MISMATCH = "mismatch"  # a message with this id, but another body: a stale or altered copy
+    RUN_ENDED = "run-ended"  # the message's run is not running (``Claim.detail`` says what it is)
 
 
 def body_digest(body: bytes) -> str:
@@ -36,7 +74,7 @@ class Run:
     id: str
     job: str
     params: Mapping[str, Any]
-    status: str
+    status: RunStatus
     phase: str | None
     error: str | None
     created_at: float
@@ -61,13 +99,13 @@ class Claim:
     ``token`` is the fencing token: only the holder of the latest token may
     complete or release the message. ``state`` is set instead when the
     message must not be processed: its own state (done, dead, aborted, or
-    claimed under a live lease), or ``UNPLANNED``, ``MISMATCH`` or
-    ``RUN_ENDED`` (with the run's status in ``detail``).
+    claimed under a live lease), or a ``Refusal`` (``RUN_ENDED`` with the
+    run's status in ``detail``).
     """
 
     token: int | None
     attempts: int
-    state: str | None = None
+    state: MessageState | Refusal | None = None
     detail: str | None = None
 
     @property
@@ -75,16 +113,25 @@ class Claim:
         return self.token is not None
 
 
-ClaimCall = tuple[str, str, Message]  # run_id, phase, message
-CompleteCall = tuple[str, int, str, str, Sequence[Message], Mapping[str, int]]
+@dataclasses.dataclass(frozen=True)
+class ClaimRequest:
+    """A delivery to take a lease on: its message as it arrived, in the run and phase its envelope names."""
+
+    run_id: str
+    phase: str
+    message: Message
 
 
-def _outcome(call: Callable[[], Any]) -> Any:
-    """A batch member's result, or the ledger error it raised."""
-    try:
-        return call()
-    except (Fenced, BackendError) as exc:
-        return exc
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """A claimed message's results, recorded with it done; ``token`` is the lease's fencing token."""
+
+    message_id: str
+    token: int
+    run_id: str
+    phase: str
+    children: Sequence[Message] = ()  # recorded queued, with this message as their parent
+    counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +139,7 @@ class Failure:
     id: str
     stage: str
     chunk: str
-    state: str
+    state: MessageState
     attempts: int
     error: str | None
     updated_at: float
@@ -124,121 +171,78 @@ class Pruned:
     dead_letters: int
 
 
-class Ledger(abc.ABC):
-    """Durable state shared by the master and the workers.
+def _raised(outcome: T | Exception) -> T:
+    """A batch member's outcome as a single call has it: an error is raised."""
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    Implementations: ``swarm.ledgers.sqlite`` (embedded default) and
-    ``swarm.ledgers.mysql``. Every method is one short transaction and is
-    safe to call from several threads.
-    """
 
-    @staticmethod
-    def now() -> float:
-        return time.time()
+# The interfaces. Every method is one short transaction and is safe to call
+# from several threads.
 
-    # schema -----------------------------------------------------------------
-    @abc.abstractmethod
-    def init_schema(self) -> None:
-        """Create or migrate the tables; idempotent."""
+
+class RunView(Protocol):
+    """What the master and the history both read of a run."""
 
     @abc.abstractmethod
-    def migrate(self) -> list[int]:
-        """Apply pending schema steps; returns their numbers."""
-
-    # runs -------------------------------------------------------------------
-    @abc.abstractmethod
-    def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
-        """Return the run, creating it (status running) if new."""
+    def now(self) -> float:
+        """The ledger's clock, which lease ends and update times go by."""
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> Run | None: ...
 
     @abc.abstractmethod
-    def runs(
-        self,
-        job: str | None = None,
-        status: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        text: str | None = None,
-        limit: int = 100,
-    ) -> list[Run]:
-        """Runs newest first, filtered; ``text`` matches inside the error."""
+    def failures(self, run_id: str, limit: int = 100, recovered: bool | None = None) -> list[Failure]:
+        """Messages that are dead or aborted, or have a recorded error, latest first.
+
+        ``recovered`` True: only those done in the end (the error is the last
+        one before it succeeded); False: only the others (dead, aborted, or
+        still to be retried); None: both.
+        """
+
+
+class WorkerLedger(Protocol):
+    """A worker's part: claim messages, hold their leases, and finish or give them back."""
 
     @abc.abstractmethod
-    def jobs(self) -> list[str]:
-        """The jobs the ledger has runs of, by name."""
-
-    @abc.abstractmethod
-    def update_run(
-        self, run_id: str, *, status: str | None = None, phase: str | None = None,
-        error: str | None = None, finished: bool = False,
-    ) -> None: ...
-
-    @abc.abstractmethod
-    def phase_state(self, run_id: str, phase: str) -> str | None: ...
-
-    @abc.abstractmethod
-    def set_phase_state(self, run_id: str, phase: str, state: str) -> None: ...
-
-    # the master's lock --------------------------------------------------------
-    @abc.abstractmethod
-    def lock_master(self, key: str, holder: str) -> None:
-        """Take the one-master lock for ``key`` or raise ``MasterLocked`` naming the holder."""
-
-    @abc.abstractmethod
-    def unlock_master(self, key: str) -> None: ...
-
-    # the plan (the master's checkpoint) ---------------------------------------
-    @abc.abstractmethod
-    def save_plan(self, run_id: str, phase: str, messages: Sequence[Message]) -> None:
-        """Record a phase's root messages (state planned) and mark the phase planned, atomically."""
-
-    @abc.abstractmethod
-    def planned(self, run_id: str, phase: str, limit: int, after: str = "") -> list[Message]:
-        """Root messages of the phase not yet published, in id order, with ids after ``after``."""
-
-    @abc.abstractmethod
-    def mark_queued(self, ids: Sequence[str]) -> None:
-        """Planned messages are now on the broker."""
-
-    # workers ----------------------------------------------------------------
-    @abc.abstractmethod
-    def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
-        """Take a lease on a message the ledger knows, with this very body, in a running run.
+    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
+        """Take a lease for each request on a message the ledger knows, with this very body, in a running run.
 
         Refused (``Claim.state`` set) when the ledger has no such message
-        (``UNPLANNED``), holds another body under its id (``MISMATCH``), the
-        message is terminal, another holder's lease is still live, or its run
-        is not running (``RUN_ENDED``). A refusal changes nothing. Each grant
-        counts one attempt.
+        (``Refusal.UNPLANNED``), holds another body under its id (``MISMATCH``),
+        the message is terminal, another holder's lease is still live, or its
+        run is not running (``RUN_ENDED``). A refusal changes nothing. Each grant
+        counts one attempt. Each request gets the outcome it would get alone;
+        a request's ``BackendError`` is its outcome, not raised.
         """
+
+    @abc.abstractmethod
+    def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
+        """Mark each message done and record its children (queued, with this parent) and counts, atomically.
+
+        Each outcome is None, or ``Fenced`` when the token is stale, or the
+        ``BackendError`` that message alone would get. Children are recorded
+        before anything publishes them: a child the ledger does not know is never run.
+        """
+
+    def claim(self, run_id: str, phase: str, msg: Message, holder: str, lease: float) -> Claim:
+        """``claim_batch`` of one, its error raised."""
+        return _raised(self.claim_batch([ClaimRequest(run_id, phase, msg)], holder, lease)[0])
+
+    def complete(
+        self, msg_id: str, token: int, run_id: str, phase: str,
+        children: Sequence[Message] = (), counts: Mapping[str, int] | None = None,
+    ) -> None:
+        """``complete_batch`` of one, its error raised."""
+        _raised(self.complete_batch([Completion(msg_id, token, run_id, phase, children, counts or {})])[0])
 
     @abc.abstractmethod
     def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> None:
         """Extend the leases ``(id, token)`` still held."""
 
     @abc.abstractmethod
-    def complete(
-        self, msg_id: str, token: int, run_id: str, phase: str,
-        children: Sequence[Message], counts: Mapping[str, int],
-    ) -> None:
-        """Mark done, record children (queued, with this parent) and counts, atomically; ``Fenced`` if the token is stale.
-
-        Children are recorded before anything publishes them: a child the
-        ledger does not know is never run.
-        """
-
-    def claim_batch(self, calls: Sequence[ClaimCall], holder: str, lease: float) -> list[Claim | BackendError]:
-        """``claim`` for each ``(run_id, phase, msg)``; a call's ``BackendError`` is its outcome, not raised."""
-        return [_outcome(lambda c=call: self.claim(*c, holder, lease)) for call in calls]
-
-    def complete_batch(self, calls: Sequence[CompleteCall]) -> list[Fenced | BackendError | None]:
-        """``complete`` for each ``(msg_id, token, run_id, phase, children, counts)``; None where it succeeded."""
-        return [_outcome(lambda c=call: self.complete(*c)) for call in calls]
-
-    @abc.abstractmethod
-    def release(self, msg_id: str, token: int, state: str, error: str | None, refund: bool = False) -> None:
+    def release(self, msg_id: str, token: int, state: MessageState, error: str | None, refund: bool = False) -> None:
         """End a lease: ``queued`` for a retry, or terminal ``dead``/``aborted``; ``Fenced`` if stale.
 
         ``refund``: the delivery does not count as an attempt (a backend was
@@ -258,9 +262,48 @@ class Ledger(abc.ABC):
     def queued_children(self, parent_id: str) -> list[Message]:
         """The children a done parent recorded that are still queued (for re-publishing)."""
 
-    # the master's watch ---------------------------------------------------------
+
+class MasterLedger(RunView, Protocol):
+    """The master's part: its lock, its run and phases, the plan it checkpoints, and the watch over it."""
+
     @abc.abstractmethod
-    def counts(self, run_id: str, phase: str | None = None) -> dict[str, int]:
+    def lock_master(self, key: str, holder: str) -> None:
+        """Take (or renew) the one-master lock for ``key``, or raise ``MasterLocked`` naming the holder."""
+
+    @abc.abstractmethod
+    def unlock_master(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
+        """Return the run, creating it (status running) if new."""
+
+    @abc.abstractmethod
+    def update_run(
+        self, run_id: str, *, status: RunStatus | None = None, phase: str | None = None,
+        error: str | None = None, finished: bool = False,
+    ) -> None:
+        """Set what is given; back to running clears the error and the finish time."""
+
+    @abc.abstractmethod
+    def phase_state(self, run_id: str, phase: str) -> PhaseState | None: ...
+
+    @abc.abstractmethod
+    def set_phase_state(self, run_id: str, phase: str, state: PhaseState) -> None: ...
+
+    @abc.abstractmethod
+    def save_plan(self, run_id: str, phase: str, messages: Sequence[Message]) -> None:
+        """Record a phase's root messages (state planned) and mark the phase planned, atomically."""
+
+    @abc.abstractmethod
+    def planned(self, run_id: str, phase: str, limit: int, after: str = "") -> list[Message]:
+        """Root messages of the phase not yet published, in id order, with ids after ``after``."""
+
+    @abc.abstractmethod
+    def mark_queued(self, ids: Sequence[str]) -> None:
+        """Planned messages are now on the broker."""
+
+    @abc.abstractmethod
+    def counts(self, run_id: str, phase: str | None = None) -> dict[MessageState, int]:
         """Messages per state."""
 
     @abc.abstractmethod
@@ -271,28 +314,42 @@ class Ledger(abc.ABC):
     def stale_queued(self, run_id: str, older_than: float) -> list[Message]:
         """Queued messages untouched since ``older_than``; touched now, returned for re-publishing."""
 
-    @abc.abstractmethod
-    def failures(self, run_id: str, limit: int = 100, recovered: bool | None = None) -> list[Failure]:
-        """Messages that are dead or aborted, or have a recorded error, latest first.
 
-        ``recovered`` True: only those done in the end (the error is the last
-        one before it succeeded); False: only the others (dead, aborted, or
-        still to be retried); None: both.
-        """
+class HistoryLedger(RunView, Protocol):
+    """Runs past and present, read only: status, the run list, reports."""
 
     @abc.abstractmethod
-    def counters(self, run_id: str) -> dict[str, int]:
-        """Sum of ``Count`` effects over the run's done messages."""
+    def runs(
+        self,
+        job: str | None = None,
+        status: RunStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        limit: int = 100,
+    ) -> list[Run]:
+        """Runs newest first, filtered; ``text`` matches inside the error."""
 
     @abc.abstractmethod
-    def chunk_counts(self, run_id: str) -> dict[str, dict[str, int]]:
-        """Per phase, messages per state (for status)."""
+    def jobs(self) -> list[str]:
+        """The jobs the ledger has runs of, by name."""
+
+    @abc.abstractmethod
+    def chunk_counts(self, run_id: str) -> dict[str, dict[MessageState, int]]:
+        """Per phase, messages per state."""
 
     @abc.abstractmethod
     def done_since(self, run_id: str, since: float) -> dict[str, int]:
         """Per stage, messages finished since ``since`` (for rates)."""
 
-    # dead letters ---------------------------------------------------------------
+    @abc.abstractmethod
+    def counters(self, run_id: str) -> dict[str, int]:
+        """Sum of ``Count`` effects over the run's done messages."""
+
+
+class DeadLetterLedger(Protocol):
+    """Dead letters gathered from the broker, shown, and replayed."""
+
     @abc.abstractmethod
     def add_dead_letter(self, queue: str, reason: str, body: bytes, message_id: str | None,
                         size: int | None = None, sha256: str | None = None) -> int:
@@ -302,7 +359,8 @@ class Ledger(abc.ABC):
         """
 
     @abc.abstractmethod
-    def dead_letters(self, queue: str | None = None, replayed: bool = False, limit: int = 1000) -> list[DeadLetterRecord]: ...
+    def dead_letters(self, queue: str | None = None, replayed: bool = False,
+                     limit: int = 1000) -> list[DeadLetterRecord]: ...
 
     @abc.abstractmethod
     def get_dead_letter(self, dl_id: int) -> DeadLetterRecord | None: ...
@@ -314,14 +372,37 @@ class Ledger(abc.ABC):
     def revive(self, msg_id: str) -> None:
         """On a replay: a dead message goes back to queued with its attempts reset, and its run to running."""
 
-    # housekeeping -----------------------------------------------------------------
+
+class SchemaLedger(Protocol):
+    """``swarm db``: the schema, and pruning old runs."""
+
     @abc.abstractmethod
-    def prune(self, before: float, dry_run: bool = False) -> "Pruned":
+    def init_schema(self) -> None:
+        """Create or migrate the tables; idempotent."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending schema steps; returns their numbers."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int | None:
+        """The version the database holds; None before ``init_schema``."""
+
+    @abc.abstractmethod
+    def prune(self, before: float, dry_run: bool = False) -> Pruned:
         """Delete the runs that finished before ``before`` with all their rows, and old dead letters.
 
         Dead letters go when they were created before ``before`` and were
         replayed or belong to no message still in the ledger.
         """
+
+
+class Ledger(WorkerLedger, MasterLedger, HistoryLedger, DeadLetterLedger, SchemaLedger, Protocol):
+    """Every role: what ``swarm.backends.open_ledger`` returns.
+
+    Implementations: ``swarm.ledgers.sqlite`` (embedded default) and
+    ``swarm.ledgers.mysql``, both ``swarm.ledgers.sql.SqlLedger``.
+    """
 
     def close(self) -> None:
         """Release connections."""

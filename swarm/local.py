@@ -6,13 +6,13 @@ import threading
 from typing import Callable, Iterator
 
 from swarm.broker import Broker
-from swarm.ledger import Ledger
+from swarm.ledger import MasterLedger, WorkerLedger
 from swarm.roles import role
 from swarm.stage import Job
 from swarm.table import TableStore
 
 
-def master_for(job: Job, params, broker: Broker, ledger: Ledger, tables: TableStore, options: dict | None = None,
+def master_for(job: Job, params, broker: Broker, ledger: MasterLedger, tables: TableStore, options: dict | None = None,
                poll: float = 0.05, lost_after: float = 120.0, deadline: str | None = None, fresh_broker: bool = True,
                patience: float = 900.0, **master_args):
     """A master for ``job`` in this process, polling often: workers here finish fast.
@@ -31,7 +31,7 @@ def master_for(job: Job, params, broker: Broker, ledger: Ledger, tables: TableSt
 def local_fleet(
     job: Job,
     connect: Callable[[], Broker],
-    ledger: Ledger,
+    ledger: WorkerLedger,
     tables: TableStore,
     workers: int = 2,
     **worker_args,

@@ -9,7 +9,7 @@ from typing import Mapping
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from swarm.ledger import M_DEAD, M_DONE
+from swarm.ledger import MessageState
 
 log = logging.getLogger("swarm.master")
 
@@ -25,11 +25,11 @@ class ProgressReport:
         self._tasks: dict[str, int] = {}
         self._last_line: float | None = None  # the first line is always said
 
-    def __call__(self, run: str, phase: str, counts: Mapping[str, int]) -> None:
+    def __call__(self, run: str, phase: str, counts: Mapping[MessageState, int]) -> None:
         total = sum(counts.values())
-        done = counts.get(M_DONE, 0)
+        done = counts.get(MessageState.DONE, 0)
         if self.live:
-            self._update_bar(phase, done, total, counts.get(M_DEAD, 0))
+            self._update_bar(phase, done, total, counts.get(MessageState.DEAD, 0))
         elif self._last_line is None or time.monotonic() - self._last_line >= self.interval or done == total:
             self._last_line = time.monotonic()
             states = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))

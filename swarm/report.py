@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from swarm.errors import SwarmError
-from swarm.ledger import M_ABORTED, M_DEAD, RUNNING, Ledger, Run
+from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
 
 
 def _when(ts: float | None) -> str:
@@ -23,7 +23,7 @@ def _when(ts: float | None) -> str:
 
 def _took(run: Run, now: float | None = None) -> str:
     """How long a finished run took; how long a running one has been running, until ``now``."""
-    if run.status == RUNNING:
+    if run.status == RunStatus.RUNNING:
         end = time.time() if now is None else now
     else:
         end = run.finished_at or run.updated_at
@@ -118,7 +118,7 @@ def _table(rows: list[dict[str, str]], widths: dict[str, int], borders: bool = T
 RATE_WINDOW = 60.0  # seconds of history behind a stage's rate
 
 
-def stage_dict(run: Run, ledger: Ledger, queues: Mapping[str, str], depth: Callable[[str], int] | None) -> dict:
+def stage_dict(run: Run, ledger: HistoryLedger, queues: Mapping[str, str], depth: Callable[[str], int] | None) -> dict:
     """Per stage: its queue, messages waiting there now, and messages done per second lately."""
     recent = ledger.done_since(run.id, ledger.now() - RATE_WINDOW)
     out = {}
@@ -134,7 +134,7 @@ def stage_dict(run: Run, ledger: Ledger, queues: Mapping[str, str], depth: Calla
 FAILURES_SHOWN = 100  # of each kind, latest first
 
 
-def status_dict(run: Run, ledger: Ledger, stages: dict | None = None) -> dict:
+def status_dict(run: Run, ledger: HistoryLedger, stages: dict | None = None) -> dict:
     """``failures``: messages dead, aborted or waiting to be retried; ``recovered``: done in the end, with
     the last error they met on the way."""
     def listed(recovered: bool) -> list[dict]:
@@ -150,7 +150,7 @@ def status_dict(run: Run, ledger: Ledger, stages: dict | None = None) -> dict:
     }
 
 
-def print_status(run: Run, ledger: Ledger, as_json: bool = False, stages: dict | None = None,
+def print_status(run: Run, ledger: HistoryLedger, as_json: bool = False, stages: dict | None = None,
                  console: Console | None = None) -> None:
     doc = status_dict(run, ledger, stages)
     if as_json:
@@ -171,7 +171,7 @@ def watch_status(load: Callable[[], tuple[Run, dict]], interval: float, console:
     shown = 1
     with Live(status_view(run, doc), console=console or Console(), auto_refresh=False) as live:
         try:
-            while run.status == RUNNING and (refreshes is None or shown < refreshes):
+            while run.status == RunStatus.RUNNING and (refreshes is None or shown < refreshes):
                 sleep(interval)
                 run, doc = load()
                 live.update(status_view(run, doc), refresh=True)
@@ -183,7 +183,7 @@ def watch_status(load: Callable[[], tuple[Run, dict]], interval: float, console:
 
 def status_view(run: Run, doc: dict, now: float | None = None) -> RenderableType:
     """One run's status; every text from the ledger as ``Text``, so brackets in it are not read as styles."""
-    took = f"running for {_took(run, now)}" if run.status == RUNNING else f"took {_took(run, now)}"
+    took = f"running for {_took(run, now)}" if run.status == RunStatus.RUNNING else f"took {_took(run, now)}"
     parts: list[RenderableType] = [Text.assemble(
         (run.id, "bold"), f"  {run.status}  phase {run.phase or '-'}  started {_when(run.created_at)}  {took}")]
     if run.error:
@@ -222,7 +222,7 @@ def _failure_view(failures: list[dict]) -> list[Text]:
         return []
     parts = [Text(f"failures ({_count(failures)}, latest first):", style="bold")]
     for f in failures:
-        label = f["state"] if f["state"] in (M_DEAD, M_ABORTED) else "retrying"
+        label = f["state"] if f["state"] in (MessageState.DEAD, MessageState.ABORTED) else "retrying"
         parts.append(Text.assemble((label, "red" if label != "retrying" else "yellow"),
                                    f" {f['id']} (attempts {f['attempts']}):"))
         parts.append(Text(f["error"] or "(no error recorded)"))

@@ -30,7 +30,7 @@ from swarm.errors import Abort, BackendError, BadMessage, HandlerError, TableErr
 from swarm.failpoints import failpoint
 from swarm.handling import call_handler
 from swarm.leases import InFlight, Leases
-from swarm.ledger import CANCELLED, M_CLAIMED, M_DONE, MISMATCH, RUN_ENDED, UNPLANNED, Claim, Ledger, Message
+from swarm.ledger import Claim, ClaimRequest, Completion, Message, MessageState, Refusal, RunStatus, WorkerLedger
 from swarm.middleware import Middleware, default_middleware
 from swarm.outage import Outages
 from swarm.outcome import (
@@ -58,7 +58,7 @@ class Processor:
         self,
         job: Job,
         broker: Broker,
-        ledger: Ledger,
+        ledger: WorkerLedger,
         tables: TableStore,
         holder: str,
         lease: float = 60.0,
@@ -132,7 +132,7 @@ class Processor:
 
     def _claim(self, items: list[Item]) -> None:
         """One grouped claim for the batch; each message's own answer."""
-        calls = [(i.env.run, i.env.phase, Message(i.env.id, i.env.stage, i.env.chunk, bytes(i.delivery.body)))
+        calls = [ClaimRequest(i.env.run, i.env.phase, Message(i.env.id, i.env.stage, i.env.chunk, bytes(i.delivery.body)))
                  for i in items]
         batch: list[InFlight] = []
         stage_name = items[0].stage_name
@@ -158,14 +158,14 @@ class Processor:
         return None
 
     def _refused(self, item: Item, claim: Claim) -> Verdict:
-        if claim.state == RUN_ENDED and claim.detail == CANCELLED:
+        if claim.state == Refusal.RUN_ENDED and claim.detail == RunStatus.CANCELLED:
             return Skip()  # an operator ended the run: its work is dropped, not dead-lettered
         refusal = _refusal(item.env, claim)
         if refusal is not None:
             return Reject(refusal)  # not planned work: it must change nothing
-        if claim.state == M_CLAIMED:
+        if claim.state == MessageState.CLAIMED:
             return Skip(look_again_after=self.lease)
-        if claim.state == M_DONE:
+        if claim.state == MessageState.DONE:
             return Skip(children=self.ledger.queued_children(item.env.id))
         return Skip()  # dead or aborted already
 
@@ -211,7 +211,8 @@ class Processor:
         if not items:
             return 0
         failpoint("worker.after_apply")
-        calls = [(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts) for i in items]
+        calls = [Completion(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts)
+                 for i in items]
         for item, error in zip(items, self.ledger.complete_batch(calls)):
             if error is not None:
                 self.settler.settle(item, of_error(error))
@@ -327,12 +328,12 @@ def child_message(env: Envelope, stage: Stage, index: int, send: Send, keys: Sit
 
 def _refusal(env: Envelope, claim: Claim) -> str | None:
     """Why a delivery is not planned work, or None when its claim was refused for the message's own state."""
-    if claim.state == UNPLANNED:
+    if claim.state == Refusal.UNPLANNED:
         return (f"not planned: the ledger has no message {env.id} (neither the master's plan nor a parent "
                 "that ran recorded it)")
-    if claim.state == MISMATCH:
+    if claim.state == Refusal.MISMATCH:
         return f"not planned: message {env.id} differs from the one the ledger recorded under that id (a stale copy)"
-    if claim.state == RUN_ENDED:
+    if claim.state == Refusal.RUN_ENDED:
         return f"run {env.run} is {claim.detail}: it takes no more work"
     return None
 

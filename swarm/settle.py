@@ -16,7 +16,7 @@ from swarm.broker import Broker, Delivery, stage_queue
 from swarm.envelope import Envelope
 from swarm.errors import BackendError, Fenced as FencedError, clip, describe
 from swarm.leases import InFlight
-from swarm.ledger import M_ABORTED, M_DEAD, M_QUEUED, Ledger, Message
+from swarm.ledger import Message, MessageState, WorkerLedger
 from swarm.middleware import Middleware
 from swarm.outage import Outages
 from swarm.effects import Effects
@@ -48,7 +48,7 @@ class Item:
 class Settler:
     """Carries verdicts out against the broker and the ledger, and tells the middleware."""
 
-    def __init__(self, job: str, broker: Broker, ledger: Ledger, middleware: Middleware, outages: Outages,
+    def __init__(self, job: str, broker: Broker, ledger: WorkerLedger, middleware: Middleware, outages: Outages,
                  rng: random.Random, backend_pause: float):
         self.job, self.broker, self.ledger = job, broker, ledger
         self.middleware, self.outages, self.rng, self.backend_pause = middleware, outages, rng, backend_pause
@@ -115,7 +115,7 @@ class Settler:
         # The copy first: dying before the release leaves a duplicate, the other order could lose it. The
         # body goes unchanged: the ledger counts the attempts, and a claim recognises the message by its body.
         self.broker.publish([(item.delivery.queue, bytes(item.delivery.body))], delay=delay)
-        self.ledger.release(flight.env.id, flight.token, M_QUEUED, error)
+        self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, error)
         item.delivery.ack()
         self.middleware.on_retry(stage, flight.env, delay, flight.attempts, error)
         return Outcome.RETRY
@@ -123,14 +123,14 @@ class Settler:
     def _give_up(self, item: Item, reason: str) -> Outcome:
         flight, stage = _held(item)
         self.broker.dead_letter(stage_queue(self.job, stage.name), item.delivery.body, reason)
-        self.ledger.release(flight.env.id, flight.token, M_DEAD, reason)
+        self.ledger.release(flight.env.id, flight.token, MessageState.DEAD, reason)
         item.delivery.ack()
         self.middleware.on_dead_letter(stage.name, flight.env.id, reason)
         return Outcome.DEAD
 
     def _stop(self, item: Item, reason: str) -> Outcome:
         flight, stage = _held(item)
-        self.ledger.release(flight.env.id, flight.token, M_ABORTED, reason)
+        self.ledger.release(flight.env.id, flight.token, MessageState.ABORTED, reason)
         item.delivery.ack()
         self.middleware.on_abort(stage, flight.env, reason)
         return Outcome.ABORTED
@@ -176,14 +176,14 @@ class Settler:
         """Claimed, its handler never started: on the queue again, for any worker, its attempt given back."""
         flight, _ = _held(item)
         self.broker.publish([(item.delivery.queue, bytes(item.delivery.body))])
-        self.ledger.release(flight.env.id, flight.token, M_QUEUED, None, refund=True)
+        self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, None, refund=True)
         item.delivery.ack()
         return Outcome.REQUEUED
 
     def _release_quietly(self, flight: InFlight, error: str, refund: bool = False) -> None:
         """Hand the message back so its next delivery can be claimed at once."""
         try:
-            self.ledger.release(flight.env.id, flight.token, M_QUEUED, error, refund=refund)
+            self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, error, refund=refund)
         except (BackendError, FencedError):
             pass  # the lease will expire instead
 

@@ -21,11 +21,11 @@ import pytest
 from swarm.backends import open_ledger
 from swarm.errors import BackendError, Fenced, MasterLocked
 from swarm.ledger import (
-    DONE, FAILED, MISMATCH, M_ABORTED, M_CLAIMED, M_DEAD, M_DONE, M_PLANNED, M_QUEUED, PLANNED, PUBLISHED,
-    RUN_ENDED, RUNNING, PHASE_DONE, UNPLANNED, Ledger, Message,
+    ClaimRequest, Completion, Ledger, Message, MessageState, PhaseState, Refusal, RunStatus,
 )
-from swarm.limits import MAX_DEAD_LETTER_BYTES
-from swarm.ledgers import sql
+from swarm.ledgers import schema
+from swarm.ledgers.group import Pending
+from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_ERROR_CHARS
 
 RUN = "nightly@date=2024-05-01"
 PHASE = "map"
@@ -85,14 +85,14 @@ time.sleep(600)
 """
 
 
-def together(run: Callable[[list[sql.Pending]], None], key, calls: list[tuple[str, tuple]]) -> list[sql.Pending]:
-    """Run ``calls`` (message id, arguments) as one group commit, as concurrent callers would share it."""
-    group = [sql.Pending(key, msg_id, args) for msg_id, args in calls]
+def together(run: Callable[[list[Pending]], None], key, calls: list[tuple[str, object]]) -> list[Pending]:
+    """Run ``calls`` (message id, request) as one group commit, as concurrent callers would share it."""
+    group = [Pending(key, msg_id, request) for msg_id, request in calls]
     run(group)
     return group
 
 
-def outcome(pending: sql.Pending):
+def outcome(pending: Pending):
     """A member's result, or the class of the exception it gets."""
     return type(pending.error) if pending.error is not None else pending.result
 
@@ -123,10 +123,10 @@ class LedgerContract:
     # schema ---------------------------------------------------------------------------
 
     def test_schema_is_current_and_init_is_idempotent(self, ledger):
-        assert ledger.schema_version() == sql.SCHEMA_VERSION
+        assert ledger.schema_version() == schema.SCHEMA_VERSION
         ledger.init_schema()
         assert ledger.migrate() == []
-        assert ledger.schema_version() == sql.SCHEMA_VERSION
+        assert ledger.schema_version() == schema.SCHEMA_VERSION
 
     def test_migrate_applies_a_new_numbered_step_once(self, ledger, monkeypatch):
         def add_notes(led, cur):
@@ -134,15 +134,15 @@ class LedgerContract:
                 "CREATE TABLE IF NOT EXISTS swarm_test_notes (id {key} PRIMARY KEY, note {text}){table_options}"
             ))
 
-        monkeypatch.setattr(sql, "MIGRATIONS", sql.MIGRATIONS + (add_notes,))
-        assert ledger.migrate() == [sql.SCHEMA_VERSION + 1]
+        monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + (add_notes,))
+        assert ledger.migrate() == [schema.SCHEMA_VERSION + 1]
         assert ledger.migrate() == []
-        assert ledger.schema_version() == sql.SCHEMA_VERSION + 1
+        assert ledger.schema_version() == schema.SCHEMA_VERSION + 1
         ledger._write("INSERT INTO swarm_test_notes (id, note) VALUES (?, ?)", ("n1", "hello"))
         assert ledger._rows("SELECT id, note FROM swarm_test_notes") == [("n1", "hello")]
 
     def test_a_schema_newer_than_the_code_is_refused(self, ledger):
-        ledger._write("UPDATE swarm_schema SET version = ?", (sql.SCHEMA_VERSION + 1,))
+        ledger._write("UPDATE swarm_schema SET version = ?", (schema.SCHEMA_VERSION + 1,))
         with pytest.raises(BackendError, match="newer"):
             ledger.migrate()
 
@@ -151,7 +151,7 @@ class LedgerContract:
     def test_open_run_is_idempotent(self, ledger):
         first = ledger.open_run(RUN, "nightly", {"date": "2024-05-01"})
         assert (first.id, first.job, dict(first.params)) == (RUN, "nightly", {"date": "2024-05-01"})
-        assert (first.status, first.phase, first.error, first.finished_at) == (RUNNING, None, None, None)
+        assert (first.status, first.phase, first.error, first.finished_at) == (RunStatus.RUNNING, None, None, None)
         assert ledger.open_run(RUN, "nightly", {"date": "changed"}) == first
         assert ledger.get_run(RUN) == first
         assert ledger.get_run("no-such-run") is None
@@ -159,26 +159,27 @@ class LedgerContract:
 
     def test_update_run_and_reopen_after_failure(self, ledger):
         ledger.open_run(RUN, "nightly", {})
-        ledger.update_run(RUN, status=FAILED, phase="reduce", error="boom", finished=True)
+        ledger.update_run(RUN, status=RunStatus.FAILED, phase="reduce", error="boom", finished=True)
         run = ledger.get_run(RUN)
-        assert (run.status, run.phase, run.error) == (FAILED, "reduce", "boom")
+        assert (run.status, run.phase, run.error) == (RunStatus.FAILED, "reduce", "boom")
         assert run.finished_at is not None
-        ledger.update_run(RUN, status=RUNNING)
+        ledger.update_run(RUN, status=RunStatus.RUNNING)
         run = ledger.get_run(RUN)
-        assert (run.status, run.phase, run.error, run.finished_at) == (RUNNING, "reduce", None, None)
+        assert (run.status, run.phase, run.error, run.finished_at) == (RunStatus.RUNNING, "reduce", None, None)
 
     def test_phase_state(self, ledger):
         assert ledger.phase_state(RUN, "map") is None
-        ledger.set_phase_state(RUN, "map", PUBLISHED)
-        ledger.set_phase_state(RUN, "map", PHASE_DONE)
-        ledger.set_phase_state(RUN, "reduce", PUBLISHED)
-        assert ledger.phase_state(RUN, "map") == PHASE_DONE
-        assert ledger.phase_state(RUN, "reduce") == PUBLISHED
+        ledger.set_phase_state(RUN, "map", PhaseState.PUBLISHED)
+        ledger.set_phase_state(RUN, "map", PhaseState.DONE)
+        ledger.set_phase_state(RUN, "reduce", PhaseState.PUBLISHED)
+        assert ledger.phase_state(RUN, "map") == PhaseState.DONE
+        assert ledger.phase_state(RUN, "reduce") == PhaseState.PUBLISHED
         assert ledger.phase_state("other-run", "map") is None
 
     def test_runs_filter_by_job_status_date_and_text(self, ledger, clock):
-        history = [("a", DONE, None), ("a", FAILED, "Timeout talking to HBase"), ("b", FAILED, "bad row 50%_x"),
-                   ("b", RUNNING, None)]
+        history = [("a", RunStatus.DONE, None), ("a", RunStatus.FAILED, "Timeout talking to HBase"),
+                   ("b", RunStatus.FAILED, "bad row 50%_x"),
+                   ("b", RunStatus.RUNNING, None)]
         for day, (job, status, error) in enumerate(history):
             clock.t = T0 + day * DAY
             ledger.open_run(f"{job}@day={day}", job, {"day": str(day)})
@@ -189,8 +190,8 @@ class LedgerContract:
 
         assert ids() == ["b@day=3", "b@day=2", "a@day=1", "a@day=0"]  # newest first
         assert ids(job="a") == ["a@day=1", "a@day=0"]
-        assert ids(status=FAILED) == ["b@day=2", "a@day=1"]
-        assert ids(job="b", status=FAILED) == ["b@day=2"]
+        assert ids(status=RunStatus.FAILED) == ["b@day=2", "a@day=1"]
+        assert ids(job="b", status=RunStatus.FAILED) == ["b@day=2"]
         assert ids(since=T0 + DAY, until=T0 + 3 * DAY) == ["b@day=2", "a@day=1"]
         assert ids(since=T0 + 3 * DAY) == ["b@day=3"]
         assert ids(text="timeout") == ["a@day=1"]  # any case
@@ -205,13 +206,13 @@ class LedgerContract:
     def test_save_plan_records_planned_messages_and_the_phase(self, ledger):
         msgs = [message(i) for i in range(5)]
         ledger.save_plan(RUN, PHASE, msgs)
-        assert ledger.phase_state(RUN, PHASE) == PLANNED
+        assert ledger.phase_state(RUN, PHASE) == PhaseState.PLANNED
         assert ledger.planned(RUN, PHASE, 10) == msgs
         assert ledger.planned(RUN, PHASE, 2) == msgs[:2]
         assert ledger.planned(RUN, PHASE, 2, after=msgs[1].id) == msgs[2:4]  # the next batch, in id order
         assert ledger.planned(RUN, "reduce", 10) == []
         ledger.save_plan(RUN, PHASE, msgs)  # again, as a restarted master does: nothing doubles
-        assert ledger.counts(RUN, PHASE) == {M_PLANNED: 5}
+        assert ledger.counts(RUN, PHASE) == {MessageState.PLANNED: 5}
 
     def test_save_plan_is_atomic(self, ledger):
         unstorable = Message(message(9).id, "read", "c0", None)  # a body is required
@@ -227,7 +228,7 @@ class LedgerContract:
         assert ledger.planned(RUN, PHASE, 10) == msgs[2:]
         assert ledger.claim(RUN, PHASE, msgs[2], "w1", LEASE).granted
         ledger.mark_queued([msgs[0].id, msgs[2].id])
-        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 2, M_CLAIMED: 1, M_PLANNED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.QUEUED: 2, MessageState.CLAIMED: 1, MessageState.PLANNED: 1}
 
     # claims ---------------------------------------------------------------------------
 
@@ -235,24 +236,24 @@ class LedgerContract:
         planned = known(ledger, message(1))
         claim = ledger.claim(RUN, PHASE, planned, "w1", LEASE)
         assert claim.granted and claim.token >= 1 and claim.attempts == 1 and claim.state is None
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.CLAIMED: 1}
 
     def test_a_message_the_ledger_does_not_know_is_refused_and_not_recorded(self, ledger):
         known(ledger, message(1))
         for unseen in (message(2), message(1, run="other@date=2024-05-01")):
             refused = ledger.claim(unseen.id.split("/")[0], PHASE, unseen, "w1", LEASE)
-            assert (refused.granted, refused.state) == (False, UNPLANNED)
-        assert ledger.counts(RUN) == {M_PLANNED: 1}
+            assert (refused.granted, refused.state) == (False, Refusal.UNPLANNED)
+        assert ledger.counts(RUN) == {MessageState.PLANNED: 1}
         assert ledger.counts("other@date=2024-05-01") == {}
 
     def test_another_body_under_a_known_id_is_refused(self, ledger):
         m = known(ledger, message(1))
         refused = ledger.claim(RUN, PHASE, Message(m.id, m.stage, m.chunk, b"a stale copy"), "w1", LEASE)
-        assert (refused.granted, refused.state) == (False, MISMATCH)
-        assert ledger.counts(RUN) == {M_PLANNED: 1}
+        assert (refused.granted, refused.state) == (False, Refusal.MISMATCH)
+        assert ledger.counts(RUN) == {MessageState.PLANNED: 1}
         assert ledger.claim(RUN, PHASE, m, "w1", LEASE).granted
 
-    @pytest.mark.parametrize("status", [DONE, FAILED, None])
+    @pytest.mark.parametrize("status", [RunStatus.DONE, RunStatus.FAILED, None])
     def test_work_of_a_run_that_is_not_running_is_refused(self, ledger, status):
         m = known(ledger, message(1))
         if status is None:
@@ -260,10 +261,11 @@ class LedgerContract:
         else:
             ledger.update_run(RUN, status=status, finished=True)
         refused = ledger.claim(RUN, PHASE, m, "w1", LEASE)
-        assert (refused.granted, refused.state, refused.detail) == (False, RUN_ENDED, status or "not in the ledger")
-        assert ledger.counts(RUN) == {M_PLANNED: 1}
+        assert (refused.granted, refused.state, refused.detail) == (
+            False, Refusal.RUN_ENDED, status or "not in the ledger")
+        assert ledger.counts(RUN) == {MessageState.PLANNED: 1}
         ledger.open_run(RUN, "nightly", {})
-        ledger.update_run(RUN, status=RUNNING)
+        ledger.update_run(RUN, status=RunStatus.RUNNING)
         assert ledger.claim(RUN, PHASE, m, "w1", LEASE).granted
 
     def test_a_second_claim_is_refused_while_the_lease_is_live(self, ledger):
@@ -271,7 +273,7 @@ class LedgerContract:
         assert ledger.claim(RUN, PHASE, m, "w1", LEASE).granted
         for holder in ("w2", "w1"):
             refused = ledger.claim(RUN, PHASE, m, holder, LEASE)
-            assert (refused.granted, refused.state, refused.attempts) == (False, M_CLAIMED, 1)
+            assert (refused.granted, refused.state, refused.attempts) == (False, MessageState.CLAIMED, 1)
 
     def test_a_claim_after_the_lease_expired_gets_a_higher_token(self, ledger):
         m = known(ledger, message(1))
@@ -281,9 +283,9 @@ class LedgerContract:
 
     def test_finished_messages_are_not_claimed(self, ledger):
         ends = {
-            M_DONE: lambda m, t: ledger.complete(m.id, t, RUN, PHASE, [], {}),
-            M_DEAD: lambda m, t: ledger.release(m.id, t, M_DEAD, "too many faults"),
-            M_ABORTED: lambda m, t: ledger.release(m.id, t, M_ABORTED, "abort: bad input"),
+            MessageState.DONE: lambda m, t: ledger.complete(m.id, t, RUN, PHASE, [], {}),
+            MessageState.DEAD: lambda m, t: ledger.release(m.id, t, MessageState.DEAD, "too many faults"),
+            MessageState.ABORTED: lambda m, t: ledger.release(m.id, t, MessageState.ABORTED, "abort: bad input"),
         }
         for seq, (state, end) in enumerate(ends.items()):
             m = known(ledger, message(seq))
@@ -316,8 +318,8 @@ class LedgerContract:
                 m = message(f"planned{r}")  # half planned, half queued
                 claims = list(pool.map(contend, [m] * workers, [f"w{i}" for i in range(workers)]))
                 assert sum(c.granted for c in claims) == 1
-                assert all(c.state == M_CLAIMED and c.attempts == 1 for c in claims if not c.granted)
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: rounds}
+                assert all(c.state == MessageState.CLAIMED and c.attempts == 1 for c in claims if not c.granted)
+        assert ledger.counts(RUN, PHASE) == {MessageState.CLAIMED: rounds}
 
     def test_claims_in_one_group_get_the_outcome_each_would_get_alone(self, ledger):
         planned, unseen, done, live, expired = (message(i) for i in range(5))
@@ -326,16 +328,16 @@ class LedgerContract:
         held = ledger.claim(RUN, PHASE, live, "w2", LEASE)
         lapsed = ledger.claim(RUN, PHASE, expired, "w2", EXPIRED)
         group = together(ledger._claim_group, ("w1", LEASE), [
-            (m.id, (RUN, PHASE, m)) for m in (planned, unseen, done, live, expired)])
+            (m.id, ClaimRequest(RUN, PHASE, m)) for m in (planned, unseen, done, live, expired)])
         claims = [outcome(p) for p in group]
         assert [c.granted for c in claims] == [True, False, False, False, True]
         assert [(c.state, c.attempts) for c in claims] == [
-            (None, 1), (UNPLANNED, 0), (M_DONE, 1), (M_CLAIMED, 1), (None, 2)]
+            (None, 1), (Refusal.UNPLANNED, 0), (MessageState.DONE, 1), (MessageState.CLAIMED, 1), (None, 2)]
         assert claims[4].token > lapsed.token
         with pytest.raises(Fenced):
             ledger.complete(live.id, held.token + 1, RUN, PHASE, [], {})
         ledger.complete(planned.id, claims[0].token, RUN, PHASE, [], {})
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 2, M_DONE: 2}
+        assert ledger.counts(RUN, PHASE) == {MessageState.CLAIMED: 2, MessageState.DONE: 2}
 
     def test_a_batch_claim_gives_each_message_the_outcome_it_would_get_alone(self, ledger):
         planned, twice, done, live, unseen = (message(i) for i in range(5))
@@ -344,27 +346,28 @@ class LedgerContract:
         ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
         ledger.claim(RUN, PHASE, live, "w2", LEASE)
         # twice: the same message delivered twice in one batch is granted once
-        calls = [(RUN, PHASE, m) for m in (planned, twice, done, live, twice, unseen, stale)]
+        calls = [ClaimRequest(RUN, PHASE, m) for m in (planned, twice, done, live, twice, unseen, stale)]
         claims = ledger.claim_batch(calls, "w1", LEASE)
         assert [c.granted for c in claims] == [True, True, False, False, False, False, False]
-        assert [c.state for c in claims[2:]] == [M_DONE, M_CLAIMED, M_CLAIMED, UNPLANNED, MISMATCH]
+        assert [c.state for c in claims[2:]] == [
+            MessageState.DONE, MessageState.CLAIMED, MessageState.CLAIMED, Refusal.UNPLANNED, Refusal.MISMATCH]
         assert ledger.claim_batch([], "w1", LEASE) == []
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 3, M_DONE: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.CLAIMED: 3, MessageState.DONE: 1}
 
     def test_a_batch_complete_gives_each_message_the_outcome_it_would_get_alone(self, ledger):
         ok, stale, other = message(1), message(2), message(3)
         known(ledger, ok, stale, other)
-        claims = ledger.claim_batch([(RUN, PHASE, m) for m in (ok, stale, other)], "w1", EXPIRED)
+        claims = ledger.claim_batch([ClaimRequest(RUN, PHASE, m) for m in (ok, stale, other)], "w1", EXPIRED)
         ledger.claim(RUN, PHASE, stale, "w2", LEASE)  # takes over the lapsed lease: w1's token is stale
         kids = [message("1.0", stage="write")]
         outcomes = ledger.complete_batch([
-            (ok.id, claims[0].token, RUN, PHASE, kids, {"rows": 2}),
-            (stale.id, claims[1].token, RUN, PHASE, [message("2.0", stage="write")], {"rows": 5}),
-            (other.id, claims[2].token, RUN, PHASE, [], {"rows": 1}),
+            Completion(ok.id, claims[0].token, RUN, PHASE, kids, {"rows": 2}),
+            Completion(stale.id, claims[1].token, RUN, PHASE, [message("2.0", stage="write")], {"rows": 5}),
+            Completion(other.id, claims[2].token, RUN, PHASE, [], {"rows": 1}),
         ])
         assert [type(o) for o in outcomes] == [type(None), Fenced, type(None)]
         assert ledger.counters(RUN) == {"rows": 3}
-        assert ledger.counts(RUN, PHASE) == {M_DONE: 2, M_CLAIMED: 1, M_QUEUED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 2, MessageState.CLAIMED: 1, MessageState.QUEUED: 1}
         assert ledger.complete_batch([]) == []
 
     def test_concurrent_claims_and_completes_from_many_threads(self, ledger):
@@ -400,18 +403,18 @@ class LedgerContract:
         granted = [i for r in results for i in r["granted"]]
         assert sorted(granted) == sorted(m.id for m in msgs)  # each message exactly once
         refused = [c for r in results for _, c in r["claims"] if not c.granted]
-        assert len(refused) == len(msgs) and all((c.state, c.attempts) == (M_CLAIMED, 1) for c in refused)
+        assert len(refused) == len(msgs) and all((c.state, c.attempts) == (MessageState.CLAIMED, 1) for c in refused)
         assert sum(r["fenced"] for r in results) == len(msgs)
-        assert ledger.counts(RUN, PHASE) == {M_DONE: len(msgs), M_QUEUED: len(msgs)}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: len(msgs), MessageState.QUEUED: len(msgs)}
         assert ledger.counters(RUN) == {"rows": len(msgs), "bytes": 10 * len(msgs)}
 
     def test_a_child_is_granted_once_its_parent_has_recorded_it(self, ledger):
         parent, child = known(ledger, message(1)), message("1.0", stage="write")
-        assert ledger.claim(RUN, PHASE, child, "w2", LEASE).state == UNPLANNED  # not yet declared: not run
+        assert ledger.claim(RUN, PHASE, child, "w2", LEASE).state == Refusal.UNPLANNED  # not yet declared: not run
         ledger.complete(parent.id, ledger.claim(RUN, PHASE, parent, "w1", LEASE).token, RUN, PHASE, [child], {})
         assert ledger.claim(RUN, PHASE, child, "w2", LEASE).granted
         forged = Message(message("1.1", stage="write").id, "write", "c0", b"never declared")
-        assert ledger.claim(RUN, PHASE, forged, "w2", LEASE).state == UNPLANNED
+        assert ledger.claim(RUN, PHASE, forged, "w2", LEASE).state == Refusal.UNPLANNED
 
     def test_queued_children_are_those_of_the_parent_not_yet_claimed(self, ledger):
         a, b = known(ledger, message(1)), message(2)
@@ -431,7 +434,7 @@ class LedgerContract:
         children = [message("1.0", stage="write"), message("1.1", stage="write")]
         claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
         ledger.complete(m.id, claim.token, RUN, PHASE, children, {"rows": 3, "skipped": 1})
-        assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 2}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 1, MessageState.QUEUED: 2}
         assert ledger.counters(RUN) == {"rows": 3, "skipped": 1}
         assert ledger.stale_queued(RUN, ledger.now() + 1) == children  # bodies and all, for re-publishing
         assert ledger.claim(RUN, PHASE, children[0], "w2", LEASE).granted
@@ -442,7 +445,7 @@ class LedgerContract:
         ledger.claim(RUN, PHASE, m, "w2", LEASE)
         with pytest.raises(Fenced):
             ledger.complete(m.id, stale.token, RUN, PHASE, [message("1.0", stage="write")], {"rows": 1})
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.CLAIMED: 1}
         assert ledger.counters(RUN) == {}
 
     @pytest.mark.parametrize("stale_first", [True, False])
@@ -462,7 +465,7 @@ class LedgerContract:
             finish(current.token)
             with pytest.raises(Fenced):
                 finish(stale.token)
-        assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 1, MessageState.QUEUED: 1}
         assert ledger.counters(RUN) == {"rows": 5}
 
     def test_completing_again_with_the_same_token_changes_nothing(self, ledger):
@@ -470,7 +473,7 @@ class LedgerContract:
         claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
         for _ in range(2):  # as when the answer to the first COMMIT was lost
             ledger.complete(m.id, claim.token, RUN, PHASE, [child], {"rows": 5})
-        assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 1, MessageState.QUEUED: 1}
         assert ledger.counters(RUN) == {"rows": 5}
 
     def test_completes_in_one_group_get_the_outcome_each_would_get_alone(self, ledger):
@@ -488,13 +491,13 @@ class LedgerContract:
             (bare, tokens[bare.id], [], {}),
         ]
         group = together(ledger._complete_group, None, [
-            (m.id, (m.id, token, RUN, PHASE, children, counts)) for m, token, children, counts in calls])
+            (m.id, Completion(m.id, token, RUN, PHASE, children, counts)) for m, token, children, counts in calls])
         assert [outcome(p) for p in group] == [None, Fenced, None, BackendError, None]
-        assert ledger.counts(RUN, PHASE) == {M_DONE: 3, M_CLAIMED: 2, M_QUEUED: 3}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 3, MessageState.CLAIMED: 2, MessageState.QUEUED: 3}
         assert ledger.counters(RUN) == {"rows": 3}
         ledger.complete(stale.id, current, RUN, PHASE, [], {"rows": 5})  # the new holder is not fenced
         ledger.complete(unstorable.id, tokens[unstorable.id], RUN, PHASE, [], {})  # nor the one that failed
-        assert ledger.counts(RUN, PHASE) == {M_DONE: 5, M_QUEUED: 3}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 5, MessageState.QUEUED: 3}
         assert ledger.counters(RUN) == {"rows": 8}
 
     # release, expiry, revival ----------------------------------------------------------
@@ -502,23 +505,23 @@ class LedgerContract:
     def test_release_to_queued_for_a_retry(self, ledger):
         m = known(ledger, message(1))
         first = ledger.claim(RUN, PHASE, m, "w1", LEASE)
-        ledger.release(m.id, first.token, M_QUEUED, "Fault: HBase busy")
-        ledger.release(m.id, first.token, M_QUEUED, "Fault: HBase busy")  # repeated: no change
-        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1}
+        ledger.release(m.id, first.token, MessageState.QUEUED, "Fault: HBase busy")
+        ledger.release(m.id, first.token, MessageState.QUEUED, "Fault: HBase busy")  # repeated: no change
+        assert ledger.counts(RUN, PHASE) == {MessageState.QUEUED: 1}
         again = ledger.claim(RUN, PHASE, m, "w2", LEASE)
         assert again.granted and again.token > first.token and again.attempts == 2
         with pytest.raises(Fenced):
-            ledger.release(m.id, first.token, M_QUEUED, "late")
+            ledger.release(m.id, first.token, MessageState.QUEUED, "late")
 
     def test_release_to_dead(self, ledger):
         m = known(ledger, message(1))
         claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
-        ledger.release(m.id, claim.token, M_DEAD, "failed 5 times")
+        ledger.release(m.id, claim.token, MessageState.DEAD, "failed 5 times")
         with pytest.raises(Fenced):
-            ledger.release(m.id, claim.token, M_QUEUED, "a different ending")
-        assert ledger.counts(RUN, PHASE) == {M_DEAD: 1}
+            ledger.release(m.id, claim.token, MessageState.QUEUED, "a different ending")
+        assert ledger.counts(RUN, PHASE) == {MessageState.DEAD: 1}
         with pytest.raises(ValueError):
-            ledger.release(m.id, claim.token, M_DONE, None)
+            ledger.release(m.id, claim.token, MessageState.DONE, None)
 
     def test_reclaim_expired_requeues_and_fences_the_old_holder(self, ledger):
         big = message(1, body=os.urandom(MIB))
@@ -530,7 +533,7 @@ class LedgerContract:
         assert ledger.claim("other-run", PHASE, message(3, run="other-run"), "w1", EXPIRED).granted
         assert ledger.reclaim_expired(RUN, ledger.now()) == [big]
         assert ledger.reclaim_expired(RUN, ledger.now()) == []
-        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1, M_CLAIMED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.QUEUED: 1, MessageState.CLAIMED: 1}
         with pytest.raises(Fenced):
             ledger.complete(big.id, expired.token, RUN, PHASE, [], {"rows": 1})
         again = ledger.claim(RUN, PHASE, big, "w2", LEASE)
@@ -552,21 +555,21 @@ class LedgerContract:
         m, done = message(1), message(2)
         known(ledger, m, done)
         dead = ledger.claim(RUN, PHASE, m, "w1", LEASE)
-        ledger.release(m.id, dead.token, M_DEAD, "failed 5 times")
-        ledger.update_run(RUN, status=FAILED, error="phase map: 1 dead-lettered message(s)", finished=True)
+        ledger.release(m.id, dead.token, MessageState.DEAD, "failed 5 times")
+        ledger.update_run(RUN, status=RunStatus.FAILED, error="phase map: 1 dead-lettered message(s)", finished=True)
         ledger.revive(m.id)
-        assert ledger.counts(RUN, PHASE) == {M_QUEUED: 1, M_PLANNED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.QUEUED: 1, MessageState.PLANNED: 1}
         run = ledger.get_run(RUN)
-        assert (run.status, run.error, run.finished_at) == (RUNNING, None, None)
+        assert (run.status, run.error, run.finished_at) == (RunStatus.RUNNING, None, None)
         with pytest.raises(Fenced):
-            ledger.release(m.id, dead.token, M_DEAD, "late")
+            ledger.release(m.id, dead.token, MessageState.DEAD, "late")
         again = ledger.claim(RUN, PHASE, m, "w2", LEASE)
         assert again.granted and again.attempts == 1 and again.token > dead.token
         ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {})
-        ledger.update_run(RUN, status=DONE, finished=True)
+        ledger.update_run(RUN, status=RunStatus.DONE, finished=True)
         ledger.revive(done.id)  # only dead messages come back
-        assert ledger.counts(RUN, PHASE) == {M_CLAIMED: 1, M_DONE: 1}
-        assert ledger.get_run(RUN).status == DONE
+        assert ledger.counts(RUN, PHASE) == {MessageState.CLAIMED: 1, MessageState.DONE: 1}
+        assert ledger.get_run(RUN).status == RunStatus.DONE
 
     # the master's view ------------------------------------------------------------------
 
@@ -578,11 +581,13 @@ class LedgerContract:
         ledger.claim(RUN, "map", maps[2], "w1", LEASE)
         done = ledger.claim(RUN, "map", maps[3], "w1", LEASE)
         ledger.complete(maps[3].id, done.token, RUN, "map", [], {})
-        assert ledger.counts(RUN) == {M_PLANNED: 2, M_QUEUED: 1, M_CLAIMED: 1, M_DONE: 1}
-        assert ledger.counts(RUN, "map") == {M_PLANNED: 1, M_QUEUED: 1, M_CLAIMED: 1, M_DONE: 1}
+        assert ledger.counts(RUN) == {
+            MessageState.PLANNED: 2, MessageState.QUEUED: 1, MessageState.CLAIMED: 1, MessageState.DONE: 1}
+        assert ledger.counts(RUN, "map") == {
+            MessageState.PLANNED: 1, MessageState.QUEUED: 1, MessageState.CLAIMED: 1, MessageState.DONE: 1}
         assert ledger.chunk_counts(RUN) == {
-            "map": {M_PLANNED: 1, M_QUEUED: 1, M_CLAIMED: 1, M_DONE: 1},
-            "reduce": {M_PLANNED: 1},
+            "map": {MessageState.PLANNED: 1, MessageState.QUEUED: 1, MessageState.CLAIMED: 1, MessageState.DONE: 1},
+            "reduce": {MessageState.PLANNED: 1},
         }
         assert ledger.counts("other-run") == {} and ledger.chunk_counts("other-run") == {}
 
@@ -598,24 +603,25 @@ class LedgerContract:
     def test_reject_marks_only_known_unfinished_messages_with_their_own_body(self, ledger):
         m = known(ledger, message(0))
         assert ledger.reject(m.id, b"a forged copy", "bad payload") is False
-        assert ledger.counts(RUN) == {M_PLANNED: 1}
+        assert ledger.counts(RUN) == {MessageState.PLANNED: 1}
         assert ledger.reject(m.id, m.body, "bad payload") is True
-        assert ledger.counts(RUN) == {M_DEAD: 1}
+        assert ledger.counts(RUN) == {MessageState.DEAD: 1}
         assert ledger.reject(m.id, m.body, "again") is False
         assert ledger.reject("never/seen/id/x/0", b"x", "stray") is False
-        assert ledger.counts(RUN) == {M_DEAD: 1}
+        assert ledger.counts(RUN) == {MessageState.DEAD: 1}
 
     def test_failures_list_dead_aborted_and_errored_messages(self, ledger):
         retried, dead, aborted, fine = (message(i) for i in range(4))
         known(ledger, retried, dead, aborted, fine)
-        ends = [(retried, M_QUEUED, "Fault: HBase busy"), (dead, M_DEAD, None), (aborted, M_ABORTED, "abort: bad row")]
+        ends = [(retried, MessageState.QUEUED, "Fault: HBase busy"), (dead, MessageState.DEAD, None),
+                (aborted, MessageState.ABORTED, "abort: bad row")]
         for m, state, error in ends:
             ledger.release(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, state, error)
         ledger.complete(fine.id, ledger.claim(RUN, PHASE, fine, "w1", LEASE).token, RUN, PHASE, [], {})
         failures = {f.id: f for f in ledger.failures(RUN)}
         assert {(i, f.state, f.error, f.attempts) for i, f in failures.items()} == {
-            (retried.id, M_QUEUED, "Fault: HBase busy", 1), (dead.id, M_DEAD, None, 1),
-            (aborted.id, M_ABORTED, "abort: bad row", 1),
+            (retried.id, MessageState.QUEUED, "Fault: HBase busy", 1), (dead.id, MessageState.DEAD, None, 1),
+            (aborted.id, MessageState.ABORTED, "abort: bad row", 1),
         }
         assert failures[dead.id].stage == "read" and failures[dead.id].chunk == "c0"
         assert len(ledger.failures(RUN, limit=2)) == 2
@@ -625,11 +631,12 @@ class LedgerContract:
         recovered, dead, retrying = (message(i) for i in range(3))
         known(ledger, recovered, dead, retrying)
         for m in (recovered, retrying):
-            ledger.release(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, M_QUEUED, "Fault: HBase busy")
+            claim = ledger.claim(RUN, PHASE, m, "w1", LEASE)
+            ledger.release(m.id, claim.token, MessageState.QUEUED, "Fault: HBase busy")
         ledger.complete(recovered.id, ledger.claim(RUN, PHASE, recovered, "w1", LEASE).token, RUN, PHASE, [], {})
-        ledger.release(dead.id, ledger.claim(RUN, PHASE, dead, "w1", LEASE).token, M_DEAD, "failed 5 times")
+        ledger.release(dead.id, ledger.claim(RUN, PHASE, dead, "w1", LEASE).token, MessageState.DEAD, "failed 5 times")
         assert [(f.id, f.state, f.error, f.attempts) for f in ledger.failures(RUN, recovered=True)] == [
-            (recovered.id, M_DONE, "Fault: HBase busy", 2)]
+            (recovered.id, MessageState.DONE, "Fault: HBase busy", 2)]
         assert {f.id for f in ledger.failures(RUN, recovered=False)} == {dead.id, retrying.id}
         assert {f.id for f in ledger.failures(RUN)} == {recovered.id, dead.id, retrying.id}
 
@@ -642,7 +649,7 @@ class LedgerContract:
         claim = ledger.claim(RUN, PHASE, message(1), "w1", LEASE)
         ledger.complete(message(1).id, claim.token, RUN, PHASE, [], names)
         assert ledger.counters(RUN) == names
-        assert ledger.counts(RUN) == {M_CLAIMED: 3, M_DONE: 1}
+        assert ledger.counts(RUN) == {MessageState.CLAIMED: 3, MessageState.DONE: 1}
 
     # dead letters -----------------------------------------------------------------------
 
@@ -672,7 +679,7 @@ class LedgerContract:
         record = ledger.get_dead_letter(first)
         assert (len(record.body), record.size, record.truncated) == (MAX_DEAD_LETTER_BYTES, 20 * MIB, True)
         assert record.body == huge[:MAX_DEAD_LETTER_BYTES] and record.sha256 == hashlib.sha256(huge).hexdigest()
-        assert len(record.reason) <= sql.MAX_ERROR_CHARS
+        assert len(record.reason) <= MAX_ERROR_CHARS
         assert ledger.get_dead_letter(small).body == b""
         cut = ledger.add_dead_letter("swarm.nightly.read", "cut on the way", b"abc", None, size=10, sha256="ff" * 32)
         assert (ledger.get_dead_letter(cut).size, ledger.get_dead_letter(cut).sha256) == (10, "ff" * 32)
@@ -680,7 +687,8 @@ class LedgerContract:
     # housekeeping -----------------------------------------------------------------------
 
     def test_prune_deletes_runs_that_finished_before_the_cutoff_and_nothing_else(self, ledger, clock):
-        runs = {f"nightly@date=2024-05-0{d}": status for d, status in ((1, DONE), (2, FAILED), (3, DONE), (4, None))}
+        statuses = (RunStatus.DONE, RunStatus.FAILED, RunStatus.DONE, None)
+        runs = {f"nightly@date=2024-05-0{d}": status for d, status in enumerate(statuses, start=1)}
         for day, (run, status) in enumerate(runs.items()):
             clock.t = T0 + day * DAY
             m = known(ledger, message(1, run=run), run=run)
@@ -700,7 +708,8 @@ class LedgerContract:
             assert ledger.get_run(run) is None and ledger.counts(run) == {} and ledger.counters(run) == {}
             assert ledger.phase_state(run, PHASE) is None
         for run in list(runs)[2:]:  # finished later, and still running
-            assert ledger.counts(run) == {M_DONE: 1, M_QUEUED: 1} and ledger.counters(run) == {"rows": 1}
+            assert ledger.counts(run) == {MessageState.DONE: 1, MessageState.QUEUED: 1}
+            assert ledger.counters(run) == {"rows": 1}
         assert len(ledger.dead_letters()) == 3  # those of the runs kept, and the recent one
         assert ledger.prune(T0 + 2 * DAY).runs == []
 

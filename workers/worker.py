@@ -22,7 +22,7 @@ from swarm.broker import Broker, stage_queue
 from swarm.control import ConcurrencyController
 from swarm.flow import JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS, longest_hold, prefetch_at
 from swarm.errors import BackendError, BackendRefused, ConfigError
-from swarm.ledger import Ledger
+from swarm.ledger import WorkerLedger
 from swarm.pool import StagePool
 from swarm.runtime import Processor
 from swarm.stage import Job, Stage
@@ -42,7 +42,7 @@ class Worker:
         self,
         job: Job,
         broker: Broker,
-        ledger: Ledger,
+        ledger: WorkerLedger,
         tables: TableStore,
         stages: Iterable[str] | None = None,
         holder: str | None = None,

@@ -9,7 +9,7 @@ One connection per thread, with timeouts. A transaction that fails on a
 deadlock, a lock wait timeout or a lost connection is run again from the
 start on a new connection, a bounded number of times. Concurrent claims,
 and concurrent completes, from the threads of one process share one
-transaction and one commit (group commit, ``swarm.ledgers.sql.Group``);
+transaction and one commit (group commit, ``swarm.ledgers.group.Group``);
 each caller still gets its own outcome. The master's lock is
 ``GET_LOCK`` held by a connection of its own, so it ends with the master's
 session even when the master is killed.
@@ -35,7 +35,9 @@ from pymysql.constants import CLIENT
 from swarm import tls
 from swarm.urls import redact
 from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
-from swarm.ledgers.sql import SplitGroup, SqlLedger, T, Work
+from swarm.ledgers.core import T, Work
+from swarm.ledgers.group import SplitGroup
+from swarm.ledgers.sql import SqlLedger
 
 log = logging.getLogger("swarm.ledger.mysql")
 

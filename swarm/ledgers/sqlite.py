@@ -10,7 +10,8 @@ from typing import Any
 
 from swarm.errors import BackendError, LedgerNotFound, MasterLocked
 from swarm.sqlite_file import SqliteFile
-from swarm.ledgers.sql import SqlLedger, T, Work
+from swarm.ledgers.core import T, Work
+from swarm.ledgers.sql import SqlLedger
 
 
 class SqliteLedger(SqlLedger):

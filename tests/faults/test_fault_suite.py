@@ -23,7 +23,7 @@ import pytest
 
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.brokers.rabbitmq import RabbitBroker
-from swarm.ledger import M_DONE, PLANNED
+from swarm.ledger import MessageState, PhaseState
 from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
 from tests.integration.rabbitmq_support import ready, rabbitmqctl
 
@@ -98,7 +98,7 @@ class Chaos:
     def _reachable_points(self) -> list[str]:
         ledger = self.site.ledger()
         run = f"{JOB}@date={DATE}"
-        if any(ledger.phase_state(run, phase) in (None, PLANNED) for phase in ("map", "reduce")):
+        if any(ledger.phase_state(run, phase) in (None, PhaseState.PLANNED) for phase in ("map", "reduce")):
             return MASTER_POINTS
         return ["master.barrier", "master.finish"]  # a resumed master passes these every time
 
@@ -151,7 +151,7 @@ def score_run(site: Site) -> None:
     assert run is not None and run.status == "done", (run, site.log_tail())
     counters = ledger.counters(run_id)
     SCORE.duplicated += max(0, counters.get("rows", 0) - EVENTS)
-    assert set(ledger.counts(run_id)) == {M_DONE}
+    assert set(ledger.counts(run_id)) == {MessageState.DONE}
     written, expected = site.exact()
     SCORE.lost += len(set(expected) - set(written))
     SCORE.unexpected += len(set(written) - set(expected))
@@ -189,7 +189,7 @@ def run_under_faults(site: Site, rng: random.Random, spec: dict) -> None:
     for _ in range(3):
         chaos.start_worker()
     chaos.start_master()
-    progressed = lambda: site.ledger().counts(f"{JOB}@date={DATE}").get(M_DONE, 0) >= 5  # noqa: E731
+    progressed = lambda: site.ledger().counts(f"{JOB}@date={DATE}").get(MessageState.DONE, 0) >= 5  # noqa: E731
     deadline = time.monotonic() + 300
     disrupted = False
     while not chaos.step():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from swarm.ledger import M_DONE
+from swarm.ledger import MessageState
 from tests.integration.fleet import DATE, JOB, ROOT, Site, log_tail, wait_until
 
 BIN = Path(sys.executable).parent
@@ -36,7 +36,7 @@ def assert_exact(site: Site, events: int) -> None:
     run = ledger.get_run(RUN)
     assert run.status == "done", run.error
     assert ledger.counters(RUN) == {"rows": events, "merchants": 40}
-    assert set(ledger.counts(RUN)) == {M_DONE}
+    assert set(ledger.counts(RUN)) == {MessageState.DONE}
     written, expected = site.exact()
     assert len(expected) == 40 and written == expected
 

@@ -15,8 +15,8 @@ import pymysql
 import pytest
 
 from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked
-from swarm.ledger import M_CLAIMED, M_DONE, M_QUEUED
-from swarm.ledgers import sql
+from swarm.ledger import ClaimRequest, Completion, MessageState
+from swarm.ledgers import schema
 from swarm.ledgers.mysql import MysqlLedger
 from tests.ledger_contract import (
     EXPIRED, LEASE, PHASE, RUN, LedgerContract, known, message, outcome, retry_while_locked, together,
@@ -136,7 +136,7 @@ def test_a_transaction_whose_session_is_killed_runs_again_once(url, admin):
         ledger.kills = 2
         ledger.complete(m.id, claim.token, RUN, PHASE, [message("1.0", stage="write")], {"rows": 2})
         assert ledger.kills == 0
-        assert ledger.counts(RUN) == {M_DONE: 1, M_QUEUED: 1}
+        assert ledger.counts(RUN) == {MessageState.DONE: 1, MessageState.QUEUED: 1}
         assert ledger.counters(RUN) == {"rows": 2}
     finally:
         ledger.close()
@@ -168,7 +168,7 @@ def test_a_claim_whose_commit_answer_was_lost_is_still_granted_once(lossy):
     claim = lossy.claim(RUN, PHASE, m, "w1", LEASE)
     assert claim.granted and claim.attempts == 1 and lossy.lose == 0
     lossy.complete(m.id, claim.token, RUN, PHASE, [], {})  # the token it returned is the current one
-    assert lossy.counts(RUN) == {M_DONE: 1}
+    assert lossy.counts(RUN) == {MessageState.DONE: 1}
 
 
 def test_a_complete_whose_commit_answer_was_lost_is_not_fenced(lossy):
@@ -176,7 +176,7 @@ def test_a_complete_whose_commit_answer_was_lost_is_not_fenced(lossy):
     claim = lossy.claim(RUN, PHASE, m, "w1", LEASE)
     lossy.lose = 1
     lossy.complete(m.id, claim.token, RUN, PHASE, [child], {"rows": 7})
-    assert lossy.counts(RUN) == {M_DONE: 1, M_QUEUED: 1}
+    assert lossy.counts(RUN) == {MessageState.DONE: 1, MessageState.QUEUED: 1}
     assert lossy.counters(RUN) == {"rows": 7}
 
 
@@ -185,16 +185,17 @@ def test_a_group_whose_commit_answer_was_lost_gives_each_member_its_own_outcome(
     known(lossy, *msgs)
     refused = lossy.claim(RUN, PHASE, msgs[3], "w2", LEASE)
     lossy.lose = 1
-    claims = [outcome(p) for p in together(lossy._claim_group, ("w1", LEASE), [(m.id, (RUN, PHASE, m)) for m in msgs])]
+    requests = [(m.id, ClaimRequest(RUN, PHASE, m)) for m in msgs]
+    claims = [outcome(p) for p in together(lossy._claim_group, ("w1", LEASE), requests)]
     assert lossy.lose == 0
     assert [(c.granted, c.attempts) for c in claims] == [(True, 1), (True, 1), (True, 1), (False, 1)]
-    calls = [(m.id, (m.id, c.token, RUN, PHASE, [message(f"{i}.0", stage="write")], {"rows": 1}))
+    calls = [(m.id, Completion(m.id, c.token, RUN, PHASE, [message(f"{i}.0", stage="write")], {"rows": 1}))
              for i, (m, c) in enumerate(zip(msgs[:3], claims))]
-    calls.append((msgs[3].id, (msgs[3].id, refused.token + 1, RUN, PHASE, [], {"rows": 100})))
+    calls.append((msgs[3].id, Completion(msgs[3].id, refused.token + 1, RUN, PHASE, [], {"rows": 100})))
     lossy.lose = 1
     assert [outcome(p) for p in together(lossy._complete_group, None, calls)] == [None, None, None, Fenced]
     assert lossy.lose == 0
-    assert lossy.counts(RUN) == {M_DONE: 3, M_QUEUED: 3, M_CLAIMED: 1}
+    assert lossy.counts(RUN) == {MessageState.DONE: 3, MessageState.QUEUED: 3, MessageState.CLAIMED: 1}
     assert lossy.counters(RUN) == {"rows": 3}
 
 
@@ -204,14 +205,14 @@ def test_a_group_whose_session_is_killed_runs_again(url, admin):
         msgs = [message(i) for i in range(3)]
         known(ledger, *msgs)
         ledger.kills = 1
-        group = together(ledger._claim_group, ("w1", LEASE), [(m.id, (RUN, PHASE, m)) for m in msgs])
+        group = together(ledger._claim_group, ("w1", LEASE), [(m.id, ClaimRequest(RUN, PHASE, m)) for m in msgs])
         claims = [outcome(p) for p in group]
         assert ledger.kills == 0 and all(c.granted and c.attempts == 1 for c in claims)
         ledger.kills = 1
-        calls = [(m.id, (m.id, c.token, RUN, PHASE, [], {"rows": 2})) for m, c in zip(msgs, claims)]
+        calls = [(m.id, Completion(m.id, c.token, RUN, PHASE, [], {"rows": 2})) for m, c in zip(msgs, claims)]
         assert [outcome(p) for p in together(ledger._complete_group, None, calls)] == [None] * 3
         assert ledger.kills == 0
-        assert ledger.counts(RUN) == {M_DONE: 3} and ledger.counters(RUN) == {"rows": 6}
+        assert ledger.counts(RUN) == {MessageState.DONE: 3} and ledger.counters(RUN) == {"rows": 6}
     finally:
         ledger.close()
 
@@ -220,8 +221,8 @@ def test_a_release_whose_commit_answer_was_lost_is_not_fenced(lossy):
     m = known(lossy, message(1))
     claim = lossy.claim(RUN, PHASE, m, "w1", LEASE)
     lossy.lose = 1
-    lossy.release(m.id, claim.token, M_QUEUED, "Fault: busy")
-    assert lossy.counts(RUN) == {M_QUEUED: 1}
+    lossy.release(m.id, claim.token, MessageState.QUEUED, "Fault: busy")
+    assert lossy.counts(RUN) == {MessageState.QUEUED: 1}
 
 
 def test_a_dead_letter_whose_commit_answer_was_lost_is_recorded_once(lossy):
@@ -235,7 +236,7 @@ def test_expired_leases_reclaimed_with_a_lost_commit_answer_are_still_returned(l
     lossy.claim(RUN, PHASE, m, "w1", EXPIRED)
     lossy.lose = 1
     assert lossy.reclaim_expired(RUN, lossy.now()) == [m]
-    assert lossy.counts(RUN) == {M_QUEUED: 1}
+    assert lossy.counts(RUN) == {MessageState.QUEUED: 1}
 
 
 def test_failing_connections_give_up_with_a_clear_error_and_no_password(caplog):
@@ -373,9 +374,9 @@ def test_concurrent_migrations_apply_each_step_once(url, admin):
     try:
         with concurrent.futures.ThreadPoolExecutor(len(ledgers)) as pool:
             applied = list(pool.map(migrate, ledgers))
-        steps = list(range(1, len(sql.MIGRATIONS) + 1))
+        steps = list(range(1, len(schema.MIGRATIONS) + 1))
         assert sorted(applied) == [[]] * (len(ledgers) - 1) + [steps]
-        assert ledgers[0].schema_version() == len(sql.MIGRATIONS)
+        assert ledgers[0].schema_version() == len(schema.MIGRATIONS)
     finally:
         for ledger in ledgers:
             ledger.close()
@@ -432,6 +433,6 @@ def test_closing_the_ledger_releases_its_lock(url):
         retry_while_locked(lambda: other.lock_master(RUN, "master B"))
         known(other, message(1))
         assert other.claim(RUN, PHASE, message(1), "w1", LEASE).state is None  # and it still works
-        assert other.counts(RUN) == {M_CLAIMED: 1}
+        assert other.counts(RUN) == {MessageState.CLAIMED: 1}
     finally:
         other.close()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from swarm.ledger import M_DONE
+from swarm.ledger import MessageState
 from tests.integration.conftest import mysql_admin
 from tests.integration.fleet import DATE, JOB, Site, wait_until
 from tests.integration.rabbitmq_support import amqp_url
@@ -24,13 +24,13 @@ def test_a_thrift_outage_longer_than_every_retry_budget_ends_exact_with_no_dead_
     for _ in range(2):
         site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(M_DONE, 0) >= 2, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 2, "some progress")
     site.hbase.stop()
     time.sleep(RETRY_BUDGET * 1.5)  # every message that meets it would have spent its retries by now
     site.hbase.start()
     finish(site, master)  # done, counters exact, summary equal to the reference
     ledger = site.ledger()
-    assert all(f.state == M_DONE for f in ledger.failures(run_id()))  # some waited; none failed
+    assert all(f.state == MessageState.DONE for f in ledger.failures(run_id()))  # some waited; none failed
     done = site.cli("dlq", "list", "--job", JOB, "--json")
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout
     said = "".join(p.read_text(errors="replace") for p in site.logs.glob("*worker*"))

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from swarm.ledger import M_CLAIMED, M_DONE
+from swarm.ledger import MessageState
 from tests.integration.rabbitmq_support import rabbitmqctl
 from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
 
@@ -38,14 +38,14 @@ def finish(site: Site, master) -> None:
     run = ledger.get_run(run_id())
     assert run.status == "done", run.error
     assert ledger.counters(run.id) == {"rows": EVENTS, "merchants": 40}
-    assert set(ledger.counts(run.id)) == {M_DONE}
+    assert set(ledger.counts(run.id)) == {MessageState.DONE}
     written, expected = site.exact()
     assert len(expected) == 40
     assert written == expected
 
 
 def claimed(site: Site) -> int:
-    return site.ledger().counts(run_id()).get(M_CLAIMED, 0)
+    return site.ledger().counts(run_id()).get(MessageState.CLAIMED, 0)
 
 
 def test_the_job_on_the_real_services_with_worker_processes(site):
@@ -70,7 +70,7 @@ def test_the_broker_restarted_mid_run(site):
     site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(M_DONE, 0) >= 3, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3, "some progress")
     rabbitmqctl("stop_app")
     try:
         time.sleep(2)
@@ -84,7 +84,7 @@ def test_mysql_connections_dropped_mid_run(site):
     site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(M_DONE, 0) >= 3, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3, "some progress")
     assert kill_mysql_sessions(site.database) > 0
     time.sleep(1)
     kill_mysql_sessions(site.database)
@@ -95,7 +95,7 @@ def test_the_thrift_server_restarted_mid_run(site):
     site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(M_DONE, 0) >= 3, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3, "some progress")
     site.hbase.stop()
     time.sleep(1)
     site.hbase.start()

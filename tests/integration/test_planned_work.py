@@ -22,7 +22,7 @@ from swarm import Delete
 from swarm.backends import open_tables
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.envelope import Envelope, encode
-from swarm.ledger import DONE, M_DONE
+from swarm.ledger import MessageState, RunStatus
 from swarm.limits import MAX_DEAD_LETTER_BYTES
 from swarm.signing import SiteKeys
 from tests.integration.fleet import DATE, JOB, Site, site_keys, wait_until
@@ -91,9 +91,9 @@ def finish(site: Site, master) -> None:
 def assert_exact(site: Site) -> None:
     ledger = site.ledger()
     run = ledger.get_run(RUN)
-    assert run.status == DONE, run.error
+    assert run.status == RunStatus.DONE, run.error
     assert ledger.counters(RUN) == {"rows": EVENTS, "merchants": 40}
-    assert set(ledger.counts(RUN)) == {M_DONE}
+    assert set(ledger.counts(RUN)) == {MessageState.DONE}
     written, expected = site.exact()
     assert written == expected and len(expected) == 40
 

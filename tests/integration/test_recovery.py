@@ -15,7 +15,7 @@ import pytest
 
 from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
-from swarm.ledger import M_CLAIMED, M_DONE
+from swarm.ledger import MessageState
 from tests.integration.fleet import DATE, JOB, ROOT, site_keys, wait_until
 from tests.integration.rabbitmq_support import amqp_url
 from tests.integration.test_pipeline import EVENTS, finish, run_id
@@ -44,7 +44,7 @@ def test_a_purged_queue_is_republished_by_the_master(site):
 def test_a_hung_worker_loses_its_lease_and_cannot_commit_later(site):
     hung = site.start_worker()
     master = site.start_master()
-    wait_until(lambda: counts(site).get(M_CLAIMED, 0) > 0, "a message in hand")
+    wait_until(lambda: counts(site).get(MessageState.CLAIMED, 0) > 0, "a message in hand")
     hung.send_signal(signal.SIGSTOP)  # hangs mid-message, lease not renewed
     try:
         site.start_worker()
@@ -123,4 +123,4 @@ def test_a_second_master_for_the_same_date_refuses_naming_the_first(site):
     # The lock died with the first master's session: a new master takes over and finishes.
     site.start_worker()
     finish(site, site.start_master())
-    assert counts(site) == {M_DONE: sum(counts(site).values())}
+    assert counts(site) == {MessageState.DONE: sum(counts(site).values())}

@@ -13,7 +13,7 @@ import time
 import pymysql
 import pytest
 
-from swarm.ledger import M_CLAIMED, M_DONE
+from swarm.ledger import MessageState
 from tests.integration.conftest import MYSQL
 from tests.integration.fleet import DATE, JOB, ROOT, Site, wait_until
 from tests.integration.rabbitmq_support import FaultProxy, amqp_url, ready
@@ -67,8 +67,8 @@ def test_a_worker_stopped_by_supervisord_drains_and_nothing_is_lost(site, superv
     wait_until(lambda: len(sv.running()) == 3, "three workers running", timeout=30)
     master = nightly(site, "nightly.log")
 
-    wait_until(lambda: messages(site, M_CLAIMED), "a worker holding a message")
-    [held, *_] = messages(site, M_CLAIMED)
+    wait_until(lambda: messages(site, MessageState.CLAIMED), "a worker holding a message")
+    [held, *_] = messages(site, MessageState.CLAIMED)
     victim = sv.by_pid(int(held["holder"].split(":")[1]))  # holder is host:pid:thread
     stop_sent = time.time()
     assert sv.rpc().stopProcess(f"swarm-worker:{victim}", True)  # TERM, then wait for the exit
@@ -90,7 +90,7 @@ def test_a_worker_stopped_by_supervisord_drains_and_nothing_is_lost(site, superv
             master.kill()
     assert_exact(site, EVENTS)
     # The message in hand when TERM came was finished by the worker that held it, once.
-    [finished] = [m for m in messages(site, M_DONE) if m["id"] == held["id"]]
+    [finished] = [m for m in messages(site, MessageState.DONE) if m["id"] == held["id"]]
     assert finished["holder"] == held["holder"] and finished["attempts"] == 1
     assert finished["updated_at"] > stop_sent
 

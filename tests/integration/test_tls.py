@@ -23,7 +23,7 @@ from swarm import config
 from swarm.backends import open_broker, open_ledger
 from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.errors import BackendError
-from swarm.ledger import M_DONE, M_QUEUED
+from swarm.ledger import MessageState
 from swarm.ledgers.mysql import MysqlLedger
 from tests.integration.fleet import ROOT
 from tests.integration.rabbitmq_support import Recorder, serving, wait_for
@@ -150,7 +150,7 @@ def test_ledger_over_tls_inits_claims_completes_and_locks(mysql_tls, pki):
         claim = ledger.claim(RUN, PHASE, first, "w1", LEASE)
         assert claim.granted
         ledger.complete(first.id, claim.token, RUN, PHASE, [child], {"rows": 2})
-        assert ledger.counts(RUN, PHASE) == {M_DONE: 1, M_QUEUED: 1}
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 1, MessageState.QUEUED: 1}
         assert ledger.counters(RUN) == {"rows": 2}
         ledger.lock_master("tls-key", "tls test")
         # The server's own word that the sessions are encrypted: this thread's and the master lock's.

@@ -3,7 +3,7 @@ import pytest
 
 from swarm import Put
 from swarm.errors import TableError
-from swarm.ledger import M_ABORTED
+from swarm.ledger import MessageState
 from swarm.runtime import ABORTED, DONE
 from swarm.stage import TableSpec
 from tests.unit.test_runtime import RUN, FakeDelivery, envelope, planned, setup  # noqa: F401
@@ -22,7 +22,7 @@ def test_a_write_the_job_does_not_declare_aborts_with_what_was_wrong(setup, ledg
     outcome, d = deliver_one(setup(), ledger)
     assert (outcome, d.acked) == (ABORTED, 1)
     [failure] = ledger.failures(RUN)
-    assert failure.state == M_ABORTED and reason in failure.error, failure.error
+    assert failure.state == MessageState.ABORTED and reason in failure.error, failure.error
 
 
 def test_a_table_that_does_not_exist_aborts_its_writers_with_that_cause_and_spares_the_rest(

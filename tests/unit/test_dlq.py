@@ -3,7 +3,7 @@ import pytest
 
 from swarm import dlq
 from swarm.errors import BackendError, ConfigError
-from swarm.ledger import M_DEAD, M_QUEUED, RUNNING
+from swarm.ledger import MessageState, RunStatus
 from swarm.limits import MAX_DEAD_LETTER_BYTES
 from tests.unit.test_runtime import RUN, dead_letters, deliver, envelope, planned, setup  # noqa: F401
 from tests.unit.toyjob import job
@@ -45,12 +45,12 @@ def test_replay_publishes_before_it_changes_the_ledger(broker, ledger, dead_run,
     monkeypatch.setattr(broker, "publish", down)
     with pytest.raises(BackendError):
         dlq.replay(broker, ledger, [letter.id])
-    assert ledger.counts(RUN) == {M_DEAD: 1} and ledger.get_run(RUN).status == "failed"  # nothing changed
+    assert ledger.counts(RUN) == {MessageState.DEAD: 1} and ledger.get_run(RUN).status == "failed"  # nothing changed
     assert [d.id for d in ledger.dead_letters()] == [letter.id]
     monkeypatch.setattr(broker, "publish", original_publish)
     waiting = broker.depth(SINK)  # the failed attempts' retries
     assert dlq.replay(broker, ledger, [letter.id]) == 1
-    assert ledger.counts(RUN) == {M_QUEUED: 1} and ledger.get_run(RUN).status == RUNNING
+    assert ledger.counts(RUN) == {MessageState.QUEUED: 1} and ledger.get_run(RUN).status == RunStatus.RUNNING
     assert ledger.dead_letters() == []
     assert broker.depth(SINK) == waiting + 1  # on its delay queue
 
@@ -60,7 +60,7 @@ def test_on_the_in_process_broker_replay_queues_in_the_ledger_for_the_next_run(b
     [letter] = ledger.dead_letters()
     waiting = broker.depth(SINK)
     assert dlq.replay(broker, ledger, [letter.id]) == 1
-    assert ledger.counts(RUN) == {M_QUEUED: 1} and broker.depth(SINK) == waiting
+    assert ledger.counts(RUN) == {MessageState.QUEUED: 1} and broker.depth(SINK) == waiting
 
 
 def test_a_letter_stored_cut_is_listed_but_not_replayed(broker, ledger):

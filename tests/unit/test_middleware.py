@@ -1,5 +1,5 @@
 """Middleware sees each step of the message path, in order, and can never change a message's fate."""
-from swarm.ledger import M_DONE, M_QUEUED
+from swarm.ledger import MessageState
 from swarm.middleware import Middleware, Middlewares
 from swarm.runtime import DONE, RETRY
 from tests.unit.test_runtime import deliver, envelope, setup  # noqa: F401 - setup is a fixture
@@ -47,6 +47,6 @@ def test_a_middleware_that_raises_in_every_hook_changes_no_fate(setup, ledger, c
     env = envelope(stage="double")
     outcome, d = deliver(setup(middleware=Middlewares([Broken(), recorder])), env)
     assert outcome == DONE and d.acked == 1
-    assert ledger.counts(env.run) == {M_DONE: 1, M_QUEUED: 1}  # the double done, its sink on its way
+    assert ledger.counts(env.run) == {MessageState.DONE: 1, MessageState.QUEUED: 1}  # the double done, its sink on its way
     assert len(recorder.calls) == 8  # the next middleware still sees every hook
     assert sum("middleware Broken failed" in r.getMessage() for r in caplog.records) == 8

@@ -4,7 +4,7 @@ import logging
 import pytest
 
 from swarm.errors import BackendError, BackendRefused
-from swarm.ledger import M_DONE, M_QUEUED
+from swarm.ledger import MessageState
 from swarm.runtime import DONE, REQUEUED
 from tests.unit.test_runtime import RUN, FakeDelivery, envelope, planned, setup  # noqa: F401
 from tests.unit.toyjob import job, use_sink
@@ -33,12 +33,12 @@ def test_a_table_outage_longer_than_the_retry_budget_spends_no_retry(setup, ledg
     with caplog.at_level(logging.WARNING, logger="swarm.worker"):
         for _ in range(3 * budget):  # three times every delivery a fault would be allowed
             assert proc.handle(FakeDelivery(SINK, body)) == REQUEUED
-        assert ledger.counts(RUN) == {M_QUEUED: 1}
+        assert ledger.counts(RUN) == {MessageState.QUEUED: 1}
         [failure] = ledger.failures(RUN)
         assert failure.attempts == 0 and "waited out an outage: BackendError: HBase at thrift1:9090" in failure.error
         tables.down = False
         assert proc.handle(FakeDelivery(SINK, body)) == DONE
-    assert ledger.counts(RUN) == {M_DONE: 1}
+    assert ledger.counts(RUN) == {MessageState.DONE: 1}
     said = [r.getMessage() for r in caplog.records]
     assert sum("is unreachable" in line for line in said) == 1  # once per outage, not once per message
     assert [line for line in said if "is back after" in line] == [
@@ -60,8 +60,9 @@ def test_a_refund_gives_the_attempt_back_once(ledger):
     env = envelope(n=4)
     msg = Message(env.id, env.stage, env.chunk, planned(ledger, env))
     claim = ledger.claim(RUN, "main", msg, "w1", 30)
-    ledger.release(msg.id, claim.token, M_QUEUED, "outage", refund=True)
-    ledger.release(msg.id, claim.token, M_QUEUED, "outage", refund=True)  # again, as after a lost COMMIT answer
+    ledger.release(msg.id, claim.token, MessageState.QUEUED, "outage", refund=True)
+    # again, as after a lost COMMIT answer
+    ledger.release(msg.id, claim.token, MessageState.QUEUED, "outage", refund=True)
     assert ledger.claim(RUN, "main", msg, "w1", 30).attempts == 1
     with pytest.raises(ValueError):
         ledger.release(msg.id, claim.token, "dead", "x", refund=True)

@@ -5,7 +5,7 @@ import pytest
 from swarm.broker import stage_queue
 from swarm.envelope import encode
 from swarm.errors import BackendError
-from swarm.ledger import FAILED, M_DONE, M_PLANNED, M_QUEUED
+from swarm.ledger import MessageState, RunStatus
 from swarm.runtime import DONE, REJECTED, REQUEUED, SKIPPED
 from swarm.signing import SiteKeys
 from tests.unit.test_runtime import (  # noqa: F401 - setup is a fixture
@@ -68,7 +68,7 @@ def test_unsigned_and_badly_signed_copies_of_a_planned_message_change_nothing(
     before = snapshot(ledger, tables)
     rejected_with(broker, deliver(setup(), body=make_body(planned_one)), reason)
     assert snapshot(ledger, tables) == before  # the planned message is not marked dead either
-    assert ledger.counts(RUN) == {M_PLANNED: 1}
+    assert ledger.counts(RUN) == {MessageState.PLANNED: 1}
 
 
 def _resigned(body: bytes, sig: bytes) -> bytes:
@@ -88,7 +88,7 @@ def test_a_late_copy_for_a_finished_run_changes_nothing(setup, broker, ledger, t
 
 
 def test_work_left_in_a_run_that_is_not_running_is_rejected(setup, broker, ledger, tables, planned_one):
-    ledger.update_run(RUN, status=FAILED, error="cancelled", finished=True)
+    ledger.update_run(RUN, status=RunStatus.FAILED, error="cancelled", finished=True)
     before = snapshot(ledger, tables)
     rejected_with(broker, deliver(setup(), body=planned_one), f"run {RUN} is failed")
     assert snapshot(ledger, tables) == before
@@ -104,7 +104,8 @@ def test_children_are_in_the_ledger_before_they_are_published(setup, broker, led
 
     monkeypatch.setattr(broker, "publish", publish)
     assert deliver(setup(), envelope(stage="double", n=3))[0] == DONE
-    assert seen == [{M_DONE: 1, M_QUEUED: 1}]  # parent done and child recorded when the child is published
+    # parent done and child recorded when the child is published
+    assert seen == [{MessageState.DONE: 1, MessageState.QUEUED: 1}]
 
 
 def test_a_child_published_by_a_parent_is_granted(setup, broker, ledger):
@@ -128,7 +129,7 @@ def test_a_parent_whose_children_were_not_published_publishes_them_when_it_comes
     monkeypatch.setattr(broker, "publish", fails_for_children)
     outcome, d = deliver(proc, body=body, queue=stage_queue("toy", "double"))
     assert (outcome, d.acked) == (REQUEUED, 1)  # a delayed copy of the parent waits the outage out
-    assert ledger.counts(RUN) == {M_DONE: 1, M_QUEUED: 1}  # done, with its child recorded
+    assert ledger.counts(RUN) == {MessageState.DONE: 1, MessageState.QUEUED: 1}  # done, with its child recorded
     assert broker.depth(SINK) == 0
     monkeypatch.undo()
     outcome, d = deliver(proc, body=body, queue=stage_queue("toy", "double"))  # the copy comes back

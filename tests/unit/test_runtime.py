@@ -8,7 +8,7 @@ import pytest
 from swarm import Count, Send
 from swarm.broker import Delivery, dead_letter_queue, stage_queue
 from swarm.envelope import Envelope, encode
-from swarm.ledger import M_ABORTED, M_DEAD, M_DONE, Message
+from swarm.ledger import Message, MessageState
 from swarm.runtime import ABORTED, DEAD, DONE, FENCED, REJECTED, RETRY, SKIPPED, TIMED_OUT, Processor
 from swarm.signing import SiteKeys
 from swarm.testing import call
@@ -109,7 +109,7 @@ def test_fault_is_retried_through_the_broker_not_held(setup, broker, ledger, hub
     assert body == d.body  # unchanged: the ledger counts the attempts
     outcome, _ = deliver(setup({"1": "flaky"}), body=body)
     assert outcome == DONE
-    assert ledger.counts(RUN) == {M_DONE: 1}
+    assert ledger.counts(RUN) == {MessageState.DONE: 1}
 
 
 def test_the_handler_sees_the_ledgers_attempt_count_not_the_envelopes(setup, ledger):
@@ -118,7 +118,7 @@ def test_the_handler_sees_the_ledgers_attempt_count_not_the_envelopes(setup, led
     assert deliver(proc)[0] == RETRY
     outcome, _ = deliver(proc, envelope(attempt=1))  # the original body, as the master re-publishes it
     assert outcome == DONE
-    assert ledger.counts(RUN) == {M_DONE: 1}
+    assert ledger.counts(RUN) == {MessageState.DONE: 1}
 
 
 def test_unexpected_exception_is_a_fault_with_traceback_then_dead(setup, broker, ledger):
@@ -129,14 +129,14 @@ def test_unexpected_exception_is_a_fault_with_traceback_then_dead(setup, broker,
     assert "failed 3 times" in dead.reason and "ValueError: boom on 1" in dead.reason
     assert "Traceback" in dead.reason
     [failure] = ledger.failures(RUN)
-    assert failure.state == M_DEAD and "ValueError" in failure.error
+    assert failure.state == MessageState.DEAD and "ValueError" in failure.error
 
 
 def test_abort_marks_the_message_aborted(setup, ledger):
     outcome, d = deliver(setup({"1": "abort"}))
     assert (outcome, d.acked) == (ABORTED, 1)
     [failure] = ledger.failures(RUN)
-    assert failure.state == M_ABORTED and "1 is not allowed" in failure.error
+    assert failure.state == MessageState.ABORTED and "1 is not allowed" in failure.error
 
 
 def test_send_to_an_undeclared_stage_aborts_before_applying(setup, ledger, broker):
@@ -167,7 +167,7 @@ def test_rejected_message_the_ledger_expects_ends_dead_for_the_master(setup, led
     bad = envelope(stage="double", payload={"n": "x"})
     deliver(setup(), body=planned(ledger, bad), queue="swarm.toy.double")
     [failure] = ledger.failures(RUN)
-    assert failure.state == M_DEAD and "rejected: payload fails stage 'double' validation" in failure.error
+    assert failure.state == MessageState.DEAD and "rejected: payload fails stage 'double' validation" in failure.error
 
 
 def test_a_stray_message_does_not_change_any_run(setup, ledger):
@@ -234,7 +234,7 @@ def test_a_backend_outage_sends_the_message_round_a_delay_queue_not_back_to_the_
     def down(*a, **k):
         raise BackendError("ledger down")
 
-    monkeypatch.setattr(ledger, "claim", down)
+    monkeypatch.setattr(ledger, "claim_batch", down)
     outcome, d = deliver(proc)
     assert (outcome, d.acked, d.requeued) == (REQUEUED, 1, 0)  # no delivery counted against it
     assert broker.depth(stage_queue("toy", "sink")) == 1  # a delayed copy waits the outage out

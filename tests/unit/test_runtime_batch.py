@@ -4,7 +4,7 @@ import time
 
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.errors import BackendError, Fenced
-from swarm.ledger import M_ABORTED, M_DONE, M_QUEUED
+from swarm.ledger import MessageState
 from swarm.runtime import ABORTED, DONE, FENCED, REJECTED, REQUEUED, RETRY, SKIPPED, TIMED_OUT
 from tests.unit.test_runtime import (  # noqa: F401 - setup is a fixture
     RUN, FakeDelivery, dead_letters, envelope, planned, setup,
@@ -42,7 +42,7 @@ def test_a_mixed_batch_gives_each_delivery_its_own_outcome(setup, broker, ledger
     assert tables.row("out", b"row0001") == {b"f:n": b"1"} and tables.row("out", b"row0004") == {b"f:n": b"4"}
     assert not tables.row("out", b"row0002")
     assert ledger.counters(RUN) == {"sunk": 2, "total": 5}  # 1 and 4, each once
-    assert {f.chunk: f.state for f in ledger.failures(RUN)} == {"n2": M_QUEUED, "n3": M_ABORTED}
+    assert {f.chunk: f.state for f in ledger.failures(RUN)} == {"n2": MessageState.QUEUED, "n3": MessageState.ABORTED}
     assert "not valid msgpack" in dead_letters(broker, SINK)[0].reason
 
 
@@ -55,7 +55,7 @@ def test_a_batch_shares_one_claim_one_publish_and_one_complete(setup, broker, le
     assert proc.handle_batch(batch) == [DONE] * 5
     assert (claims.count, publishes.count, completes.count) == (1, 1, 1)
     assert broker.depth(SINK) == 5
-    assert ledger.counts(RUN) == {M_DONE: 5, M_QUEUED: 5}
+    assert ledger.counts(RUN) == {MessageState.DONE: 5, MessageState.QUEUED: 5}
 
 
 def test_a_table_outage_returns_the_whole_batch_and_loses_none(setup, broker, ledger, tables, monkeypatch):
@@ -69,7 +69,7 @@ def test_a_table_outage_returns_the_whole_batch_and_loses_none(setup, broker, le
     assert proc.handle_batch(batch) == [REQUEUED] * 3
     assert [(d.acked, d.requeued) for d in batch] == [(1, 0)] * 3  # acked only once a delayed copy is confirmed
     assert broker.depth(SINK) == 3
-    assert ledger.counts(RUN) == {M_QUEUED: 3}  # released, so the copies are claimed at once
+    assert ledger.counts(RUN) == {MessageState.QUEUED: 3}  # released, so the copies are claimed at once
     monkeypatch.undo()
     time.sleep(0.03)  # the copies wait out backend_pause (0.01-0.02 s) on a delay queue
     assert sorted(proc.handle_batch(_take_all(broker))) == [DONE] * 3
@@ -82,7 +82,7 @@ def test_a_fenced_member_does_not_stop_the_rest_of_the_batch(setup, ledger, monk
 
     def one_fenced(calls):
         outcomes = original(calls)
-        return [Fenced("taken over") if call[0] == envelope(n=2).id else o for call, o in zip(calls, outcomes)]
+        return [Fenced("taken over") if call.message_id == envelope(n=2).id else o for call, o in zip(calls, outcomes)]
 
     monkeypatch.setattr(ledger, "complete_batch", one_fenced)
     batch = deliveries(ledger, 1, 2, 3)
@@ -112,7 +112,7 @@ def test_a_hung_handler_hands_back_the_rest_of_its_batch(setup, broker, ledger, 
     # 2 and 3 never started: back on the queue at once, acked here, claimable by any worker.
     assert [d.acked for d in batch] == [1, 1, 1]
     assert broker.depth(SINK) == 3  # 1's retry (delayed) and 2 and 3 again
-    assert ledger.counts(RUN) == {M_QUEUED: 3}
+    assert ledger.counts(RUN) == {MessageState.QUEUED: 3}
     release.set()
     t.join(5)
     assert result["outcomes"] == [TIMED_OUT, REQUEUED, REQUEUED]

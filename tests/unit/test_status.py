@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from swarm.cli import EXIT_OK, EXIT_USAGE, main
-from swarm.ledger import DONE, M_DEAD, M_QUEUED, RUNNING
+from swarm.ledger import MessageState, RunStatus
 from swarm.report import print_status, status_dict, status_view, watch_status
 from tests.ledger_contract import LEASE, PHASE, RUN, known, message
 
@@ -38,7 +38,7 @@ def shown(ledger, width: int = 80) -> str:
 
 def test_a_traceback_is_shown_exactly_as_recorded(ledger):
     dead = known(ledger, message(1))
-    fail(ledger, dead, M_DEAD, TRACEBACK)
+    fail(ledger, dead, MessageState.DEAD, TRACEBACK)
     ledger.update_run(RUN, error='phase map: 1 dead-lettered; first: KeyError: [b"e:amount"]')
     out = shown(ledger)
     assert TRACEBACK in out
@@ -50,21 +50,22 @@ def test_a_message_that_failed_then_succeeded_is_recovered_not_failed(ledger):
     recovered, dead = message(1), message(2)
     known(ledger, recovered, dead)
     for _ in range(4):
-        fail(ledger, recovered, M_QUEUED, TRACEBACK)
+        fail(ledger, recovered, MessageState.QUEUED, TRACEBACK)
     finish(ledger, recovered)
-    fail(ledger, dead, M_DEAD, "Abort: bad row")
+    fail(ledger, dead, MessageState.DEAD, "Abort: bad row")
     out = shown(ledger, width=400)
     failures, recovered_part = out.split("recovered (1)")
     assert f"dead {dead.id}" in failures and recovered.id not in failures
     assert f"done {recovered.id} after 5 attempts: {'x' * 300}" in recovered_part
     doc = status_dict(ledger.get_run(RUN), ledger)
     assert [f["id"] for f in doc["failures"]] == [dead.id]
-    assert [(f["id"], f["state"], f["error"]) for f in doc["recovered"]] == [(recovered.id, DONE, TRACEBACK)]
+    assert [(f["id"], f["state"], f["error"]) for f in doc["recovered"]] == [
+        (recovered.id, MessageState.DONE, TRACEBACK)]
 
 
 def test_a_message_still_being_retried_is_shown_as_retrying(ledger):
     msg = known(ledger, message(1))
-    fail(ledger, msg, M_QUEUED, "Fault: HBase busy")
+    fail(ledger, msg, MessageState.QUEUED, "Fault: HBase busy")
     out = shown(ledger)
     assert f"retrying {msg.id} (attempts 1):\nFault: HBase busy" in out and "recovered" not in out
 
@@ -80,7 +81,7 @@ def test_a_running_run_shows_how_long_it_has_been_running(ledger):
 
 def test_a_finished_run_shows_how_long_it_took(ledger):
     finish(ledger, known(ledger, message(1)))
-    ledger.update_run(RUN, status=DONE, finished=True)
+    ledger.update_run(RUN, status=RunStatus.DONE, finished=True)
     run = ledger.get_run(RUN)
     console = Console(width=120, record=True, file=io.StringIO())
     console.print(status_view(run, status_dict(run, ledger), now=run.created_at + 10_000))
@@ -96,7 +97,7 @@ class Views:
     def __call__(self):
         self.looks += 1
         if self.looks == self.done_at:
-            self.ledger.update_run(RUN, status=DONE, finished=True)
+            self.ledger.update_run(RUN, status=RunStatus.DONE, finished=True)
         run = self.ledger.get_run(RUN)
         return run, status_dict(run, self.ledger)
 
@@ -110,7 +111,7 @@ def test_watch_redraws_until_the_run_finishes(ledger):
     views, slept = Views(ledger, done_at=3), []
     console = terminal()
     run = watch_status(views, 5.0, console=console, sleep=slept.append)
-    assert (run.status, views.looks, slept) == (DONE, 3, [5.0, 5.0])
+    assert (run.status, views.looks, slept) == (RunStatus.DONE, 3, [5.0, 5.0])
     last_view = console.file.getvalue().rsplit(RUN, 1)[1]
     assert last_view.split("\n")[0].split()[0] == "done" and "took" in last_view
 
@@ -119,7 +120,7 @@ def test_watch_stops_after_the_refreshes_asked_for(ledger):
     known(ledger, message(1))
     views, slept = Views(ledger), []
     run = watch_status(views, 1.0, console=terminal(), refreshes=4, sleep=slept.append)
-    assert (run.status, views.looks, len(slept)) == (RUNNING, 4, 3)
+    assert (run.status, views.looks, len(slept)) == (RunStatus.RUNNING, 4, 3)
 
 
 def test_ctrl_c_ends_the_watch_quietly(ledger):
@@ -131,7 +132,7 @@ def test_ctrl_c_ends_the_watch_quietly(ledger):
             raise KeyboardInterrupt
 
     run = watch_status(views, 1.0, console=terminal(), sleep=interrupted)
-    assert (run.status, views.looks) == (RUNNING, 2)
+    assert (run.status, views.looks) == (RunStatus.RUNNING, 2)
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def test_watch_options_that_cannot_work_are_refused(site, capsys, argv, says):
 
 def test_the_json_keeps_failures_and_recovered_apart(site, capsys):
     recovered = known(site, message(1))
-    fail(site, recovered, M_QUEUED, "Fault: HBase busy")
+    fail(site, recovered, MessageState.QUEUED, "Fault: HBase busy")
     finish(site, recovered)
     assert main(["status", RUN, "--json"]) == EXIT_OK
     doc = json.loads(capsys.readouterr().out)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from swarm.ledgers.sql import Group, Pending
+from swarm.ledgers.group import Group, Pending
 
 
 class Recorder:
@@ -27,7 +27,7 @@ class Recorder:
             if p.id.startswith("bad"):
                 p.fail(ValueError(p.id))
             else:
-                p.succeed((p.key, p.id, p.args))
+                p.succeed((p.key, p.id, p.request))
 
 
 def queue_up(pool, group: Group, calls: list[tuple]) -> list[concurrent.futures.Future]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarm.ledger import M_CLAIMED
+from swarm.ledger import MessageState
 from swarm.ledgers import sql
 from swarm.ledgers.sqlite import SqliteLedger
 from tests.ledger_contract import LEASE, PHASE, RUN, LedgerContract, known, message
@@ -20,7 +20,7 @@ def test_an_in_memory_ledger_is_ready_to_use():
     try:
         assert ledger.schema_version() == sql.SCHEMA_VERSION
         assert ledger.claim(RUN, PHASE, known(ledger, message(1)), "w1", LEASE).granted
-        assert ledger.counts(RUN) == {M_CLAIMED: 1}
+        assert ledger.counts(RUN) == {MessageState.CLAIMED: 1}
     finally:
         ledger.close()
 

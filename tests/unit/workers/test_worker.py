@@ -5,7 +5,7 @@ import time
 
 from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
-from swarm.ledger import M_DEAD, M_DONE, Message
+from swarm.ledger import Message, MessageState
 from swarm.signing import process_keys
 from swarm.testing import run_job
 from tests.unit.toyjob import job, use_sink
@@ -31,7 +31,8 @@ def test_a_raising_handler_does_not_stop_the_worker(ledger, tables):
     assert run.status == "failed"
     assert "2 dead-lettered" in run.error and "ValueError: boom" in run.error
     counts = ledger.counts(run.id)
-    assert counts == {M_DONE: 6 + 4, M_DEAD: 2}  # six doubles, four sinks; two sinks dead after retries
+    # six doubles, four sinks; two sinks dead after retries
+    assert counts == {MessageState.DONE: 6 + 4, MessageState.DEAD: 2}
     assert ledger.counters(run.id) == {"doubled": 6, "sunk": 4, "total": 0 + 4 + 8 + 10}
 
 
@@ -110,7 +111,7 @@ def test_prefetch_bounds_what_a_worker_holds(broker, ledger, tables, monkeypatch
         time.sleep(0.2)
         assert broker.depth(stage_queue("toy", "sink")) == 10 - stage.bound  # the rest waits in the broker
         release.set()
-        assert wait_for(lambda: ledger.counts(RUN).get(M_DONE) == 10)
+        assert wait_for(lambda: ledger.counts(RUN).get(MessageState.DONE) == 10)
     finally:
         release.set()
         stop.set()
@@ -131,7 +132,7 @@ def test_stop_drains_in_flight_messages(broker, ledger, tables, monkeypatch):
     assert entered.wait(10)
     stop.set()  # while the handler is busy
     t.join(10)
-    assert ledger.counts(RUN) == {M_DONE: 1}
+    assert ledger.counts(RUN) == {MessageState.DONE: 1}
     assert broker.depth(stage_queue("toy", "sink")) == 0
 
 
@@ -148,7 +149,7 @@ def test_stages_that_take_batches_give_the_same_result(ledger, tables, monkeypat
     run = run_job(job, {"date": "2026-11-22"}, tables, ledger, options={"count": 40})
     assert run.status == "done"
     assert ledger.counters(run.id) == {"doubled": 40, "sunk": 40, "total": sum(2 * n for n in range(40))}
-    assert ledger.counts(run.id) == {M_DONE: 80}
+    assert ledger.counts(run.id) == {MessageState.DONE: 80}
 
 
 def test_quiet_gives_a_stage_s_threads_back_and_a_backlog_takes_them_again(broker, ledger, tables, monkeypatch):
@@ -169,7 +170,7 @@ def test_quiet_gives_a_stage_s_threads_back_and_a_backlog_takes_them_again(broke
         publish_planned(broker, ledger, range(400))
         assert wait_for(lambda: pool.limit > low, timeout=20)  # the backlog takes them again
         assert wait_for(lambda: consumer_prefetch(broker, "sink") == prefetch_at(job.stages["sink"], pool.limit))
-        assert wait_for(lambda: ledger.counts(RUN).get(M_DONE) == 400, timeout=60)
+        assert wait_for(lambda: ledger.counts(RUN).get(MessageState.DONE) == 400, timeout=60)
     finally:
         stop.set()
         t.join(10)
