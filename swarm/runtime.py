@@ -132,8 +132,7 @@ class Processor:
 
     def _claim(self, items: list[Item]) -> None:
         """One grouped claim for the batch; each message's own answer."""
-        calls = [ClaimRequest(i.env.run, i.env.phase, Message(i.env.id, i.env.stage, i.env.chunk, bytes(i.delivery.body)))
-                 for i in items]
+        calls = [_claim_request(i) for i in items]
         batch: list[InFlight] = []
         stage_name = items[0].stage_name
         self.middleware.before_claim(stage_name, len(items))
@@ -147,10 +146,11 @@ class Processor:
                 self.settler.settle(item, verdict)
 
     def _granted(self, item: Item, claim: Claim, batch: list[InFlight]) -> Verdict | None:
-        if not claim.granted:
+        if claim.token is None:  # not granted
             return self._refused(item, claim)
-        item.flight = InFlight(item.env, item.stage, item.delivery, claim.token, claim.attempts, batch=batch)
-        if claim.attempts > item.stage.retry.max_attempts:
+        env, stage = item.accepted()
+        item.flight = InFlight(env, stage, item.delivery, claim.token, claim.attempts, batch=batch)
+        if claim.attempts > stage.retry.max_attempts:
             # Delivered again and again without an outcome: its workers died on it.
             return GiveUp(f"no outcome after {claim.attempts - 1} deliveries: its worker died each time "
                           "(outages do not count)")
@@ -160,18 +160,20 @@ class Processor:
     def _refused(self, item: Item, claim: Claim) -> Verdict:
         if claim.state == Refusal.RUN_ENDED and claim.detail == RunStatus.CANCELLED:
             return Skip()  # an operator ended the run: its work is dropped, not dead-lettered
-        refusal = _refusal(item.env, claim)
+        env, _ = item.accepted()
+        refusal = _refusal(env, claim)
         if refusal is not None:
             return Reject(refusal)  # not planned work: it must change nothing
         if claim.state == MessageState.CLAIMED:
             return Skip(look_again_after=self.lease)
         if claim.state == MessageState.DONE:
-            return Skip(children=self.ledger.queued_children(item.env.id))
+            return Skip(children=self.ledger.queued_children(env.id))
         return Skip()  # dead or aborted already
 
     def _handle(self, item: Item) -> Verdict | None:
         """Run the handler; None when its effects are ready to commit with the batch."""
-        flight, env, stage = item.flight, item.env, item.stage
+        flight = item.held()
+        env, stage = item.accepted()
         if not flight.begin(time.monotonic()):
             return HandedBack()  # while an earlier handler of the batch hung
         ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options)
@@ -211,8 +213,7 @@ class Processor:
         if not items:
             return 0
         failpoint("worker.after_apply")
-        calls = [Completion(i.env.id, i.flight.token, i.env.run, i.env.phase, i.children, i.effects.counts)
-                 for i in items]
+        calls = [_completion(i) for i in items]
         for item, error in zip(items, self.ledger.complete_batch(calls)):
             if error is not None:
                 self.settler.settle(item, of_error(error))
@@ -240,7 +241,7 @@ class Processor:
         item is then written alone, and those that fail are aborted with the
         store's reason, so the run records the cause.
         """
-        mutations = [m for i in items for m in i.effects.mutations]
+        mutations = [m for i in items for m in i.handled().mutations]
         if mutations:
             try:
                 self.tables.apply(mutations)
@@ -250,10 +251,11 @@ class Processor:
 
     def _apply_alone(self, item: Item) -> Verdict | None:
         try:
-            if item.effects.mutations:
-                self.tables.apply(item.effects.mutations)
+            mutations = item.handled().mutations
+            if mutations:
+                self.tables.apply(mutations)
         except TableError as exc:
-            return Stop(f"stage {item.stage.name}: {exc}")
+            return Stop(f"stage {item.stage_name}: {exc}")
         return None
 
     # running steps ----------------------------------------------------------------
@@ -304,6 +306,18 @@ class Processor:
                 if waiting.withdraw():
                     self.settler.settle(_item(waiting), HandBack())
         return expired
+
+
+def _claim_request(item: Item) -> ClaimRequest:
+    env, _ = item.accepted()
+    return ClaimRequest(env.run, env.phase, Message(env.id, env.stage, env.chunk, bytes(item.delivery.body)))
+
+
+def _completion(item: Item) -> Completion:
+    """The ledger's record of a handled message: done, with its children and counts, fenced by its lease token."""
+    flight = item.held()
+    env = flight.env
+    return Completion(env.id, flight.token, env.run, env.phase, item.children, item.handled().counts)
 
 
 def _first(flight: InFlight, verdict: Verdict) -> Verdict:

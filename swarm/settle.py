@@ -44,6 +44,27 @@ class Item:
     def stage_name(self) -> str:
         return self.stage.name if self.stage else "?"
 
+    # Each step of the path fills in its part; these give it to the later steps, typed. Asking before the step
+    # that fills it is a bug in the path, not a fate for the message.
+
+    def accepted(self) -> tuple[Envelope, Stage]:
+        """Its envelope and stage, once it is accepted."""
+        if self.env is None or self.stage is None:
+            raise AssertionError("a message's envelope and stage asked for before it was accepted")
+        return self.env, self.stage
+
+    def held(self) -> InFlight:
+        """Its lease, once it is claimed."""
+        if self.flight is None:
+            raise AssertionError("a message's lease asked for before it was claimed")
+        return self.flight
+
+    def handled(self) -> Effects:
+        """Its handler's effects, once the handler has returned them."""
+        if self.effects is None:
+            raise AssertionError("a message's effects asked for before it was handled")
+        return self.effects
+
 
 class Settler:
     """Carries verdicts out against the broker and the ledger, and tells the middleware."""
@@ -108,7 +129,8 @@ class Settler:
         self.publish_children(skip.children)
 
     def _retry(self, item: Item, error: str) -> Outcome:
-        flight, stage = _held(item)
+        flight = item.held()
+        stage = flight.stage
         if flight.attempts >= stage.retry.max_attempts:
             return self._give_up(item, f"failed {flight.attempts} times; last error: {error}")
         delay = stage.retry.delay(flight.attempts, self.rng)
@@ -121,7 +143,8 @@ class Settler:
         return Outcome.RETRY
 
     def _give_up(self, item: Item, reason: str) -> Outcome:
-        flight, stage = _held(item)
+        flight = item.held()
+        stage = flight.stage
         self.broker.dead_letter(stage_queue(self.job, stage.name), item.delivery.body, reason)
         self.ledger.release(flight.env.id, flight.token, MessageState.DEAD, reason)
         item.delivery.ack()
@@ -129,7 +152,8 @@ class Settler:
         return Outcome.DEAD
 
     def _stop(self, item: Item, reason: str) -> Outcome:
-        flight, stage = _held(item)
+        flight = item.held()
+        stage = flight.stage
         self.ledger.release(flight.env.id, flight.token, MessageState.ABORTED, reason)
         item.delivery.ack()
         self.middleware.on_abort(stage, flight.env, reason)
@@ -174,7 +198,7 @@ class Settler:
 
     def _hand_back(self, item: Item) -> Outcome:
         """Claimed, its handler never started: on the queue again, for any worker, its attempt given back."""
-        flight, _ = _held(item)
+        flight = item.held()
         self.broker.publish([(item.delivery.queue, bytes(item.delivery.body))])
         self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, None, refund=True)
         item.delivery.ack()
@@ -186,11 +210,6 @@ class Settler:
             self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, error, refund=refund)
         except (BackendError, FencedError):
             pass  # the lease will expire instead
-
-
-def _held(item: Item) -> tuple[InFlight, Stage]:
-    assert item.flight is not None and item.stage is not None, "settled as held, yet never claimed"
-    return item.flight, item.stage
 
 
 def _requeue(delivery: Delivery) -> Outcome:

@@ -2,10 +2,13 @@
 import threading
 import time
 
+import pytest
+
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.errors import BackendError, Fenced
 from swarm.ledger import MessageState
 from swarm.runtime import ABORTED, DONE, FENCED, REJECTED, REQUEUED, RETRY, SKIPPED, TIMED_OUT
+from swarm.settle import Item
 from tests.unit.test_runtime import (  # noqa: F401 - setup is a fixture
     RUN, FakeDelivery, dead_letters, envelope, planned, setup,
 )
@@ -149,3 +152,10 @@ def _take_all(broker):
         bodies = [body for body, _, _ in hub.queues[SINK]]
         hub.queues[SINK].clear()
     return [FakeDelivery(SINK, body) for body in bodies]
+
+
+def test_an_item_asked_for_what_an_earlier_step_has_not_set_says_which_step():
+    item = Item(FakeDelivery(SINK, b""))
+    for ask, step in ((item.accepted, "accepted"), (item.held, "claimed"), (item.handled, "handled")):
+        with pytest.raises(AssertionError, match=f"before it was {step}"):
+            ask()
