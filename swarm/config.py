@@ -144,7 +144,8 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
     env = os.environ if env is None else env
     data = copy.deepcopy(DEFAULTS)
     data["options"] = {}
-    source, origins = "defaults", {}
+    source = "defaults"
+    origins: dict[str, str] = {}
     file = Path(path) if path else Path("swarm.toml")
     if path or file.exists():
         _merge_file(data, file, origins)

@@ -117,8 +117,8 @@ class ConcurrencyController:
         was, gain = before.throughput, now.throughput - before.throughput
         if gain < -self.tolerance * was:
             return True
-        slower = now.latency is not None and before.latency is not None
-        slower = slower and now.latency > before.latency * (1 + self.latency_slack)
+        slower = (now.latency is not None and before.latency is not None
+                  and now.latency > before.latency * (1 + self.latency_slack))
         return slower and gain < self.tolerance * was
 
     # without a backlog: shrink after a run of idle or under-used windows -----

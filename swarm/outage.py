@@ -37,10 +37,8 @@ class Outages:
         backend = backend_of(exc)
         now = self._clock()
         with self._lock:
-            outage = self._open.get(backend)
-            first = outage is None
-            if first:
-                outage = self._open[backend] = _Outage(now)
+            first = backend not in self._open
+            outage = self._open.setdefault(backend, _Outage(now))
             outage.waited += 1
         if first:
             self._log.error("%s is unreachable (%s); messages wait on delay queues until it is back, without "
