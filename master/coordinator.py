@@ -22,7 +22,7 @@ from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
-from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus
+from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus, known_run
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -126,7 +126,7 @@ class Master:
             failpoint("master.finish")
             self.ledger.update_run(self.run_id, status=RunStatus.DONE, finished=True)
             log.info("run %s done", self.run_id)
-        return self.ledger.get_run(self.run_id)
+        return known_run(self.ledger, self.run_id)
 
     def _check_tables(self) -> None:
         """Refuse to start while a table the job declares is missing: its messages could only fail."""
@@ -247,7 +247,7 @@ class Master:
     def _check_deadline(self, phase: str, counts: Mapping[MessageState, int]) -> None:
         deadline = self.settings.deadline
         if isinstance(deadline, str):
-            run = self.ledger.get_run(self.run_id)
+            run = known_run(self.ledger, self.run_id)
             deadline = self.settings.deadline = next_time_of_day(run.created_at, deadline)
         if deadline is None or self._deadline_alerted or time.time() < deadline:
             return

@@ -6,7 +6,7 @@ import socket
 
 from swarm.context import source_of
 from swarm.errors import ConfigError, MasterLocked
-from swarm.ledger import MasterLedger, Run, RunStatus
+from swarm.ledger import MasterLedger, Run, RunStatus, known_run
 
 
 def cancel(ledger: MasterLedger, run_id: str, reason: str, force: bool = False) -> Run:
@@ -38,4 +38,4 @@ def cancel(ledger: MasterLedger, run_id: str, reason: str, force: bool = False) 
 
 def _mark(ledger: MasterLedger, run_id: str, reason: str) -> Run:
     ledger.update_run(run_id, status=RunStatus.CANCELLED, error=f"cancelled: {reason.strip()}", finished=True)
-    return ledger.get_run(run_id)
+    return known_run(ledger, run_id)

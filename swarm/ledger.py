@@ -178,6 +178,14 @@ def _raised(outcome: T | Exception) -> T:
     return outcome
 
 
+def known_run(ledger: RunView, run_id: str) -> Run:
+    """``run_id``'s run, for a caller that opened or found it; ``LookupError`` if it has gone since (pruned)."""
+    run = ledger.get_run(run_id)
+    if run is None:
+        raise LookupError(f"run {run_id} has gone from the ledger")
+    return run
+
+
 # The interfaces. Every method is one short transaction and is safe to call
 # from several threads.
 
