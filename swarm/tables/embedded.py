@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 import msgpack
 
-from swarm.effects import Delete, Put
+from swarm.effects import Delete, Put, to_bytes
 from swarm.errors import BackendError, TableError
 from swarm.sqlite_file import SqliteFile
 from swarm.table import Row, TableStore, prefix_stop
@@ -130,7 +130,8 @@ class EmbeddedTables(TableStore):
             after = keys[-1]
 
     def _next_keys(self, name: str, start: bytes, stop: bytes, after: bytes | None, limit: int) -> list[bytes]:
-        sql, args = "SELECT DISTINCT row FROM cells WHERE tbl = ?", [name]
+        sql = "SELECT DISTINCT row FROM cells WHERE tbl = ?"
+        args: list[str | bytes] = [name]
         if after is not None:
             sql += " AND row > ?"
             args.append(after)
@@ -189,8 +190,8 @@ class EmbeddedTables(TableStore):
                 elif m.columns is None:
                     cur.execute("DELETE FROM cells WHERE tbl = ? AND row = ?", (m.table, m.row))
                 else:
-                    for col in m.columns:
-                        self._delete_column(cur, m.table, m.row, col)
+                    for col in m.columns:  # to_bytes only tells the type: the writes are normalised
+                        self._delete_column(cur, m.table, to_bytes(m.row), to_bytes(col))
 
     def _check_columns(self, cur: sqlite3.Cursor, mutations: Sequence[Put | Delete]) -> None:
         """Writing to a table or column family that does not exist is an error, as on HBase."""
@@ -198,7 +199,7 @@ class EmbeddedTables(TableStore):
         for m in mutations:
             columns = m.cells if isinstance(m, Put) else (m.columns or ())
             for column in columns:
-                family = column.split(b":", 1)[0]
+                family = to_bytes(column).split(b":", 1)[0]
                 if family not in families[m.table]:
                     raise TableError(f"column family {family.decode(errors='replace')!r} does not exist in table "
                                      f"{m.table!r} (it has {', '.join(f.decode() for f in sorted(families[m.table]))})")

@@ -50,7 +50,7 @@ from thriftpy2.thrift import TApplicationException, TClient
 from thriftpy2.transport import TTransportException
 
 from swarm.urls import redact
-from swarm.effects import Delete, Put
+from swarm.effects import Delete, Put, to_bytes
 from swarm.errors import BackendError, ConfigError, TableError
 from swarm.tables import thrift as idl
 from swarm.table import Row, TableStore, prefix_stop
@@ -283,7 +283,7 @@ def _send(conn: happybase.Connection, full: str, mutations: list[Put | Delete]) 
         else:
             # A name without ":" addresses no cell in Swarm (the embedded store deletes nothing
             # for it) but a whole family in HBase's Thrift API: leave it out.
-            named = [c for c in m.columns if b":" in c]
+            named = [c for c in map(to_bytes, m.columns) if b":" in c]  # normalised: to_bytes only tells the type
             batch.delete(m.row, columns=_thrift_columns(named) or [])
     batch.send()
 
@@ -294,7 +294,7 @@ def _segments(mutations: list[Put | Delete]) -> list[list[Put | Delete]]:
     current: list[Put | Delete] = []
     deleted: set[tuple[str, bytes]] = set()
     for m in mutations:
-        key = (m.table, m.row)
+        key = (m.table, to_bytes(m.row))
         if isinstance(m, Put) and key in deleted:
             segments.append(current)
             current, deleted = [], set()
