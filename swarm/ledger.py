@@ -19,7 +19,6 @@ import enum
 import hashlib
 from typing import Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from swarm.errors import BackendError, Fenced
 
 T = TypeVar("T")
 
@@ -214,7 +213,7 @@ class WorkerLedger(Protocol):
     """A worker's part: claim messages, hold their leases, and finish or give them back."""
 
     @abc.abstractmethod
-    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
+    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | Exception]:
         """Take a lease for each request on a message the ledger knows, with this very body, in a running run.
 
         Refused (``Claim.state`` set) when the ledger has no such message
@@ -222,15 +221,15 @@ class WorkerLedger(Protocol):
         the message is terminal, another holder's lease is still live, or its
         run is not running (``RUN_ENDED``). A refusal changes nothing. Each grant
         counts one attempt. Each request gets the outcome it would get alone;
-        a request's ``BackendError`` is its outcome, not raised.
+        a request's error (a ``BackendError``; any other is a bug) is its outcome, not raised.
         """
 
     @abc.abstractmethod
-    def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
+    def complete_batch(self, completions: Sequence[Completion]) -> list[Exception | None]:
         """Mark each message done and record its children (queued, with this parent) and counts, atomically.
 
-        Each outcome is None, or ``Fenced`` when the token is stale, or the
-        ``BackendError`` that message alone would get. Children are recorded
+        Each outcome is None, or ``Fenced`` when the token is stale, or the error
+        (a ``BackendError``; any other is a bug) that message alone would get. Children are recorded
         before anything publishes them: a child the ledger does not know is never run.
         """
 

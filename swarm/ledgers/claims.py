@@ -6,6 +6,7 @@ with the outcome it would get alone.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 from swarm.errors import BackendError, Fenced
@@ -13,7 +14,7 @@ from swarm.ledger import (
     Claim, ClaimRequest, Completion, Message, MessageState, Refusal, RunStatus, WorkerLedger, body_digest,
 )
 from swarm.ledgers.core import MESSAGE_COLUMNS, SqlCore, batches, clip_error, marks, message_of, message_row
-from swarm.ledgers.group import Group, Pending, R, SplitGroup
+from swarm.ledgers.group import Group, K, Pending, R, SplitGroup
 
 
 class ClaimSql(SqlCore, WorkerLedger):
@@ -31,11 +32,11 @@ class ClaimSql(SqlCore, WorkerLedger):
 
     # claims -----------------------------------------------------------------------
 
-    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | BackendError]:
+    def claim_batch(self, requests: Sequence[ClaimRequest], holder: str, lease: float) -> list[Claim | Exception]:
         settled = self._claims.submit_many((holder, lease), [(r.message.id, r) for r in requests])
         return [p.error or p.result for p in settled]
 
-    def _claim_group(self, group: list[Pending[ClaimRequest]]) -> None:
+    def _claim_group(self, group: list[Pending[tuple[str, float], ClaimRequest]]) -> None:
         holder, lease = group[0].key
         now = self.now()
         until = now + lease  # the same in every run of the transaction: a claim knows its own lease by it
@@ -114,10 +115,10 @@ class ClaimSql(SqlCore, WorkerLedger):
 
     # completes --------------------------------------------------------------------
 
-    def complete_batch(self, completions: Sequence[Completion]) -> list[Fenced | BackendError | None]:
+    def complete_batch(self, completions: Sequence[Completion]) -> list[Exception | None]:
         return [p.error for p in self._completes.submit_many(None, [(c.message_id, c) for c in completions])]
 
-    def _complete_group(self, group: list[Pending[Completion]]) -> None:
+    def _complete_group(self, group: list[Pending[None, Completion]]) -> None:
         now = self.now()
         self._run_group(group, lambda cur, completions: self._complete_many(cur, completions, now))
 
@@ -177,7 +178,7 @@ class ClaimSql(SqlCore, WorkerLedger):
 
     # groups -----------------------------------------------------------------------
 
-    def _run_group(self, group: list[Pending[R]], work: Callable[[Any, list[R]], list]) -> None:
+    def _run_group(self, group: list[Pending[K, R]], work: Callable[[Any, list[R]], list[Any]]) -> None:
         """Settle every member with ``work``'s outcome for it: together, or alone if it may spoil the group.
 
         ``work(cur, requests)`` returns one outcome per request, an exception
@@ -185,9 +186,13 @@ class ClaimSql(SqlCore, WorkerLedger):
         """
         if len(group) == 1 or not self._run_together(group, work):
             for p in group:
-                p.settle(lambda p=p: self._transaction(lambda cur: work(cur, [p.request]))[0])
+                p.settle(functools.partial(self._alone, work, p.request))
 
-    def _run_together(self, group: list[Pending[R]], work: Callable[[Any, list[R]], list]) -> bool:
+    def _alone(self, work: Callable[[Any, list[R]], list[Any]], request: R) -> Any:
+        """``work``'s outcome for one request, in a transaction of its own."""
+        return self._transaction(lambda cur: work(cur, [request]))[0]
+
+    def _run_together(self, group: list[Pending[K, R]], work: Callable[[Any, list[R]], list[Any]]) -> bool:
         """Settle every member from one transaction; False, settling none, if a member may have caused its failure."""
         try:
             outcomes = self._group_transaction(lambda cur: work(cur, [p.request for p in group]))

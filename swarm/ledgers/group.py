@@ -7,6 +7,7 @@ from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
 
 from swarm.errors import BackendError
 
+K = TypeVar("K", bound=Hashable)  # what requests share a transaction by
 R = TypeVar("R")  # a request in a group commit
 
 
@@ -15,25 +16,25 @@ class SplitGroup(Exception):
 
 
 @dataclasses.dataclass(eq=False)
-class Pending(Generic[R]):
+class Pending(Generic[K, R]):
     """One caller's request in a group commit, and then its outcome."""
 
-    key: Hashable  # only requests with equal keys share a transaction
+    key: K  # only requests with equal keys share a transaction
     id: str  # and never two for the same message
     request: R
     result: Any = None
-    error: BaseException | None = None
+    error: Exception | None = None
     settled: bool = False
 
     def succeed(self, result: Any) -> None:
         self.result, self.settled = result, True
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: Exception) -> None:
         self.error, self.settled = error, True
 
     def resolve(self, outcome: Any) -> None:
         """Settle with ``outcome``: an exception is this member's error, anything else its result."""
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, Exception):
             self.fail(outcome)
         else:
             self.succeed(outcome)
@@ -53,7 +54,7 @@ class Pending(Generic[R]):
         return self.result
 
 
-class Group(Generic[R]):
+class Group(Generic[K, R]):
     """Group commit: callers that arrive while a transaction runs share the next one.
 
     No thread of its own and no waiting for company: a caller that finds no
@@ -65,17 +66,17 @@ class Group(Generic[R]):
     other, in its own thread, whatever other threads do.
     """
 
-    def __init__(self, run: Callable[[list[Pending[R]]], None], limit: int = 64, shared: bool = True):
+    def __init__(self, run: Callable[[list[Pending[K, R]]], None], limit: int = 64, shared: bool = True):
         self._run, self._limit, self._shared = run, limit, shared
         self._cond = threading.Condition()
-        self._waiting: list[Pending[R]] = []
+        self._waiting: list[Pending[K, R]] = []
         self._busy = False
 
-    def submit(self, key: Hashable, id_: str, request: R) -> Any:
+    def submit(self, key: K, id_: str, request: R) -> Any:
         """Wait for this request's outcome: its result, or its exception raised here."""
         return self.submit_many(key, [(id_, request)])[0].outcome()
 
-    def submit_many(self, key: Hashable, requests: Sequence[tuple[str, R]]) -> list[Pending[R]]:
+    def submit_many(self, key: K, requests: Sequence[tuple[str, R]]) -> list[Pending[K, R]]:
         """Queue several ``(id, request)`` at once and wait until every one is settled."""
         mine = [Pending(key, id_, request) for id_, request in requests]
         if self._shared:
@@ -87,7 +88,7 @@ class Group(Generic[R]):
                 self._run(group)
         return mine
 
-    def _share(self, mine: list[Pending[R]]) -> None:
+    def _share(self, mine: list[Pending[K, R]]) -> None:
         with self._cond:
             self._waiting.extend(mine)
         while True:
@@ -100,11 +101,11 @@ class Group(Generic[R]):
                 group = self._take()
             self._lead(group)
 
-    def _take(self) -> list[Pending[R]]:
+    def _take(self) -> list[Pending[K, R]]:
         group, self._waiting = _take(self._waiting, self._limit)
         return group
 
-    def _lead(self, group: list[Pending[R]]) -> None:
+    def _lead(self, group: list[Pending[K, R]]) -> None:
         try:
             self._run(group)
         finally:
@@ -116,11 +117,11 @@ class Group(Generic[R]):
                 self._cond.notify_all()
 
 
-def _take(waiting: list[Pending[R]], limit: int) -> tuple[list[Pending[R]], list[Pending[R]]]:
+def _take(waiting: list[Pending[K, R]], limit: int) -> tuple[list[Pending[K, R]], list[Pending[K, R]]]:
     """The oldest request and those after it that can share its transaction; and the rest, still waiting."""
     first = waiting[0]
-    group: list[Pending[R]] = []
-    rest: list[Pending[R]] = []
+    group: list[Pending[K, R]] = []
+    rest: list[Pending[K, R]] = []
     ids: set[str] = set()
     for p in waiting:
         if len(group) < limit and p.key == first.key and p.id not in ids:
