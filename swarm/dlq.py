@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import pprint
 from typing import Any, Mapping
@@ -41,7 +42,7 @@ def collect(broker: Broker, ledger: DeadLetterLedger, job: Job) -> int:
     for stage in job.stages:
         queue = stage_queue(job.name, stage)
         broker.declare([queue])
-        moved += broker.take_dead(queue, lambda dead, q=queue: _store(ledger, q, dead))
+        moved += broker.take_dead(queue, functools.partial(_store, ledger, queue))
     return moved
 
 

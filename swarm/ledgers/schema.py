@@ -1,6 +1,7 @@
 """The ledger's tables, their numbered migrations, and pruning old runs: the SQL behind SchemaLedger."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from swarm.errors import BackendError
@@ -140,7 +141,7 @@ class SchemaSql(SqlCore, SchemaLedger):
                                             (run_id, PRUNE_BATCH))]
             if not ids:
                 break
-            self._transaction(lambda cur, ids=ids: self._delete_messages(cur, ids))
+            self._transaction(functools.partial(self._delete_messages, ids=ids))
             deleted += len(ids)
 
         def finish(cur: Any) -> None:
