@@ -72,7 +72,8 @@ class _Probe:
             if self._running:
                 return None
             self._running = True
-        done, result = threading.Event(), []
+        done = threading.Event()
+        result: list[str | None] = []
         threading.Thread(target=self._run, args=(done, result), name=f"swarm-readyz-{self.name}",
                          daemon=True).start()
         return done, result

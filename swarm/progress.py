@@ -7,7 +7,9 @@ import time
 from typing import Mapping
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 
 from swarm.ledger import MessageState
 
@@ -22,7 +24,7 @@ class ProgressReport:
         self.live = self.console.is_terminal if live is None else live
         self.interval = interval
         self._bar: Progress | None = None
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._last_line: float | None = None  # the first line is always said
 
     def __call__(self, run: str, phase: str, counts: Mapping[MessageState, int]) -> None:

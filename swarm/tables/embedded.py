@@ -15,7 +15,7 @@ import dataclasses
 import sqlite3
 import struct
 import time
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Generator, Iterable, Iterator, Literal, Sequence
 
 import msgpack
 
@@ -116,7 +116,7 @@ class EmbeddedTables(TableStore):
         stop: bytes = b"",
         columns: Sequence[bytes] | None = None,
         batch_size: int = 1000,
-    ) -> Iterator[CellRow]:
+    ) -> Generator[CellRow, None, None]:  # a generator: a reader that stops early closes it
         """Like ``scan`` (without ``prefix``), with each cell's timestamp: ``{col: (value, ts)}``."""
         self._meta(name)
         after: bytes | None = None
