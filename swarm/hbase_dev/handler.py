@@ -338,8 +338,7 @@ def _edits(name: str, families: Sequence[str], row: bytes, mutations, strict: bo
         family, qualifier = parse(column)
         _check_family(name, families, family)
         if m.isDelete:
-            kind = "delete_family" if qualifier is None else "delete"
-            deletes.append(Edit(kind, key, family if qualifier is None else column))
+            deletes.append(Edit("delete_family", key, family) if qualifier is None else Edit("delete", key, column))
         elif qualifier is not None:
             puts.append(Edit("put", key, column, bytes(m.value or b"")))
         elif strict:  # mutateRows refuses a put without a qualifier; mutateRow ignores it

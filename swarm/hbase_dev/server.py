@@ -10,7 +10,7 @@ import logging
 import signal
 import socket
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from thriftpy2.protocol import TBinaryProtocolFactory, TCompactProtocolFactory
 from thriftpy2.transport import TBufferedTransportFactory, TFramedTransportFactory, TSocket, TTransportException
@@ -23,8 +23,22 @@ from swarm.tables.embedded import EmbeddedTables
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = {"buffered": TBufferedTransportFactory, "framed": TFramedTransportFactory}
-PROTOCOLS = {"binary": TBinaryProtocolFactory, "compact": TCompactProtocolFactory}
+
+# thriftpy2's factories share no base class; these say what the server uses of them.
+class _TransportFactory(Protocol):
+    def get_transport(self, trans: Any) -> Any: ...
+
+
+class _ProtocolFactory(Protocol):
+    def get_protocol(self, trans: Any) -> Any: ...
+
+
+TRANSPORTS: dict[str, Callable[[], _TransportFactory]] = {
+    "buffered": TBufferedTransportFactory, "framed": TFramedTransportFactory,
+}
+PROTOCOLS: dict[str, Callable[[], _ProtocolFactory]] = {
+    "binary": TBinaryProtocolFactory, "compact": TCompactProtocolFactory,
+}
 _ACCEPT_POLL = 0.5  # seconds; stop() also wakes accept() directly where the OS allows
 
 
