@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm.commands import kit
 from swarm.config import Config
 from swarm.errors import BackendError, ConfigError, PluginError
 from swarm.exits import EXIT_OK, EXIT_UNAVAILABLE
+
+if TYPE_CHECKING:
+    from swarm.broker import Broker
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -24,20 +27,35 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def dlq_command(args: argparse.Namespace, cfg: Config) -> int:
     from swarm import dlq
 
-    broker, ledger, code = None, kit.ledger(cfg), EXIT_OK
-    if args.job or args.action in ("list", "replay"):
-        broker = kit.broker(cfg)
-    if args.job:
-        dlq.collect(broker, ledger, kit.job(cfg, args.job))
-    elif args.action == "list":
-        code = _collect_every_job(cfg, broker, ledger)
-    if args.action == "list":
-        dlq.print_list(ledger.dead_letters(), as_json=args.json)
-        return code
-    if args.action == "show":
+    ledger = kit.ledger(cfg)
+    if args.action == "show":  # reads the ledger only, unless asked to gather a job's letters first
+        if args.job:
+            _gather(args, cfg, kit.broker(cfg), ledger)
         for dl_id in args.ids:
             dlq.print_one(ledger, dl_id, as_json=args.json)
         return EXIT_OK
+    broker = kit.broker(cfg)
+    code = _gather(args, cfg, broker, ledger)
+    if args.action == "list":
+        dlq.print_list(ledger.dead_letters(), as_json=args.json)
+        return code
+    return _replay(args, broker, ledger)
+
+
+def _gather(args: argparse.Namespace, cfg: Config, broker: Broker, ledger: Any) -> int:
+    """Dead letters from the broker into the ledger: the job's (``--job``), or every job's before a listing."""
+    from swarm import dlq
+
+    if args.job:
+        dlq.collect(broker, ledger, kit.job(cfg, args.job))
+    elif args.action == "list":
+        return _collect_every_job(cfg, broker, ledger)
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace, broker: Broker, ledger: Any) -> int:
+    from swarm import dlq
+
     ids = [d.id for d in ledger.dead_letters()] if args.all else args.ids
     if not ids:
         raise ConfigError("dlq replay: give dead-letter ids or --all")
@@ -48,7 +66,7 @@ def dlq_command(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _collect_every_job(cfg: Config, broker: Any, ledger: Any) -> int:
+def _collect_every_job(cfg: Config, broker: Broker, ledger: Any) -> int:
     """Gather the dead letters of every job the ledger has runs of, before listing them.
 
     A job this host cannot load is skipped with a warning; a broker that

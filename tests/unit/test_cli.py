@@ -178,6 +178,22 @@ def test_dlq_list_show_and_replay(tmp_path, monkeypatch, capsys, unique):
     assert [d["message_id"] for d in json.loads(capsys.readouterr().out)] == [None]
 
 
+def test_dlq_show_with_a_job_gathers_its_letters_first(tmp_path, monkeypatch, capsys, unique):
+    from swarm.brokers.memory import MemoryBroker, hub
+
+    url = f"memory://dlq-show-{unique}"
+    (tmp_path / "swarm.toml").write_text(f'[backends]\nbroker = "{url}"\nledger = "sqlite:///{tmp_path}/l.db"\n')
+    monkeypatch.chdir(tmp_path)
+    open_ledger(f"sqlite:///{tmp_path}/l.db").close()
+    broker = MemoryBroker(hub(url.split("://")[1]))
+    queue = "swarm.merchant_daily.reduce"
+    broker.declare([queue])
+    broker.dead_letter(queue, b"\xc1junk", "body is not valid msgpack")
+
+    assert main(["dlq", "show", "1", "--job", "merchant_daily", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["reason"] == "body is not valid msgpack"
+
+
 @pytest.fixture
 def logger_levels():
     """Put back the logger levels ``setup_logging`` sets, so other tests see pika as before."""
