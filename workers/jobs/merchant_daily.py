@@ -15,6 +15,7 @@ import zlib
 from typing import Any, Iterable, Mapping
 
 from swarm import Chunk, Count, Job, Put, Retry, Send
+from swarm.effects import Bytes, to_bytes
 from swarm.errors import BadMessage
 from swarm.keyrange import plan_ranges, uniform_splits
 from swarm.table import prefix_stop
@@ -131,7 +132,7 @@ def reduce(ctx, msg):
     return effects
 
 
-def summary_cells(m: Mapping[str, Any]) -> dict[str, str]:
+def summary_cells(m: Mapping[str, Any]) -> dict[Bytes, str]:  # not dict[str, str]: Put takes Mapping[Bytes, ...]
     """The summary row's cells, from totals with a set of purchasing customers."""
     conversion = m["orders"] / m["views"] if m["views"] else 0.0
     return {
@@ -187,7 +188,7 @@ def reference(tables, date: str) -> dict[bytes, dict[bytes, bytes]]:
     for _, cells in tables.scan(EVENTS, prefix=prefix):
         _fold_event(totals, cells)
     return {
-        f"{date}/{m}".encode(): {k.encode(): v.encode() for k, v in summary_cells(t).items()}
+        f"{date}/{m}".encode(): {to_bytes(k): to_bytes(v) for k, v in summary_cells(t).items()}
         for m, t in totals.items()
     }
 
