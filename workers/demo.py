@@ -15,7 +15,7 @@ from rich.table import Table
 
 from swarm.backends import open_broker, open_ledger, open_tables, redact
 from swarm.progress import ProgressReport
-from swarm.signing import SiteKeys, from_settings
+from swarm.signing import SiteKeys, for_site
 
 
 def run_demo(args) -> int:
@@ -51,7 +51,7 @@ def run_demo(args) -> int:
     progress = ProgressReport(interval=2.0)
     started = time.monotonic()
     key_file = _site_key(data_dir)
-    keys = from_settings({"key_file": str(key_file)})
+    keys = for_site({"key_file": str(key_file)}, urls["broker"])
     with _fleet(md.job, urls, ledger, tables, args.workers, options, key_file, keys):
         run = Master(md.job, params, open_broker(urls["broker"]), ledger, tables, settings, progress, run_id,
                      keys=keys).run()
