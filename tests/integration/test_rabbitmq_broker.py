@@ -16,12 +16,12 @@ from swarm.broker import dead_letter_queue
 from swarm.brokers.rabbitmq import (
     DELAY_TIERS_MS,
     RabbitBroker,
-    _Link,
-    _Topology,
+    Topology,
     consumer_timeout_note,
     delay_tier,
     retry_queue,
 )
+from swarm.brokers.rabbitmq.consuming import write_settles
 from swarm.errors import BackendError, ConfigError
 from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_REASON_CHARS
 
@@ -466,7 +466,7 @@ def test_a_failing_callback_requeues_and_serving_goes_on(broker, vhost):
 
 
 def test_servers_without_quorum_queues_get_classic_durable_ones():
-    old = _Topology((3, 7), delivery_limit=20).queues(Q)
+    old = Topology((3, 7), delivery_limit=20).queues(Q)
     assert all("x-queue-type" not in args and "x-delivery-limit" not in args for _, args in old)
     stage = dict(old)[Q]
     assert (stage["x-dead-letter-exchange"], stage["x-dead-letter-routing-key"]) == ("", dead_letter_queue(Q))
@@ -538,13 +538,12 @@ class _Channel:
 
 
 def settle_on(unacked: list[int], acks: list[int], requeues: list[int]) -> tuple[list[tuple], list[int]]:
-    """What ``_Link._settle_on`` writes for these tags, and what it leaves unacked."""
-    ch, written = _Channel(), []
+    """What ``write_settles`` writes for these tags, and what it leaves unacked."""
+    ch = _Channel()
     held = dict.fromkeys(unacked)
-    settled = {tag: (False, lambda t=tag: written.append(t)) for tag in acks}
-    settled |= {tag: (True, lambda t=tag: written.append(t)) for tag in requeues}
-    _Link._settle_on(ch, held, settled)
-    assert sorted(written) == sorted(t for t in acks + requeues if t in unacked)
+    settled = dict.fromkeys(acks, False) | dict.fromkeys(requeues, True)
+    write_settles(ch, held, settled)
+    assert not set(held) & set(acks + requeues)  # every settled tag it held is settled and forgotten
     return ch.frames, list(held)
 
 
