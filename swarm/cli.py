@@ -252,12 +252,13 @@ def _demo(args, cfg) -> int:
     return run_demo(args)
 
 
-def _backends(cfg, create_ledger: bool = True):
+def _backends(cfg, *, serve: bool, create_ledger: bool = True):
+    """The broker (``serve``: a worker's, else one that never consumes), the ledger and the tables."""
     from swarm.backends import open_broker, open_tables
 
     urls = cfg["backends"]
     ledger = _ledger(cfg, create=create_ledger)
-    return open_broker(urls["broker"]), ledger, open_tables(urls["tables"])
+    return open_broker(urls["broker"], serve=serve), ledger, open_tables(urls["tables"])
 
 
 def _job(cfg, name: str | None):
@@ -300,7 +301,7 @@ def _master(args, cfg) -> int:
     job = _job(cfg, args.job)
     _shared_broker(cfg, "master", "workers")
     keys = _keys(cfg)  # a missing key stops the command before anything connects
-    broker, ledger, tables = _backends(cfg)
+    broker, ledger, tables = _backends(cfg, serve=False)
     progress = ProgressReport()
     try:
         run = Master(job, _params(args), broker, ledger, tables, _master_settings(cfg, job), progress,
@@ -327,7 +328,7 @@ def _run(args, cfg) -> int:
         raise ConfigError("--workers must be 1 or more")
     url = cfg["backends"]["broker"]
     in_process = url.startswith("memory:")
-    broker, ledger, tables = _backends(cfg)
+    broker, ledger, tables = _backends(cfg, serve=False)  # the master's; the worker threads open their own
     m = cfg["master"]
     progress = ProgressReport()
     try:
@@ -364,7 +365,7 @@ def _rerun(args, cfg) -> int:
 
     job = _job(cfg, args.job)
     keys = _keys(cfg)
-    broker, ledger, tables = _backends(cfg, create_ledger=False)  # a rerun needs the runs it reruns
+    broker, ledger, tables = _backends(cfg, serve=False, create_ledger=False)  # a rerun needs the runs it reruns
     chunks = args.chunks.split(",") if args.chunks else None
     dates = dates_between(args.dates)
     plans = [plan_rerun(job, {"date": d}, args.from_stage, ledger, tables, chunks, cfg.options(job.name))
@@ -422,7 +423,7 @@ def _worker(args, cfg) -> int:
     stages = args.stages.split(",") if args.stages else cfg["worker"]["stages"]
     _shared_broker(cfg, "worker", "master")
     keys = _keys(cfg)
-    broker, ledger, tables = _backends(cfg)
+    broker, ledger, tables = _backends(cfg, serve=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -539,7 +540,7 @@ def _stage_reader(cfg, run, ledger) -> _StageReader:
     except PluginError:
         return _StageReader(ledger, None, None)  # a job this host no longer has: show what the ledger knows
     queues = {s: stage_queue(job.name, s) for s in job.stages}
-    return _StageReader(ledger, queues, open_broker(cfg["backends"]["broker"]))
+    return _StageReader(ledger, queues, open_broker(cfg["backends"]["broker"], serve=False))
 
 
 def _dlq(args, cfg) -> int:
@@ -549,7 +550,7 @@ def _dlq(args, cfg) -> int:
     if args.job or args.action in ("list", "replay"):
         from swarm.backends import open_broker
 
-        broker = open_broker(cfg["backends"]["broker"])
+        broker = open_broker(cfg["backends"]["broker"], serve=False)
     if args.job:
         dlq.collect(broker, ledger, _job(cfg, args.job))
     elif args.action == "list":
@@ -710,7 +711,8 @@ def _autoscale(args, cfg) -> int:
     job = _job(cfg, args.job)
     settings = cfg["autoscale"]
     stages = cfg["worker"]["stages"] or list(job.stages)
-    scaler = Autoscaler(open_broker(cfg["backends"]["broker"]), [stage_queue(job.name, s) for s in stages],
+    broker = open_broker(cfg["backends"]["broker"], serve=False)
+    scaler = Autoscaler(broker, [stage_queue(job.name, s) for s in stages],
                         Supervisor(settings["supervisor_url"], settings["group"]), Policy.from_config(settings),
                         settings["interval"], dry_run=args.dry_run)
     if args.once:
