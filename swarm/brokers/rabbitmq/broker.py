@@ -1,8 +1,8 @@
 """``RabbitBroker``: the serving broker of a worker process, one connection pumped by the thread in ``serve``.
 
 That thread, the I/O thread, alone touches the connection. A call from any
-other thread is queued as a job for it, and the caller waits on the job's
-future; only the job that finds the queue empty wakes the loop (the I/O
+other thread is queued for it, and the caller waits on the call's future;
+only the call that finds the queue empty wakes the loop (the I/O
 loop's ``add_callback_threadsafe``), which takes the whole queue in one
 pass. A publish's future is the one its confirms resolve, so the loop writes
 the batch and goes on serving while they come back: batches of many pool
@@ -50,7 +50,7 @@ def reconnect_delay(failures: int) -> float:
     return random.uniform(cap / 2, cap)
 
 
-class _Job:
+class _QueuedCall:
     """A call queued for the I/O thread; ``future`` gets its result (a publish's once it is confirmed)."""
 
     def __init__(self, fn: Callable[[Connection], Any]):
@@ -70,14 +70,17 @@ class _Job:
 
     def _resolve(self, confirms: concurrent.futures.Future) -> None:
         error = confirms.exception()
-        self.fail(error) if error is not None else self.future.set_result(confirms.result())
+        if error is not None:
+            self.fail(error)
+        else:
+            self.future.set_result(confirms.result())
 
     def fail(self, error: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(error)
 
 
-def _done(result: Any = None) -> concurrent.futures.Future:
+def _resolved(result: Any = None) -> concurrent.futures.Future:
     future: concurrent.futures.Future = concurrent.futures.Future()
     future.set_result(result)
     return future
@@ -93,7 +96,7 @@ class RabbitBroker(RabbitOperations):
         self._conn: Connection | None = None  # serve's connection
         self._io_thread: threading.Thread | None = None  # in serve: the only thread touching _conn
         self._serving = False  # calls go to the I/O thread (no longer once serve winds down)
-        self._jobs: collections.deque[_Job] = collections.deque()
+        self._queued: collections.deque[_QueuedCall] = collections.deque()
         self._settle_lock = threading.Lock()
         self._settles: list[RabbitDelivery] = []
         self._consumers: list[Consumer] = []
@@ -156,10 +159,10 @@ class RabbitBroker(RabbitOperations):
     def call(self, fn: Callable[[Connection], T], *, connect: bool = True) -> T | Any:
         if threading.current_thread() is self._io_thread:
             return self._call_inline(fn, connect)
-        future = self._post(fn, connect)
+        future = self._queue_call(fn, connect)
         if future is None:
             return self._direct.call(fn, connect=connect)
-        return self._wait(future)
+        return self._result_of(future)
 
     def _call_inline(self, fn: Callable[[Connection], T], connect: bool) -> T | None:
         """On the I/O thread (a consumer callback): run ``fn`` now, pumping until its reply."""
@@ -170,24 +173,24 @@ class RabbitBroker(RabbitOperations):
             return None
         return conn.call(fn)
 
-    def _post(self, fn: Callable[[Connection], Any], connect: bool) -> concurrent.futures.Future | None:
+    def _queue_call(self, fn: Callable[[Connection], Any], connect: bool) -> concurrent.futures.Future | None:
         """Queue ``fn`` for the I/O thread and return its future; None when nothing serves."""
         with self._cv:
             if self._closed and not connect:
-                return _done()
+                return _resolved()
             if self._closed or not self._serving:
                 return None  # the blocking broker answers, or says it is closed
             if self._live_connection() is None:
                 if connect:
                     raise self._opts.error("not connected; serve is reconnecting, try again")
-                return _done()
-            job = _Job(fn)
-            self._jobs.append(job)
-            if len(self._jobs) == 1:  # else the loop, woken by the first, takes this one in the same pass
+                return _resolved()
+            call = _QueuedCall(fn)
+            self._queued.append(call)
+            if len(self._queued) == 1:  # else the loop, woken by the first, takes this one in the same pass
                 self._wake()
-            return job.future
+            return call.future
 
-    def _wait(self, future: concurrent.futures.Future) -> Any:
+    def _result_of(self, future: concurrent.futures.Future) -> Any:
         timeout = self._opts.reply_timeout
         try:
             return future.result(timeout)
@@ -212,9 +215,9 @@ class RabbitBroker(RabbitOperations):
             if conn is not None:
                 self._sync_consumers(conn)
             return
-        future = self._post(self._sync_consumers, connect=False)
+        future = self._queue_call(self._sync_consumers, connect=False)
         if future is not None and wait:
-            self._wait(future)
+            self._result_of(future)
 
     def _sync_consumers(self, conn: Connection) -> None:
         """Bring ``conn``'s subscriptions in line: new consumers subscribe, cancelled ones stop, prefetch changes."""
@@ -273,7 +276,7 @@ class RabbitBroker(RabbitOperations):
             conn.shut()
 
     def _serve_until(self, stop: threading.Event) -> None:
-        """Serve, outliving connection loss: jobs in flight fail, then it reconnects after a backoff.
+        """Serve, outliving connection loss: calls in flight fail, then it reconnects after a backoff.
 
         On each new connection it declares again the queues this broker
         declared and subscribes its consumers again; the broker redelivers
@@ -311,7 +314,7 @@ class RabbitBroker(RabbitOperations):
     def _loop(self, conn: Connection, stop: threading.Event) -> None:
         with conn.waking_every(TICK):
             while True:
-                self._run_jobs(conn)
+                self._run_queued(conn)
                 conn.consumers.dispatch(self)
                 self._drain_settles(conn)  # after the callbacks, which may have settled some
                 conn.consumers.resubscribe_broken()
@@ -319,19 +322,19 @@ class RabbitBroker(RabbitOperations):
                     return
                 conn.pump()
 
-    def _run_jobs(self, conn: Connection) -> None:
-        while self._jobs:
-            self._jobs.popleft().run(conn)
+    def _run_queued(self, conn: Connection) -> None:
+        while self._queued:
+            self._queued.popleft().run(conn)
 
     def _drop(self) -> None:
         """Forget the connection: queued calls fail, consumers subscribe again on the next one."""
         with self._cv:
             conn, self._conn = self._conn, None
-            jobs = list(self._jobs)
-            self._jobs.clear()
+            calls = list(self._queued)
+            self._queued.clear()
         error = self._opts.error("connection lost; try again")
-        for job in jobs:
-            job.fail(error)
+        for call in calls:
+            call.fail(error)
         with self._settle_lock:
             self._settles.clear()  # all of the lost connection: nothing to settle
         if conn is not None:
@@ -352,7 +355,7 @@ class RabbitBroker(RabbitOperations):
             if conn is None:
                 self._drop()
             else:
-                self._run_jobs(conn)
+                self._run_queued(conn)
                 self._drain_settles(conn)
                 conn.pump_until(conn.publisher.confirmed)  # their publishers wait on threads that do not pump
                 conn.flush()
