@@ -52,19 +52,19 @@ class Connection:
         self.publisher = Publisher(self)
         self.consumers = ConsumerChannels(self)
         opened: list = []
-        self.conn = pika.SelectConnection(
+        self._pika = pika.SelectConnection(
             opts.params, on_open_callback=opened.append,
             on_open_error_callback=self._on_open_error, on_close_callback=self._on_close,
         )
-        self.conn.ioloop.activate_poller()  # what IOLoop.start() would do; we pump with poll() instead
+        self._pika.ioloop.activate_poller()  # what IOLoop.start() would do; we pump with poll() instead
         try:
             self.pump_until(lambda: bool(opened), timeout=None)
         except BackendError as exc:
-            self.conn.ioloop.close()
+            self._pika.ioloop.close()
             if self._open_error is not None and is_refusal(self._open_error):
                 raise BackendRefused(str(exc)) from None  # a login or vhost refused: not an outage
             raise
-        self.topology = Topology(server_version(self.conn.server_properties or {}), opts.delivery_limit)
+        self.topology = Topology(server_version(self._pika.server_properties or {}), opts.delivery_limit)
 
     @classmethod
     def open(cls, opts: BrokerOptions) -> "Connection":
@@ -83,7 +83,7 @@ class Connection:
         return self.lost is None
 
     def server_properties(self) -> dict:
-        return dict(self.conn.server_properties or {})
+        return dict(self._pika.server_properties or {})
 
     # -- pumping
 
@@ -91,8 +91,8 @@ class Connection:
         """Wait for I/O or the next timer once and handle what came."""
         if self.lost is not None:
             raise self.error(self.lost, ConnectionLost)
-        self.conn.ioloop.poll()
-        self.conn.ioloop.process_timeouts()
+        self._pika.ioloop.poll()
+        self._pika.ioloop.process_timeouts()
 
     def pump_until(self, done: Callable[[], bool], timeout: float | None = -1) -> None:
         """Pump until ``done()``; ``timeout`` -1 means the reply timeout, None none."""
@@ -106,7 +106,7 @@ class Connection:
     def flush(self) -> None:
         """Write out what is buffered (an ack, say) without waiting for anything else."""
         if self.lost is None:
-            self.conn.ioloop.call_later(0, _nothing)  # makes the poll below return at once
+            self._pika.ioloop.call_later(0, _nothing)  # makes the poll below return at once
             try:
                 self.pump()
             except ConnectionLost:
@@ -115,12 +115,12 @@ class Connection:
     def wake(self) -> None:
         """Make the pumping thread's wait return soon; safe from any thread."""
         if self.lost is None:
-            self.conn.ioloop.add_callback_threadsafe(_nothing)
+            self._pika.ioloop.add_callback_threadsafe(_nothing)
 
     @contextlib.contextmanager
     def waking_every(self, seconds: float) -> Iterator[None]:
         """Within the block, ``pump`` returns at least every ``seconds`` (to look at a stop event, say)."""
-        ioloop = self.conn.ioloop
+        ioloop = self._pika.ioloop
         timer: list = []
 
         def tick() -> None:
@@ -145,7 +145,7 @@ class Connection:
                 self.pump_until(result.done)
                 result = result.result()
         except (pika.exceptions.AMQPError, OSError) as e:
-            gone = self.lost is not None or not self.conn.is_open
+            gone = self.lost is not None or not self._pika.is_open
             raise self.error(describe(e), ConnectionLost if gone else BackendError) from None
         if wait:
             self.flush()
@@ -163,21 +163,21 @@ class Connection:
     def shut(self) -> None:
         """Close the connection (unacked deliveries go back to their queues) and release its loop."""
         try:
-            if self.lost is None and not self.conn.is_closed:
-                if self.conn.is_open:
-                    self.conn.close()
-                self.pump_until(lambda: self.conn.is_closed, timeout=5.0)
+            if self.lost is None and not self._pika.is_closed:
+                if self._pika.is_open:
+                    self._pika.close()
+                self.pump_until(lambda: self._pika.is_closed, timeout=5.0)
         except (BackendError, pika.exceptions.AMQPError, OSError):
             pass  # closing anyway
         finally:
             self.lost = self.lost or "closed"
-            self.conn.ioloop.close()
+            self._pika.ioloop.close()
 
     # -- channels and requests
 
     def channel(self) -> pika.channel.Channel:
         opened: list = []
-        ch = self.conn.channel(on_open_callback=opened.append)
+        ch = self._pika.channel(on_open_callback=opened.append)
         ch.add_on_close_callback(self._on_channel_closed)
         self.pump_until(lambda: bool(opened) or ch.is_closed)
         if not opened:
@@ -255,7 +255,7 @@ class Connection:
         On a closed channel, or one of another connection, there is nothing to
         do: the broker has the message back, or will have once that closes.
         """
-        if not ch.is_open or ch.connection is not self.conn:
+        if not ch.is_open or ch.connection is not self._pika:
             return
         if ack:
             ch.basic_ack(tag)
