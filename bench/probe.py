@@ -2,8 +2,8 @@
 
 Run as ``python -m bench.probe --config FILE worker --job noop_pipeline``:
 the same worker process, with the noop job's handlers wrapped to note when
-each returns, and the RabbitMQ delivery's settle wrapped to note when its
-``basic_ack`` is written on the I/O thread. Both use this process's
+each returns, and the RabbitMQ consumers' settle wrapped to note when a
+delivery's ``basic_ack`` is written on the I/O thread. Both use this process's
 monotonic clock; they cost a dict store and a list append per message.
 At exit the notes go to ``$BENCH_TRACE_DIR/<pid>.json`` as
 ``{message id: [handler returned, ack written]}``.
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from swarm.brokers.rabbitmq import RabbitDelivery
+from swarm.brokers.rabbitmq.consuming import ConsumerChannels
 from swarm.envelope import peek
 from workers.jobs import noop_pipeline
 
@@ -39,18 +39,15 @@ def _timed(handler):
 def _install() -> None:
     for name, stage in list(noop_pipeline.job.stages.items()):
         noop_pipeline.job.stages[name] = dataclasses.replace(stage, handler=_timed(stage.handler))
-    settle = RabbitDelivery._settle
+    settle = ConsumerChannels.settle
 
-    def timed_settle(self, action):
-        body = self.body
+    def timed_settle(self, deliveries):
+        deliveries = list(deliveries)
+        settle(self, deliveries)
+        written = time.monotonic()
+        _acked.extend((d.body, written) for d in deliveries)
 
-        def acted() -> None:
-            action()
-            _acked.append((body, time.monotonic()))
-
-        settle(self, acted)
-
-    RabbitDelivery._settle = timed_settle
+    ConsumerChannels.settle = timed_settle
     atexit.register(_dump)
 
 

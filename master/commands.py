@@ -43,7 +43,7 @@ def master(args: argparse.Namespace, cfg: Config) -> int:
     job = kit.job(cfg, args.job)
     kit.shared_broker(cfg, "master", "workers")
     keys = kit.keys(cfg)
-    broker, ledger, tables = kit.backends(cfg)
+    broker, ledger, tables = kit.backends(cfg, serve=False)
     progress = ProgressReport()
     try:
         run = Master(job, kit.params(args), broker, ledger, tables, settings(cfg, job), progress,
@@ -60,7 +60,7 @@ def rerun(args: argparse.Namespace, cfg: Config) -> int:
 
     job = kit.job(cfg, args.job)
     keys = kit.keys(cfg)
-    broker, ledger, tables = kit.backends(cfg, create_ledger=False)  # a rerun needs the runs it reruns
+    broker, ledger, tables = kit.backends(cfg, serve=False, create_ledger=False)  # a rerun needs the runs it reruns
     chunks = args.chunks.split(",") if args.chunks else None
     dates = dates_between(args.dates)
     plans = [plan_rerun(job, {"date": d}, args.from_stage, ledger, tables, chunks, cfg.options(job.name))

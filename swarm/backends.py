@@ -10,15 +10,20 @@ from swarm.urls import (  # noqa: F401 - re-exported: callers open backends and 
 )
 
 
-def open_broker(url: str) -> Broker:
+def open_broker(url: str, serve: bool = True) -> Broker:
+    """The broker at ``url``; ``serve=False`` for a process that never serves (the master, one-shot commands).
+
+    On RabbitMQ that one pumps its connection on each caller's thread and
+    cannot consume; the in-process broker is the same either way.
+    """
     scheme = _scheme(url, "broker", BROKER_SCHEMES)
     if scheme == "memory":
         from swarm.brokers.memory import MemoryBroker, hub
 
         return MemoryBroker(hub(url.split("://", 1)[1] or "default"))
-    from swarm.brokers.rabbitmq import RabbitBroker
+    from swarm.brokers.rabbitmq import BlockingRabbitBroker, RabbitBroker
 
-    return RabbitBroker(url)
+    return RabbitBroker(url) if serve else BlockingRabbitBroker(url)
 
 
 def open_ledger(url: str, create: bool = True) -> Ledger:

@@ -85,6 +85,9 @@ class Broker(abc.ABC):
     ``serve`` runs the I/O loop on the calling thread and invokes consumer
     callbacks there; every other method is safe to call from any thread.
     ``publish`` returns only once the broker has confirmed every message.
+    A broker opened not to serve (``open_broker(url, serve=False)``, the
+    master's) may raise ``NotImplementedError`` from ``consume``,
+    ``set_prefetch``, ``serve`` and ``cancel``.
     """
 
     outlives_process = True  # False: its queues live in this process and go with it (the in-process broker)

@@ -119,7 +119,7 @@ class _Probe:
 def check_broker(url: str) -> str:
     if url.startswith("memory:"):
         return f"in-process ({url}): {IN_PROCESS}"
-    broker = open_broker(url)
+    broker = open_broker(url, serve=False)
     try:
         return f"{redact(url)}: connected to {broker.ping()}"
     finally:

@@ -38,7 +38,7 @@ def worker(args: argparse.Namespace, cfg: Config) -> int:
     stages = args.stages.split(",") if args.stages else cfg["worker"]["stages"]
     kit.shared_broker(cfg, "worker", "master")
     keys = kit.keys(cfg)
-    broker, ledger, tables = kit.backends(cfg)
+    broker, ledger, tables = kit.backends(cfg, serve=True)
     stop = kit.until_signalled()
     serving = Worker(job, broker, ledger, tables, stages, lease=cfg["worker"]["lease"],
                      options=cfg.options(job.name), keys=keys)

@@ -53,8 +53,8 @@ def run_demo(args) -> int:
     key_file = _site_key(data_dir)
     keys = for_site({"key_file": str(key_file)}, urls["broker"])
     with _fleet(md.job, urls, ledger, tables, args.workers, options, key_file, keys):
-        run = Master(md.job, params, open_broker(urls["broker"]), ledger, tables, settings, progress, run_id,
-                     keys=keys).run()
+        master_broker = open_broker(urls["broker"], serve=False)
+        run = Master(md.job, params, master_broker, ledger, tables, settings, progress, run_id, keys=keys).run()
     progress.close()
     elapsed = time.monotonic() - started
     return _report(console, md, run, ledger, tables, date, elapsed)

@@ -12,7 +12,7 @@ import heapq
 import itertools
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from swarm.broker import (
     REASON_HEADER, Broker, Callback, Delivery, Store, dead_letter_from, dead_letter_parts, dead_letter_queue,
@@ -20,6 +20,7 @@ from swarm.broker import (
 from swarm.errors import BackendError
 
 _Item = tuple[bytes, dict, bool]  # body, headers, redelivered
+_GONE = object()
 
 
 class MemoryHub:
@@ -76,24 +77,14 @@ class MemoryDelivery(Delivery):
     def __init__(self, broker: "MemoryBroker", consumer: _Consumer, item: _Item):
         self.queue = consumer.queue
         self.body, self.headers, self.redelivered = item
-        self._broker, self._consumer, self._item = broker, consumer, item
-        self._settled = False
+        self.consumer = consumer
+        self._broker = broker
 
     def ack(self) -> None:
-        self._settle(lambda: None)
+        self._broker.settle(self, requeue=False)
 
     def requeue(self) -> None:
-        self._settle(lambda: self._broker.hub.put(self.queue, self.body, self.headers, front=True, redelivered=True))
-
-    def _settle(self, action: Callable[[], None]) -> None:
-        with self._broker.hub.cond:
-            if self._settled or self not in self._broker._unacked:
-                return  # already settled, or returned to the queue when the connection closed
-            self._settled = True
-            self._broker._unacked.discard(self)
-            self._consumer.unacked -= 1
-            action()
-            self._broker.hub.cond.notify_all()
+        self._broker.settle(self, requeue=True)
 
 
 class MemoryBroker(Broker):
@@ -104,7 +95,7 @@ class MemoryBroker(Broker):
     def __init__(self, hub_: MemoryHub | None = None):
         self.hub = hub_ or hub()
         self._consumers: list[_Consumer] = []
-        self._unacked: set[MemoryDelivery] = set()
+        self._unacked: dict[MemoryDelivery, None] = {}  # in delivery order
         self._closed = False
 
     def declare(self, queues: Iterable[str]) -> None:
@@ -158,10 +149,20 @@ class MemoryBroker(Broker):
                 if q and consumer.unacked < consumer.prefetch:
                     consumer.unacked += 1
                     delivery = MemoryDelivery(self, consumer, q.popleft())
-                    self._unacked.add(delivery)
+                    self._unacked[delivery] = None
                     return delivery, consumer
             self.hub.cond.wait(timeout=min(wait, 0.05) if wait is not None else 0.05)
         return None
+
+    def settle(self, delivery: MemoryDelivery, requeue: bool) -> None:
+        """Ack ``delivery``, or give it back to the front of its queue; ``MemoryDelivery`` calls this, once counts."""
+        with self.hub.cond:
+            if self._unacked.pop(delivery, _GONE) is _GONE:
+                return  # already settled, or returned to the queue when the connection closed
+            delivery.consumer.unacked -= 1
+            if requeue:
+                self.hub.put(delivery.queue, delivery.body, delivery.headers, front=True, redelivered=True)
+            self.hub.cond.notify_all()
 
     def cancel(self) -> None:
         with self.hub.cond:
@@ -198,12 +199,11 @@ class MemoryBroker(Broker):
             return n
 
     def close(self) -> None:
-        """Unacked deliveries go back to the front of their queues, marked redelivered."""
+        """Unacked deliveries go back to the front of their queues in the order they came, marked redelivered."""
         with self.hub.cond:
             self._closed = True
             self._consumers.clear()
-            for delivery in sorted(self._unacked, key=id):
-                delivery._settled = True
+            for delivery in reversed(self._unacked):
                 self.hub.put(delivery.queue, delivery.body, delivery.headers, front=True, redelivered=True)
             self._unacked.clear()
             self.hub.cond.notify_all()

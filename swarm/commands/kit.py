@@ -80,10 +80,11 @@ def ledger(cfg: Config, create: bool = False) -> Any:
                              f"`swarm db init` creates a ledger") from None
 
 
-def broker(cfg: Config) -> Any:
+def broker(cfg: Config, *, serve: bool = False) -> Any:
+    """The broker: ``serve`` for a worker's, which consumes; else one that only publishes and reads queues."""
     from swarm.backends import open_broker
 
-    return open_broker(cfg["backends"]["broker"])
+    return open_broker(cfg["backends"]["broker"], serve=serve)
 
 
 def tables(cfg: Config) -> Any:
@@ -92,10 +93,10 @@ def tables(cfg: Config) -> Any:
     return open_tables(cfg["backends"]["tables"])
 
 
-def backends(cfg: Config, create_ledger: bool = True) -> tuple[Any, Any, Any]:
-    """Broker, ledger and table store."""
+def backends(cfg: Config, *, serve: bool, create_ledger: bool = True) -> tuple[Any, Any, Any]:
+    """Broker (``serve``: see ``broker``), ledger and table store."""
     the_ledger = ledger(cfg, create=create_ledger)
-    return broker(cfg), the_ledger, tables(cfg)
+    return broker(cfg, serve=serve), the_ledger, tables(cfg)
 
 
 def in_process(cfg: Config) -> bool:

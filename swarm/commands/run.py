@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.workers < 1:
         raise ConfigError("--workers must be 1 or more")
     url, in_process = cfg["backends"]["broker"], kit.in_process(cfg)
-    broker, ledger, tables = kit.backends(cfg)
+    broker, ledger, tables = kit.backends(cfg, serve=False)  # the master's; the worker threads open their own
     m = cfg["master"]
     progress = ProgressReport()
     try:

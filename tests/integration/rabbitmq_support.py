@@ -1,4 +1,4 @@
-"""Helpers for tests on the real RabbitMQ: a throwaway vhost, a TCP fault proxy, a recording consumer."""
+"""Helpers for tests on the real RabbitMQ: a throwaway vhost, a TCP fault proxy (and the contract's helpers)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,10 +9,12 @@ import subprocess
 import threading
 import time
 import uuid
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pika
 import pytest
+
+from tests.broker_contract import Recorder, serving, wait_for  # noqa: F401  (used here and by the broker tests)
 
 HOST, PORT = "127.0.0.1", 5672
 USER = PASSWORD = "guest"
@@ -88,64 +90,6 @@ def ready(vhost: str, queue: str) -> int:
 def queue_types(vhost: str) -> dict[str, str]:
     out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", vhost, "name", "type")
     return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds; the timeout only stops a broken test from hanging."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
-class Recorder:
-    """A consumer callback that keeps every delivery and optionally settles it."""
-
-    def __init__(self, settle: Callable | None = None):
-        self.deliveries: list = []
-        self.threads: set[str] = set()
-        self._settle = settle
-        self._lock = threading.Lock()
-
-    def __call__(self, delivery) -> None:
-        with self._lock:
-            self.deliveries.append(delivery)
-            self.threads.add(threading.current_thread().name)
-        if self._settle is not None:
-            self._settle(delivery)
-
-    @property
-    def bodies(self) -> list[bytes]:
-        with self._lock:
-            return [d.body for d in self.deliveries]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self.deliveries)
-
-
-@contextlib.contextmanager
-def serving(broker) -> Iterator[threading.Thread]:
-    """Run ``broker.serve`` on its own thread for the block; stop it and check it returned."""
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            broker.serve(stop)
-        except BaseException as e:  # reported in the test's thread below
-            failure.append(e)
-
-    thread = threading.Thread(target=run, name="serve", daemon=True)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive(), "serve did not return after stop was set"
-    assert not failure, f"serve raised {failure[0]!r}"
 
 
 class FaultProxy:

@@ -1,8 +1,12 @@
-"""RabbitBroker against a real RabbitMQ, each test in a vhost of its own."""
+"""The RabbitMQ brokers against a real RabbitMQ, each test in a vhost of its own.
+
+The broker contract runs here on ``RabbitBroker``; below it, what only
+RabbitMQ does (delay queues, delivery limits, reconnects, coalesced acks)
+and the blocking broker the master publishes with.
+"""
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import logging
 import random
 import threading
@@ -13,18 +17,10 @@ import pytest
 
 from swarm.backends import open_broker
 from swarm.broker import dead_letter_queue
-from swarm.brokers.rabbitmq import (
-    DELAY_TIERS_MS,
-    RabbitBroker,
-    _Link,
-    _Topology,
-    consumer_timeout_note,
-    delay_tier,
-    retry_queue,
-)
-from swarm.errors import BackendError, ConfigError
-from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_REASON_CHARS
+from swarm.brokers.rabbitmq import DELAY_TIERS_MS, BlockingRabbitBroker, RabbitBroker, delay_tier, retry_queue
+from swarm.errors import BackendError
 
+from tests.broker_contract import NEXT, Q, BrokerContract, taken
 from tests.integration.rabbitmq_support import (  # noqa: F401  (vhost is a fixture)
     FaultProxy,
     Recorder,
@@ -39,8 +35,13 @@ from tests.integration.rabbitmq_support import (  # noqa: F401  (vhost is a fixt
 
 pytestmark = pytest.mark.integration
 
-Q = "swarm.test.stage"
-NEXT = "swarm.test.next"
+
+class TestRabbitBroker(BrokerContract):
+    PUTS_BACK_IN_PLACE = False  # a quorum queue may requeue at its back
+
+    @pytest.fixture
+    def connect(self, vhost):
+        return lambda: RabbitBroker(amqp_url(vhost))
 
 
 @pytest.fixture
@@ -60,54 +61,6 @@ def pool():
 # -- publish and consume ---------------------------------------------------
 
 
-def test_confirmed_messages_are_consumed_in_order_and_acked_from_pool_threads(broker, vhost, pool):
-    bodies = [b"m%03d" % i for i in range(50)]
-    broker.publish([(Q, body) for body in bodies])
-    assert broker.depth(Q) == 50  # publish returned only once the broker had all of them
-
-    rec = Recorder(settle=lambda d: pool.submit(d.ack))
-    broker.consume(Q, 4, rec)
-    with serving(broker):
-        # with prefetch 4, the 5th and later deliveries prove the pool threads' acks took effect
-        wait_for(lambda: len(rec) == 50, "every message")
-    assert rec.bodies == bodies
-    assert ready(vhost, Q) == 0
-    assert rec.threads == {"serve"}  # callbacks run on the thread that serves
-    assert not any(d.redelivered for d in rec.deliveries)
-
-
-def test_publish_from_many_threads_and_from_a_callback_while_serving(broker, vhost, pool):
-    def forward(delivery):  # on the I/O thread: publishes inline, then acks
-        broker.publish([(NEXT, b"next-" + delivery.body)])
-        delivery.ack()
-
-    done = Recorder(settle=lambda d: pool.submit(d.ack))
-    broker.consume(Q, 8, forward)
-    broker.consume(NEXT, 8, done)
-    expected = {b"next-t%d-%d" % (t, i) for t in range(6) for i in range(40)}
-    with serving(broker):
-        def publisher(t):
-            for i in range(0, 40, 4):
-                broker.publish([(Q, b"t%d-%d" % (t, i + k)) for k in range(4)])
-
-        with concurrent.futures.ThreadPoolExecutor(6) as publishers:
-            list(publishers.map(publisher, range(6)))
-        wait_for(lambda: len(done) == len(expected), "every message through both stages")
-    assert sorted(done.bodies) == sorted(expected)
-    assert ready(vhost, Q) == ready(vhost, NEXT) == 0
-
-
-def test_a_large_batch_is_confirmed_in_full(broker):
-    broker.publish([(Q, b"%d" % i) for i in range(12000)])
-    assert broker.depth(Q) == 12000
-
-
-def test_publish_to_an_unknown_queue_is_refused_before_anything_is_sent(broker):
-    with pytest.raises(BackendError, match="swarm.test.missing"):
-        broker.publish([(Q, b"fine"), ("swarm.test.missing", b"lost?")])
-    assert broker.depth(Q) == 0
-
-
 def test_unroutable_publish_raises_rather_than_vanishing(broker, vhost):
     broker.publish([(Q, b"first")])  # the broker now knows Q exists
     rabbitmqctl("delete_queue", "-p", vhost, Q)
@@ -118,15 +71,6 @@ def test_unroutable_publish_raises_rather_than_vanishing(broker, vhost):
 
 
 # -- delays, dead letters, delivery limit ----------------------------------
-
-
-def test_delay_rounds_to_the_nearest_tier():
-    assert delay_tier(0.05) == 1000
-    assert delay_tier(1.2) == 1000
-    assert delay_tier(1.5) == 2000
-    assert delay_tier(3) == 4000
-    assert delay_tier(300) == 256_000
-    assert delay_tier(10**7) == DELAY_TIERS_MS[-1]
 
 
 def test_declare_creates_quorum_stage_dead_letter_and_delay_queues(broker, vhost):
@@ -151,59 +95,6 @@ def test_delayed_message_waits_in_its_delay_queue_then_arrives(broker, vhost):
     assert (death["queue"], death["reason"]) == (retry_queue(Q, 4000), "expired")
 
 
-def taken(broker, limit=1000) -> list:
-    letters = []
-    broker.take_dead(Q, letters.append, limit=limit)
-    return letters
-
-
-def test_dead_letter_then_take_dead_with_reasons(broker, vhost):
-    broker.dead_letter(Q, b"\xc1bad", "does not decode: unknown type")
-    broker.dead_letter(Q, b"big", "too large")
-    broker.dead_letter(Q, b"old", "schema version 0")
-    first = taken(broker, limit=2)
-    assert [(d.queue, d.body, d.reason) for d in first] == [
-        (Q, b"\xc1bad", "does not decode: unknown type"),
-        (Q, b"big", "too large"),
-    ]
-    assert [d.reason for d in taken(broker)] == ["schema version 0"]
-    assert taken(broker) == []
-    broker.close()
-    other = RabbitBroker(amqp_url(vhost))
-    try:
-        assert taken(other) == []  # taken means acked: closing the connection returned nothing
-    finally:
-        other.close()
-
-
-def test_a_dead_letter_is_acked_only_once_it_is_stored(broker, vhost):
-    for body in (b"first", b"second", b"third"):
-        broker.dead_letter(Q, body, "why")
-    stored = []
-
-    def store_then_fail(dead):
-        if len(stored) == 1:
-            raise OSError("ledger down")
-        stored.append(dead.body)
-
-    with pytest.raises(OSError):
-        broker.take_dead(Q, store_then_fail)
-    assert stored == [b"first"]
-    assert ready(vhost, dead_letter_queue(Q)) == 2  # the one that failed, and the one behind it
-    assert sorted(d.body for d in taken(broker)) == [b"second", b"third"]  # a quorum queue may requeue at its back
-
-
-def test_a_huge_body_and_reason_are_dead_lettered_cut_without_dropping_the_connection(broker, vhost):
-    huge, reason = b"z" * (20 << 20), "x" * 900_000
-    broker.dead_letter(Q, huge, reason)
-    broker.dead_letter(Q, b"", "empty")
-    broker.publish([(Q, b"still connected")])
-    [big, empty] = taken(broker)
-    assert (len(big.body), big.size) == (MAX_DEAD_LETTER_BYTES, 20 << 20)
-    assert big.sha256 == hashlib.sha256(huge).hexdigest() and len(big.reason) <= MAX_REASON_CHARS
-    assert (empty.body, empty.reason, empty.size) == (b"", "empty", None)
-
-
 def test_quorum_delivery_limit_sends_a_poison_message_to_the_dlq(vhost):
     broker = RabbitBroker(amqp_url(vhost, delivery_limit=2))
     try:
@@ -222,24 +113,6 @@ def test_quorum_delivery_limit_sends_a_poison_message_to_the_dlq(vhost):
 
 
 # -- prefetch, cancel, close ---------------------------------------------
-
-
-def test_prefetch_bounds_unacked_deliveries(broker, vhost):
-    broker.publish([(Q, b"%d" % i) for i in range(5)])
-    rec = Recorder()  # holds everything unacked
-    broker.consume(Q, 3, rec)
-    with serving(broker):
-        wait_for(lambda: len(rec) == 3, "three deliveries")
-        assert ready(vhost, Q) == 2  # the broker holds back the rest
-        assert len(rec) == 3
-        rec.deliveries[0].ack()  # from this (non-serving) thread
-        wait_for(lambda: len(rec) == 4, "a fourth delivery once one is acked")
-        assert ready(vhost, Q) == 1
-        assert len(rec) == 4
-        for d in rec.deliveries[1:]:
-            d.ack()
-        wait_for(lambda: len(rec) == 5, "the last delivery")
-        rec.deliveries[4].ack()
 
 
 def test_a_changed_prefetch_applies_to_the_live_consumer_and_held_deliveries_stay_ackable(broker, vhost):
@@ -271,50 +144,6 @@ def test_a_changed_prefetch_applies_to_the_live_consumer_and_held_deliveries_sta
         wait_for(lambda: len(set(rec.bodies)) == 12, "every message")
     assert sorted(set(rec.bodies)) == sorted(b"%d" % i for i in range(12))
     assert ready(vhost, Q) == 0 and broker.depth(Q) == 0
-
-
-def test_cancel_stops_new_deliveries(broker, vhost):
-    rec = Recorder(settle=lambda d: d.ack())
-    broker.consume(Q, 2, rec)
-    with serving(broker):
-        broker.publish([(Q, b"before")])
-        wait_for(lambda: rec.bodies == [b"before"], "the first message")
-        broker.cancel()
-        broker.publish([(Q, b"after-1"), (Q, b"after-2")])
-        assert broker.depth(Q) == 2
-    assert rec.bodies == [b"before"]
-    assert ready(vhost, Q) == 2
-
-
-def test_close_returns_unacked_deliveries_for_redelivery(vhost):
-    first = RabbitBroker(amqp_url(vhost))
-    first.declare([Q])
-    first.publish([(Q, b"a"), (Q, b"b"), (Q, b"c")])
-    held = Recorder()
-    first.consume(Q, 5, held)
-    with serving(first):
-        wait_for(lambda: len(held) == 3, "three deliveries held unacked")
-    first.close()
-    held.deliveries[0].ack()  # settling after close does nothing, and does not raise
-
-    second = RabbitBroker(amqp_url(vhost))
-    try:
-        again = Recorder(settle=lambda d: d.ack())
-        second.consume(Q, 5, again)
-        with serving(second):
-            wait_for(lambda: len(again) == 3, "the three, redelivered")
-    finally:
-        second.close()
-    assert again.bodies == [b"a", b"b", b"c"]
-    assert all(d.redelivered for d in again.deliveries)
-
-
-def test_purge_drops_ready_messages_and_depth_counts_delayed_ones(broker):
-    broker.publish([(Q, b"1"), (Q, b"2"), (Q, b"3")])
-    broker.publish([(Q, b"4"), (Q, b"5")], delay=60)
-    assert (broker.depth(Q), broker.depth(Q, delayed=False)) == (5, 3)
-    assert broker.purge(Q) == 3
-    assert (broker.depth(Q), broker.depth(Q, delayed=False)) == (2, 0)
 
 
 # -- liveness and failures -------------------------------------------------
@@ -409,11 +238,12 @@ def test_serve_reconnects_after_the_network_drops(vhost):
         proxy.close()
 
 
-def test_an_idle_connection_that_died_is_replaced_on_the_next_call(vhost):
+@pytest.mark.parametrize("kind", [BlockingRabbitBroker, RabbitBroker])
+def test_an_idle_connection_that_died_is_replaced_on_the_next_call(vhost, kind):
     proxy = FaultProxy()
-    broker = RabbitBroker(amqp_url(vhost, port=proxy.port))
+    broker = kind(amqp_url(vhost, port=proxy.port))
     try:
-        broker.declare([Q])  # nothing serves: the calling thread drives the connection, as the master does
+        broker.declare([Q])  # nothing serves: the calling thread pumps the connection, as the master's does
         broker.publish([(Q, b"before the cut")])
         proxy.cut()
         broker.publish([(Q, b"after the cut")])
@@ -465,15 +295,6 @@ def test_a_failing_callback_requeues_and_serving_goes_on(broker, vhost):
 # -- declaration, configuration, errors ------------------------------------
 
 
-def test_servers_without_quorum_queues_get_classic_durable_ones():
-    old = _Topology((3, 7), delivery_limit=20).queues(Q)
-    assert all("x-queue-type" not in args and "x-delivery-limit" not in args for _, args in old)
-    stage = dict(old)[Q]
-    assert (stage["x-dead-letter-exchange"], stage["x-dead-letter-routing-key"]) == ("", dead_letter_queue(Q))
-    tier = dict(old)[retry_queue(Q, 8000)]
-    assert (tier["x-message-ttl"], tier["x-dead-letter-routing-key"]) == (8000, Q)
-
-
 def test_declare_is_idempotent_and_a_conflict_says_what_is_wrong(broker, vhost):
     broker.declare([Q, NEXT])
     other = RabbitBroker(amqp_url(vhost))
@@ -489,13 +310,14 @@ def test_declare_is_idempotent_and_a_conflict_says_what_is_wrong(broker, vhost):
         changed.close()
 
 
-def test_connection_errors_are_backend_errors_without_the_password(vhost, caplog):
+@pytest.mark.parametrize("serve", [True, False])
+def test_connection_errors_are_backend_errors_without_the_password(vhost, caplog, serve):
     secret = "Not-The-Pa55word"
     caplog.set_level(logging.DEBUG)
     cases = [(amqp_url(vhost, password=secret), "login refused"),
              (amqp_url(vhost, port=1, password=secret), "Connection refused")]
     for url, why in cases:
-        broker = open_broker(url)
+        broker = open_broker(url, serve=serve)
         with pytest.raises(BackendError, match=why) as error:
             broker.depth(Q)
         assert secret not in str(error.value)
@@ -503,68 +325,7 @@ def test_connection_errors_are_backend_errors_without_the_password(vhost, caplog
     assert secret not in caplog.text
 
 
-def test_bad_url_options_are_config_errors_naming_the_option(vhost):
-    with pytest.raises(ConfigError, match="delivery_limit"):
-        RabbitBroker(amqp_url(vhost, delivery_limit="many"))
-    with pytest.raises(ConfigError, match="bogus"):
-        RabbitBroker(amqp_url(vhost, bogus=1))
-
-
-def test_consumer_timeout_note_says_what_to_configure(vhost):
-    broker = RabbitBroker(amqp_url(vhost))
-    assert broker.consumer_timeout_note(Q, 300) is None
-    note = broker.consumer_timeout_note(Q, 1800)
-    assert note and "consumer_timeout" in note and Q in note
-    assert RabbitBroker(amqp_url(vhost, consumer_timeout=7200)).consumer_timeout_note(Q, 1800) is None
-    assert consumer_timeout_note(Q, 10**6, consumer_timeout=0) is None  # 0: disabled on the server
-
-
 # -- settling in bulk ------------------------------------------------------
-
-
-class _Channel:
-    """Records what a settle writes on it."""
-
-    is_open = True
-
-    def __init__(self):
-        self.frames: list[tuple] = []
-
-    def basic_ack(self, tag, multiple=False):
-        self.frames.append(("ack", tag, multiple))
-
-    def basic_nack(self, tag, requeue=True):
-        self.frames.append(("nack", tag, requeue))
-
-
-def settle_on(unacked: list[int], acks: list[int], requeues: list[int]) -> tuple[list[tuple], list[int]]:
-    """What ``_Link._settle_on`` writes for these tags, and what it leaves unacked."""
-    ch, written = _Channel(), []
-    held = dict.fromkeys(unacked)
-    settled = {tag: (False, lambda t=tag: written.append(t)) for tag in acks}
-    settled |= {tag: (True, lambda t=tag: written.append(t)) for tag in requeues}
-    _Link._settle_on(ch, held, settled)
-    assert sorted(written) == sorted(t for t in acks + requeues if t in unacked)
-    return ch.frames, list(held)
-
-
-def test_a_multiple_ack_covers_only_the_oldest_run_of_acked_tags():
-    frames, left = settle_on([1, 2, 3, 4, 5, 6, 7], acks=[3, 1, 2, 5, 7], requeues=[4])
-    assert frames[0] == ("ack", 3, True)  # 1..3: every older tag acked
-    assert sorted(frames[1:]) == [("ack", 5, False), ("ack", 7, False), ("nack", 4, True)]
-    assert left == [6]
-
-
-def test_a_requeue_or_a_held_tag_first_means_single_frames():
-    frames, left = settle_on([1, 2, 3], acks=[2, 3], requeues=[1])
-    assert sorted(frames) == [("ack", 2, False), ("ack", 3, False), ("nack", 1, True)]
-    assert left == []
-    frames, left = settle_on([4, 5, 6], acks=[5, 6], requeues=[])
-    assert sorted(frames) == [("ack", 5, False), ("ack", 6, False)]
-    assert left == [4]
-    frames, left = settle_on([4, 5, 6], acks=[4, 9], requeues=[])  # 9 is not held here: left alone
-    assert frames == [("ack", 4, False)]
-    assert left == [5, 6]
 
 
 def test_acks_and_requeues_from_many_threads_in_random_order(broker, vhost, monkeypatch):
@@ -664,3 +425,60 @@ def test_prefetch_bounds_deliveries_while_pool_threads_ack_in_bulk(broker, pool)
         wait_for(lambda: len(rec) == 200, "every message")
     assert most[0] <= 5
     assert not any(d.redelivered for d in rec.deliveries)
+
+
+# -- the blocking broker (the master's) --------------------------------------
+
+
+@pytest.fixture
+def publisher(vhost):
+    b = open_broker(amqp_url(vhost), serve=False)
+    assert isinstance(b, BlockingRabbitBroker)
+    yield b
+    b.close()
+
+
+def test_what_the_blocking_broker_publishes_a_serving_one_consumes(publisher, broker):
+    bodies = [b"%05d" % i for i in range(12000)]
+    publisher.declare([Q])
+    publisher.publish([(Q, body) for body in bodies])  # returns once the broker has confirmed all of them
+    publisher.publish([(Q, b"later")], delay=60)
+    assert (publisher.depth(Q), publisher.depth(Q, delayed=False)) == (12001, 12000)
+    rec = Recorder(settle=lambda d: d.ack())
+    broker.consume(Q, 256, rec)
+    with serving(broker):
+        wait_for(lambda: len(rec) == len(bodies), "every message")
+    assert rec.bodies == bodies
+    assert (publisher.depth(Q), publisher.purge(retry_queue(Q, delay_tier(60)))) == (1, 1)
+    assert publisher.ping().startswith("RabbitMQ ")
+
+
+def test_the_blocking_broker_refuses_an_unknown_queue_and_moves_dead_letters(publisher, vhost):
+    publisher.declare([Q])
+    with pytest.raises(BackendError, match="swarm.test.missing"):
+        publisher.publish([(Q, b"fine"), ("swarm.test.missing", b"lost?")])
+    assert publisher.depth(Q) == 0
+    for body in (b"first", b"second"):
+        publisher.dead_letter(Q, body, "why")
+
+    def store_fails(dead):
+        raise OSError("ledger down")
+
+    with pytest.raises(OSError):
+        publisher.take_dead(Q, store_fails)
+    assert ready(vhost, dead_letter_queue(Q)) == 2
+    assert sorted((d.body, d.reason) for d in taken(publisher)) == [(b"first", "why"), (b"second", "why")]
+    assert ready(vhost, dead_letter_queue(Q)) == 0
+
+
+def test_the_blocking_broker_takes_calls_from_many_threads(publisher):
+    publisher.declare([Q])
+
+    def publish_and_look(t):  # as the master's thread and its metrics server's do
+        for i in range(10):
+            publisher.publish([(Q, b"t%d-%d" % (t, i))] * 50)
+            publisher.depth(Q)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        list(threads.map(publish_and_look, range(4)))
+    assert publisher.depth(Q) == 4 * 10 * 50

@@ -2,7 +2,7 @@
 import pika.exceptions as pe
 import pytest
 
-from swarm.brokers.rabbitmq import _describe, _refused
+from swarm.brokers.rabbitmq.errors import describe as _describe, is_refusal as _refused
 
 
 @pytest.mark.parametrize("error, reason", [
