@@ -63,11 +63,12 @@ def closed_by_broker(error: BaseException) -> bool:
 def root_cause(error: BaseException | None) -> BaseException | None:
     """The error under pika's connection-workflow wrappers."""
     while True:
+        inner = getattr(error, "exception", None)  # a connector phase error's cause
         if isinstance(error, AMQPConnectionWorkflowFailed) and error.exceptions:
             error = error.exceptions[-1]
-        elif isinstance(getattr(error, "exception", None), BaseException):
-            error = error.exception  # a connector phase error
-        elif type(error) is pika.exceptions.AMQPConnectionError and error.args \
+        elif isinstance(inner, BaseException):
+            error = inner
+        elif error is not None and type(error) is pika.exceptions.AMQPConnectionError and error.args \
                 and isinstance(error.args[0], BaseException):
             error = error.args[0]
         else:
