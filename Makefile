@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates the virtual environment and installs what it needs.
+# `make check` runs the import contracts, ruff and mypy (`make test` runs it first).
 # `make bench` measures throughput on the local services (BENCH_SCALE, BENCH_CASES; see bench/).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test unit integration faults bench services venv clean
+.PHONY: demo test check unit integration faults bench services venv clean
 
 venv: $(STAMP)
 
@@ -24,8 +25,14 @@ demo: $(STAMP)
 services:
 	bash deploy/dev/services.sh
 
-test: $(STAMP) services
+test: check services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The house's rules: the import contracts (setup.cfg [importlinter]), style (ruff.toml), types (setup.cfg [mypy]).
+check: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy swarm master workers
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not faults"

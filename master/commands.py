@@ -70,7 +70,7 @@ def rerun(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_OK
     failed = 0
     with kit.workers_here(cfg, job, ledger, tables, keys):
-        for plan, date in zip(plans, dates):  # one at a time: reruns keep to a budget of one run
+        for plan, date in zip(plans, dates, strict=True):  # one at a time: reruns keep to a budget of one run
             run = run_rerun(plan, job, {"date": date}, broker, ledger, tables, settings(cfg, job), keys=keys)
             failed += kit.finished(run) != EXIT_OK
     return EXIT_FAILED if failed else EXIT_OK

@@ -25,9 +25,9 @@ from typing import Callable, Mapping, Sequence
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from swarm.urls import redact
 from swarm.broker import Broker
 from swarm.errors import BackendError, ConfigError
+from swarm.urls import redact
 
 log = logging.getLogger("swarm.autoscale")
 

@@ -5,8 +5,18 @@ from swarm.broker import Broker
 from swarm.ledger import Ledger
 from swarm.table import TableStore
 from swarm.urls import (  # noqa: F401 - re-exported: callers open backends and show URLs from one place
-    BROKER_SCHEMES, LEDGER_SCHEMES, QUOTE_HINT, TABLE_SCHEMES, _scheme, check_credentials, check_url,
-    clean_credentials, file_path, redact, with_password, without_password,
+    BROKER_SCHEMES,
+    LEDGER_SCHEMES,
+    QUOTE_HINT,
+    TABLE_SCHEMES,
+    _scheme,
+    check_credentials,
+    check_url,
+    clean_credentials,
+    file_path,
+    redact,
+    with_password,
+    without_password,
 )
 
 

@@ -55,7 +55,7 @@ Store = Callable[[DeadLetter], None]
 
 
 def dead_letter_parts(body: bytes, reason: str) -> tuple[bytes, dict[str, Any]]:
-    """What a dead letter carries: the reason clipped, and a body too large for the ledger cut, its size and digest kept.
+    """What a dead letter carries: the reason clipped; a body too large for the ledger cut, its size and digest kept.
 
     Clipping here keeps a header within one AMQP frame (a longer one makes
     RabbitMQ close the connection), and the ledger's row within one packet.
@@ -110,7 +110,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def set_prefetch(self, queue: str, prefetch: int) -> None:
-        """Let this broker's consumer of ``queue`` hold at most ``prefetch`` unacked; deliveries in hand stay ackable."""
+        """Let this broker's consumer of ``queue`` hold at most ``prefetch`` unacked; those in hand stay ackable."""
 
     @abc.abstractmethod
     def serve(self, stop: threading.Event) -> None:
@@ -148,5 +148,5 @@ class Broker(abc.ABC):
         """Connect now if not connected, declaring nothing; what answered (``swarm config check``)."""
         return "in-process: nothing to connect to"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a broker holding no connection has nothing to close
         """Close the connection; unacked deliveries go back to their queues."""

@@ -14,7 +14,14 @@ from swarm import config as config_mod
 from swarm.commands import register_all
 from swarm.errors import SwarmError
 from swarm.exits import (  # noqa: F401 - the exit codes, as scripts and tests name them
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, exit_for,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    exit_for,
 )
 from swarm.logsetup import setup_logging
 

@@ -19,8 +19,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
-from swarm.urls import check_credentials, check_url, redact, with_password
 from swarm.errors import ConfigError
+from swarm.urls import check_credentials, check_url, redact, with_password
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "backends": {
@@ -139,7 +139,8 @@ class Config:
         return out
 
 
-def load(path: str | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+def load(path: str | None = None, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Config:
     """Defaults, then the file (``path``, else ``swarm.toml`` if present), then env, then ``overrides``."""
     env = os.environ if env is None else env
     data = copy.deepcopy(DEFAULTS)
@@ -231,8 +232,9 @@ def _merge_file(data: dict, file: Path, origins: dict[str, str]) -> None:
             if key not in DEFAULTS[section]:
                 raise ConfigError(f"unknown key {section}.{key} in {file}; known: {', '.join(DEFAULTS[section])}")
             if (section, key) in SECRETS:
+                variable = f"SWARM_{section.upper()}_{key.upper()}"
                 raise ConfigError(f"{section}.{key} cannot be written in {file}: put the key in a file of its own "
-                                  f"(mode 0600) and set {section}.{key}_file, or set SWARM_{section.upper()}_{key.upper()}")
+                                  f"(mode 0600) and set {section}.{key}_file, or set {variable}")
             data[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
             origins[f"{section}.{key}"] = "file"
 

@@ -23,9 +23,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
-from swarm.urls import redact, without_password
 from swarm.config import PASSWORD_FILES, SECRETS, Config
 from swarm.errors import ConfigError
+from swarm.urls import redact, without_password
 
 WORKER_SECTIONS = ("backends", "jobs", "worker", "security", "log")
 AUTOSCALE_PROGRAM = "swarm-autoscale"

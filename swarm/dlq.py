@@ -18,7 +18,6 @@ from swarm.errors import ConfigError
 from swarm.ledger import DeadLetterLedger, DeadLetterRecord
 from swarm.stage import Job
 
-
 ENVELOPE_FIELDS = ("job", "run", "phase", "stage", "chunk", "seq")
 UNVERIFIED = "decoded, UNVERIFIED (its signature is not checked: a dead letter may be forged)"
 SHOWN_PAYLOAD_CHARS = 16_000  # of a payload as text; --json has all of it

@@ -73,7 +73,8 @@ class Delete(_Write):
         cols = None if self.columns is None else tuple(to_bytes(c) for c in self.columns)
         for column in cols or ():
             if b":" not in column:
-                raise PluginError(f"column {column!r} in Delete from {self.table} must be 'family:qualifier' or 'family:'")
+                raise PluginError(f"column {column!r} in Delete from {self.table} must be 'family:qualifier' "
+                                  "or 'family:'")
         return Delete(self.table, to_bytes(self.row), cols)
 
 

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from swarm.errors import (
-    BackendError, BackendRefused, ConfigError, MasterLocked, PluginError, RerunLocked, RerunRefused, SwarmError,
+    BackendError,
+    BackendRefused,
+    ConfigError,
+    MasterLocked,
+    PluginError,
+    RerunLocked,
+    RerunRefused,
+    SwarmError,
     TableError,
 )
 

@@ -37,4 +37,4 @@ def plan_ranges(
         if edge and edge > start and (not stop or edge < stop):
             points.add(edge)
     ordered = sorted(points)
-    return list(zip(ordered, ordered[1:] + [stop]))
+    return list(zip(ordered, ordered[1:] + [stop], strict=True))

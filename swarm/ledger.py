@@ -19,7 +19,6 @@ import enum
 import hashlib
 from typing import Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-
 T = TypeVar("T")
 
 

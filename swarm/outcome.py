@@ -11,7 +11,8 @@ import dataclasses
 import enum
 from typing import ClassVar, Sequence
 
-from swarm.errors import BackendError, BadMessage, Fenced as FencedError
+from swarm.errors import BackendError, BadMessage
+from swarm.errors import Fenced as FencedError
 from swarm.ledger import Message
 
 

@@ -14,8 +14,8 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from swarm.control import ConcurrencyController, Window
-from swarm.flow import STUCK_WINDOWS
 from swarm.errors import ConfigError
+from swarm.flow import STUCK_WINDOWS
 
 if TYPE_CHECKING:
     from swarm.broker import Delivery

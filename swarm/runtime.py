@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 from swarm.broker import Broker, Delivery, stage_queue
 from swarm.context import Context, ReadTables, params_of
-from swarm.effects import Effects, Send
+from swarm.effects import Send
 from swarm.envelope import Envelope, decode, encode
 from swarm.errors import Abort, BackendError, BadMessage, HandlerError, TableError, describe
 from swarm.failpoints import failpoint
@@ -34,7 +34,18 @@ from swarm.ledger import Claim, ClaimRequest, Completion, Message, MessageState,
 from swarm.middleware import Middleware, default_middleware
 from swarm.outage import Outages
 from swarm.outcome import (
-    Done, GiveUp, HandBack, HandedBack, Outcome, Reject, Retry, Skip, Stop, TimedOut, Verdict, of_error,
+    Done,
+    GiveUp,
+    HandBack,
+    HandedBack,
+    Outcome,
+    Reject,
+    Retry,
+    Skip,
+    Stop,
+    TimedOut,
+    Verdict,
+    of_error,
 )
 from swarm.settle import Item, Settler
 from swarm.signing import SiteKeys, process_keys
@@ -140,7 +151,7 @@ class Processor:
         answers = self.ledger.claim_batch(calls, self.holder, self.lease)
         self.middleware.after_claim(stage_name, sum(isinstance(a, Claim) and a.granted for a in answers),
                                     time.perf_counter() - started)
-        for item, answer in zip(items, answers):
+        for item, answer in zip(items, answers, strict=True):
             verdict = of_error(answer) if isinstance(answer, Exception) else self._granted(item, answer, batch)
             if verdict is not None:
                 self.settler.settle(item, verdict)
@@ -214,7 +225,7 @@ class Processor:
             return 0
         failpoint("worker.after_apply")
         calls = [_completion(i) for i in items]
-        for item, error in zip(items, self.ledger.complete_batch(calls)):
+        for item, error in zip(items, self.ledger.complete_batch(calls), strict=True):
             if error is not None:
                 self.settler.settle(item, of_error(error))
         failpoint("worker.after_complete")

@@ -160,7 +160,7 @@ def test_the_whole_job_on_the_sample_data_matches_a_plain_computation():
     assert j.summary(tables, DATE) == j.reference(tables, DATE) != {}
 ''')
 
-CONFIG = Template('''# Swarm's config for $name, as `swarm new-job` wrote it: embedded backends, files in this directory.
+CONFIG = Template('''# Swarm's config for $name, as `swarm new-job` wrote it: embedded backends, files here.
 [backends]
 broker = "memory://"
 ledger = "sqlite:///swarm.db"

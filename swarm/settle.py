@@ -13,15 +13,26 @@ import time
 from typing import Sequence
 
 from swarm.broker import Broker, Delivery, stage_queue
+from swarm.effects import Effects
 from swarm.envelope import Envelope
-from swarm.errors import BackendError, Fenced as FencedError, clip, describe
+from swarm.errors import BackendError, clip, describe
+from swarm.errors import Fenced as FencedError
 from swarm.leases import InFlight
 from swarm.ledger import Message, MessageState, WorkerLedger
 from swarm.middleware import Middleware
 from swarm.outage import Outages
-from swarm.effects import Effects
 from swarm.outcome import (
-    SETTLED_ELSEWHERE, GiveUp, HandBack, Outage, Outcome, Reject, Retry, Skip, Stop, Unexpected, Verdict,
+    SETTLED_ELSEWHERE,
+    GiveUp,
+    HandBack,
+    Outage,
+    Outcome,
+    Reject,
+    Retry,
+    Skip,
+    Stop,
+    Unexpected,
+    Verdict,
 )
 from swarm.stage import Stage
 

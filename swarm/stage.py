@@ -8,7 +8,7 @@ import weakref
 from typing import Any, Callable, Iterable, Mapping
 
 from swarm import flow
-from swarm.envelope import MAX_BODY_BYTES, _NAME
+from swarm.envelope import _NAME, MAX_BODY_BYTES
 from swarm.errors import PluginError
 
 Handler = Callable[[Any, Any], Any]

@@ -74,7 +74,7 @@ def redact(url: str) -> str:
         return "<unparseable URL>"
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port
+        _ = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         return _scheme_and_host(url)
     if parts.password is None:
@@ -132,7 +132,7 @@ def check_url(key: str, url: str) -> None:
     allowed = {"broker": BROKER_SCHEMES, "ledger": LEDGER_SCHEMES, "tables": TABLE_SCHEMES}[key.rsplit(".", 1)[-1]]
     _scheme(url, key, allowed)
     try:
-        urllib.parse.urlsplit(url).port
+        _ = urllib.parse.urlsplit(url).port  # raises ValueError for a port that is not a number
     except ValueError:
         # Not the port itself: without a host, as in amqp://user:pass, it is a password.
         raise ConfigError(f"{key}: the port in {redact(url)}:... is not a number from 0 to 65535") from None

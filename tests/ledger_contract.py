@@ -21,7 +21,14 @@ import pytest
 from swarm.backends import open_ledger
 from swarm.errors import BackendError, Fenced, MasterLocked
 from swarm.ledger import (
-    ClaimRequest, Completion, Ledger, Message, MessageState, PhaseState, Refusal, RunStatus,
+    ClaimRequest,
+    Completion,
+    Ledger,
+    Message,
+    MessageState,
+    PhaseState,
+    Refusal,
+    RunStatus,
 )
 from swarm.ledgers import schema
 from swarm.ledgers.group import Pending

@@ -142,7 +142,8 @@ class TableStoreContract:
             Put(t, b"2", {b"f:a": b"2a"}),
             Put(t, b"3", {b"g:b": b"3b", b"g:c": b"3c"}),
         ])
-        assert list(tables.scan(t, columns=[b"g:"])) == [(b"1", {b"g:b": b"1b"}), (b"3", {b"g:b": b"3b", b"g:c": b"3c"})]
+        assert list(tables.scan(t, columns=[b"g:"])) == [
+            (b"1", {b"g:b": b"1b"}), (b"3", {b"g:b": b"3b", b"g:c": b"3c"})]
         assert list(tables.scan(t, columns=[b"g:c", b"f:a"])) == [
             (b"1", {b"f:a": b"1a"}), (b"2", {b"f:a": b"2a"}), (b"3", {b"g:c": b"3c"}),
         ]

@@ -129,5 +129,6 @@ def _report(console: Console, md, run, ledger, tables, date: str, elapsed: float
         )
     console.print(table)
     verdict = "[green]matches[/]" if exact else "[red]DIFFERS FROM[/]"
-    console.print(f"summary of {len(written)} merchants {verdict} the single-process reference ({len(expected)} merchants)")
+    console.print(f"summary of {len(written)} merchants {verdict} the single-process reference "
+                  f"({len(expected)} merchants)")
     return 0 if exact and run.status == "done" else 1

@@ -20,8 +20,8 @@ from typing import Iterable
 from swarm import metrics
 from swarm.broker import Broker, stage_queue
 from swarm.control import ConcurrencyController
-from swarm.flow import JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS, longest_hold, prefetch_at
 from swarm.errors import BackendError, BackendRefused, ConfigError
+from swarm.flow import JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS, longest_hold, prefetch_at
 from swarm.ledger import WorkerLedger
 from swarm.pool import StagePool
 from swarm.runtime import Processor

@@ -15,7 +15,14 @@ import time
 from typing import Iterable, Sequence
 
 from swarm.broker import (
-    REASON_HEADER, Broker, Callback, Delivery, Store, dead_letter_from, dead_letter_parts, dead_letter_queue,
+    REASON_HEADER,
+    Broker,
+    Callback,
+    Delivery,
+    Store,
+    dead_letter_from,
+    dead_letter_parts,
+    dead_letter_queue,
 )
 from swarm.errors import BackendError
 
@@ -38,7 +45,8 @@ class MemoryHub:
         except KeyError:
             raise BackendError(f"queue {name!r} is not declared") from None
 
-    def put(self, name: str, body: bytes, headers: dict | None = None, front: bool = False, redelivered: bool = False) -> None:
+    def put(self, name: str, body: bytes, headers: dict | None = None, front: bool = False,
+            redelivered: bool = False) -> None:
         q = self.queue(name)
         item = (bytes(body), dict(headers or {}), redelivered)
         q.appendleft(item) if front else q.append(item)

@@ -127,7 +127,8 @@ def serve_metrics(cfg: Config, section: str, the_job: Job, stage: str, the_broke
                   the_tables: Any) -> int | None:
     """``/metrics``, ``/healthz`` and ``/readyz`` on ``<section>.metrics_port`` (0: not served); the port."""
     from swarm.broker import stage_queue
-    from swarm.metrics import ReadinessCheck, backend_probes, serve_metrics as serve, url_passwords
+    from swarm.metrics import ReadinessCheck, backend_probes, url_passwords
+    from swarm.metrics import serve_metrics as serve
 
     settings = cfg[section]
     if not settings["metrics_port"]:

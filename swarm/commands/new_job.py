@@ -17,7 +17,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def new_job(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
-    from swarm.scaffold import SAMPLE_DATE, new_job as write
+    from swarm.scaffold import SAMPLE_DATE
+    from swarm.scaffold import new_job as write
 
     for path in write(args.name, Path(args.dir)):
         print(f"wrote {path}")

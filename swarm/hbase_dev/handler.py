@@ -26,10 +26,10 @@ from swarm.hbase_dev.errors import (
     no_such_family,
     table_not_found,
 )
-from swarm.tables.thrift import hbase as T
 from swarm.hbase_dev.scanners import Chunk, Scanner, ScannerRegistry, ScanSpec
 from swarm.table import prefix_stop
 from swarm.tables.embedded import Edit, EmbeddedTables
+from swarm.tables.thrift import hbase as T
 
 LATEST_TIMESTAMP = (1 << 63) - 1  # HBase's HConstants.LATEST_TIMESTAMP: "now" on writes, "all" on reads
 _TABLE_NAME = re.compile(r"^(?:[A-Za-z0-9_]+:)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -166,7 +166,8 @@ class HBaseHandler:
     def getRowsWithColumnsTs(self, tableName, rows, columns, timestamp, attributes) -> list[Any]:
         return [_row_result(key, _flat(cells), False) for key, cells in self._get(tableName, rows, columns, timestamp)]
 
-    def _get(self, table: bytes, rows: Sequence[bytes] | None, columns, timestamp: int | None) -> list[tuple[bytes, Cells]]:
+    def _get(self, table: bytes, rows: Sequence[bytes] | None, columns,
+             timestamp: int | None) -> list[tuple[bytes, Cells]]:
         name, families = self._enabled(table)
         selection = Selection(columns, _explicit(timestamp))
         selection.check(name, families)

@@ -15,10 +15,10 @@ from typing import Any, Callable, Protocol, Sequence
 from thriftpy2.protocol import TBinaryProtocolFactory, TCompactProtocolFactory
 from thriftpy2.transport import TBufferedTransportFactory, TFramedTransportFactory, TSocket, TTransportException
 
-from swarm.tables import thrift as idl
 from swarm.hbase_dev.handler import HBaseHandler
 from swarm.hbase_dev.processor import MultiServiceProcessor
 from swarm.hbase_dev.scanners import ScannerRegistry
+from swarm.tables import thrift as idl
 from swarm.tables.embedded import EmbeddedTables
 
 log = logging.getLogger(__name__)

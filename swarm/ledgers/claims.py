@@ -11,7 +11,15 @@ from typing import Any, Callable, Sequence
 
 from swarm.errors import BackendError, Fenced
 from swarm.ledger import (
-    Claim, ClaimRequest, Completion, Message, MessageState, Refusal, RunStatus, WorkerLedger, body_digest,
+    Claim,
+    ClaimRequest,
+    Completion,
+    Message,
+    MessageState,
+    Refusal,
+    RunStatus,
+    WorkerLedger,
+    body_digest,
 )
 from swarm.ledgers.core import MESSAGE_COLUMNS, SqlCore, batches, clip_error, marks, message_of, message_row
 from swarm.ledgers.group import Group, K, Pending, R, SplitGroup
@@ -200,7 +208,7 @@ class ClaimSql(SqlCore, WorkerLedger):
             return False
         except BackendError as exc:  # e.g. the database is down: each call fails as it would alone
             outcomes = [BackendError(str(exc)) for _ in group]
-        for p, outcome in zip(group, outcomes):
+        for p, outcome in zip(group, outcomes, strict=True):
             p.resolve(outcome)
         return True
 

@@ -33,11 +33,11 @@ from pymysql.connections import Connection
 from pymysql.constants import CLIENT
 
 from swarm import tls
-from swarm.urls import redact
 from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
 from swarm.ledgers.core import T, Work
 from swarm.ledgers.group import SplitGroup
 from swarm.ledgers.sql import SqlLedger
+from swarm.urls import redact
 
 log = logging.getLogger("swarm.ledger.mysql")
 
@@ -433,7 +433,7 @@ def ssl_arguments(options: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _in_schema(cur: Any, view: str, name_column: str, table: str, name: str) -> bool:
-    """Whether ``information_schema.<view>`` lists ``name`` for ``table`` in this database (MySQL has no IF NOT EXISTS here)."""
+    """Whether ``information_schema.<view>`` lists ``name`` for ``table`` here (MySQL has no IF NOT EXISTS for it)."""
     cur.execute(
         f"SELECT COUNT(*) FROM information_schema.{view} "
         f"WHERE table_schema = DATABASE() AND table_name = %s AND {name_column} = %s",

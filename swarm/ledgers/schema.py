@@ -90,7 +90,7 @@ class SchemaSql(SqlCore, SchemaLedger):
             self._transaction(lambda cur: cur.execute(self._ddl(VERSION_TABLE)))
             self._refuse_newer()
             for version, step in enumerate(MIGRATIONS, start=1):
-                if self._transaction(lambda cur: self._step(cur, version, step)):
+                if self._transaction(functools.partial(self._step, version=version, step=step)):
                     applied.append(version)
         return applied
 

@@ -9,9 +9,9 @@ import urllib.parse
 from typing import Any
 
 from swarm.errors import BackendError, LedgerNotFound, MasterLocked
-from swarm.sqlite_file import SqliteFile
 from swarm.ledgers.core import T, Work
 from swarm.ledgers.sql import SqlLedger
+from swarm.sqlite_file import SqliteFile
 
 
 class SqliteLedger(SqlLedger):

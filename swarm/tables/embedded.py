@@ -20,7 +20,7 @@ from typing import Generator, Iterable, Iterator, Literal, Sequence
 import msgpack
 
 from swarm.effects import Delete, Put, to_bytes
-from swarm.errors import BackendError, TableError
+from swarm.errors import TableError
 from swarm.sqlite_file import SqliteFile
 from swarm.table import Row, TableStore, prefix_stop
 
@@ -91,7 +91,7 @@ class EmbeddedTables(TableStore):
     def regions(self, name: str) -> list[tuple[bytes, bytes]]:
         cuts = self._meta(name)[1]
         bounds = [b"", *cuts, b""]
-        return list(zip(bounds[:-1], bounds[1:]))
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
 
     def _meta(self, name: str) -> tuple[list[str], list[bytes]]:
         with self._tx() as cur:
@@ -168,7 +168,8 @@ class EmbeddedTables(TableStore):
     def row(self, name: str, key: bytes, columns: Sequence[bytes] | None = None) -> dict[bytes, bytes]:
         return {col: value for col, (value, _) in self.row_cells(name, key, columns).items()}
 
-    def row_cells(self, name: str, key: bytes, columns: Sequence[bytes] | None = None) -> dict[bytes, tuple[bytes, int]]:
+    def row_cells(self, name: str, key: bytes,
+                  columns: Sequence[bytes] | None = None) -> dict[bytes, tuple[bytes, int]]:
         """The row's cells with their timestamps (milliseconds)."""
         with self._tx() as cur:
             cur.execute("SELECT col, value, ts FROM cells WHERE tbl = ? AND row = ? ORDER BY col", (name, key))

@@ -49,11 +49,11 @@ from thriftpy2.protocol.exc import TProtocolException
 from thriftpy2.thrift import TApplicationException, TClient
 from thriftpy2.transport import TTransportException
 
-from swarm.urls import redact
 from swarm.effects import Delete, Put, to_bytes
 from swarm.errors import BackendError, ConfigError, TableError
-from swarm.tables import thrift as idl
 from swarm.table import Row, TableStore, prefix_stop
+from swarm.tables import thrift as idl
+from swarm.urls import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -25,7 +25,7 @@ from swarm.broker import dead_letter_queue, stage_queue
 from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.ledger import MessageState, PhaseState
 from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
-from tests.integration.rabbitmq_support import ready, rabbitmqctl
+from tests.integration.rabbitmq_support import rabbitmqctl, ready
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -232,4 +232,5 @@ def test_totals_meet_the_bar(request):
         pytest.skip("the runs above did not all run")
     assert SCORE.master_kills >= 20 and SCORE.worker_kills >= 20, SCORE.line()
     assert SCORE.broker_restarts >= 1 and SCORE.mysql_disconnects >= 1, SCORE.line()
-    assert (SCORE.lost, SCORE.unexpected, SCORE.wrong, SCORE.duplicated, SCORE.leftover) == (0, 0, 0, 0, 0), SCORE.line()
+    score = (SCORE.lost, SCORE.unexpected, SCORE.wrong, SCORE.duplicated, SCORE.leftover)
+    assert score == (0, 0, 0, 0, 0), SCORE.line()

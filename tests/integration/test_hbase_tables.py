@@ -248,7 +248,8 @@ def test_without_the_dev_extension_a_table_is_created_unsplit_with_a_warning(tmp
         with caplog.at_level(logging.WARNING, logger="swarm.tables.hbase"):
             tables.create_table("t", ["f"], splits=[b"m"])
         assert tables.regions("t") == [(b"", b"")]
-        assert """Pre-split it in the HBase shell before the first run: create 't', 'f', SPLITS => ["m"]""" in caplog.text
+        advice = """Pre-split it in the HBase shell before the first run: create 't', 'f', SPLITS => ["m"]"""
+        assert advice in caplog.text
         tables.apply([Put("t", b"r", {b"f:a": b"1"})])  # the connection is still good
         assert tables.row("t", b"r") == {b"f:a": b"1"}
         tables.close()
@@ -345,7 +346,8 @@ def test_scan_batching_sorted_columns_and_the_other_scanner_calls(conn):
     table.put(b"a", {b"f:1": b"x", b"f:2": b"y", b"g:3": b"z"})
     table.put(b"ab", {b"f:1": b"x"})
     table.put(b"b", {b"f:1": b"x"})
-    assert list(table.scan(row_stop=b"ab", scan_batching=2)) == [(b"a", {b"f:1": b"x", b"f:2": b"y"}), (b"a", {b"g:3": b"z"})]
+    assert list(table.scan(row_stop=b"ab", scan_batching=2)) == [
+        (b"a", {b"f:1": b"x", b"f:2": b"y"}), (b"a", {b"g:3": b"z"})]
     assert [list(cells) for _, cells in table.scan(row_stop=b"ab", sorted_columns=True)] == [[b"f:1", b"f:2", b"g:3"]]
     client = conn.client
     sid = client.scannerOpenWithPrefix(b"t", b"a", [b"f:1"], {})

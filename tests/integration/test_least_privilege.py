@@ -133,7 +133,7 @@ def test_the_fleet_runs_the_nightly_job_on_the_runtime_grants(site, db_users, mq
         code = master.wait(timeout=180)
     except subprocess.TimeoutExpired:
         master.kill()
-        raise AssertionError(f"master did not finish\n{site.log_tail()}")
+        raise AssertionError(f"master did not finish\n{site.log_tail()}") from None
     assert code == 0, site.log_tail()
     written, expected = site.exact()
     assert len(expected) == 40

@@ -19,7 +19,16 @@ from swarm.ledger import ClaimRequest, Completion, MessageState
 from swarm.ledgers import schema
 from swarm.ledgers.mysql import MysqlLedger
 from tests.ledger_contract import (
-    EXPIRED, LEASE, PHASE, RUN, LedgerContract, known, message, outcome, retry_while_locked, together,
+    EXPIRED,
+    LEASE,
+    PHASE,
+    RUN,
+    LedgerContract,
+    known,
+    message,
+    outcome,
+    retry_while_locked,
+    together,
 )
 
 pytestmark = pytest.mark.integration

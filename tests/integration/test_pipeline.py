@@ -11,8 +11,8 @@ import time
 import pytest
 
 from swarm.ledger import MessageState
-from tests.integration.rabbitmq_support import rabbitmqctl
 from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
+from tests.integration.rabbitmq_support import rabbitmqctl
 
 EVENTS = 12_000
 
@@ -32,7 +32,7 @@ def finish(site: Site, master) -> None:
         code = master.wait(timeout=240)
     except Exception:
         master.kill()
-        raise AssertionError(f"master did not finish\n{site.log_tail()}")
+        raise AssertionError(f"master did not finish\n{site.log_tail()}") from None
     assert code == 0, site.log_tail()
     ledger = site.ledger()
     run = ledger.get_run(run_id())

@@ -19,8 +19,7 @@ from swarm.backends import open_broker
 from swarm.broker import dead_letter_queue
 from swarm.brokers.rabbitmq import DELAY_TIERS_MS, BlockingRabbitBroker, RabbitBroker, delay_tier, retry_queue
 from swarm.errors import BackendError
-
-from tests.broker_contract import NEXT, Q, BrokerContract, taken
+from tests.broker_contract import NEXT, BrokerContract, Q, taken
 from tests.integration.rabbitmq_support import (  # noqa: F401  (vhost is a fixture)
     FaultProxy,
     Recorder,

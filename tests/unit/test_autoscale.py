@@ -7,7 +7,7 @@ import pytest
 
 from swarm.autoscale import Autoscaler, Decision, Policy, decide, plan
 from swarm.broker import stage_queue
-from swarm.cli import EXIT_UNAVAILABLE, EXIT_OK, main
+from swarm.cli import EXIT_OK, EXIT_UNAVAILABLE, main
 from swarm.errors import BackendError, ConfigError
 
 POLICY = Policy(min=1, max=4, up_depth=100, down_idle_seconds=60.0)

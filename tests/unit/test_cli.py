@@ -7,8 +7,8 @@ import pytest
 from swarm import logsetup
 from swarm.backends import open_broker, open_ledger, open_tables
 from swarm.brokers.rabbitmq import RabbitBroker
-from swarm.errors import BackendError
 from swarm.cli import EXIT_LOCKED, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, main
+from swarm.errors import BackendError
 from swarm.local import local_fleet
 from workers.jobs import merchant_daily as md
 
@@ -262,9 +262,9 @@ def test_a_failed_one_process_run_keeps_its_dead_letters_and_resumes_after_a_rep
 
 
 def test_runs_cancel_ends_a_stuck_run_refuses_while_a_master_holds_it_and_workers_drop_its_work(site, capsys):
-    from swarm.ledger import Message
     from swarm.envelope import Envelope, encode
-    from swarm.runtime import Processor, SKIPPED
+    from swarm.ledger import Message
+    from swarm.runtime import SKIPPED, Processor
     from swarm.signing import process_keys
     from tests.unit.test_runtime import FakeDelivery
 

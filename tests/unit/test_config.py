@@ -205,7 +205,8 @@ def test_the_site_key_comes_from_a_file_and_is_never_shown(tmp_path):
 def test_the_site_key_may_come_from_the_environment_but_not_from_the_file(tmp_path):
     from swarm.signing import from_settings
 
-    cfg = config.load(write(tmp_path, ""), env={"SWARM_SECURITY_KEY": "k" * 40, "SWARM_SECURITY_PREVIOUS_KEY": "o" * 40})
+    env = {"SWARM_SECURITY_KEY": "k" * 40, "SWARM_SECURITY_PREVIOUS_KEY": "o" * 40}
+    cfg = config.load(write(tmp_path, ""), env=env)
     assert cfg.describe()["security"]["key"] == "***" and cfg.describe()["security"]["previous_key"] == "***"
     assert from_settings(cfg["security"]) is not None
     with pytest.raises(ConfigError, match="security.key cannot be written in") as refused:

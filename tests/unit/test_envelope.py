@@ -1,6 +1,7 @@
 import msgpack
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from swarm.envelope import MAX_BODY_BYTES, SCHEMA_VERSION, Envelope, decode, encode, peek
 from swarm.errors import BadMessage

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from swarm import Abort, config
-from swarm.logsetup import JsonFormatter
 from swarm.errors import ConfigError
+from swarm.logsetup import JsonFormatter
 from swarm.testing import run_job
 from tests.unit.toyjob import job, use_sink
 

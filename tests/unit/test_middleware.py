@@ -47,6 +47,7 @@ def test_a_middleware_that_raises_in_every_hook_changes_no_fate(setup, ledger, c
     env = envelope(stage="double")
     outcome, d = deliver(setup(middleware=Middlewares([Broken(), recorder])), env)
     assert outcome == DONE and d.acked == 1
-    assert ledger.counts(env.run) == {MessageState.DONE: 1, MessageState.QUEUED: 1}  # the double done, its sink on its way
+    # the double done, its sink on its way
+    assert ledger.counts(env.run) == {MessageState.DONE: 1, MessageState.QUEUED: 1}
     assert len(recorder.calls) == 8  # the next middleware still sees every hook
     assert sum("middleware Broken failed" in r.getMessage() for r in caplog.records) == 8

@@ -9,7 +9,14 @@ from swarm.ledger import MessageState, RunStatus
 from swarm.runtime import DONE, REJECTED, REQUEUED, SKIPPED
 from swarm.signing import SiteKeys
 from tests.unit.test_runtime import (  # noqa: F401 - setup is a fixture
-    KEYS, RUN, FakeDelivery, dead_letters, deliver, envelope, planned, setup,
+    KEYS,
+    RUN,
+    FakeDelivery,
+    dead_letters,
+    deliver,
+    envelope,
+    planned,
+    setup,
 )
 
 SINK = stage_queue("toy", "sink")

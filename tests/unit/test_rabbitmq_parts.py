@@ -5,7 +5,13 @@ import pytest
 
 from swarm.broker import dead_letter_queue
 from swarm.brokers.rabbitmq import (
-    DELAY_TIERS_MS, BlockingRabbitBroker, RabbitBroker, Topology, consumer_timeout_note, delay_tier, retry_queue,
+    DELAY_TIERS_MS,
+    BlockingRabbitBroker,
+    RabbitBroker,
+    Topology,
+    consumer_timeout_note,
+    delay_tier,
+    retry_queue,
 )
 from swarm.brokers.rabbitmq.consuming import write_settles
 from swarm.errors import ConfigError

@@ -2,7 +2,8 @@
 import pika.exceptions as pe
 import pytest
 
-from swarm.brokers.rabbitmq.errors import describe as _describe, is_refusal as _refused
+from swarm.brokers.rabbitmq.errors import describe as _describe
+from swarm.brokers.rabbitmq.errors import is_refusal as _refused
 
 
 @pytest.mark.parametrize("error, reason", [

@@ -225,7 +225,8 @@ def test_dead_letter_queue_name():
     assert dead_letter_queue("swarm.toy.sink") == "swarm.toy.sink.dlq"
 
 
-def test_a_backend_outage_sends_the_message_round_a_delay_queue_not_back_to_the_head(setup, broker, ledger, monkeypatch):
+def test_a_backend_outage_sends_the_message_round_a_delay_queue_not_back_to_the_head(setup, broker, ledger,
+                                                                                      monkeypatch):
     from swarm.errors import BackendError
     from swarm.runtime import REQUEUED
 

@@ -10,7 +10,12 @@ from swarm.ledger import MessageState
 from swarm.runtime import ABORTED, DONE, FENCED, REJECTED, REQUEUED, RETRY, SKIPPED, TIMED_OUT
 from swarm.settle import Item
 from tests.unit.test_runtime import (  # noqa: F401 - setup is a fixture
-    RUN, FakeDelivery, dead_letters, envelope, planned, setup,
+    RUN,
+    FakeDelivery,
+    dead_letters,
+    envelope,
+    planned,
+    setup,
 )
 from tests.unit.toyjob import use_sink
 

@@ -221,9 +221,12 @@ class Connection:
     def declare(self, queues: Iterable[str]) -> None:
         """Declare each stage queue with its dead-letter and delay queues (see ``topology``)."""
         for name, args in (spec for queue in queues for spec in self.topology.queues(queue)):
-            ch = self._ops_channel()
-            self.request(ch, lambda cb: ch.queue_declare(name, durable=True, arguments=args, callback=cb),
-                         f"declaring queue {name!r}")
+            self._declare_one(name, args)
+
+    def _declare_one(self, name: str, args: dict) -> None:
+        ch = self._ops_channel()
+        self.request(ch, lambda cb: ch.queue_declare(name, durable=True, arguments=args, callback=cb),
+                     f"declaring queue {name!r}")
 
     def ready(self, name: str) -> int:
         """Messages ready on ``name`` (a passive declare: raises when there is no such queue)."""

@@ -28,7 +28,6 @@ from swarm.brokers.rabbitmq.errors import describe
 from swarm.brokers.rabbitmq.url import DEFAULT_CONSUMER_TIMEOUT
 from swarm.errors import BackendError
 
-
 log = logging.getLogger("swarm.brokers.rabbitmq")
 
 CONSUMER_TIMEOUT_SLACK = 60.0  # after a handler's limit: commit effects and get the ack to the broker

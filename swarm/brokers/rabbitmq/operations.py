@@ -75,9 +75,9 @@ class RabbitOperations(Broker):
             try:
                 store(dead_letter_from(queue, body, props.headers, dead_letter_reason(props.headers)))
             except BaseException:
-                self.call(lambda conn: conn.answer(ch, tag, ack=False), connect=False)
+                self.call(_answer(ch, tag, ack=False), connect=False)
                 raise
-            self.call(lambda conn: conn.answer(ch, tag, ack=True), connect=False)
+            self.call(_answer(ch, tag, ack=True), connect=False)
             moved += 1
         if moved:
             self.call(lambda conn: conn.ready(name))  # a round trip on the channel: its acks have been applied
@@ -110,3 +110,8 @@ class RabbitOperations(Broker):
     def _send(self, messages: list[Outgoing]) -> None:
         """Publish and return once the broker has confirmed every message."""
         self.call(lambda conn: conn.publisher.send(messages))
+
+
+def _answer(ch: Any, tag: int, ack: bool) -> Callable[[Any], Any]:
+    """The call that acks (or returns) one message taken with ``get``."""
+    return lambda conn: conn.answer(ch, tag, ack=ack)

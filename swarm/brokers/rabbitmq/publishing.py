@@ -24,7 +24,6 @@ from swarm.brokers.rabbitmq.channels import Channels
 from swarm.brokers.rabbitmq.errors import ConnectionLost, describe
 from swarm.errors import BackendError
 
-
 PUBLISH_WINDOW = 4096  # unconfirmed messages before a batch lets confirms catch up (bounds memory)
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 

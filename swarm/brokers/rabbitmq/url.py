@@ -29,9 +29,9 @@ from typing import Any
 import pika
 
 from swarm import tls as tls_support
-from swarm.urls import redact
 from swarm.brokers.rabbitmq.errors import describe
 from swarm.errors import BackendError, ConfigError
+from swarm.urls import redact
 
 DEFAULT_CONSUMER_TIMEOUT = 1800.0  # RabbitMQ's own default, in seconds
 BLOCKED_CONNECTION_TIMEOUT = 60.0

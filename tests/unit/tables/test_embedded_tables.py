@@ -41,7 +41,8 @@ def test_the_data_survives_reopening_the_file(tmp_path):
     first.apply([Put("t", b"r", {b"f:a": b"1"})])
     first.close()
     second = EmbeddedTables(path)
-    assert (second.tables(), second.regions("t"), second.row("t", b"r")) == (["t"], [(b"", b"m"), (b"m", b"")], {b"f:a": b"1"})
+    assert (second.tables(), second.regions("t"), second.row("t", b"r")) == (
+        ["t"], [(b"", b"m"), (b"m", b"")], {b"f:a": b"1"})
     second.close()
 
 

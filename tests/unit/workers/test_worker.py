@@ -5,11 +5,11 @@ import time
 
 from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
+from swarm.flow import prefetch_at
 from swarm.ledger import Message, MessageState
 from swarm.signing import process_keys
 from swarm.testing import run_job
 from tests.unit.toyjob import job, use_sink
-from swarm.flow import prefetch_at
 from workers.worker import Worker
 
 RUN = "toy@date=2026-11-22"
