@@ -56,5 +56,6 @@ def test_every_file_the_readme_names_exists():
     # "How it works" follows a message file by file: a file moved or renamed must take the README with it.
     root = README.parent
     named = set(re.findall(r"`((?:swarm|master|workers|deploy|tests|bench)/[\w./-]+)`", README.read_text()))
-    assert len(named) > 30
-    assert sorted(path for path in named if not (root / path).exists()) == []
+    written = {"bench/results/latest.json"}  # what `make bench` writes, so not in a clean clone
+    assert written <= named and len(named) > 30
+    assert sorted(path for path in named - written if not (root / path).exists()) == []
