@@ -28,6 +28,17 @@ and its next call fails with HBase's ``ScannerTimeoutException``.
 
 What differs from HBase is listed in ``swarm.hbase_dev.handler``.
 """
-from swarm.hbase_dev.server import DevServer, main, serve
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["DevServer", "main", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: parsing the Thrift IDL costs every `swarm` command start-up otherwise.
+    if name in __all__:
+        from swarm.hbase_dev import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
