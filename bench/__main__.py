@@ -21,7 +21,9 @@ import pymysql
 from rich.console import Console
 
 from bench import report
-from bench.site import MYSQL, Site, rabbitmqctl
+from bench.site import Site
+from tests.support.mysql import MYSQL
+from tests.support.rabbitmq import rabbitmqctl
 
 CASES = ("raw", "swarm", "celery", "nightly", "master", "security", "overload")  # overload last: RabbitMQ purges after
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -16,9 +16,10 @@ import subprocess
 import time
 
 from bench import amqp
-from bench.site import Site, wait_until
+from bench.site import Site
 from bench.swarm_noop import JOB, QUEUES, run_id
 from swarm.ledger import MessageState, PhaseState
+from tests.support.waiting import wait_until
 
 POLL = 0.02
 
@@ -44,7 +45,8 @@ class Watch:
 
 def _until(watch_fn, master: subprocess.Popen, what: str, timeout: float) -> float:
     """Monotonic time ``watch_fn()`` held, or an error if the master died first."""
-    at = wait_until(lambda: master.poll() is not None or watch_fn(), what, timeout, every=POLL)
+    wait_until(lambda: master.poll() is not None or watch_fn(), what, timeout, every=POLL)
+    at = time.monotonic()
     if master.poll() is not None:
         raise RuntimeError(f"the master exited with {master.returncode} before {what}")
     return at

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from bench import amqp
 from bench.measure import CpuMeter, Throughput, peak_rss_mib, percentile, pids_named, steady_rate
-from bench.site import Site, wait_until
+from bench.site import Site
 from swarm.broker import stage_queue
 from swarm.ledger import MessageState, PhaseState
+from tests.support.waiting import wait_until
 from workers.jobs.noop_pipeline import job as noop_job
 
 JOB = "noop_pipeline"

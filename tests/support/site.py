@@ -1,0 +1,176 @@
+"""A whole Swarm site on the real services: config, worker processes, a master process, their logs.
+
+``Processes`` is the part the bench's site shares: ``python -m`` processes,
+each with a numbered log of its own, stopped as an operator would.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from swarm.backends import open_ledger, open_tables
+from tests.support import ROOT
+from tests.support.mysql import mysql_url
+from tests.support.rabbitmq import amqp_url
+from workers.jobs import merchant_daily as md
+
+JOB = "merchant_slow"  # tests.support.slowjob
+DATE = "2026-11-22"
+
+
+def write_key(path: Path) -> Path:
+    """A new site key in ``path``, mode 0600, as an operator makes one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def config_text(urls: Mapping[str, str], key_file: Path, sections: Mapping[str, Mapping[str, object]]) -> str:
+    """A swarm.toml: the backends, the site key, then each of ``sections`` (values written as Python literals)."""
+    text = "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in urls.items())
+    text += f'[security]\nkey_file = "{key_file}"\n'
+    for name, values in sections.items():
+        text += f"[{name}]\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items())
+    return text
+
+
+def log_tail(folder: Path, lines: int = 40) -> str:
+    """The last lines of every log in ``folder``, for a failing assertion's message."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"--- {path.name}\n" + "\n".join(text))
+    return "\n".join(out)
+
+
+class Processes:
+    """``python -m`` processes started in ``cwd`` with the repository importable, each logging to ``logs``."""
+
+    def __init__(self, logs: Path, cwd: Path):
+        self.logs, self.cwd = logs, cwd
+        logs.mkdir(parents=True, exist_ok=True)
+        self.started: list[subprocess.Popen] = []
+        self._log_of: dict[int, Path] = {}  # by pid
+
+    def spawn(self, args: Sequence[str], env: Mapping[str, str] | None = None,
+              label: str | None = None) -> subprocess.Popen:
+        """Start ``python -m <args>``; its log is numbered in start order and named by ``label`` (else the module).
+
+        ``env`` adds to this process's environment.
+        """
+        path = self.logs / f"{len(self.started) + 1:02d}-{label or args[0]}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        self.started.append(proc)
+        self._log_of[proc.pid] = path
+        return proc
+
+    def stop(self, procs: Sequence[subprocess.Popen], timeout: float = 60.0) -> None:
+        """SIGTERM (a worker drains), then SIGKILL what is still there after ``timeout``."""
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def log_tail(self, proc: subprocess.Popen, lines: int = 30) -> str:
+        """The last lines ``proc`` wrote."""
+        text = self._log_of[proc.pid].read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Site:
+    """The slowed nightly job (``tests.support.slowjob``) on a vhost, a database and an HBase dev server."""
+
+    def __init__(self, tmp: Path, vhost: str, database: str, hbase, options: dict, lease: float = 3.0,
+                 lost_after: float = 5.0, broker: str | None = None, ledger: str | None = None):
+        """``broker``, ``ledger``: URLs of other accounts than guest on ``vhost`` and root on ``database``."""
+        self.tmp, self.vhost, self.database, self.hbase = tmp, vhost, database, hbase
+        self.urls = {
+            "broker": broker or amqp_url(vhost, heartbeat=5),
+            "ledger": ledger or mysql_url(database),
+            "tables": hbase.url,
+        }
+        self.key_file = write_key(tmp / "site.key")
+        self.config = tmp / "swarm.toml"
+        self.options, self.lease, self.lost_after = dict(options), lease, lost_after
+        self.write_config()
+        self.workers: list[subprocess.Popen] = []
+        self.processes = Processes(tmp / "logs", cwd=tmp)
+        self.logs = self.processes.logs
+
+    def write_config(self) -> None:
+        """The site's config file, from its URLs, key file and ``options`` (change them, then call again)."""
+        self.config.write_text(config_text(self.urls, self.key_file, {
+            "jobs": {"modules": ["tests.support.slowjob"]},
+            "worker": {"lease": self.lease},
+            "master": {"poll": 0.2, "lost_after": self.lost_after},
+            f"options.{JOB}": self.options,
+        }))
+
+    # data --------------------------------------------------------------------------
+
+    def init_ledger(self, env: dict | None = None) -> None:
+        done = self.cli("db", "init", env=env)
+        assert done.returncode == 0, done.stderr
+
+    def cli(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run a ``swarm`` command with the site's config to its end; ``env`` adds to the environment."""
+        return subprocess.run([sys.executable, "-m", "swarm.cli", "--config", str(self.config), *args],
+                              cwd=self.tmp, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+                              capture_output=True, text=True, timeout=120)
+
+    def generate(self, events: int) -> None:
+        tables = open_tables(self.urls["tables"])
+        md.create_tables(tables, DATE)
+        md.generate(tables, DATE, events, merchants=40, customers=800)
+        tables.close()
+
+    def exact(self) -> tuple[dict, dict]:
+        tables = open_tables(self.urls["tables"])
+        try:
+            return md.summary(tables, DATE), md.reference(tables, DATE)
+        finally:
+            tables.close()
+
+    def ledger(self):
+        return open_ledger(self.urls["ledger"])
+
+    # processes -----------------------------------------------------------------------
+
+    def _spawn(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        return self.processes.spawn(["swarm.cli", "--config", str(self.config), *args], env, label=args[0])
+
+    def start_worker(self, env: dict | None = None) -> subprocess.Popen:
+        proc = self._spawn("worker", "--job", JOB, env=env)
+        self.workers.append(proc)
+        return proc
+
+    def start_master(self, env: dict | None = None) -> subprocess.Popen:
+        return self._spawn("master", JOB, "--date", DATE, env=env)
+
+    def stop(self) -> None:
+        self.processes.stop(self.workers)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.logs, lines)
+
+
+def site_keys(site: Site):
+    """The keys a site's processes sign with, for a test that publishes as the master would."""
+    from swarm.signing import from_settings
+
+    return from_settings({"key_file": str(site.key_file)})
