@@ -16,9 +16,10 @@ import subprocess
 import time
 
 from bench import amqp
-from bench.site import Site
+from bench.site import case_config
 from bench.swarm_noop import JOB, QUEUES, run_id
 from swarm.ledger import MessageState, PhaseState
+from tests.support.site import Site
 from tests.support.waiting import wait_until
 
 POLL = 0.02
@@ -94,6 +95,6 @@ def resume(site: Site, config, date: str, chunks: int, kill_at: float, timeout: 
 
 
 def run(site: Site, chunks: int, kill_at: float = 0.5, timeout: float = 600) -> dict:
-    config = site.config("master", {JOB: {"chunks": chunks}})
+    config = case_config(site, "master", {JOB: {"chunks": chunks}})
     return {"chunks": chunks, **full(site, config, "2030-04-01", timeout),
             "resume": resume(site, config, "2030-04-02", chunks, kill_at, timeout)}

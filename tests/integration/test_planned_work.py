@@ -27,7 +27,7 @@ from swarm.limits import MAX_DEAD_LETTER_BYTES
 from swarm.signing import SiteKeys
 from tests.integration.test_recovery import _has_consumer
 from tests.support.rabbitmq import amqp_url, ready
-from tests.support.site import DATE, JOB, Site, site_keys
+from tests.support.site import DATE, JOB, Site
 from tests.support.waiting import wait_until
 from workers.jobs import merchant_daily as md
 
@@ -100,7 +100,7 @@ def assert_exact(site: Site) -> None:
 
 
 def test_forged_unsigned_and_late_messages_are_rejected_and_change_nothing(site):
-    keys = site_keys(site)
+    keys = site.keys()
     serving(site, 2)
     before_any_run = [
         (SCAN, scan(f"{JOB}@date=2026-10-17", "r00000", keys)),  # a run that does not exist
@@ -170,7 +170,7 @@ def test_a_stale_copy_from_an_earlier_generation_of_a_run_is_rejected(site):
 
 def test_dead_letters_of_any_size_are_moved_into_the_ledger_and_none_is_lost(site):
     serving(site)
-    keys = site_keys(site)
+    keys = site.keys()
     huge = os.urandom(20 << 20)
     bad_field = encode(Envelope(JOB, RUN, "map", "scan", "r00000", payload=A_RANGE), keys)
     doc = msgpack.unpackb(bad_field, raw=False)

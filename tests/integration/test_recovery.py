@@ -19,7 +19,7 @@ from swarm.ledger import MessageState
 from tests.integration.test_pipeline import EVENTS, finish, run_id
 from tests.support import ROOT
 from tests.support.rabbitmq import amqp_url
-from tests.support.site import DATE, JOB, site_keys
+from tests.support.site import DATE, JOB
 from tests.support.waiting import wait_until
 
 
@@ -81,7 +81,7 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_the_worker_serves_on(sit
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url(site.vhost)))
     channel = conn.channel()
     channel.confirm_delivery()
-    bad = bad_inputs(site_keys(site))
+    bad = bad_inputs(site.keys())
     for body, _ in bad.values():
         channel.basic_publish("", stage_queue(JOB, "scan"), body, pika.BasicProperties(delivery_mode=2))
     conn.close()

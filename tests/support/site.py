@@ -1,7 +1,7 @@
 """A whole Swarm site on the real services: config, worker processes, a master process, their logs.
 
-``Processes`` is the part the bench's site shares: ``python -m`` processes,
-each with a numbered log of its own, stopped as an operator would.
+The integration and fault tests run the slowed nightly job on it; the bench
+(``bench.site``) runs its cases on one too.
 """
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import pymysql
+
 from swarm.backends import open_ledger, open_tables
+from swarm.signing import SiteKeys, from_settings
 from tests.support import ROOT
-from tests.support.mysql import mysql_url
+from tests.support.mysql import MYSQL, mysql_url
 from tests.support.rabbitmq import amqp_url
 from workers.jobs import merchant_daily as md
 
@@ -50,76 +53,62 @@ def log_tail(folder: Path, lines: int = 40) -> str:
     return "\n".join(out)
 
 
-class Processes:
-    """``python -m`` processes started in ``cwd`` with the repository importable, each logging to ``logs``."""
-
-    def __init__(self, logs: Path, cwd: Path):
-        self.logs, self.cwd = logs, cwd
-        logs.mkdir(parents=True, exist_ok=True)
-        self.started: list[subprocess.Popen] = []
-        self._log_of: dict[int, Path] = {}  # by pid
-
-    def spawn(self, args: Sequence[str], env: Mapping[str, str] | None = None,
-              label: str | None = None) -> subprocess.Popen:
-        """Start ``python -m <args>``; its log is numbered in start order and named by ``label`` (else the module).
-
-        ``env`` adds to this process's environment.
-        """
-        path = self.logs / f"{len(self.started) + 1:02d}-{label or args[0]}.log"
-        with open(path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-        self.started.append(proc)
-        self._log_of[proc.pid] = path
-        return proc
-
-    def stop(self, procs: Sequence[subprocess.Popen], timeout: float = 60.0) -> None:
-        """SIGTERM (a worker drains), then SIGKILL what is still there after ``timeout``."""
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def log_tail(self, proc: subprocess.Popen, lines: int = 30) -> str:
-        """The last lines ``proc`` wrote."""
-        text = self._log_of[proc.pid].read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-
 class Site:
-    """The slowed nightly job (``tests.support.slowjob``) on a vhost, a database and an HBase dev server."""
+    """Swarm on a vhost, a database and a table store: a site key, config files, and ``python -m`` processes.
 
-    def __init__(self, tmp: Path, vhost: str, database: str, hbase, options: dict, lease: float = 3.0,
-                 lost_after: float = 5.0, broker: str | None = None, ledger: str | None = None):
-        """``broker``, ``ledger``: URLs of other accounts than guest on ``vhost`` and root on ``database``."""
+    Made for a test by ``make_site`` (the slowed nightly job, ``tests.support.slowjob``,
+    on an HBase dev server: ``config``, ``start_worker``, ``start_master``), and for
+    the bench by ``bench.site.bench_site`` (a config per case by ``config_file``,
+    any module by ``spawn``). Each process logs to a numbered file in ``logs``.
+    """
+
+    def __init__(self, tmp: Path, vhost: str, database: str, hbase=None, options: dict | None = None,
+                 lease: float = 3.0, lost_after: float = 5.0, broker: str | None = None, ledger: str | None = None,
+                 tables: str | None = None, cwd: Path | None = None):
+        """``broker``, ``ledger``: URLs of other accounts than guest on ``vhost`` and root on ``database``.
+
+        ``tables``: the table store's URL, if not ``hbase``'s; ``cwd``: where processes start (else ``tmp``).
+        """
         self.tmp, self.vhost, self.database, self.hbase = tmp, vhost, database, hbase
         self.urls = {
             "broker": broker or amqp_url(vhost, heartbeat=5),
             "ledger": ledger or mysql_url(database),
-            "tables": hbase.url,
+            "tables": tables or hbase.url,
         }
         self.key_file = write_key(tmp / "site.key")
         self.config = tmp / "swarm.toml"
-        self.options, self.lease, self.lost_after = dict(options), lease, lost_after
+        self.options, self.lease, self.lost_after = dict(options or {}), lease, lost_after
         self.write_config()
         self.workers: list[subprocess.Popen] = []
-        self.processes = Processes(tmp / "logs", cwd=tmp)
-        self.logs = self.processes.logs
+        self.started: list[subprocess.Popen] = []
+        self.logs = tmp / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.cwd = cwd or tmp
+        self._log_of: dict[int, Path] = {}  # by pid
+
+    @property
+    def amqp(self) -> str:
+        """The broker's URL."""
+        return self.urls["broker"]
 
     def write_config(self) -> None:
         """The site's config file, from its URLs, key file and ``options`` (change them, then call again)."""
-        self.config.write_text(config_text(self.urls, self.key_file, {
+        self.config_file(self.config.stem, {
             "jobs": {"modules": ["tests.support.slowjob"]},
             "worker": {"lease": self.lease},
             "master": {"poll": 0.2, "lost_after": self.lost_after},
             f"options.{JOB}": self.options,
-        }))
+        })
+
+    def config_file(self, name: str, sections: Mapping[str, Mapping[str, object]], tables: str | None = None) -> Path:
+        """``<name>.toml`` in the site's folder: its backends (``tables`` for the table store), key, ``sections``."""
+        path = self.tmp / f"{name}.toml"
+        path.write_text(config_text(dict(self.urls, tables=tables or self.urls["tables"]), self.key_file, sections))
+        return path
+
+    def keys(self) -> SiteKeys:
+        """The keys the site's processes sign with, for a caller that publishes as the master would."""
+        return from_settings({"key_file": str(self.key_file)})
 
     # data --------------------------------------------------------------------------
 
@@ -149,10 +138,39 @@ class Site:
     def ledger(self):
         return open_ledger(self.urls["ledger"])
 
+    def query(self, statement: str, args: Sequence[object] = ()) -> list[tuple]:
+        """Rows from the site's ledger database, read directly (for timestamps the ledger API does not show)."""
+        conn = pymysql.connect(**MYSQL, database=self.database, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, tuple(args))
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
     # processes -----------------------------------------------------------------------
 
+    def spawn(self, args: Sequence[str], env: Mapping[str, str] | None = None,
+              label: str | None = None) -> subprocess.Popen:
+        """Start ``python -m <args>`` with the repository importable; ``env`` adds to the environment.
+
+        Its log is numbered in start order and named by ``label`` (else by the module and the last argument).
+        """
+        path = self.logs / f"{len(self.started) + 1:02d}-{label or f'{args[0]}-{args[-1]}'}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        self.started.append(proc)
+        self._log_of[proc.pid] = path
+        return proc
+
+    def swarm(self, config: Path, *args: str, module: str = "swarm.cli",
+              env: Mapping[str, str] | None = None) -> subprocess.Popen:
+        """``swarm --config config args...``, or another module's command line in its place."""
+        return self.spawn([module, "--config", str(config), *args], env)
+
     def _spawn(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        return self.processes.spawn(["swarm.cli", "--config", str(self.config), *args], env, label=args[0])
+        return self.spawn(["swarm.cli", "--config", str(self.config), *args], env, label=args[0])
 
     def start_worker(self, env: dict | None = None) -> subprocess.Popen:
         proc = self._spawn("worker", "--job", JOB, env=env)
@@ -162,15 +180,27 @@ class Site:
     def start_master(self, env: dict | None = None) -> subprocess.Popen:
         return self._spawn("master", JOB, "--date", DATE, env=env)
 
-    def stop(self) -> None:
-        self.processes.stop(self.workers)
+    def stop(self, procs: Sequence[subprocess.Popen] | None = None, timeout: float = 60.0) -> None:
+        """SIGTERM (a worker drains), then SIGKILL what is still there after ``timeout``; the workers by default."""
+        procs = self.workers if procs is None else procs
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
-    def log_tail(self, lines: int = 40) -> str:
-        return log_tail(self.logs, lines)
+    def stop_all(self, timeout: float = 30.0) -> None:
+        """Stop every process the site started that still runs."""
+        self.stop([p for p in self.started if p.poll() is None], timeout)
 
-
-def site_keys(site: Site):
-    """The keys a site's processes sign with, for a test that publishes as the master would."""
-    from swarm.signing import from_settings
-
-    return from_settings({"key_file": str(site.key_file)})
+    def log_tail(self, proc: subprocess.Popen | None = None, lines: int = 40) -> str:
+        """The last lines ``proc`` wrote, or of every log when no ``proc`` is named."""
+        if proc is None:
+            return log_tail(self.logs, lines)
+        text = self._log_of[proc.pid].read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
