@@ -51,3 +51,12 @@ def test_your_first_job_steps_one_to_four_run_as_written(tmp_path):
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     assert (tmp_path / "url_daily.py").exists() and (tmp_path / "swarm-tables.db").exists()
+
+
+def test_every_file_the_readme_names_exists():
+    # "How it works" follows a message file by file: a file moved or renamed must take the README with it.
+    root = README.parent
+    named = set(re.findall(r"`((?:swarm|master|workers|deploy|tests|bench)/[\w./-]+)`", README.read_text()))
+    written = {"bench/results/latest.json"}  # what `make bench` writes, so not in a clean clone
+    assert written <= named and len(named) > 30
+    assert sorted(path for path in named - written if not (root / path).exists()) == []
