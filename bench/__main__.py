@@ -21,7 +21,10 @@ import pymysql
 from rich.console import Console
 
 from bench import report
-from bench.site import MYSQL, Site, rabbitmqctl
+from bench.site import bench_site
+from tests.support.mysql import MYSQL
+from tests.support.rabbitmq import rabbitmqctl
+from tests.support.site import Site
 
 CASES = ("raw", "swarm", "celery", "nightly", "master", "security", "overload")  # overload last: RabbitMQ purges after
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,7 +94,7 @@ class Bench:
         self.failed: list[str] = []
 
     def run(self, cases: list[str]) -> dict:
-        with Site(self.args.keep_logs) as site:
+        with bench_site(self.args.keep_logs) as site:
             for case in cases:
                 self._case(case, lambda c=case: getattr(self, f"_{c}")(site))
         return report.finish(self.results)

@@ -10,14 +10,11 @@ from typing import Iterable, Iterator
 import pika
 from pika.spec import Basic
 
+from tests.support.waiting import wait_until
+
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 QUORUM = {"x-queue-type": "quorum"}
 TICK = 0.01  # seconds between paced publishing rounds
-
-
-def amqp_url(vhost: str, host: str = "127.0.0.1", port: int = 5672, user: str = "guest",
-             password: str = "guest") -> str:
-    return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
 
 
 def params(url: str) -> pika.URLParameters:
@@ -63,12 +60,9 @@ def purge(url: str, queues: Iterable[str]) -> None:
 
 def wait_consumers(url: str, queues: Iterable[str], count: int, timeout: float = 60.0) -> None:
     """Wait until every queue has ``count`` consumers (the workers are up and subscribed)."""
-    deadline = time.monotonic() + timeout
     queues = list(queues)
-    while any(_consumers(url, q) < count for q in queues):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"fewer than {count} consumers on {queues} after {timeout:.0f} s")
-        time.sleep(0.1)
+    wait_until(lambda: all(_consumers(url, q) >= count for q in queues), f"{count} consumers on each of {queues}",
+               timeout, every=0.1)
 
 
 def _consumers(url: str, queue: str) -> int:

@@ -15,7 +15,7 @@ from celery import chain
 from bench import amqp
 from bench.celery_app import QUEUE_A, QUEUE_B, a, app, b
 from bench.measure import children, peak_rss_mib, steady_rate
-from bench.site import Site
+from tests.support.site import Site
 
 QUEUES = [QUEUE_A, QUEUE_B]
 

@@ -16,9 +16,11 @@ import subprocess
 import time
 
 from bench import amqp
-from bench.site import Site, wait_until
+from bench.site import case_config
 from bench.swarm_noop import JOB, QUEUES, run_id
 from swarm.ledger import MessageState, PhaseState
+from tests.support.site import Site
+from tests.support.waiting import wait_until
 
 POLL = 0.02
 
@@ -44,7 +46,8 @@ class Watch:
 
 def _until(watch_fn, master: subprocess.Popen, what: str, timeout: float) -> float:
     """Monotonic time ``watch_fn()`` held, or an error if the master died first."""
-    at = wait_until(lambda: master.poll() is not None or watch_fn(), what, timeout, every=POLL)
+    wait_until(lambda: master.poll() is not None or watch_fn(), what, timeout, every=POLL)
+    at = time.monotonic()
     if master.poll() is not None:
         raise RuntimeError(f"the master exited with {master.returncode} before {what}")
     return at
@@ -92,6 +95,6 @@ def resume(site: Site, config, date: str, chunks: int, kill_at: float, timeout: 
 
 
 def run(site: Site, chunks: int, kill_at: float = 0.5, timeout: float = 600) -> dict:
-    config = site.config("master", {JOB: {"chunks": chunks}})
+    config = case_config(site, "master", {JOB: {"chunks": chunks}})
     return {"chunks": chunks, **full(site, config, "2030-04-01", timeout),
             "resume": resume(site, config, "2030-04-02", chunks, kill_at, timeout)}

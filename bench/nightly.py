@@ -13,11 +13,12 @@ import time
 
 from bench import amqp
 from bench.measure import peak_rss_mib
-from bench.site import Site
+from bench.site import case_config
 from swarm.backends import open_tables
 from swarm.broker import stage_queue
 from swarm.hbase_dev import DevServer
 from swarm.ledger import MessageState
+from tests.support.site import Site
 from workers.jobs import merchant_daily as md
 
 JOB = "merchant_daily"
@@ -33,9 +34,9 @@ def generate(url: str, date: str, events: int) -> None:
 
 
 def run(site: Site, events: int, chunks: int, procs: int, date: str = "2030-02-01") -> dict:
-    with DevServer(str(site.dir / "hbase-dev.db")) as hbase:
+    with DevServer(str(site.tmp / "hbase-dev.db")) as hbase:
         generate(hbase.url, date, events)
-        config = site.config("nightly", {JOB: {"chunks": chunks}}, tables=hbase.url)
+        config = case_config(site, "nightly", {JOB: {"chunks": chunks}}, tables=hbase.url)
         workers = [site.swarm(config, "worker", "--job", JOB) for _ in range(procs)]
         try:
             amqp.wait_consumers(site.amqp, [stage_queue(JOB, s) for s in md.job.stages], procs)

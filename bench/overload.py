@@ -24,10 +24,11 @@ from typing import Iterator
 
 from bench import amqp
 from bench.measure import CpuMeter, RssSampler, growth, pids_named, rate_between
-from bench.site import Site
+from bench.site import case_config
 from bench.swarm_noop import JOB, QUEUES, done_times, run_id, start_workers
 from swarm.envelope import Envelope, encode
 from swarm.ledger import Message
+from tests.support.site import Site
 
 SETTLE = 5.0  # seconds of the window before throughput and the RSS baseline count
 CHECKPOINT = 5000  # messages planned in the ledger at once, ahead of their publishing, as the master does
@@ -55,7 +56,7 @@ def offered(site: Site, run: str) -> Iterator[tuple[str, bytes]]:
 def run(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, factor: float = 10.0,
         date: str = "2030-03-01") -> dict:
     """Offered live: the bench publishes at ``factor`` times the peak chunk rate while the workers run."""
-    config = site.config("overload", {JOB: {"chunks": 0}})
+    config = case_config(site, "overload", {JOB: {"chunks": 0}})
     workers = start_workers(site, config, procs)
     chunks_per_s = factor * peak_msgs_per_s / 2  # every chunk is two messages of work
     try:
@@ -80,7 +81,7 @@ def run_backlog(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, 
     """
     chunks = int(factor * peak_msgs_per_s / 2 * seconds)
     amqp.ConfirmedPublisher(site.amqp, window=5000).run(itertools.islice(offered(site, run_id(date)), chunks))
-    config = site.config("overload-backlog", {JOB: {"chunks": 0}})
+    config = case_config(site, "overload-backlog", {JOB: {"chunks": 0}})
     workers = start_workers(site, config, procs)
     try:
         with _meters(workers, publisher=False) as (rss, cpu):

@@ -19,9 +19,9 @@ import time
 
 import msgpack
 
-from bench.site import Site
 from swarm.envelope import Envelope, decode, encode
 from swarm.ledger import ClaimRequest, Completion, Message
+from tests.support.site import Site
 
 JOB = "noop_pipeline"
 ROUNDS = 5

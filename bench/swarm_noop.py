@@ -15,9 +15,11 @@ from pathlib import Path
 
 from bench import amqp
 from bench.measure import CpuMeter, Throughput, peak_rss_mib, percentile, pids_named, steady_rate
-from bench.site import Site, wait_until
+from bench.site import case_config
 from swarm.broker import stage_queue
 from swarm.ledger import MessageState, PhaseState
+from tests.support.site import Site
+from tests.support.waiting import wait_until
 from workers.jobs.noop_pipeline import job as noop_job
 
 JOB = "noop_pipeline"
@@ -77,9 +79,9 @@ def latencies(trace_dir: Path) -> dict[str, list[float]]:
 
 def run(site: Site, chunks: int, procs: int, date: str) -> dict:
     """One run of ``chunks`` chunks (2 messages each) on ``procs`` workers."""
-    config = site.config(f"noop-{procs}", {JOB: {"chunks": chunks}})
+    config = case_config(site, f"noop-{procs}", {JOB: {"chunks": chunks}})
     master, publish_seconds = publish_planned(site, config, date)
-    trace_dir = site.dir / f"trace-{procs}"
+    trace_dir = site.tmp / f"trace-{procs}"
     workers = start_workers(site, config, procs, trace_dir)
     groups = {"workers": [w.pid for w in workers], "rabbitmq": pids_named("beam.smp"),
               "mariadb": pids_named("mariadbd")}  # not the master: it has exited when the meter reads

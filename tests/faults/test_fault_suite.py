@@ -24,8 +24,10 @@ import pytest
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.ledger import MessageState, PhaseState
-from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
-from tests.integration.rabbitmq_support import rabbitmqctl, ready
+from tests.support.mysql import kill_mysql_sessions
+from tests.support.rabbitmq import rabbitmqctl, ready
+from tests.support.site import DATE, JOB, Site
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -160,7 +162,7 @@ def score_run(site: Site) -> None:
     # The drain: workers skip the duplicates re-published while things died (some wait in delay
     # queues); then every stage queue, delay queue and dead-letter queue must be empty.
     try:
-        wait_until(lambda: not waiting(site), "the queues to drain", timeout=90)
+        wait_until(lambda: not waiting(site), "the queues to drain", timeout=90, every=0.1)
     except AssertionError:
         pass  # scored below as leftover
     site.stop()

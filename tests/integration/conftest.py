@@ -1,15 +1,12 @@
 """Fixtures on the real services: a vhost, a database and an HBase Thrift dev server of the test's own."""
 from __future__ import annotations
 
-import uuid
-
-import pymysql
 import pytest
 
 from swarm.hbase_dev import DevServer
-from tests.integration.rabbitmq_support import temporary_vhost
-
-MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=10)
+from tests.support.mysql import temporary_database
+from tests.support.rabbitmq import temporary_vhost
+from tests.support.site import Site
 
 
 def pytest_collection_modifyitems(items):
@@ -27,20 +24,8 @@ def amqp_vhost():
 @pytest.fixture
 def mysql_db():
     """A database of the test's own, dropped afterwards; yields its name."""
-    name = f"swarm_it_{uuid.uuid4().hex[:10]}"
-    conn = pymysql.connect(**MYSQL, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}`")
+    with temporary_database() as name:
         yield name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.close()
-
-
-def mysql_admin() -> pymysql.connections.Connection:
-    return pymysql.connect(**MYSQL, autocommit=True)
 
 
 @pytest.fixture
@@ -54,8 +39,6 @@ def hbase_server(tmp_path):
 @pytest.fixture
 def make_site(tmp_path, amqp_vhost, mysql_db, hbase_server):
     """Makes a ready site (ledger schema, a generated day) with the given options; stops its workers after."""
-    from tests.integration.fleet import Site  # fleet imports this module
-
     made = []
 
     def make(events: int, options: dict, **settings):

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from tests.integration.fleet import wait_until
-from tests.integration.supervised import Supervisord, assert_exact
+from tests.support.supervisord import Supervisord, assert_exact
+from tests.support.waiting import wait_until
 
 EVENTS = 8_000
 MIN, MAX = 1, 3
@@ -40,11 +40,11 @@ def test_a_backlog_adds_workers_and_an_empty_queue_drains_them_to_min(site, supe
         return check
 
     # The workers do not start by themselves under the autoscaler: it brings up min of them.
-    wait_until(count(MIN), f"{MIN} worker running", timeout=30)
+    wait_until(count(MIN), f"{MIN} worker running", timeout=30, every=0.1)
 
     master = site.start_master()  # 96 map chunks at half a second each: far more than one worker prefetches
     try:
-        wait_until(count(MAX), f"{MAX} workers running", timeout=60)
+        wait_until(count(MAX), f"{MAX} workers running", timeout=60, every=0.1)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{site.log_tail()}\n{sv.log_tail()}") from None
     try:
@@ -58,7 +58,7 @@ def test_a_backlog_adds_workers_and_an_empty_queue_drains_them_to_min(site, supe
         states = sorted(p["statename"] for p in sv.workers().values())
         return states == sorted(["RUNNING"] * MIN + ["STOPPED"] * (MAX - MIN))
 
-    wait_until(drained, f"back down to {MIN} worker, the others stopped", timeout=60)
+    wait_until(drained, f"back down to {MIN} worker, the others stopped", timeout=60, every=0.1)
     stopped = [p for p in sv.workers().values() if p["statename"] == "STOPPED"]
     assert all(p["exitstatus"] == 0 for p in stopped), sv.log_tail()  # drained, not killed
     assert most[0] == MAX

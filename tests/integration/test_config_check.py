@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from swarm.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 from swarm.ledgers.sql import SCHEMA_VERSION
-from tests.integration.rabbitmq_support import amqp_url, queue_types
+from tests.support.rabbitmq import amqp_url, queue_types
 
 
 def test_the_check_reads_each_backend_and_changes_nothing(tmp_path, amqp_vhost, mysql_db, hbase_server, capsys,

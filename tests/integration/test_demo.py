@@ -3,8 +3,8 @@ import os
 import subprocess
 import sys
 
-from tests.integration.fleet import ROOT
-from tests.integration.rabbitmq_support import amqp_url
+from tests.support import ROOT
+from tests.support.rabbitmq import amqp_url
 
 
 def test_demo_on_rabbitmq_mariadb_and_the_thrift_server(tmp_path, amqp_vhost, mysql_db, hbase_server):

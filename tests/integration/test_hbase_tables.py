@@ -22,7 +22,7 @@ from swarm.errors import BackendError
 from swarm.hbase_dev import DevServer
 from swarm.tables.embedded import EmbeddedTables
 from swarm.tables.hbase import HBaseTables
-from tests.table_contract import TableStoreContract, fill, keys
+from tests.support.contracts.table import TableStoreContract, fill, keys
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,10 @@ import urllib.request
 
 import pytest
 
-from tests.integration.fleet import Site, wait_until
-from tests.integration.rabbitmq_support import FaultProxy
-from tests.integration.tls_support import free_port
+from tests.support.net import free_port
+from tests.support.rabbitmq import FaultProxy
+from tests.support.site import Site
+from tests.support.waiting import wait_until
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -36,11 +37,11 @@ def test_readyz_turns_503_while_the_ledger_is_unreachable_and_back(tmp_path, amq
     port = free_port()
     site.start_worker(env={"SWARM_WORKER_METRICS_PORT": str(port)})
     try:
-        wait_until(lambda: get(port, "/readyz")[0] == 200, "the worker to be ready", timeout=60)
+        wait_until(lambda: get(port, "/readyz")[0] == 200, "the worker to be ready", timeout=60, every=0.1)
 
         ledger_proxy.refusing = True
         ledger_proxy.cut()
-        wait_until(lambda: get(port, "/readyz")[0] == 503, "/readyz to say the ledger is down", timeout=60)
+        wait_until(lambda: get(port, "/readyz")[0] == 503, "/readyz to say the ledger is down", timeout=60, every=0.1)
         status, body = get(port, "/readyz")
         lines = dict(line.split(": ", 1) for line in body.splitlines())
         assert (lines["broker"], lines["tables"]) == ("ok", "ok") and lines["ledger"] != "ok", body
@@ -48,7 +49,7 @@ def test_readyz_turns_503_while_the_ledger_is_unreachable_and_back(tmp_path, amq
         assert "swarm_messages_total" in get(port, "/metrics")[1]
 
         ledger_proxy.refusing = False
-        wait_until(lambda: get(port, "/readyz")[0] == 200, "the worker to be ready again", timeout=60)
+        wait_until(lambda: get(port, "/readyz")[0] == 200, "the worker to be ready again", timeout=60, every=0.1)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{site.log_tail()}") from None
     finally:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.parse
 import uuid
 
 import pika
@@ -23,9 +22,11 @@ import pytest
 from swarm.backends import open_ledger
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.ledgers import sql
-from tests.integration.conftest import MYSQL, mysql_admin
-from tests.integration.fleet import DATE, JOB, ROOT, Site, log_tail, wait_until
-from tests.integration.rabbitmq_support import HOST, PORT, await_broker, rabbitmqctl
+from tests.support import ROOT
+from tests.support.mysql import MYSQL, mysql_admin, mysql_url
+from tests.support.rabbitmq import amqp_url, await_broker, rabbitmqctl
+from tests.support.site import DATE, JOB, Site, log_tail
+from tests.support.waiting import wait_until
 
 GRANTS = ROOT / "deploy" / "grants"
 EVENTS = 4_000
@@ -47,7 +48,7 @@ class DbUsers:
     admin: Account
 
     def url(self, who: Account) -> str:
-        return f"mysql://{who.user}:{urllib.parse.quote(who.password, safe='')}@127.0.0.1:3306/{self.database}"
+        return mysql_url(self.database, who.user, who.password)
 
 
 def _secret() -> str:
@@ -107,8 +108,7 @@ def _run_rabbitmq_script(vhost: str, account: Account) -> None:
 
 
 def broker_url(vhost: str, account: Account, **options: object) -> str:
-    query = "&".join(f"{k}={v}" for k, v in options.items())
-    return f"amqp://{account.user}:{account.password}@{HOST}:{PORT}/{vhost}" + (f"?{query}" if query else "")
+    return amqp_url(vhost, user=account.user, password=account.password, **options)
 
 
 # the fleet on the runtime users ------------------------------------------------------
@@ -169,7 +169,7 @@ def _dead_letter_a_bad_message(site: Site, account: Account) -> None:
         channel.confirm_delivery()
         channel.basic_publish("", queue, b"\xc1 not msgpack", pika.BasicProperties(delivery_mode=2))
         wait_until(lambda: channel.queue_declare(dead_letter_queue(queue), passive=True).method.message_count == 1,
-                   "the dead letter", timeout=30)
+                   "the dead letter", timeout=30, every=0.1)
 
 
 @contextlib.contextmanager
@@ -283,7 +283,7 @@ def _publish_to_topic_exchange(channel) -> None:
 
 
 def _declare_as_guest(vhost: str, queue: str) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@{HOST}:{PORT}/{vhost}"))
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url(vhost)))
     try:
         conn.channel().queue_declare(queue, durable=True)
     finally:
@@ -292,13 +292,13 @@ def _declare_as_guest(vhost: str, queue: str) -> None:
 
 def test_the_whole_night_under_supervisord_and_its_autoscaler_on_the_documented_grants(site):
     """As the README sets a site up: workers and the autoscaler under supervisord, the master from swarm-nightly."""
-    from tests.integration.supervised import Supervisord
     from tests.integration.test_supervisor import nightly
+    from tests.support.supervisord import Supervisord
 
     sv = Supervisord(site, 2, autoscale={"min": 1, "max": 2, "interval": 0.5, "up_depth": 2})
     sv.start()
     try:
-        wait_until(lambda: len(sv.running()) >= 1, "the autoscaler's first worker", timeout=30)
+        wait_until(lambda: len(sv.running()) >= 1, "the autoscaler's first worker", timeout=30, every=0.1)
         master = nightly(site, "nightly.log")
         out, err = master.communicate(timeout=240)
         assert master.returncode == 0, f"{out}\n{err}\n{sv.log_tail()}"

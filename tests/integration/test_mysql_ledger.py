@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import secrets
 import threading
 import time
 
@@ -18,7 +17,7 @@ from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked
 from swarm.ledger import ClaimRequest, Completion, MessageState
 from swarm.ledgers import schema
 from swarm.ledgers.mysql import MysqlLedger
-from tests.ledger_contract import (
+from tests.support.contracts.ledger import (
     EXPIRED,
     LEASE,
     PHASE,
@@ -30,14 +29,13 @@ from tests.ledger_contract import (
     retry_while_locked,
     together,
 )
+from tests.support.mysql import mysql_admin, mysql_url, temporary_database
 
 pytestmark = pytest.mark.integration
 
-SERVER = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
-
 
 def connect(database: str | None = None) -> pymysql.connections.Connection:
-    conn = pymysql.connect(**SERVER, database=database, autocommit=True, connect_timeout=5, read_timeout=60)
+    conn = mysql_admin(database=database, connect_timeout=5, read_timeout=60)
     with conn.cursor() as cur:
         cur.execute("SET SESSION lock_wait_timeout = 20")  # metadata locks: fail rather than hang
     return conn
@@ -45,19 +43,8 @@ def connect(database: str | None = None) -> pymysql.connections.Connection:
 
 @pytest.fixture(scope="module")
 def database():
-    try:
-        admin = connect()
-    except pymysql.MySQLError as exc:
-        pytest.fail(f"MariaDB is not reachable on 127.0.0.1:3306 ({exc}); start it with `make services`")
-    name = f"swarm_test_{secrets.token_hex(4)}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
+    with temporary_database() as name:
         yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE {name}")
-        admin.close()
 
 
 @pytest.fixture
@@ -65,10 +52,6 @@ def admin(database):
     conn = connect(database)
     yield conn
     conn.close()
-
-
-def url_of(database: str) -> str:
-    return f"mysql://root@127.0.0.1:3306/{database}"
 
 
 def drop_tables(admin) -> None:
@@ -82,10 +65,10 @@ def drop_tables(admin) -> None:
 def url(database, admin) -> str:
     """An empty ledger, schema and all."""
     drop_tables(admin)
-    ledger = MysqlLedger(url_of(database))
+    ledger = MysqlLedger(mysql_url(database))
     ledger.init_schema()
     ledger.close()
-    return url_of(database)
+    return mysql_url(database)
 
 
 def kill_sessions(admin, database: str) -> int:

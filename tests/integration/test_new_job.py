@@ -10,8 +10,8 @@ from pathlib import Path
 
 from swarm.backends import open_tables
 from swarm.scaffold import SAMPLE_DATE
-from tests.integration.fleet import log_tail, write_key
-from tests.integration.rabbitmq_support import amqp_url
+from tests.support.rabbitmq import amqp_url
+from tests.support.site import log_tail, write_key
 
 NAME = "nj_daily"
 

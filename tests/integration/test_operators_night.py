@@ -7,10 +7,11 @@ import time
 import pytest
 
 from swarm.ledger import MessageState
-from tests.integration.conftest import mysql_admin
-from tests.integration.fleet import DATE, JOB, Site, wait_until
-from tests.integration.rabbitmq_support import amqp_url
 from tests.integration.test_pipeline import EVENTS, finish, run_id
+from tests.support.mysql import mysql_admin
+from tests.support.rabbitmq import amqp_url
+from tests.support.site import DATE, JOB, Site
+from tests.support.waiting import wait_until
 
 RETRY_BUDGET = 0.5 + 1 + 2 + 4 + 8  # seconds: slowjob's stages retry 5 times from 0.5 s, doubling
 
@@ -24,7 +25,8 @@ def test_a_thrift_outage_longer_than_every_retry_budget_ends_exact_with_no_dead_
     for _ in range(2):
         site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 2, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 2,
+               "some progress", timeout=120, every=0.1)
     site.hbase.stop()
     time.sleep(RETRY_BUDGET * 1.5)  # every message that meets it would have spent its retries by now
     site.hbase.start()
@@ -49,7 +51,8 @@ def test_a_second_master_refuses_with_exit_3_also_with_metrics_on(site):
     port = free_port()
     first = site.start_master({"SWARM_MASTER_METRICS_PORT": str(port)})
     try:
-        wait_until(lambda: site.ledger().counts(run_id()).get("queued", 0) > 0, "the first master running")
+        wait_until(lambda: site.ledger().counts(run_id()).get("queued", 0) > 0,
+                   "the first master running", timeout=120, every=0.1)
         second = site.start_master({"SWARM_MASTER_METRICS_PORT": str(port)})
         assert second.wait(timeout=60) == 3, site.log_tail()
         log = sorted(site.logs.iterdir())[-1].read_text()
@@ -88,7 +91,8 @@ def test_a_wrong_password_exits_2_at_once_naming_the_backend(site, tmp_path):
 
 def test_runs_cancel_on_mariadb_refuses_while_the_master_holds_the_run_then_stops_it_with_force(site):
     master = site.start_master()  # no worker: it waits in its first phase
-    wait_until(lambda: site.ledger().counts(run_id()).get("queued", 0) > 0, "the master running")
+    wait_until(lambda: site.ledger().counts(run_id()).get("queued", 0) > 0,
+               "the master running", timeout=120, every=0.1)
     refused = site.cli("runs", "cancel", run_id(), "--reason", "wrong input")
     assert refused.returncode == 3 and f":{master.pid}:" in refused.stderr, refused.stderr
     forced = site.cli("runs", "cancel", run_id(), "--reason", "wrong input", "--force")
@@ -97,13 +101,14 @@ def test_runs_cancel_on_mariadb_refuses_while_the_master_holds_the_run_then_stop
     run = site.ledger().get_run(run_id())
     assert (run.status, run.error) == ("cancelled", "cancelled: wrong input")
     site.start_worker()  # its queued work is dropped, not dead-lettered
-    wait_until(lambda: all(ready == 0 for ready in _ready(site)), "the dropped work gone from the queues")
+    wait_until(lambda: all(ready == 0 for ready in _ready(site)),
+               "the dropped work gone from the queues", timeout=120, every=0.1)
     done = site.cli("dlq", "list", "--job", JOB, "--json")
     assert done.returncode == 0 and done.stdout.strip() == "[]"
 
 
 def _ready(site: Site) -> list[int]:
     from swarm.broker import stage_queue
-    from tests.integration.rabbitmq_support import ready
+    from tests.support.rabbitmq import ready
 
     return [ready(site.vhost, stage_queue(JOB, s)) for s in ("scan", "reduce")]

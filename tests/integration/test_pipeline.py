@@ -11,8 +11,10 @@ import time
 import pytest
 
 from swarm.ledger import MessageState
-from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
-from tests.integration.rabbitmq_support import rabbitmqctl
+from tests.support.mysql import kill_mysql_sessions
+from tests.support.rabbitmq import rabbitmqctl
+from tests.support.site import DATE, JOB, Site
+from tests.support.waiting import wait_until
 
 EVENTS = 12_000
 
@@ -58,7 +60,7 @@ def test_a_worker_killed_mid_message_loses_nothing(site):
     victim = site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: claimed(site) > 0, "a message in hand")
+    wait_until(lambda: claimed(site) > 0, "a message in hand", timeout=120, every=0.1)
     time.sleep(0.1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -70,7 +72,8 @@ def test_the_broker_restarted_mid_run(site):
     site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3,
+               "some progress", timeout=120, every=0.1)
     rabbitmqctl("stop_app")
     try:
         time.sleep(2)
@@ -84,7 +87,8 @@ def test_mysql_connections_dropped_mid_run(site):
     site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3,
+               "some progress", timeout=120, every=0.1)
     assert kill_mysql_sessions(site.database) > 0
     time.sleep(1)
     kill_mysql_sessions(site.database)
@@ -95,7 +99,8 @@ def test_the_thrift_server_restarted_mid_run(site):
     site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3, "some progress")
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3,
+               "some progress", timeout=120, every=0.1)
     site.hbase.stop()
     time.sleep(1)
     site.hbase.start()

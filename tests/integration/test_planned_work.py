@@ -25,9 +25,10 @@ from swarm.envelope import Envelope, encode
 from swarm.ledger import MessageState, RunStatus
 from swarm.limits import MAX_DEAD_LETTER_BYTES
 from swarm.signing import SiteKeys
-from tests.integration.fleet import DATE, JOB, Site, site_keys, wait_until
-from tests.integration.rabbitmq_support import amqp_url, ready
 from tests.integration.test_recovery import _has_consumer
+from tests.support.rabbitmq import amqp_url, ready
+from tests.support.site import DATE, JOB, Site
+from tests.support.waiting import wait_until
 from workers.jobs import merchant_daily as md
 
 EVENTS = 3_000
@@ -65,7 +66,7 @@ def serving(site: Site, workers: int = 1) -> None:
     for _ in range(workers):
         site.start_worker()
     for queue in (SCAN, REDUCE):
-        wait_until(lambda q=queue: _has_consumer(site.vhost, q), f"a worker consuming {queue}", timeout=60)
+        wait_until(lambda q=queue: _has_consumer(site.vhost, q), f"a worker consuming {queue}", timeout=60, every=0.1)
 
 
 def live(site: Site) -> bool:
@@ -99,7 +100,7 @@ def assert_exact(site: Site) -> None:
 
 
 def test_forged_unsigned_and_late_messages_are_rejected_and_change_nothing(site):
-    keys = site_keys(site)
+    keys = site.keys()
     serving(site, 2)
     before_any_run = [
         (SCAN, scan(f"{JOB}@date=2026-10-17", "r00000", keys)),  # a run that does not exist
@@ -109,12 +110,12 @@ def test_forged_unsigned_and_late_messages_are_rejected_and_change_nothing(site)
         (REDUCE, encode(Envelope(JOB, RUN, "reduce", "reduce", "b00", payload={"bucket": 0}), keys)),
     ]
     publish(site.vhost, before_any_run)
-    wait_until(lambda: drained(site), "the workers to take the forgeries", timeout=60)
+    wait_until(lambda: drained(site), "the workers to take the forgeries", timeout=60, every=0.1)
     assert site.ledger().get_run(RUN) is None  # nothing was recorded for them
 
     site.stop()  # while nobody consumes, the run is live for as long as the test needs
     master = site.start_master()
-    wait_until(lambda: live(site), "the run to be live")
+    wait_until(lambda: live(site), "the run to be live", timeout=120, every=0.1)
     publish(site.vhost, [(SCAN, scan(RUN, "r99999", keys))])  # an id nobody planned, in a live run
     serving(site, 2)
     finish(site, master)
@@ -127,7 +128,7 @@ def test_forged_unsigned_and_late_messages_are_rejected_and_change_nothing(site)
         (SCAN, scan(RUN, "r77777", keys)),  # new work for a finished run
         (REDUCE, encode(Envelope(JOB, RUN, "reduce", "reduce", "b99", payload={"bucket": 3}), keys)),
     ])
-    wait_until(lambda: drained(site), "the workers to take the late messages", timeout=60)
+    wait_until(lambda: drained(site), "the workers to take the late messages", timeout=60, every=0.1)
     assert_exact(site)
 
     reasons = dead_letter_reasons(site)
@@ -157,11 +158,11 @@ def test_a_stale_copy_from_an_earlier_generation_of_a_run_is_rejected(site):
     site.write_config()
     site.stop()
     master = site.start_master()
-    wait_until(lambda: live(site), "the new run to be live")
+    wait_until(lambda: live(site), "the new run to be live", timeout=120, every=0.1)
     publish(site.vhost, [(SCAN, stale)])
     serving(site)
     finish(site, master)
-    wait_until(lambda: drained(site), "the stale copy to be taken", timeout=60)
+    wait_until(lambda: drained(site), "the stale copy to be taken", timeout=60, every=0.1)
     assert_exact(site)  # the earlier generation's range was not folded in a second time
     reasons = dead_letter_reasons(site)
     assert len(reasons) == 1 and "differs from the one the ledger recorded" in reasons[0], reasons
@@ -169,7 +170,7 @@ def test_a_stale_copy_from_an_earlier_generation_of_a_run_is_rejected(site):
 
 def test_dead_letters_of_any_size_are_moved_into_the_ledger_and_none_is_lost(site):
     serving(site)
-    keys = site_keys(site)
+    keys = site.keys()
     huge = os.urandom(20 << 20)
     bad_field = encode(Envelope(JOB, RUN, "map", "scan", "r00000", payload=A_RANGE), keys)
     doc = msgpack.unpackb(bad_field, raw=False)
@@ -183,7 +184,7 @@ def test_dead_letters_of_any_size_are_moved_into_the_ledger_and_none_is_lost(sit
         (SCAN, msgpack.packb(doc, use_bin_type=True)),
         (SCAN, huge),  # the worker dead-letters this one itself
     ])
-    wait_until(lambda: ready(site.vhost, SCAN) == 0, "the worker to reject its two", timeout=60)
+    wait_until(lambda: ready(site.vhost, SCAN) == 0, "the worker to reject its two", timeout=60, every=0.1)
     reasons = dead_letter_reasons(site)
     letters = {d.sha256: d for d in site.ledger().dead_letters()}
     assert len(letters) == 3 and len(reasons) == 4  # the huge body twice, the same digest

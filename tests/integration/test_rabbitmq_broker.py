@@ -19,20 +19,17 @@ from swarm.backends import open_broker
 from swarm.broker import dead_letter_queue
 from swarm.brokers.rabbitmq import DELAY_TIERS_MS, BlockingRabbitBroker, RabbitBroker, delay_tier, retry_queue
 from swarm.errors import BackendError
-from tests.broker_contract import NEXT, BrokerContract, Q, taken
-from tests.integration.rabbitmq_support import (  # noqa: F401  (vhost is a fixture)
-    FaultProxy,
-    Recorder,
-    amqp_url,
-    queue_types,
-    rabbitmqctl,
-    ready,
-    serving,
-    vhost,
-    wait_for,
-)
+from tests.support.contracts.broker import NEXT, BrokerContract, Q, Recorder, serving, taken
+from tests.support.rabbitmq import FaultProxy, amqp_url, queue_types, rabbitmqctl, ready, temporary_vhost
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def vhost():
+    with temporary_vhost() as name:
+        yield name
 
 
 class TestRabbitBroker(BrokerContract):
@@ -84,12 +81,12 @@ def test_delayed_message_waits_in_its_delay_queue_then_arrives(broker, vhost):
     with serving(broker):
         broker.publish([(Q, b"later")], delay=4.0)
         broker.publish([(Q, b"now")])
-        wait_for(lambda: rec.bodies == [b"now"], "the immediate message")
+        wait_until(lambda: rec.bodies == [b"now"], "the immediate message")
         # The delayed one waits ready in its delay queue, which nobody consumes: no worker holds it.
         assert ready(vhost, retry_queue(Q, 4000)) == 1
         assert ready(vhost, Q) == 0
         assert broker.depth(Q) == 1
-        wait_for(lambda: rec.bodies == [b"now", b"later"], "the delayed message", timeout=60)
+        wait_until(lambda: rec.bodies == [b"now", b"later"], "the delayed message", timeout=60)
     death = rec.deliveries[1].headers["x-death"][0]
     assert (death["queue"], death["reason"]) == (retry_queue(Q, 4000), "expired")
 
@@ -103,7 +100,7 @@ def test_quorum_delivery_limit_sends_a_poison_message_to_the_dlq(vhost):
         broker.consume(Q, 1, rec)
         dead = []
         with serving(broker):  # take_dead from this thread goes through the serving loop
-            wait_for(lambda: broker.take_dead(Q, dead.append) or dead, "the message in the dlq")
+            wait_until(lambda: broker.take_dead(Q, dead.append) or dead, "the message in the dlq")
         assert [(d.queue, d.body, d.reason) for d in dead] == [(Q, b"poison", "delivery limit exceeded")]
         assert [d.redelivered for d in rec.deliveries] == [False, True, True]
         assert ready(vhost, Q) == 0
@@ -119,28 +116,28 @@ def test_a_changed_prefetch_applies_to_the_live_consumer_and_held_deliveries_sta
     rec = Recorder()  # holds everything unacked
     broker.consume(Q, 4, rec)
     with serving(broker):
-        wait_for(lambda: len(rec) == 4, "four deliveries")
+        wait_until(lambda: len(rec) == 4, "four deliveries")
         broker.set_prefetch(Q, 1)
         time.sleep(0.3)  # the consumer starts again with prefetch 1 beside the four still held
         first = rec.deliveries[:4]
         for d in first:
             d.ack()  # taken before the change: still ackable on the same channel
-        wait_for(lambda: ready(vhost, Q) <= 7, "the consumer to go on")
+        wait_until(lambda: ready(vhost, Q) <= 7, "the consumer to go on")
         time.sleep(0.5)  # a consumer still at prefetch 4 would take three more now
         held = [d for d in rec.deliveries if d not in first]
         assert len(held) == 1 and ready(vhost, Q) == 7
         broker.set_prefetch(Q, 3)
         # RabbitMQ counts prefetch per consumer: the new one takes three, beside the one still held.
-        wait_for(lambda: len(rec) == 8, "three more once the prefetch is raised")
+        wait_until(lambda: len(rec) == 8, "three more once the prefetch is raised")
         time.sleep(0.3)
         assert len(rec) == 8 and ready(vhost, Q) == 4
         for d in rec.deliveries[4:]:
             d.ack()
-        wait_for(lambda: len(rec) == 11, "three more after the acks")
+        wait_until(lambda: len(rec) == 11, "three more after the acks")
         rec._settle = lambda d: d.ack()
         for d in rec.deliveries[8:]:
             d.ack()
-        wait_for(lambda: len(set(rec.bodies)) == 12, "every message")
+        wait_until(lambda: len(set(rec.bodies)) == 12, "every message")
     assert sorted(set(rec.bodies)) == sorted(b"%d" % i for i in range(12))
     assert ready(vhost, Q) == 0 and broker.depth(Q) == 0
 
@@ -160,9 +157,9 @@ def test_a_handler_busy_longer_than_the_heartbeat_does_not_lose_the_connection(v
     try:
         with caplog.at_level(logging.WARNING, logger="swarm.brokers.rabbitmq"), serving(broker):
             broker.publish([(Q, b"slow")])
-            wait_for(lambda: len(rec) == 1, "the slow message")
+            wait_until(lambda: len(rec) == 1, "the slow message")
             broker.publish([(Q, b"next")])  # delivered only once the slow one is acked (prefetch 1)
-            wait_for(lambda: len(rec) == 2, "the next message", timeout=60)
+            wait_until(lambda: len(rec) == 2, "the next message", timeout=60)
     finally:
         broker.close()
     assert rec.bodies == [b"slow", b"next"]
@@ -185,15 +182,15 @@ def test_serve_survives_a_broker_restart_without_losing_messages(broker, vhost, 
     after = [b"after-%d" % i for i in range(5)]
     with serving(broker):
         broker.publish([(Q, b"held")] + [(Q, body) for body in before])
-        wait_for(lambda: len(rec) == 6, "every message delivered")
+        wait_until(lambda: len(rec) == 6, "every message delivered")
         try:
             rabbitmqctl("stop_app")
         finally:
             rabbitmqctl("start_app")
         held[0].ack()  # from the lost connection: a harmless no-op
         publish_when_back(broker, [(Q, body) for body in after])
-        wait_for(lambda: set(after) <= set(rec.bodies) and len(held_again(rec)) == 1,
-                 "the new messages and the held one, again", timeout=60)
+        wait_until(lambda: set(after) <= set(rec.bodies) and len(held_again(rec)) == 1,
+                   "the new messages and the held one, again", timeout=60)
     assert set(rec.bodies) == set(before + after + [b"held"])  # none lost (an ack lost in the restart may duplicate)
     assert ready(vhost, Q) == 0
 
@@ -223,13 +220,13 @@ def test_serve_reconnects_after_the_network_drops(vhost):
         broker.consume(Q, 1, rec)
         with serving(broker):
             broker.publish([(Q, b"one")])
-            wait_for(lambda: len(rec) == 1, "the first delivery")
+            wait_until(lambda: len(rec) == 1, "the first delivery")
             assert proxy.cut() == 1
-            wait_for(lambda: len(rec) == 2, "the redelivery on a new connection")
+            wait_until(lambda: len(rec) == 2, "the redelivery on a new connection")
             rec.deliveries[0].ack()  # the old connection's tag: ignored
             rec.deliveries[1].ack()
             broker.publish([(Q, b"two")])  # prefetch 1: arrives only once the new tag's ack took effect
-            wait_for(lambda: len(rec) == 3, "a message on the new connection")
+            wait_until(lambda: len(rec) == 3, "a message on the new connection")
         assert rec.bodies == [b"one", b"one", b"two"]
         assert [d.redelivered for d in rec.deliveries] == [False, True, False]
     finally:
@@ -268,7 +265,7 @@ def test_serve_waits_for_an_unreachable_broker_then_consumes(vhost):
             time.sleep(1)  # serve keeps retrying meanwhile
             assert len(rec) == 0
             proxy.refusing = False
-            wait_for(lambda: rec.bodies == [b"while down"], "the message once reachable")
+            wait_until(lambda: rec.bodies == [b"while down"], "the message once reachable")
     finally:
         broker.close()
         direct.close()
@@ -287,7 +284,7 @@ def test_a_failing_callback_requeues_and_serving_goes_on(broker, vhost):
     broker.consume(Q, 1, flaky)
     with serving(broker):
         broker.publish([(Q, b"x")])
-        wait_for(lambda: len(calls) == 2, "the redelivery")
+        wait_until(lambda: len(calls) == 2, "the redelivery")
     assert calls == [False, True]
 
 
@@ -351,7 +348,7 @@ def test_acks_and_requeues_from_many_threads_in_random_order(broker, vhost, monk
         rec = Recorder(settle=lambda d: many.submit(settle, d))
         broker.consume(Q, 64, rec)
         with serving(broker):
-            wait_for(lambda: len(rec) == len(bodies) + len(requeued), "every message and every requeued one again")
+            wait_until(lambda: len(rec) == len(bodies) + len(requeued), "every message and every requeued one again")
             time.sleep(0.5)  # a requeue wrongly covered by a multiple ack would show up as a late extra
             assert ready(vhost, Q) == 0
     firsts = [d.body for d in rec.deliveries if not d.redelivered]
@@ -371,14 +368,14 @@ def test_settling_deliveries_of_a_lost_connection_does_nothing(vhost, caplog):
         rec = Recorder()
         broker.consume(Q, 8, rec)
         with caplog.at_level(logging.WARNING, logger="swarm.brokers.rabbitmq"), serving(broker):
-            wait_for(lambda: len(rec) == 8, "eight deliveries held")
+            wait_until(lambda: len(rec) == 8, "eight deliveries held")
             proxy.refusing = True
             proxy.cut()
             old = list(rec.deliveries)
             for i, d in enumerate(old):  # settled while no connection is up, then on the new one
                 d.requeue() if i % 3 == 0 else d.ack()
             proxy.refusing = False
-            wait_for(lambda: len(rec) == 16, "all eight again on a new connection")
+            wait_until(lambda: len(rec) == 16, "all eight again on a new connection")
             for d in old:
                 d.ack()  # settled already: ignored
             new = rec.deliveries[8:]
@@ -386,9 +383,9 @@ def test_settling_deliveries_of_a_lost_connection_does_nothing(vhost, caplog):
             for d in new:
                 d.ack()
             broker.publish([(Q, b"last")])  # prefetch 8: arrives whatever was acked
-            wait_for(lambda: len(rec) == 17, "a message on the new connection")
+            wait_until(lambda: len(rec) == 17, "a message on the new connection")
             rec.deliveries[16].ack()
-            wait_for(lambda: ready(vhost, Q) == 0, "the queue drained")
+            wait_until(lambda: ready(vhost, Q) == 0, "the queue drained")
             time.sleep(0.3)
             assert len(rec) == 17  # no settle of an old tag closed the new channel (which redelivers)
         assert sorted(d.body for d in rec.deliveries[8:16]) == sorted(d.body for d in old)
@@ -421,7 +418,7 @@ def test_prefetch_bounds_deliveries_while_pool_threads_ack_in_bulk(broker, pool)
     rec = Recorder(settle=take)
     broker.consume(Q, 5, rec)
     with serving(broker):
-        wait_for(lambda: len(rec) == 200, "every message")
+        wait_until(lambda: len(rec) == 200, "every message")
     assert most[0] <= 5
     assert not any(d.redelivered for d in rec.deliveries)
 
@@ -446,7 +443,7 @@ def test_what_the_blocking_broker_publishes_a_serving_one_consumes(publisher, br
     rec = Recorder(settle=lambda d: d.ack())
     broker.consume(Q, 256, rec)
     with serving(broker):
-        wait_for(lambda: len(rec) == len(bodies), "every message")
+        wait_until(lambda: len(rec) == len(bodies), "every message")
     assert rec.bodies == bodies
     assert (publisher.depth(Q), publisher.purge(retry_queue(Q, delay_tier(60)))) == (1, 1)
     assert publisher.ping().startswith("RabbitMQ ")

@@ -16,9 +16,11 @@ import pytest
 from swarm.broker import stage_queue
 from swarm.envelope import Envelope, encode
 from swarm.ledger import MessageState
-from tests.integration.fleet import DATE, JOB, ROOT, site_keys, wait_until
-from tests.integration.rabbitmq_support import amqp_url
 from tests.integration.test_pipeline import EVENTS, finish, run_id
+from tests.support import ROOT
+from tests.support.rabbitmq import amqp_url
+from tests.support.site import DATE, JOB
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def counts(site):
 
 def test_a_purged_queue_is_republished_by_the_master(site):
     master = site.start_master()
-    wait_until(lambda: counts(site).get("queued", 0) >= 16, "the plan on the queue")
+    wait_until(lambda: counts(site).get("queued", 0) >= 16, "the plan on the queue", timeout=120, every=0.1)
     channel = pika.BlockingConnection(pika.URLParameters(amqp_url(site.vhost))).channel()
     purged = channel.queue_purge(stage_queue(JOB, "scan")).method.message_count
     assert purged == 16  # every chunk's message is gone from the broker
@@ -44,7 +46,7 @@ def test_a_purged_queue_is_republished_by_the_master(site):
 def test_a_hung_worker_loses_its_lease_and_cannot_commit_later(site):
     hung = site.start_worker()
     master = site.start_master()
-    wait_until(lambda: counts(site).get(MessageState.CLAIMED, 0) > 0, "a message in hand")
+    wait_until(lambda: counts(site).get(MessageState.CLAIMED, 0) > 0, "a message in hand", timeout=120, every=0.1)
     hung.send_signal(signal.SIGSTOP)  # hangs mid-message, lease not renewed
     try:
         site.start_worker()
@@ -74,11 +76,12 @@ def bad_inputs(keys) -> dict[str, tuple[bytes, str]]:
 
 def test_bad_input_is_dead_lettered_with_its_reason_and_the_worker_serves_on(site):
     worker = site.start_worker()
-    wait_until(lambda: _has_consumer(site.vhost, stage_queue(JOB, "scan")), "the worker consuming")
+    wait_until(lambda: _has_consumer(site.vhost, stage_queue(JOB, "scan")),
+               "the worker consuming", timeout=120, every=0.1)
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url(site.vhost)))
     channel = conn.channel()
     channel.confirm_delivery()
-    bad = bad_inputs(site_keys(site))
+    bad = bad_inputs(site.keys())
     for body, _ in bad.values():
         channel.basic_publish("", stage_queue(JOB, "scan"), body, pika.BasicProperties(delivery_mode=2))
     conn.close()
@@ -113,7 +116,7 @@ def _dlq_list(site) -> list[dict]:
 
 def test_a_second_master_for_the_same_date_refuses_naming_the_first(site):
     first = site.start_master()
-    wait_until(lambda: counts(site).get("queued", 0) > 0, "the first master running")
+    wait_until(lambda: counts(site).get("queued", 0) > 0, "the first master running", timeout=120, every=0.1)
     second = site.start_master()
     assert second.wait(timeout=120) == 3
     log = sorted(site.logs.iterdir())[-1].read_text()

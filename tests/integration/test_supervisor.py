@@ -14,10 +14,12 @@ import pymysql
 import pytest
 
 from swarm.ledger import MessageState
-from tests.integration.conftest import MYSQL
-from tests.integration.fleet import DATE, JOB, ROOT, Site, wait_until
-from tests.integration.rabbitmq_support import FaultProxy, amqp_url, ready
-from tests.integration.supervised import BIN, RUN, Supervisord, assert_exact
+from tests.support import ROOT
+from tests.support.mysql import MYSQL
+from tests.support.rabbitmq import FaultProxy, amqp_url, ready
+from tests.support.site import DATE, JOB, Site
+from tests.support.supervisord import BIN, RUN, Supervisord, assert_exact
+from tests.support.waiting import wait_until
 
 EVENTS = 8_000
 NIGHTLY = ROOT / "deploy" / "swarm-nightly"
@@ -64,10 +66,10 @@ def nightly(site: Site, log_name: str) -> subprocess.Popen:
 
 def test_a_worker_stopped_by_supervisord_drains_and_nothing_is_lost(site, supervised):
     sv = supervised(3)
-    wait_until(lambda: len(sv.running()) == 3, "three workers running", timeout=30)
+    wait_until(lambda: len(sv.running()) == 3, "three workers running", timeout=30, every=0.1)
     master = nightly(site, "nightly.log")
 
-    wait_until(lambda: messages(site, MessageState.CLAIMED), "a worker holding a message")
+    wait_until(lambda: messages(site, MessageState.CLAIMED), "a worker holding a message", timeout=120, every=0.1)
     [held, *_] = messages(site, MessageState.CLAIMED)
     victim = sv.by_pid(int(held["holder"].split(":")[1]))  # holder is host:pid:thread
     stop_sent = time.time()
@@ -107,13 +109,13 @@ def test_a_worker_started_while_the_broker_is_down_waits_for_it(site, supervised
             assert sv.workers()[name]["statename"] != "FATAL", sv.log_tail()  # supervisord gave up on it
             return log.exists() and log.read_text().count("cannot reach the broker") >= 3
 
-        wait_until(retried, "the worker to retry", timeout=60)
+        wait_until(retried, "the worker to retry", timeout=60, every=0.1)
         first = sv.workers()[name]
         assert first["statename"] == "RUNNING", sv.log_tail()  # not BACKOFF or FATAL
 
         proxy.refusing = False
         queue = f"swarm.{JOB}.scan"
-        wait_until(lambda: _declared(site.vhost, queue), "the worker to declare its queues", timeout=60)
+        wait_until(lambda: _declared(site.vhost, queue), "the worker to declare its queues", timeout=60, every=0.1)
         assert sv.workers()[name]["pid"] == first["pid"]  # the same process, never restarted
         assert sv.rpc().stopProcess(f"swarm-worker:{name}", True)
         assert sv.workers()[name]["exitstatus"] == 0
@@ -145,7 +147,7 @@ def test_supervisord_runs_as_the_service_user_logs_privately_and_says_nothing_cr
         [name] = sv.workers()
         log = sv.logs / f"{name}.log"
         wait_until(lambda: sv.running() == [name] and log.exists() and "serving" in log.read_text(),
-                   "the worker to serve", timeout=60)
+                   "the worker to serve", timeout=60, every=0.1)
         assert sv.rpc().stopProcess(f"swarm-worker:{name}", True)
     finally:
         sv.stop()

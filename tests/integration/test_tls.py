@@ -1,7 +1,7 @@
 """TLS to RabbitMQ and MariaDB, on servers of the tests' own that accept nothing else.
 
 The shared services stay as they are: each server here runs from the Debian
-packages in a temporary folder (see ``tls_support``), with a throwaway CA,
+packages in a temporary folder (see ``tests.support.tls``), with a throwaway CA,
 a server certificate for 127.0.0.1 and localhost, and a client certificate
 that both servers require.
 """
@@ -25,11 +25,12 @@ from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.errors import BackendError
 from swarm.ledger import MessageState
 from swarm.ledgers.mysql import MysqlLedger
-from tests.integration.fleet import ROOT
-from tests.integration.rabbitmq_support import Recorder, serving, wait_for
-from tests.integration.tls_support import MariaServer, RabbitNode, running
-from tests.ledger_contract import LEASE, PHASE, RUN, known, message
-from tests.tls_pki import Pki, make_pki
+from tests.support import ROOT
+from tests.support.contracts.broker import Recorder, serving
+from tests.support.contracts.ledger import LEASE, PHASE, RUN, known, message
+from tests.support.pki import Pki, make_pki
+from tests.support.tls import MariaServer, RabbitNode, running
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +90,7 @@ def test_broker_over_amqps_publishes_and_consumes_with_confirms(rabbit_tls, pki)
         got = Recorder(settle=lambda delivery: delivery.ack())
         broker.consume(queue, 10, got)
         with serving(broker):
-            wait_for(lambda: len(got) == 2, "both messages over TLS")
+            wait_until(lambda: len(got) == 2, "both messages over TLS")
         assert sorted(got.bodies) == [b"one", b"two"]
         assert broker.depth(queue) == 0
     finally:

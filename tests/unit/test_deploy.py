@@ -5,7 +5,6 @@ import os
 import pwd
 import shlex
 import stat
-from pathlib import Path
 
 import pytest
 from supervisor.datatypes import RestartUnconditionally
@@ -16,8 +15,8 @@ from swarm.autoscale import _credentials
 from swarm.cli import EXIT_OK, EXIT_USAGE, main
 from swarm.config import Config
 from swarm.errors import ConfigError
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 BROKER = "amqp://swarm:p%25w,d%23x@mq1:5672/%2F"  # a password with %, a comma and a hash, encoded
 LEDGER = "mysql://swarm:s3cret-pw@db1:3306/swarm"
 SITE = {"SWARM_BACKENDS_BROKER": BROKER, "SWARM_BACKENDS_LEDGER": LEDGER,

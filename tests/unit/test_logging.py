@@ -15,9 +15,8 @@ from swarm import Abort, config
 from swarm.errors import ConfigError
 from swarm.logsetup import JsonFormatter
 from swarm.testing import run_job
+from tests.support import ROOT
 from tests.unit.toyjob import job, use_sink
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def swarm(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,6 @@
 """Workers and the master count what they do in Prometheus metrics, served over HTTP with health endpoints."""
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -10,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from swarm.errors import BackendError
 from swarm.metrics import ReadinessCheck, backend_probes, serve_metrics, url_passwords
 from swarm.testing import run_job
+from tests.support.waiting import wait_until
 from tests.unit.toyjob import job
 
 
@@ -107,7 +107,7 @@ def test_a_hung_backend_is_reported_not_waited_for_and_not_probed_twice_at_once(
     assert second.failed == {"ledger": "no answer yet to the previous check (over 0.05 s)"}
     assert len(calls) == 1  # still the one call in flight
     release.set()
-    wait_for(lambda: check_after(check, clock).ready, "the ledger probe to answer again")
+    wait_until(lambda: check_after(check, clock).ready, "the ledger probe to answer again", timeout=10, every=0.01)
     assert len(calls) == 2
 
 
@@ -138,13 +138,6 @@ def test_the_probes_ask_each_backend(broker, ledger, tables):
     assert ReadinessCheck(backend_probes(broker, ledger, tables, "swarm.toy.double"))().ready
     answer = ReadinessCheck(backend_probes(broker, NoSchema(), tables, "swarm.toy.double"))()
     assert list(answer.failed) == ["ledger"] and "swarm db init" in answer.failed["ledger"]
-
-
-def wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_master_and_worker_serve_on_their_own_port_and_address(broker, ledger, tables):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 SCRIPT = ROOT / "deploy" / "swarm-nightly"
 DATE = "2026-11-22"
 RUN = f"merchant_daily@date={DATE}"

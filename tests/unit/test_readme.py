@@ -8,8 +8,9 @@ from pathlib import Path
 from swarm.ledgers.sqlite import SqliteLedger
 from swarm.tables.embedded import EmbeddedTables
 from swarm.testing import run_job
+from tests.support import ROOT
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = ROOT / "README.md"
 FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)
 
 

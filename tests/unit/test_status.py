@@ -10,7 +10,7 @@ from rich.console import Console
 from swarm.cli import EXIT_OK, EXIT_USAGE, main
 from swarm.ledger import MessageState, RunStatus
 from swarm.report import print_status, status_dict, status_view, watch_status
-from tests.ledger_contract import LEASE, PHASE, RUN, known, message
+from tests.support.contracts.ledger import LEASE, PHASE, RUN, known, message
 
 # Brackets rich would read as markup, an emoji code, and a line longer than any terminal.
 TRACEBACK = (

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from tests.unit.test_nightly import DATE, Fake
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 NIGHTLY, TIMER, SUPERVISORD = "swarm-nightly@.service", "swarm-nightly@.timer", "swarm-supervisord.service"
 JOB = "merchant_daily"

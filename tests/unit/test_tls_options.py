@@ -11,7 +11,7 @@ import pytest
 from swarm.brokers.rabbitmq import _describe_connect, _parse_url
 from swarm.errors import ConfigError
 from swarm.ledgers.mysql import describe, parse_url, transient
-from tests.tls_pki import Pki, make_pki, openssl
+from tests.support.pki import Pki, make_pki, openssl
 
 SECRET = "hunter2-secret"
 

@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import threading
-import time
 from typing import Callable, Iterator
 
 import pytest
@@ -20,19 +19,11 @@ import pytest
 from swarm.broker import Broker, dead_letter_queue
 from swarm.errors import BackendError
 from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_REASON_CHARS
+from tests.support.waiting import wait_until
 
 Q = "swarm.test.stage"
 NEXT = "swarm.test.next"
 MISSING = "swarm.test.missing"
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds; the timeout only stops a broken test from hanging."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 class Recorder:
@@ -136,7 +127,7 @@ class BrokerContract:
         broker.consume(Q, 4, rec)
         with serving(broker):
             # with prefetch 4, the 5th and later deliveries prove the pool threads' acks took effect
-            wait_for(lambda: len(rec) == 50, "every message")
+            wait_until(lambda: len(rec) == 50, "every message")
         assert rec.bodies == bodies
         assert reopen().depth(Q, delayed=False) == 0
         assert rec.threads == {"serve"}  # callbacks run on the thread that serves
@@ -158,7 +149,7 @@ class BrokerContract:
 
             with concurrent.futures.ThreadPoolExecutor(6) as publishers:
                 list(publishers.map(publisher, range(6)))
-            wait_for(lambda: len(done) == len(expected), "every message through both stages")
+            wait_until(lambda: len(done) == len(expected), "every message through both stages")
         assert sorted(done.bodies) == sorted(expected)
         other = reopen()
         assert other.depth(Q, delayed=False) == other.depth(NEXT, delayed=False) == 0
@@ -182,10 +173,10 @@ class BrokerContract:
         with serving(broker):
             broker.publish([(Q, b"later")], delay=2.0)
             broker.publish([(Q, b"now")])
-            wait_for(lambda: len(rec) >= 1, "the immediate message")
+            wait_until(lambda: len(rec) >= 1, "the immediate message")
             assert rec.bodies == [b"now"]  # the delayed one, published first, waits
             assert (broker.depth(Q), broker.depth(Q, delayed=False)) == (1, 0)
-            wait_for(lambda: rec.bodies == [b"now", b"later"], "the delayed message", timeout=60)
+            wait_until(lambda: rec.bodies == [b"now", b"later"], "the delayed message", timeout=60)
 
     # settling -------------------------------------------------------------------------
 
@@ -203,7 +194,7 @@ class BrokerContract:
         rec = Recorder(settle=settle)
         broker.consume(Q, 2, rec)
         with serving(broker):
-            wait_for(lambda: len(rec) == 3, "the requeued message again")
+            wait_until(lambda: len(rec) == 3, "the requeued message again")
         broker.close()
         assert [(d.body, d.redelivered) for d in rec.deliveries] == [
             (b"acked", False), (b"requeued", False), (b"requeued", True)]
@@ -215,16 +206,16 @@ class BrokerContract:
         rec = Recorder()  # holds everything unacked
         broker.consume(Q, 3, rec)
         with serving(broker):
-            wait_for(lambda: len(rec) == 3, "three deliveries")
+            wait_until(lambda: len(rec) == 3, "three deliveries")
             assert other.depth(Q, delayed=False) == 2  # the broker holds back the rest
             assert len(rec) == 3
             rec.deliveries[0].ack()  # from this (non-serving) thread
-            wait_for(lambda: len(rec) == 4, "a fourth delivery once one is acked")
+            wait_until(lambda: len(rec) == 4, "a fourth delivery once one is acked")
             assert other.depth(Q, delayed=False) == 1
             assert len(rec) == 4
             for d in rec.deliveries[1:]:
                 d.ack()
-            wait_for(lambda: len(rec) == 5, "the last delivery")
+            wait_until(lambda: len(rec) == 5, "the last delivery")
             rec.deliveries[4].ack()
 
     def test_a_changed_prefetch_applies_to_the_live_consumer(self, broker, reopen):
@@ -233,22 +224,22 @@ class BrokerContract:
         rec = Recorder()  # holds everything unacked
         broker.consume(Q, 4, rec)
         with serving(broker):
-            wait_for(lambda: len(rec) == 4, "four deliveries")
+            wait_until(lambda: len(rec) == 4, "four deliveries")
             broker.set_prefetch(Q, 1)
             broker.depth(Q)  # a call after it: on RabbitMQ it runs once the consumer has started again
             for d in rec.deliveries[:4]:
                 d.ack()  # taken before the change: still ackable
-            wait_for(lambda: len(rec) == 5, "one more")
+            wait_until(lambda: len(rec) == 5, "one more")
             assert other.depth(Q, delayed=False) == 7  # one at a time now
             broker.set_prefetch(Q, 3)
             broker.depth(Q)
             rec.deliveries[4].ack()
-            wait_for(lambda: len(rec) == 8, "three more once the prefetch is raised")
+            wait_until(lambda: len(rec) == 8, "three more once the prefetch is raised")
             assert other.depth(Q, delayed=False) == 4
             rec._settle = lambda d: d.ack()
             for d in rec.deliveries[5:]:
                 d.ack()
-            wait_for(lambda: len(rec) == 12, "every message")
+            wait_until(lambda: len(rec) == 12, "every message")
         broker.set_prefetch("swarm.test.nowhere", 3)  # no consumer of that queue: nothing to change
         assert sorted(rec.bodies) == sorted(b"%d" % i for i in range(12))
         assert not any(d.redelivered for d in rec.deliveries)
@@ -259,7 +250,7 @@ class BrokerContract:
         broker.consume(Q, 2, rec)
         with serving(broker):
             broker.publish([(Q, b"before")])
-            wait_for(lambda: rec.bodies == [b"before"], "the first message")
+            wait_until(lambda: rec.bodies == [b"before"], "the first message")
             broker.cancel()
             broker.publish([(Q, b"after-1"), (Q, b"after-2")])
             assert broker.depth(Q) == 2
@@ -275,7 +266,7 @@ class BrokerContract:
         held = Recorder()
         first.consume(Q, 5, held)
         with serving(first):
-            wait_for(lambda: len(held) == 3, "three deliveries held unacked")
+            wait_until(lambda: len(held) == 3, "three deliveries held unacked")
         first.close()
         held.deliveries[0].ack()  # settling after close does nothing, and does not raise
 
@@ -283,7 +274,7 @@ class BrokerContract:
         again = Recorder(settle=lambda d: d.ack())
         second.consume(Q, 5, again)
         with serving(second):
-            wait_for(lambda: len(again) == 3, "the three, redelivered")
+            wait_until(lambda: len(again) == 3, "the three, redelivered")
         assert again.bodies == [b"a", b"b", b"c"]
         assert all(d.redelivered for d in again.deliveries)
 

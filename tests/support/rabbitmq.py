@@ -1,4 +1,4 @@
-"""Helpers for tests on the real RabbitMQ: a throwaway vhost, a TCP fault proxy (and the contract's helpers)."""
+"""The local RabbitMQ of ``make services``: ``rabbitmqctl``, throwaway vhosts, URLs, queues, a TCP fault proxy."""
 from __future__ import annotations
 
 import contextlib
@@ -12,11 +12,11 @@ import uuid
 from typing import Iterator
 
 import pika
-import pytest
 
-from tests.broker_contract import Recorder, serving, wait_for  # noqa: F401  (used here and by the broker tests)
+from tests.support.net import HOST, listening
+from tests.support.waiting import wait_until
 
-HOST, PORT = "127.0.0.1", 5672
+PORT = 5672
 USER = PASSWORD = "guest"
 
 
@@ -26,37 +26,29 @@ def rabbitmqctl(*args: str, retry_for: float = 60.0) -> str:
     Other tests on the same broker restart it; a command run meanwhile fails and is retried.
     """
     if shutil.which("rabbitmqctl") is None:
-        pytest.fail("rabbitmqctl is not installed: run `make services`")
+        raise RuntimeError("rabbitmqctl is not installed: run `make services`")
     deadline = time.monotonic() + retry_for
     while True:
         done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120)
         if done.returncode == 0:
             return done.stdout
         if time.monotonic() > deadline:
-            pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+            said = done.stderr.strip() or done.stdout.strip()
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {said}")
         time.sleep(1)
-
-
-def broker_listening(host: str = HOST, port: int = PORT) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-        return True
-    return False
 
 
 def await_broker(timeout: float = 90.0) -> None:
     """Wait until RabbitMQ listens: another test may be restarting it."""
-    deadline = time.monotonic() + timeout
-    while not broker_listening():
-        if time.monotonic() > deadline:
-            pytest.fail(f"RabbitMQ is not listening on {HOST}:{PORT}: run `make services`")
-        time.sleep(0.5)
+    wait_until(lambda: listening(PORT), f"RabbitMQ to listen on {HOST}:{PORT} (`make services` starts it)",
+               timeout=timeout, every=0.5)
 
 
 @contextlib.contextmanager
-def temporary_vhost() -> Iterator[str]:
-    """A new vhost the guest user may use, deleted afterwards with everything in it."""
+def temporary_vhost(name: str | None = None) -> Iterator[str]:
+    """A new vhost (``name``, or a new one) the guest user may use, deleted afterwards with everything in it."""
     await_broker()
-    name = f"swarm-test-{uuid.uuid4().hex[:10]}"
+    name = name or f"swarm-test-{uuid.uuid4().hex[:10]}"
     rabbitmqctl("add_vhost", name)
     try:
         rabbitmqctl("set_permissions", "-p", name, USER, ".*", ".*", ".*")
@@ -66,15 +58,10 @@ def temporary_vhost() -> Iterator[str]:
         rabbitmqctl("delete_vhost", name)
 
 
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    with temporary_vhost() as name:
-        yield name
-
-
-def amqp_url(vhost: str, port: int = PORT, password: str = PASSWORD, **options: object) -> str:
+def amqp_url(vhost: str, port: int = PORT, password: str = PASSWORD, user: str = USER, **options: object) -> str:
+    """``amqp://`` to ``vhost`` on the local RabbitMQ, as guest unless told; ``options`` go in the query."""
     query = "&".join(f"{k}={v}" for k, v in options.items())
-    return f"amqp://{USER}:{password}@{HOST}:{port}/{vhost}" + (f"?{query}" if query else "")
+    return f"amqp://{user}:{password}@{HOST}:{port}/{vhost}" + (f"?{query}" if query else "")
 
 
 def ready(vhost: str, queue: str) -> int:

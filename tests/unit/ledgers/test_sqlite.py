@@ -6,7 +6,7 @@ import pytest
 from swarm.ledger import MessageState
 from swarm.ledgers import sql
 from swarm.ledgers.sqlite import SqliteLedger
-from tests.ledger_contract import LEASE, PHASE, RUN, LedgerContract, known, message
+from tests.support.contracts.ledger import LEASE, PHASE, RUN, LedgerContract, known, message
 
 
 class TestSqliteLedger(LedgerContract):

@@ -14,9 +14,7 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Callable
@@ -24,17 +22,12 @@ from typing import Callable
 import pymysql
 import pytest
 
-from tests.tls_pki import Pki
+from tests.support.net import HOST, free_port, listening
+from tests.support.pki import Pki
+from tests.support.waiting import wait_until
 
-HOST = "127.0.0.1"
 START_TIMEOUT = 60.0  # seconds; a node boots in under 10 on a busy 2-core machine
 STOP_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def program(name: str, *places: str) -> str:
@@ -57,22 +50,20 @@ def log_tail(*paths: Path, lines: int = 50) -> str:
     return "\n".join(out) or "(no log written)"
 
 
-def listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-        return True
-    return False
-
-
 def wait_up(what: str, proc: subprocess.Popen, ready: Callable[[], bool], logs: tuple[Path, ...]) -> None:
     """Wait until ``ready()``; fail with the log tail if ``proc`` exits or time runs out."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while not ready():
+    def up() -> bool:
+        if ready():
+            return True
         if proc.poll() is not None:
             pytest.fail(f"{what} exited with status {proc.returncode} while starting:\n{log_tail(*logs)}")
-        if time.monotonic() > deadline:
-            stop_group(proc)
-            pytest.fail(f"{what} did not come up within {START_TIMEOUT:.0f} s:\n{log_tail(*logs)}")
-        time.sleep(0.2)
+        return False
+
+    try:
+        wait_until(up, what, timeout=START_TIMEOUT, every=0.2)
+    except AssertionError:
+        stop_group(proc)
+        pytest.fail(f"{what} did not come up within {START_TIMEOUT:.0f} s:\n{log_tail(*logs)}")
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -15,7 +15,9 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from swarm.ledger import MessageState
-from tests.integration.fleet import DATE, JOB, ROOT, Site, log_tail, wait_until
+from tests.support import ROOT
+from tests.support.site import DATE, JOB, Site, log_tail
+from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 GROUP = "swarm-worker"
@@ -80,7 +82,7 @@ class Supervisord:
         self.proc = subprocess.Popen([str(BIN / "supervisord"), "--nodaemon", "-c", str(self.conf)],
                                      cwd=self.site.tmp, stdout=out, stderr=subprocess.STDOUT,
                                      preexec_fn=lambda: os.umask(mask))
-        wait_until(self._answers, "supervisord to answer on its socket", timeout=30)
+        wait_until(self._answers, "supervisord to answer on its socket", timeout=30, every=0.1)
 
     def _answers(self) -> bool:
         assert self.proc.poll() is None, f"supervisord exited\n{self.log_tail()}"

@@ -7,7 +7,7 @@ import pytest
 
 from swarm.effects import Put
 from swarm.tables.embedded import Edit, EmbeddedTables
-from tests.table_contract import TableStoreContract
+from tests.support.contracts.table import TableStoreContract
 
 
 class TestEmbeddedContract(TableStoreContract):

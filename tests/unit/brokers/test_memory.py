@@ -5,7 +5,7 @@ import pytest
 
 from swarm.backends import open_broker
 from swarm.brokers.memory import MemoryBroker
-from tests.broker_contract import BrokerContract
+from tests.support.contracts.broker import BrokerContract
 
 
 class TestMemoryBroker(BrokerContract):
