@@ -5,7 +5,8 @@
 #
 #   deploy/dev/hbase.sh start [THRIFT OPTIONS]   resolve if needed, start HBase and the Thrift server,
 #                                                wait until Thrift answers (each part left as it is if up)
-#   deploy/dev/hbase.sh stop                     stop every Thrift server of the data dir, then HBase
+#   deploy/dev/hbase.sh stop [--kill]            stop every Thrift server of the data dir, then HBase
+#                                                (cleanly; --kill: SIGKILL, for a throwaway data dir)
 #   deploy/dev/hbase.sh status                   what runs; exit 0 if the Thrift server answers
 #   deploy/dev/hbase.sh master-start | master-stop [--kill]
 #                                                HBase alone (the Thrift servers stay up)
@@ -416,11 +417,13 @@ case $cmd in
         ;;
     stop)
         locked
+        signal=TERM
+        [ "${1:-}" = "--kill" ] && signal=KILL
         for f in "$RUN"/thrift-*.pid; do
             [ -e "$f" ] || continue
-            stop_daemon "$(basename "$f" .pid)" TERM 20
+            stop_daemon "$(basename "$f" .pid)" "$signal" 20
         done
-        master_stop
+        master_stop "${1:-}"
         ;;
     master-start) locked; master_start; master_wait ;;
     master-stop) locked; master_stop "$@" ;;

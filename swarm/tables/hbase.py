@@ -27,9 +27,9 @@ HBase shell (``create 't', 'f', SPLITS => ['k1', 'k2']``) before the first run, 
 ``create_table`` leaves an existing table as it is.
 
 Order within ``apply``: HBase's ``mutateRows`` applies all puts of a call before its deletes, so
-a put that follows a delete of the same row goes in a later call. HBase itself still hides a put
-behind a delete of the same cell with the same millisecond timestamp; handlers that rewrite a row
-should put the new cells rather than delete and re-put them.
+a put that follows a delete of the same row goes in a later call, sent 2 ms after the delete's
+answer: HBase hides a put behind a delete of the same cell with the same millisecond timestamp.
+Handlers that rewrite a row should still rather put the new cells than delete and re-put them.
 """
 from __future__ import annotations
 
@@ -191,7 +191,11 @@ class HBaseTables(TableStore):
     # writes -----------------------------------------------------------------
 
     def _apply(self, mutations: Sequence[Put | Delete]) -> None:
-        for segment in _segments(list(mutations)):
+        for i, segment in enumerate(_segments(list(mutations))):
+            if i:
+                # This segment puts to a row the last one deleted from. HBase stamps both with its
+                # clock in milliseconds and a delete hides a put of the same millisecond: let it tick.
+                time.sleep(0.002)
             for table, group in _by_table(segment).items():
                 full = self._full(table)
                 try:

@@ -118,9 +118,9 @@ class HBase:
     def start(self) -> None:
         self.script("start")
 
-    def stop(self) -> None:
-        """Every Thrift server of this HBase, then HBase itself (cleanly)."""
-        self.script("stop")
+    def stop(self, kill: bool = False) -> None:
+        """Every Thrift server of this HBase, then HBase itself: cleanly, or with SIGKILL (a throwaway one)."""
+        self.script("stop", *(["--kill"] if kill else []))
 
     def stop_master(self, kill: bool = False) -> None:
         """HBase alone (master, region server, ZooKeeper); its Thrift servers stay up."""

@@ -127,7 +127,7 @@ def private_hbase(tmp_path_factory):
     hbase = HBase.private(tmp_path_factory.mktemp("hbase"))
     hbase.start()
     yield hbase
-    hbase.stop()
+    hbase.stop(kill=True)  # its data goes with the test's temporary folder
 
 
 def test_hbase_stopped_and_started_mid_run(tmp_path, amqp_vhost, mysql_db, private_hbase):
