@@ -270,6 +270,15 @@ thrift_ping_flags() {
     echo "${flags[@]}" | tr ' ' '\n' | sort -u | tr '\n' ' '
 }
 
+# real_hbase PORT [PING FLAGS]: fail unless what answers on PORT is HBase's Thrift server.
+real_hbase() {
+    local port=$1
+    shift
+    if [ "$("$PYTHON" "$MODULE/thrift_ping.py" --port "$port" "$@" --kind)" != hbase ]; then
+        die "port $port is served by Swarm's development server (swarm hbase-dev), not HBase: stop it, or set HBASE_THRIFT_PORT"
+    fi
+}
+
 thrift_answers() {  # thrift_answers PORT [PING FLAGS] [--wait S --log F]
     local port=$1
     shift
@@ -289,6 +298,7 @@ thrift_start() {
     # shellcheck disable=SC2086 # the flags are words
     if alive "$name" || thrift_answers "$port" $ping --timeout 5; then
         wait_thrift "$port" "$name" $ping
+        real_hbase "$port" $ping
         return 0
     fi
     listening "$port" && die "port $port is taken by something that is not an HBase Thrift server"
@@ -406,6 +416,7 @@ case $cmd in
     start)
         # shellcheck disable=SC2046 # the flags are words
         if thrift_answers "$THRIFT_PORT" $(thrift_ping_flags "$@") --timeout 5; then
+            real_hbase "$THRIFT_PORT" $(thrift_ping_flags "$@")
             say "the Thrift server on $THRIFT_PORT answers: left as it is"
             exit 0
         fi

@@ -5,6 +5,9 @@ deploy/dev/hbase.sh can ask before any virtual environment exists.
 
 Sends ``getTableNames`` and expects a reply (not an exception). Exits 0 once the server
 answers, 1 if it has not by the end of ``--wait`` (default: ask once), naming ``--log``.
+With ``--kind``, also prints ``hbase`` or ``dev``: whether the server is HBase's own or Swarm's
+development server (``swarm hbase-dev``), told by ``createTableWithSplits``, a call only the
+development server knows (sent without arguments, it creates nothing).
 """
 from __future__ import annotations
 
@@ -27,8 +30,7 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def request(compact: bool, framed: bool) -> bytes:
-    name = b"getTableNames"
+def request(compact: bool, framed: bool, name: bytes = b"getTableNames") -> bytes:
     if compact:  # protocol id, version 1 | CALL << 5, seqid, name; then the empty args struct
         body = bytes([0x82, 0x21]) + _varint(1) + _varint(len(name)) + name + b"\x00"
     else:  # strict binary: version | CALL, name, seqid; then the empty args struct
@@ -57,6 +59,25 @@ def answers(host: str, port: int, compact: bool = False, framed: bool = False, t
     return head == b"\x80\x01\x00\x02"  # strict binary: version 1, type REPLY
 
 
+def kind(host: str, port: int, compact: bool = False, framed: bool = False, timeout: float = 10.0) -> str:
+    """``hbase`` if the server does not know ``createTableWithSplits`` (the dev server's call), else ``dev``."""
+    reply = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(request(compact, framed, b"createTableWithSplits"))
+            while b"createTableWithSplits" not in reply or len(reply) < 200:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+                if b"Invalid method name" in reply:
+                    break
+    except OSError:
+        pass
+    return "hbase" if b"Invalid method name" in reply else "dev"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -66,10 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=0.0, help="keep asking this many seconds")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds one call may take")
     parser.add_argument("--log", default="", help="the server's log, named when it does not answer")
+    parser.add_argument("--kind", action="store_true", help="print hbase or dev once it answers")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.wait
     while True:
         if answers(args.host, args.port, args.compact, args.framed, args.timeout):
+            if args.kind:
+                print(kind(args.host, args.port, args.compact, args.framed, args.timeout))
             return 0
         if time.monotonic() >= deadline:
             break
