@@ -414,6 +414,7 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case $cmd in
     start)
+        resolve  # also when HBase runs already: DevAdmin comes from this checkout's folder
         # shellcheck disable=SC2046 # the flags are words
         if thrift_answers "$THRIFT_PORT" $(thrift_ping_flags "$@") --timeout 5; then
             real_hbase "$THRIFT_PORT" $(thrift_ping_flags "$@")
