@@ -181,10 +181,11 @@ EOF
 
 pid_of() { [ -f "$RUN/$1.pid" ] && cat "$RUN/$1.pid" || true; }
 
-alive() {  # alive NAME: its pid file names a live process
+alive() {  # alive NAME: its pid file names a live process that is this NAME's JVM
     local pid
     pid=$(pid_of "$1")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-Dproc_swarm_hbase_$1 "
 }
 
 # start_daemon NAME HEAP CLASS ARGS...: a JVM in a session (process group) of its own.
@@ -258,7 +259,7 @@ master_stop() {
 
 # Thrift ----------------------------------------------------------------------------------
 
-# thrift_flags OPTIONS...: how a client must talk to a Thrift server started with OPTIONS.
+# thrift_ping_flags OPTIONS...: how a client must talk to a Thrift server started with OPTIONS.
 thrift_ping_flags() {
     local flags=() opt
     for opt in "$@"; do
