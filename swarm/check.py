@@ -191,11 +191,13 @@ def check_tables(url: str, timeout: float) -> str:
 
 
 def _try_once(store: TableStore, timeout: float) -> None:
-    """One try, within the check's time, rather than retrying past it."""
+    """One try (through each server the URL names), within the check's time, rather than retrying past it."""
     from swarm.tables.hbase import HBaseTables
 
-    if isinstance(store, HBaseTables):
-        store.retries, store.timeout_ms = 0, max(1, int(timeout * 1000))
+    if isinstance(store, HBaseTables):  # one try per Thrift server the URL names, sharing the time
+        tries = len(store.servers)
+        store.retries, store.timeout_ms = tries - 1, max(1, int(timeout * 1000 / tries))
+        store.backoff = 0
 
 
 def _names(names: list[str]) -> str:
