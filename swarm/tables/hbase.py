@@ -94,6 +94,7 @@ class HBaseTables(TableStore):
     def __init__(self, url: str):
         self._url = redact(url)
         self.servers, options = _parse_url(url)
+        self._query = urllib.parse.urlsplit(url).query
         self.host, self.port = self.servers[0]  # the first server, where calls go until it fails
         self.where = ",".join(server_name(host, port) for host, port in self.servers)
         self.pool_size = _number(options, "pool_size", int, url, minimum=1)
@@ -170,6 +171,20 @@ class HBaseTables(TableStore):
         if not found:  # HBase answers no regions for a missing table
             raise TableError(f"table {name!r} does not exist in HBase at {self.where}")
         return sorted((r["start_key"] or b"", r["end_key"] or b"") for r in found)
+
+    def each_server(self, timeout_ms: int) -> dict[str, list[str] | Exception]:
+        """Each server asked once, on its own, for the table list: the names, or why it did not answer."""
+        answers: dict[str, list[str] | Exception] = {}
+        for host, port in self.servers:
+            single = HBaseTables(f"hbase://{server_name(host, port)}?{self._query}")
+            single.retries, single.timeout_ms = 0, timeout_ms
+            try:
+                answers[server_name(host, port)] = single.tables()
+            except BackendError as exc:
+                answers[server_name(host, port)] = exc
+            finally:
+                single.close()
+        return answers
 
     # reads ------------------------------------------------------------------
 
@@ -253,7 +268,15 @@ class HBaseTables(TableStore):
                 time.sleep(self._delay(attempt))
         raise BackendError(
             f"HBase at {self.where}: {what} failed {self.retries + 1} times, last: {_message(failure)}"
+            f"{self._hint(failure)}"
         ) from None
+
+    def _hint(self, failure: Exception) -> str:
+        """What a connection closed at once may mean: a Thrift server speaking another transport or protocol."""
+        if "read 0 bytes" not in _message(failure):
+            return ""
+        return (f" (the server closed the connection: if it does so at once, it may speak another transport or "
+                f"protocol than this URL's transport={self.transport}, protocol={self.protocol})")
 
     def _attempt(self, fn: Callable[[happybase.Connection], T]) -> tuple[bool, Any]:
         """``(True, result)``, or ``(False, error)`` when the server answered with an error.

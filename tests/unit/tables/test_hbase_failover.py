@@ -197,3 +197,17 @@ def test_a_server_that_only_dropped_its_connections_keeps_the_store(servers, tab
         assert len(keys(tables.scan("t"))) == 3
     assert tables._server == 0
     assert "retrying through" not in caplog.text
+
+
+def test_config_check_says_which_servers_answer(servers, tmp_path):
+    from swarm.check import check_tables
+
+    url = url_of(*servers, options="table_prefix=n")
+    HBaseTables(url).create_table("t", ["f"])
+    assert check_tables(url, timeout=10).endswith(": 1 table(s): t; all 2 Thrift servers answered")
+    servers[1].stop()
+    said = check_tables(url, timeout=10)
+    assert said.startswith(f"{url}: 1 table(s): t; 1 of 2 Thrift servers answered; {name(servers[1])} did not answer")
+    servers[0].stop()
+    with pytest.raises(BackendError, match="no Thrift server answered"):
+        check_tables(url, timeout=10)
