@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the services the integration tests use are running on this machine:
-# RabbitMQ on 127.0.0.1:5672 (guest/guest) and MariaDB on 127.0.0.1:3306
-# (root, no password, database `test`). Starts what is stopped and installs
-# from Debian's packages what is missing. Development and CI only.
+# RabbitMQ on 127.0.0.1:5672 (guest/guest), MariaDB on 127.0.0.1:3306
+# (root, no password, database `test`) and HBase with its Thrift server on
+# 127.0.0.1:9090 (deploy/dev/hbase.sh: Apache HBase from Maven Central, in
+# .cache/hbase). Starts what is stopped and installs from Debian's packages
+# what is missing. Development and CI only.
 set -euo pipefail
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -62,6 +64,14 @@ SQL
     mariadb -uroot -h127.0.0.1 -e 'CREATE DATABASE IF NOT EXISTS test'
 }
 
+ensure_hbase() {
+    # Left as it is when its Thrift server answers; needs Java and Maven (installed on CI).
+    command -v javac >/dev/null || install_pkg openjdk-17-jdk-headless
+    command -v mvn >/dev/null || install_pkg maven
+    bash "$(dirname "${BASH_SOURCE[0]}")/hbase.sh" start
+}
+
 ensure_rabbitmq
 ensure_mariadb
-echo "services: RabbitMQ and MariaDB are up"
+ensure_hbase
+echo "services: RabbitMQ, MariaDB and HBase are up"
