@@ -177,7 +177,7 @@ def details(results: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"nightly merchant_daily on {n.get('store', 'HBase')}, {_num(n['events'])} events in"
             f" {n.get('regions', '?')} region(s), {n['procs']} worker procs: {_num(n['rows_per_s'])} rows/s end to end"
-            f" (map, barrier, reduce);"
+            f" (map, barrier, reduce), {_num(n.get('map_rows_per_s'))} in the map phase;"
             f" a plain happybase scan-and-fold of the same events in one process {_num(n['scan_fold']['rows_per_s'])}"
             f" rows/s (runs: {runs}); Swarm = {_times(n.get('vs_scan_fold'))} of it, summaries equal:"
             f" {'yes' if n.get('exact') else 'no'}")
