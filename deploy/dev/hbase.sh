@@ -45,7 +45,6 @@ JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 PYTHON=${PYTHON:-python3}
 
 LIB=$CACHE/lib
-STAMP=$CACHE/lib.stamp
 CONF=$DATA/conf
 RUN=$DATA/run
 LOGS=$DATA/logs
@@ -73,27 +72,44 @@ JVM_FLAGS=(
 # resolve ---------------------------------------------------------------------------------
 
 fingerprint() {
-    cat "$MODULE/pom.xml" $(find "$MODULE/src" -type f | sort) | sha256sum | cut -d' ' -f1
+    cat "$MODULE/pom.xml" $(find "$MODULE/src" -type f | sort) | sha256sum | cut -c1-12
 }
 
+# The jars go to lib-<fingerprint>, and `lib` links to the current one. A JVM reads its jars
+# again by path while it runs, so the folder of a running HBase is never changed or removed.
 resolve() {
     local want
     want=$(fingerprint)
-    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -f "$LIB/swarm-hbase-dev.jar" ]; then
+    if [ -f "$CACHE/lib-$want/.complete" ] && [ "$(readlink "$LIB" 2>/dev/null)" = "lib-$want" ]; then
         return 0
     fi
-    command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch HBase"
-    say "fetching HBase with Maven into $CACHE (once)"
-    local started=$SECONDS
-    rm -rf "$LIB" "$STAMP"
     mkdir -p "$CACHE"
-    mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$CACHE/m2" -Dhbase.dev.cache="$CACHE" -f "$MODULE/pom.xml" package \
-        || die "Maven could not fetch HBase or build DevAdmin (see above)"
-    echo "$want" >"$STAMP"
-    say "fetched $(ls "$LIB" | wc -l) jars in $((SECONDS - started)) s"
+    if [ ! -f "$CACHE/lib-$want/.complete" ]; then
+        command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch HBase"
+        say "fetching HBase with Maven into $CACHE (once)"
+        local started=$SECONDS
+        rm -rf "$CACHE/lib-$want"
+        if ! mvn -B -q -Dmaven.repo.local="$CACHE/m2" -Dhbase.dev.cache="$CACHE" \
+            -Dhbase.dev.lib="$CACHE/lib-$want" -f "$MODULE/pom.xml" package >"$CACHE/maven.log" 2>&1; then
+            tail -n 40 "$CACHE/maven.log" >&2
+            die "Maven could not fetch HBase or build DevAdmin; see $CACHE/maven.log"
+        fi
+        touch "$CACHE/lib-$want/.complete"
+        say "fetched $(ls "$CACHE/lib-$want" | wc -l) jars in $((SECONDS - started)) s"
+    fi
+    if [ -d "$LIB" ] && [ ! -L "$LIB" ]; then  # a plain folder, from an older version of this script
+        grep -qsF "$LIB/" /proc/[0-9]*/cmdline && die "an HBase runs from $LIB: stop it first"
+        rm -rf "$LIB"
+    fi
+    ln -sfn "lib-$want" "$LIB.tmp" && mv -T "$LIB.tmp" "$LIB"
+    local old
+    for old in "$CACHE"/lib-*; do  # earlier builds that no running process uses
+        [ "$old" = "$CACHE/lib-$want" ] && continue
+        grep -qsF "$old/" /proc/[0-9]*/cmdline || rm -rf "$old"
+    done
 }
 
-classpath() { echo "$CONF:$LIB/*"; }
+classpath() { echo "$CONF:$(readlink -f "$LIB")/*"; }
 
 # config ----------------------------------------------------------------------------------
 
@@ -229,7 +245,7 @@ master_stop() {
     fi
     say "stopping HBase"
     # A clean shutdown flushes and closes every region; SIGTERM only if that does not end it.
-    admin shutdown >/dev/null 2>&1 || true
+    run_admin shutdown >/dev/null 2>&1 || true
     local pid i
     pid=$(pid_of master)
     for ((i = 0; i < 600; i++)); do
@@ -323,6 +339,10 @@ thrift_stop() {
 
 admin() {
     resolve
+    run_admin "$@"
+}
+
+run_admin() {  # DevAdmin with the jars there are (never changes them: HBase may be running)
     [ -f "$CONF/hbase-site.xml" ] || write_conf
     "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 "${JVM_FLAGS[@]}" \
         -Dlog4j2.configurationFile="$CONF/log4j2-quiet.properties" -cp "$(classpath)" swarm.dev.hbase.DevAdmin "$@"
@@ -339,7 +359,7 @@ master_wait() {
             return 0
         fi
     done
-    while ! admin ping >/dev/null 2>&1; do
+    while ! run_admin ping >/dev/null 2>&1; do
         if ! alive master && ! listening "$ZK_PORT"; then
             say "HBase exited while starting; the end of $LOGS/master.log:"
             log_tail "$LOGS/master.log"

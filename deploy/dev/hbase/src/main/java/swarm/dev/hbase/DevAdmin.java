@@ -6,6 +6,7 @@ import java.util.Arrays;
 import java.util.EnumSet;
 import java.util.List;
 import java.util.TreeSet;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Pattern;
 import org.apache.hadoop.conf.Configuration;
@@ -16,6 +17,7 @@ import org.apache.hadoop.hbase.TableName;
 import org.apache.hadoop.hbase.TableNotFoundException;
 import org.apache.hadoop.hbase.client.Admin;
 import org.apache.hadoop.hbase.client.ColumnFamilyDescriptorBuilder;
+import org.apache.hadoop.hbase.client.CompactionState;
 import org.apache.hadoop.hbase.client.Connection;
 import org.apache.hadoop.hbase.client.ConnectionFactory;
 import org.apache.hadoop.hbase.client.RegionInfo;
@@ -202,7 +204,23 @@ public final class DevAdmin {
       System.err.println("DevAdmin: " + Bytes.toStringBinary(row) + " already starts a region");
     } else {
       int before = admin.getRegions(table).size();
-      admin.splitRegionAsync(region.getRegionName(), row).get(timeout, TimeUnit.SECONDS);
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(timeout);
+      while (true) {
+        try {
+          admin.splitRegionAsync(region.getRegionName(), row).get(timeout, TimeUnit.SECONDS);
+          break;
+        } catch (ExecutionException | IOException e) {
+          // A daughter of a recent split still refers to its parent's files until it is compacted.
+          if (!String.valueOf(e.getMessage()).contains("NOT splittable") || System.nanoTime() > deadline) {
+            throw e;
+          }
+          admin.majorCompactRegion(region.getRegionName());
+          Thread.sleep(500);
+          while (admin.getCompactionStateForRegion(region.getRegionName()) != CompactionState.NONE) {
+            Thread.sleep(200);
+          }
+        }
+      }
       waitRegions(conn, admin, table, before + 1, timeout);
     }
     printRegions(conn, admin, table);
