@@ -171,3 +171,18 @@ def test_the_example_job_plans_by_the_regions_of_its_events_table():
         assert len(planned) == count
         assert straddles([(c.payload["start"], c.payload["stop"]) for c in planned], EIGHT) == []
     tables.close()
+
+
+def test_the_same_chunks_through_the_hbase_adapter_on_the_dev_server(tmp_path):
+    from swarm.hbase_dev import DevServer
+    from swarm.tables.hbase import HBaseTables
+
+    with DevServer(str(tmp_path / "tables.db")) as server:
+        tables = HBaseTables(server.url)
+        tables.create_table("events", ["e"], EIGHT)  # the dev server pre-splits; HBase's Thrift API cannot
+        embedded = EmbeddedTables()
+        embedded.create_table("events", ["e"], EIGHT)
+        for kwargs in ({"chunks": 20}, {"per_region": 3}, {"start": DAY + b"3", "stop": DAY + b"9"}):
+            assert region_chunks(tables, "events", **kwargs) == region_chunks(embedded, "events", **kwargs)
+        tables.close()
+        embedded.close()
