@@ -200,6 +200,10 @@ class HBaseTables(TableStore):
         if prefix is not None:
             start, stop = prefix, prefix_stop(prefix)
         full, cols, size = self._full(name), _thrift_columns(columns), max(1, int(batch_size))
+        if start and stop and start >= stop:
+            # HBase reads a scan whose start equals its stop as a get of that row: nothing to read here.
+            self._call(f"scan {full}", lambda conn: _check_table(conn, full))
+            return
         cursor = start
         while True:
             read = functools.partial(_scan_batch, full=full, start=cursor, stop=stop, columns=cols, size=size)
@@ -219,7 +223,24 @@ class HBaseTables(TableStore):
         for segment in _segments(list(mutations)):
             for table, group in _by_table(segment).items():
                 full = self._full(table)
-                self._call(f"write to {full}", functools.partial(_send, full=full, mutations=group))
+                try:
+                    self._call(f"write to {full}", functools.partial(_send, full=full, mutations=group))
+                except TableError:
+                    raise
+                except BackendError:
+                    # HBase's batch error for a missing table does not name the cause ("Failed 1 action:
+                    # t: 1 time, servers with issues: null"): ask whether the table is there.
+                    if self._exists(full) is False:
+                        raise TableError(f"HBase at {self.host}:{self.port}: write to {full}: "
+                                         f"TableNotFoundException: {full}") from None
+                    raise
+
+    def _exists(self, full: str) -> bool | None:
+        """Whether table ``full`` exists; None if HBase cannot say now."""
+        try:
+            return self._call("list tables", lambda conn: full.encode() in conn.tables())
+        except BackendError:
+            return None
 
     # plumbing ---------------------------------------------------------------
 
@@ -388,6 +409,11 @@ def _scan_batch(conn: happybase.Connection, full: str, start: bytes, stop: bytes
         row_start=start or None, row_stop=stop or None, columns=columns, batch_size=size, limit=size
     )
     return list(scanner)
+
+
+def _check_table(conn: happybase.Connection, full: str) -> None:
+    """Raise HBase's own error if table ``full`` does not exist."""
+    conn.client.getColumnDescriptors(full.encode())
 
 
 def _send(conn: happybase.Connection, full: str, mutations: list[Put | Delete]) -> None:

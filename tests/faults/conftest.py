@@ -1,4 +1,11 @@
-from tests.integration.conftest import amqp_vhost, hbase_server, make_site, mysql_db  # noqa: F401 - shared fixtures
+from tests.integration.conftest import (  # noqa: F401 - shared fixtures
+    amqp_vhost,
+    hbase_cluster,
+    hbase_server,
+    make_site,
+    mysql_db,
+    pytest_configure,
+)
 
 
 def pytest_terminal_summary(terminalreporter):

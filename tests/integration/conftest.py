@@ -1,4 +1,4 @@
-"""Fixtures on the real services: a vhost, a database and an HBase Thrift dev server of the test's own."""
+"""Fixtures on the real services: a vhost, a database and a table prefix on HBase of the test's own."""
 from __future__ import annotations
 
 import uuid
@@ -6,10 +6,15 @@ import uuid
 import pymysql
 import pytest
 
-from swarm.hbase_dev import DevServer
+from tests.integration.hbase_support import HBase, TestHBase
 from tests.integration.rabbitmq_support import temporary_vhost
 
 MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=10)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "own_thrift: the test's hbase_server is a Thrift server of its own, "
+                            "free to be stopped, killed and started")
 
 
 def pytest_collection_modifyitems(items):
@@ -43,12 +48,24 @@ def mysql_admin() -> pymysql.connections.Connection:
     return pymysql.connect(**MYSQL, autocommit=True)
 
 
+@pytest.fixture(scope="session")
+def hbase_cluster():
+    """The HBase the session shares (deploy/dev/hbase.sh), started here if its Thrift server does not answer."""
+    hbase = HBase().ensure()
+    yield hbase
+    hbase.drain()  # the tests' tables, dropped in the background as they finished
+
+
 @pytest.fixture
-def hbase_server(tmp_path):
-    server = DevServer(str(tmp_path / "hbase-dev.db"))
-    server.start()
+def hbase_server(request, hbase_cluster):
+    """HBase through a table prefix of the test's own; its tables are dropped afterwards.
+
+    ``url`` is its tables URL. Marked ``own_thrift``, the test gets a Thrift server of its own,
+    and ``stop()``, ``kill()`` and ``start()`` act on it.
+    """
+    server = TestHBase(hbase_cluster, own_thrift=request.node.get_closest_marker("own_thrift") is not None)
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

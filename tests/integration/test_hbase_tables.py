@@ -1,32 +1,38 @@
-"""``HBaseTables`` over a real TCP Thrift connection to the HBase development server.
+"""``HBaseTables`` over a real TCP Thrift connection: to HBase's own Thrift server, and to the
+HBase development server (``swarm.hbase_dev``), its stand-in for local work.
 
-The shared table-store contract, then what only a networked store faces: the
-Thrift server restarting mid-scan and mid-write, scanner leases, unreachable
-servers, several threads at once, and plain happybase clients.
+The shared table-store contract on both, then what only a networked store faces: the
+Thrift server restarting or crashing mid-scan and mid-write, scanner leases, region splits,
+unreachable servers, several threads at once, and plain happybase clients, whose answers
+from HBase the development server must match.
 """
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import happybase
 import Hbase_thrift
 import pytest
+from thriftpy2.thrift import TApplicationException
 
 from swarm.effects import Delete, Put
 from swarm.errors import BackendError
 from swarm.hbase_dev import DevServer
 from swarm.tables.embedded import EmbeddedTables
 from swarm.tables.hbase import HBaseTables
+from tests.integration.hbase_support import HOST, TestHBase, answers, free_port
 from tests.table_contract import TableStoreContract, fill, keys
 
 pytestmark = pytest.mark.integration
 
-FAST_RETRY = "retries=8&backoff=0.02&backoff_max=0.5"
+DEV_RETRY = {"retries": 8, "backoff": 0.02, "backoff_max": 0.5}
+# A JVM Thrift server takes seconds to come back: enough retries to wait that out.
+HBASE_RETRY = {"retries": 20, "backoff": 0.1, "backoff_max": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def shared_server(tmp_path_factory):
     server.stop()
 
 
-class TestHBaseContract(TableStoreContract):
+class TestDevServerContract(TableStoreContract):
     @pytest.fixture
     def tables(self, shared_server):
         store = HBaseTables(shared_server.url)
@@ -47,7 +53,7 @@ class TestHBaseContract(TableStoreContract):
         store.close()
 
 
-class TestHBaseContractWithTablePrefix(TableStoreContract):
+class TestDevServerContractWithTablePrefix(TableStoreContract):
     """The contract again through a table prefix, next to another application's same-named tables."""
 
     @pytest.fixture
@@ -63,30 +69,90 @@ class TestHBaseContractWithTablePrefix(TableStoreContract):
         neighbour.close()
 
 
-@pytest.fixture
-def server(hbase_server):
-    """A server of the test's own, free to be restarted: same port, same data file."""
-    return hbase_server
+class TestHBaseContract(TableStoreContract):
+    """The contract on HBase, through the test's table prefix, next to a table outside the prefix.
+
+    Pre-split tables are created through DevAdmin, as an operator creates them in the HBase shell
+    (HBase's Thrift1 API cannot pre-split); the adapter then finds them and reads their regions.
+    """
+
+    @pytest.fixture
+    def tables(self, hbase_server, hbase_cluster):
+        neighbour = happybase.Connection(HOST, hbase_server.port)
+        outside = f"{hbase_server.prefix}t"  # shares the prefix's letters but not "<prefix>_"
+        neighbour.create_table(outside, {"f": {}})
+        neighbour.close()
+        store = hbase_server.open_tables()
+        yield store
+        store.close()
+        hbase_cluster.drop_later(outside)
+
+
+class Target:
+    """A Thrift server a test may stop, kill and start: the development server, or HBase's of the test's own."""
+
+    def __init__(self, kind: str, server, url: str, retry: dict):
+        self.kind, self.server, self._url, self.retry = kind, server, url, retry
+
+    def url(self, **options) -> str:
+        query = urllib.parse.urlencode({**self.retry, **options})
+        return f"{self._url}{'&' if '?' in self._url else '?'}{query}"
+
+    def tables(self, **options) -> HBaseTables:
+        """The adapter on this server; on HBase, ``create_table(splits=...)`` pre-splits as an operator would."""
+        if self.kind == "hbase":
+            return self.server.open_tables(**{**self.retry, **options})
+        return HBaseTables(self.url(**options))
+
+    def happybase(self) -> happybase.Connection:
+        """A plain happybase connection that sees the test's tables by their Swarm names."""
+        if self.kind == "hbase":
+            return self.server.happybase()
+        return happybase.Connection(self.server.host, self.server.port)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> int:
+        return self.server.start()
+
+    def kill(self) -> None:
+        (self.server.kill if self.kind == "hbase" else self.server.stop)()
+
+    def restart(self, kill: bool = False) -> None:
+        port = self.server.port
+        self.kill() if kill else self.stop()
+        assert self.start() == port
+
+
+@pytest.fixture(params=["dev", "hbase"])
+def server(request, tmp_path):
+    """A server of the test's own, free to be restarted: same port, same data."""
+    if request.param == "dev":
+        dev = DevServer(str(tmp_path / "tables.db"))
+        dev.start()
+        yield Target("dev", dev, dev.url, DEV_RETRY)
+        dev.stop()
+    else:
+        own = TestHBase(request.getfixturevalue("hbase_cluster"), thrift=request.getfixturevalue("own_thrift"))
+        try:
+            yield Target("hbase", own, own.url, HBASE_RETRY)
+        finally:
+            own.close()
+
+
+@pytest.fixture(scope="module")
+def own_thrift(hbase_cluster):
+    """A Thrift server of the module's own: tests restart, kill and start it; each leaves it running."""
+    with hbase_cluster.thrift() as server:
+        yield server
 
 
 @pytest.fixture
 def tables(server):
-    store = HBaseTables(f"{server.url}?{FAST_RETRY}")
+    store = server.tables()
     yield store
     store.close()
-
-
-def free_port() -> int:
-    """A port nothing listens on (free once the probe closes)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def restart(server: DevServer) -> None:
-    port = server.port
-    server.stop()
-    assert server.start() == port
 
 
 # restarts -------------------------------------------------------------------------------
@@ -104,7 +170,7 @@ def test_a_scan_survives_server_restarts_with_every_row_exactly_once(server, tab
         seen.append(key)
         assert cells == {b"f:v": key[1:]}
         if len(seen) in (10, 49):  # inside a batch, and at a batch's last row
-            restart(server)
+            server.restart()
     assert seen == names
     assert retried(caplog) >= 2  # each restart broke the pooled connection, and the scan got over it
 
@@ -119,7 +185,7 @@ def test_a_scan_survives_restarts_while_batches_are_in_flight(server, tables):
             time.sleep(0.05)
             if done.is_set():
                 return
-            restart(server)
+            server.restart()
 
     restarter = threading.Thread(target=keep_restarting)
     restarter.start()
@@ -134,7 +200,7 @@ def test_a_scan_survives_restarts_while_batches_are_in_flight(server, tables):
 def test_apply_retries_on_connections_a_restart_broke(server, tables, caplog):
     tables.create_table("t", ["f"])
     tables.apply([Put("t", b"before", {b"f:a": b"1"})])
-    restart(server)  # every pooled connection is now dead
+    server.restart()  # every pooled connection is now dead
     tables.apply([Put("t", b"after", {b"f:a": b"2"}), Delete("t", b"before")])
     assert list(tables.scan("t")) == [(b"after", {b"f:a": b"2"})]
     assert retried(caplog) >= 1
@@ -177,6 +243,24 @@ def test_a_scan_resumes_after_its_consumer_idles_past_the_scanner_lease(tmp_path
         tables.close()
 
 
+def test_on_hbase_a_scan_outlives_an_idle_consumer_that_a_happybase_scanner_does_not(hbase_server, hbase_cluster):
+    """HBase's Thrift server forgets a scanner left idle for twice the scanner lease; ours never is idle."""
+    tables = hbase_server.open_tables()
+    tables.create_table("t", ["f"])
+    names = fill(tables, "t", 30)
+    raw = hbase_server.happybase().table("t").scan(batch_size=2)
+    assert [next(raw)[0], next(raw)[0]] == names[:2]
+    seen = []
+    for key, _ in tables.scan("t", batch_size=4):
+        seen.append(key)
+        if len(seen) == 6:
+            time.sleep(2 * hbase_cluster.scanner_timeout + 1)
+    assert seen == names
+    with pytest.raises(Hbase_thrift.IllegalArgument, match="scanner ID is invalid"):
+        next(raw)  # the Thrift server dropped it: a plain happybase scan cannot go on
+    tables.close()
+
+
 def test_a_scanner_lost_inside_every_batch_ends_in_a_backend_error(tmp_path):
     # A zero lease ends every scanner between its opening and its first read.
     with DevServer(str(tmp_path / "tables.db"), scanner_lease=0.0) as server:
@@ -188,28 +272,29 @@ def test_a_scanner_lost_inside_every_batch_ends_in_a_backend_error(tmp_path):
         tables.close()
 
 
-def test_the_server_ends_an_idle_happybase_scanner_like_hbase(server):
-    conn = happybase.Connection(server.host, server.port)
-    conn.create_table("t", {"f": {}})
-    table = conn.table("t")
-    for i in range(5):
-        table.put(b"r%d" % i, {b"f:a": b"x"})
-    scan = table.scan(batch_size=2)
-    assert [next(scan)[0], next(scan)[0]] == [b"r0", b"r1"]
-    assert server.expire_scanners() == 1
-    with pytest.raises(Hbase_thrift.IOError) as caught:
-        next(scan)
-    assert b"ScannerTimeoutException" in caught.value.message
-    assert keys(table.scan(row_start=b"r2")) == [b"r2", b"r3", b"r4"]  # reopening from the last key works
-    assert server.open_scanners() == 0
-    conn.close()
+def test_the_dev_server_ends_an_idle_happybase_scanner(tmp_path):
+    with DevServer(str(tmp_path / "tables.db")) as server:
+        conn = happybase.Connection(server.host, server.port)
+        conn.create_table("t", {"f": {}})
+        table = conn.table("t")
+        for i in range(5):
+            table.put(b"r%d" % i, {b"f:a": b"x"})
+        scan = table.scan(batch_size=2)
+        assert [next(scan)[0], next(scan)[0]] == [b"r0", b"r1"]
+        assert server.expire_scanners() == 1
+        with pytest.raises(Hbase_thrift.IOError) as caught:
+            next(scan)
+        assert b"ScannerTimeoutException" in caught.value.message
+        assert keys(table.scan(row_start=b"r2")) == [b"r2", b"r3", b"r4"]  # reopening from the last key works
+        assert server.open_scanners() == 0
+        conn.close()
 
 
 # threads --------------------------------------------------------------------------------
 
 
 def test_many_threads_share_one_store(server):
-    tables = HBaseTables(f"{server.url}?pool_size=3")
+    tables = server.tables(pool_size=3)
     tables.create_table("t", ["f"])
     errors: list[BaseException] = []
 
@@ -230,15 +315,18 @@ def test_many_threads_share_one_store(server):
     tables.close()
 
 
-# pre-splitting ----------------------------------------------------------------------------
+# regions ----------------------------------------------------------------------------------
 
 
 def test_presplit_tables_show_their_regions_to_plain_happybase(server, tables):
     tables.create_table("t", ["f"], splits=[b"k0005", b"k0010"])
-    conn = happybase.Connection(server.host, server.port)
+    conn = server.happybase()
     regions = conn.table("t").regions()
     assert [(r["start_key"], r["end_key"]) for r in regions] == [(b"", b"k0005"), (b"k0005", b"k0010"), (b"k0010", b"")]
-    assert {r["port"] for r in regions} == {server.port}
+    if server.kind == "dev":
+        assert {r["port"] for r in regions} == {server.server.port}  # the dev server serves every region itself
+    else:
+        assert server.server.port not in {r["port"] for r in regions}  # HBase names its region server
     conn.close()
 
 
@@ -253,6 +341,33 @@ def test_without_the_dev_extension_a_table_is_created_unsplit_with_a_warning(tmp
         tables.apply([Put("t", b"r", {b"f:a": b"1"})])  # the connection is still good
         assert tables.row("t", b"r") == {b"f:a": b"1"}
         tables.close()
+
+
+def test_on_hbase_a_table_created_with_splits_has_one_region_and_a_warning(hbase_server, caplog):
+    tables = HBaseTables(hbase_server.url)  # the adapter alone: no operator pre-split it
+    with caplog.at_level(logging.WARNING, logger="swarm.tables.hbase"):
+        tables.create_table("t", ["f"], splits=[b"m"])
+    assert tables.regions("t") == [(b"", b"")]
+    full = hbase_server.full("t")
+    assert f"""create '{full}', 'f', SPLITS => ["m"]""" in caplog.text
+    tables.apply([Put("t", b"r", {b"f:a": b"1"})])  # the connection is still good
+    assert tables.row("t", b"r") == {b"f:a": b"1"}
+    tables.close()
+
+
+def test_on_hbase_a_scan_sees_every_row_once_across_region_splits(hbase_server):
+    tables = hbase_server.open_tables()
+    tables.create_table("t", ["f"], splits=[b"k1000"])
+    names = fill(tables, "t", 2000)
+    seen = []
+    for key, _ in tables.scan("t", batch_size=100):
+        seen.append(key)
+        if len(seen) == 350:
+            hbase_server.split("t", b"k0500")  # the region being read; returns once both halves are online
+            hbase_server.split("t", b"k1500")  # ahead of the scan
+    assert seen == names
+    assert tables.regions("t") == [(b"", b"k0500"), (b"k0500", b"k1000"), (b"k1000", b"k1500"), (b"k1500", b"")]
+    tables.close()
 
 
 # transports -------------------------------------------------------------------------------
@@ -270,15 +385,47 @@ def test_framed_transport_and_compact_protocol(tmp_path):
         conn.close()
 
 
-# plain happybase against the dev server -----------------------------------------------------
+def test_on_hbase_a_hsha_thrift_server_with_the_compact_protocol(hbase_cluster):
+    where = TestHBase(hbase_cluster, options=("-hsha", "-c"))  # a Thrift server of its own, run that way
+    try:
+        assert "transport=framed&protocol=compact" in where.url
+        tables = where.open_tables()
+        tables.create_table("t", ["f"], splits=[b"m"])
+        names = fill(tables, "t", 12)
+        assert keys(tables.scan("t", batch_size=5)) == names
+        assert tables.regions("t") == [(b"", b"m"), (b"m", b"")]
+        tables.close()
+        conn = where.happybase()
+        assert conn.table("t").row(b"k0003") == {b"f:v": b"0003"}
+        conn.close()
+        assert not answers(where.port)  # a buffered client gets nowhere with it
+    finally:
+        where.close()
 
 
-@pytest.fixture
-def conn(server):
-    conn = happybase.Connection(server.host, server.port)
+# plain happybase, against both servers ------------------------------------------------------
+
+
+@pytest.fixture(params=["dev", "hbase"])
+def conn(request, tmp_path):
+    """A plain happybase connection with table ``t`` (families f, up to 3 versions, and g); ``conn.kind``."""
+    if request.param == "dev":
+        server = DevServer(str(tmp_path / "tables.db"))
+        server.start()
+        conn = happybase.Connection(server.host, server.port)
+    else:
+        server = TestHBase(request.getfixturevalue("hbase_cluster"))
+        conn = server.happybase()  # happybase's own table prefix: "t" is the test's own
+    conn.kind = request.param
     conn.create_table("t", {"f": {"max_versions": 3}, "g": {}})
     yield conn
     conn.close()
+    (server.stop if request.param == "dev" else server.close)()
+
+
+def name(conn, table: str) -> bytes:
+    """The table's name in raw Thrift calls (happybase adds its table prefix only in its own calls)."""
+    return conn._table_name(table)
 
 
 def test_plain_happybase_creates_puts_scans_and_deletes(conn):
@@ -315,28 +462,34 @@ def test_plain_happybase_counters_are_8_byte_big_endian(conn):
     table.counter_set(b"r", b"f:hits", -5)
     assert table.counter_get(b"r", b"f:hits") == -5
     table.put(b"r", {b"f:text": b"abc"})
-    with pytest.raises(Hbase_thrift.IOError, match="not a 64-bit counter"):
+    says = {"dev": "not a 64-bit counter", "hbase": "Field is not a long, it's 3 bytes wide"}[conn.kind]
+    with pytest.raises(Hbase_thrift.IOError, match=says):
         table.counter_inc(b"r", b"f:text")
 
 
 def test_timestamps_follow_hbase(conn):
     table = conn.table("t")
     table.put(b"r", {b"f:a": b"new"}, timestamp=200)
-    table.put(b"r", {b"f:a": b"old"}, timestamp=100)  # older than what is there: not visible
+    table.put(b"r", {b"f:a": b"old"}, timestamp=100)  # older than what is there: not the latest
     assert table.row(b"r", include_timestamp=True) == {b"f:a": (b"new", 200)}
     assert table.row(b"r", timestamp=201) == {b"f:a": b"new"}
-    assert table.row(b"r", timestamp=200) == {}  # reads see [0, timestamp)
-    assert table.cells(b"r", b"f:a", include_timestamp=True) == [(b"new", 200)]
+    if conn.kind == "hbase":  # HBase keeps the family's 3 versions: a read before 200 sees the older one
+        assert table.row(b"r", timestamp=200) == {b"f:a": b"old"}  # reads see [0, timestamp)
+        assert table.cells(b"r", b"f:a", include_timestamp=True) == [(b"new", 200), (b"old", 100)]
+    else:  # the dev server keeps one version per cell
+        assert table.row(b"r", timestamp=200) == {}
+        assert table.cells(b"r", b"f:a", include_timestamp=True) == [(b"new", 200)]
     table.delete(b"r", timestamp=150)  # deletes only what is not newer
     assert table.row(b"r") == {b"f:a": b"new"}
+    assert table.cells(b"r", b"f:a", include_timestamp=True) == [(b"new", 200)]
     table.delete(b"r", timestamp=200)
     assert table.row(b"r") == {}
 
 
 def test_one_mutate_rows_call_puts_before_it_deletes_like_hbase(conn):
     mutations = [Hbase_thrift.Mutation(isDelete=True, column=b"f:a"), Hbase_thrift.Mutation(column=b"f:a", value=b"1")]
-    conn.client.mutateRows(b"t", [Hbase_thrift.BatchMutation(row=b"rows", mutations=mutations)], {})
-    conn.client.mutateRow(b"t", b"row", mutations, {})  # mutateRow deletes first
+    conn.client.mutateRows(name(conn, "t"), [Hbase_thrift.BatchMutation(row=b"rows", mutations=mutations)], {})
+    conn.client.mutateRow(name(conn, "t"), b"row", mutations, {})  # mutateRow deletes first
     assert conn.table("t").row(b"rows") == {}
     assert conn.table("t").row(b"row") == {b"f:a": b"1"}
 
@@ -349,12 +502,12 @@ def test_scan_batching_sorted_columns_and_the_other_scanner_calls(conn):
     assert list(table.scan(row_stop=b"ab", scan_batching=2)) == [
         (b"a", {b"f:1": b"x", b"f:2": b"y"}), (b"a", {b"g:3": b"z"})]
     assert [list(cells) for _, cells in table.scan(row_stop=b"ab", sorted_columns=True)] == [[b"f:1", b"f:2", b"g:3"]]
-    client = conn.client
-    sid = client.scannerOpenWithPrefix(b"t", b"a", [b"f:1"], {})
+    client, t = conn.client, name(conn, "t")
+    sid = client.scannerOpenWithPrefix(t, b"a", [b"f:1"], {})
     assert [r.row for r in client.scannerGet(sid) + client.scannerGetList(sid, 10)] == [b"a", b"ab"]
     assert client.scannerGet(sid) == []
     client.scannerClose(sid)
-    sid = client.scannerOpenWithStop(b"t", b"ab", b"b", None, {})
+    sid = client.scannerOpenWithStop(t, b"ab", b"b", None, {})
     assert [r.row for r in client.scannerGetList(sid, 10)] == [b"ab"]
     client.scannerClose(sid)
     with pytest.raises(Hbase_thrift.IllegalArgument, match="scanner ID is invalid"):
@@ -363,30 +516,41 @@ def test_scan_batching_sorted_columns_and_the_other_scanner_calls(conn):
 
 def test_errors_are_hbase_errors_and_keep_the_connection(conn):
     table = conn.table("t")
-    with pytest.raises(Hbase_thrift.IOError, match="TableNotFoundException: nope"):
+    with pytest.raises(Hbase_thrift.IOError, match="TableNotFoundException: (.*_)?nope"):
         conn.table("nope").row(b"r")
     with pytest.raises(Hbase_thrift.IOError, match="NoSuchColumnFamilyException"):
         table.put(b"r", {b"h:a": b"1"})
-    with pytest.raises(Hbase_thrift.IOError, match="filterString is not supported"):
-        list(table.scan(filter=b"KeyOnlyFilter()"))
-    with pytest.raises(Hbase_thrift.IOError, match="reversed scans are not supported"):
-        list(table.scan(row_start=b"z", reverse=True))
+    table.put(b"r", {b"f:a": b"1"})
+    if conn.kind == "hbase":  # HBase has filters and reversed scans; the dev server refuses them
+        assert list(table.scan(filter=b"KeyOnlyFilter()")) == [(b"r", {b"f:a": b""})]
+        assert keys(table.scan(row_start=b"z", reverse=True)) == [b"r"]
+    else:
+        with pytest.raises(Hbase_thrift.IOError, match="filterString is not supported"):
+            list(table.scan(filter=b"KeyOnlyFilter()"))
+        with pytest.raises(Hbase_thrift.IOError, match="reversed scans are not supported"):
+            list(table.scan(row_start=b"z", reverse=True))
     with pytest.raises(Hbase_thrift.AlreadyExists):
         conn.create_table("t", {"f": {}})
-    with pytest.raises(Hbase_thrift.IllegalArgument, match="at least one column family"):
-        conn.client.createTable(b"empty", [])
+    # Refused by the dev server as an IllegalArgument, by HBase's table sanity checks as an IOError.
+    with pytest.raises((Hbase_thrift.IllegalArgument, Hbase_thrift.IOError), match="at least one column family"):
+        conn.client.createTable(name(conn, "empty"), [])
     with pytest.raises(Hbase_thrift.IOError, match="TableNotDisabledException"):
         conn.delete_table("t")
-    with pytest.raises(Hbase_thrift.IOError, match="not supported"):
-        conn.client.getRowOrBefore(b"t", b"r", b"f")
-    assert conn.client.getTableRegions(b"nope") == []
+    if conn.kind == "hbase":  # HBase 2's Thrift server no longer has the call at all
+        with pytest.raises(TApplicationException) as caught:
+            conn.client.getRowOrBefore(name(conn, "t"), b"r", b"f")
+        assert caught.value.type == TApplicationException.UNKNOWN_METHOD
+    else:
+        with pytest.raises(Hbase_thrift.IOError, match="not supported"):
+            conn.client.getRowOrBefore(name(conn, "t"), b"r", b"f")
+    assert conn.client.getTableRegions(name(conn, "nope")) == []
     conn.disable_table("t")
     assert not conn.is_table_enabled("t")
     with pytest.raises(Hbase_thrift.IOError, match="TableNotEnabledException"):
         table.row(b"r")
     conn.enable_table("t")
-    table.put(b"r", {b"f:a": b"1"})  # the same connection still works after all of the above
-    assert table.row(b"r") == {b"f:a": b"1"}
+    table.put(b"r", {b"f:a": b"2"})  # the same connection still works after all of the above
+    assert table.row(b"r") == {b"f:a": b"2"}
 
 
 # the command ----------------------------------------------------------------------------------

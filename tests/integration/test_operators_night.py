@@ -20,6 +20,7 @@ def site(make_site):
     return make_site(EVENTS, {"chunks": 16, "sleep": 0.05})
 
 
+@pytest.mark.own_thrift
 def test_a_thrift_outage_longer_than_every_retry_budget_ends_exact_with_no_dead_letter(site):
     for _ in range(2):
         site.start_worker()

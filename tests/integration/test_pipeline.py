@@ -1,4 +1,4 @@
-"""The example job on RabbitMQ + MariaDB + the HBase Thrift dev server, workers as OS processes.
+"""The example job on RabbitMQ + MariaDB + HBase (and its Thrift server), workers as OS processes.
 
 Each test breaks something for real in the middle of the run; the summary
 must still equal the single-process reference, with no row counted twice.
@@ -12,6 +12,7 @@ import pytest
 
 from swarm.ledger import MessageState
 from tests.integration.fleet import DATE, JOB, Site, kill_mysql_sessions, wait_until
+from tests.integration.hbase_support import HBase, TestHBase
 from tests.integration.rabbitmq_support import rabbitmqctl
 
 EVENTS = 12_000
@@ -91,12 +92,58 @@ def test_mysql_connections_dropped_mid_run(site):
     finish(site, master)
 
 
+def progressed(site: Site, done: int = 3) -> None:
+    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= done, "some progress")
+
+
+@pytest.mark.own_thrift
 def test_the_thrift_server_restarted_mid_run(site):
     site.start_worker()
     site.start_worker()
     master = site.start_master()
-    wait_until(lambda: site.ledger().counts(run_id()).get(MessageState.DONE, 0) >= 3, "some progress")
+    progressed(site)
     site.hbase.stop()
     time.sleep(1)
     site.hbase.start()
     finish(site, master)
+
+
+@pytest.mark.own_thrift
+def test_the_thrift_server_killed_mid_run(site):
+    site.start_worker()
+    site.start_worker()
+    master = site.start_master()
+    progressed(site)
+    site.hbase.kill()  # SIGKILL: its clients' connections and open scanners die with it
+    time.sleep(1)
+    site.hbase.start()
+    finish(site, master)
+    assert all(w.poll() is None for w in site.workers), "workers must ride out the crash"
+
+
+@pytest.fixture
+def private_hbase(tmp_path_factory):
+    """An HBase of the test's own (data dir, ZooKeeper and Thrift ports): stopping it disturbs nobody else."""
+    hbase = HBase.private(tmp_path_factory.mktemp("hbase"))
+    hbase.start()
+    yield hbase
+    hbase.stop()
+
+
+def test_hbase_stopped_and_started_mid_run(tmp_path, amqp_vhost, mysql_db, private_hbase):
+    """HBase itself (master, region server, ZooKeeper) goes away while its Thrift server stays up."""
+    site = Site(tmp_path, amqp_vhost, mysql_db, TestHBase(private_hbase), options={"chunks": 16, "sleep": 0.3})
+    try:
+        site.init_ledger()
+        site.generate(EVENTS)
+        site.start_worker()
+        site.start_worker()
+        master = site.start_master()
+        progressed(site)
+        private_hbase.stop_master()  # cleanly: regions flushed and closed, as an operator stops HBase
+        time.sleep(2)
+        private_hbase.start_master()  # returns once HBase answers through its Thrift server again
+        finish(site, master)
+        assert all(w.poll() is None for w in site.workers), "workers must ride out the outage"
+    finally:
+        site.stop()
