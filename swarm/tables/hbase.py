@@ -231,7 +231,7 @@ class HBaseTables(TableStore):
                     # HBase's batch error for a missing table does not name the cause ("Failed 1 action:
                     # t: 1 time, servers with issues: null"): ask whether the table is there.
                     if self._exists(full) is False:
-                        raise TableError(f"HBase at {self.host}:{self.port}: write to {full}: "
+                        raise TableError(f"HBase at {self.where}: write to {full}: "
                                          f"TableNotFoundException: {full}") from None
                     raise
 
