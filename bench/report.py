@@ -63,6 +63,7 @@ def ratios(results: Mapping[str, Any]) -> dict[str, float | None]:
                                        _get(results, "overload_backlog", "rss_growth")),
         "master_total_seconds": _get(results, "master", "total_seconds"),
         "master_resume_seconds": _get(results, "master", "resume", "resume_seconds"),
+        "nightly_vs_scan_fold": _get(results, "nightly", "vs_scan_fold"),
     }
 
 
@@ -123,8 +124,10 @@ def throughput_table(results: Mapping[str, Any]) -> Table:
         f"prefork, {_get(results, 'celery', 'procs')} children + parent (RSS summed)")
     nightly = results.get("nightly")
     if nightly:
+        plain = _get(nightly, "scan_fold", "rows_per_s")
+        versus = f" ({_times(nightly.get('vs_scan_fold'))} a plain scan-and-fold's {_num(plain)})" if plain else ""
         table.add_row("nightly merchant_daily", "-", "-", "-", "-", "-", "-", _num(nightly.get("peak_rss_mib"), 1),
-                      f"{_num(nightly['rows_per_s'])} rows/s, {_num(nightly['chunks_per_s'], 1)} chunks/s, "
+                      f"{_num(nightly['rows_per_s'])} rows/s{versus}, {_num(nightly['chunks_per_s'], 1)} chunks/s, "
                       f"{nightly['procs']} procs, {_num(nightly['seconds'], 1)} s")
     return table
 
@@ -168,6 +171,16 @@ def details(results: Mapping[str, Any]) -> list[str]:
             f"overload, backlog queued ahead: {_num(b['queued_chunks'])} chunks queued, then {b['seconds']:.0f} s on"
             f" {b['procs']} procs: {_num(b['msgs_per_s'])} msgs/s = {_pct(b['vs_peak'])} of peak; RSS growth"
             f" {_pct(b['rss_growth'])}; cores used: {_cores(b)}")
+    n = results.get("nightly")
+    if n and n.get("scan_fold"):
+        runs = ", ".join(_num(r) for r in n["scan_fold"].get("runs_rows_per_s", []))
+        lines.append(
+            f"nightly merchant_daily on {n.get('store', 'HBase')}, {_num(n['events'])} events in"
+            f" {n.get('regions', '?')} region(s), {n['procs']} worker procs: {_num(n['rows_per_s'])} rows/s end to end"
+            f" (map, barrier, reduce), {_num(n.get('map_rows_per_s'))} in the map phase;"
+            f" a plain happybase scan-and-fold of the same events in one process {_num(n['scan_fold']['rows_per_s'])}"
+            f" rows/s (runs: {runs}); Swarm = {_times(n.get('vs_scan_fold'))} of it, summaries equal:"
+            f" {'yes' if n.get('exact') else 'no'}")
     lines += _security(results)
     m = results.get("master")
     if m:

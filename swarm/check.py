@@ -183,19 +183,46 @@ def check_tables(url: str, timeout: float) -> str:
     store = open_tables(url)
     if url.startswith("hbase:"):  # not otherwise: importing the HBase client takes a fifth of a second
         _try_once(store, timeout)
+    silent = ""
     try:
-        names = store.tables()
+        names, silent = _each_server(store, timeout) if url.startswith("hbase:") else (None, "")
+        if names is None:
+            names = store.tables()
     finally:
         store.close()
-    return f"{redact(url)}: {len(names)} table(s)" + (f": {_names(names)}" if names else "")
+    return f"{redact(url)}: {len(names)} table(s)" + (f": {_names(names)}" if names else "") + silent
+
+
+def _each_server(store: TableStore, timeout: float) -> tuple[list[str] | None, str]:
+    """With several Thrift servers, each one's answer: the tables, and which ones did not answer and why.
+
+    Every server failing is the store failing (``BackendError``); some failing is said, but the store works.
+    """
+    from swarm.errors import BackendError
+    from swarm.tables.hbase import HBaseTables
+
+    if not isinstance(store, HBaseTables) or len(store.servers) < 2:
+        return None, ""
+    answers = store.each_server(store.timeout_ms)
+    failed = {name: answer for name, answer in answers.items() if isinstance(answer, Exception)}
+    if len(failed) == len(answers):
+        raise BackendError(f"HBase at {store.where}: no Thrift server answered: "
+                           + "; ".join(str(e).split(": ", 1)[-1] for e in failed.values()))
+    names = next(answer for answer in answers.values() if not isinstance(answer, Exception))
+    if not failed:
+        return names, f"; all {len(answers)} Thrift servers answered"
+    said = "; ".join(f"{name} did not answer ({str(e).split(': ', 1)[-1]})" for name, e in failed.items())
+    return names, f"; {len(answers) - len(failed)} of {len(answers)} Thrift servers answered; {said}"
 
 
 def _try_once(store: TableStore, timeout: float) -> None:
-    """One try, within the check's time, rather than retrying past it."""
+    """One try (through each server the URL names), within the check's time, rather than retrying past it."""
     from swarm.tables.hbase import HBaseTables
 
-    if isinstance(store, HBaseTables):
-        store.retries, store.timeout_ms = 0, max(1, int(timeout * 1000))
+    if isinstance(store, HBaseTables):  # one try per Thrift server the URL names, sharing the time
+        tries = len(store.servers)
+        store.retries, store.timeout_ms = tries - 1, max(1, int(timeout * 1000 / tries))
+        store.backoff = 0
 
 
 def _names(names: list[str]) -> str:

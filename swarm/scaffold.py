@@ -33,8 +33,7 @@ from __future__ import annotations
 import zlib
 
 from swarm import Chunk, Count, Job, Put, Retry
-from swarm.keyrange import plan_ranges, uniform_splits
-from swarm.table import prefix_stop
+from swarm.planning import region_chunks
 
 EVENTS, PARTIALS, DAILY = "$events", "$partials", "$daily"
 BUCKETS = 8  # reduce partitions
@@ -55,11 +54,9 @@ def bucket_of(key: str) -> int:
 
 @job.planner("map")
 def plan_map(ctx):
-    """The day's key range, cut at the table's region boundaries and into ``chunks`` uniform parts."""
-    prefix = day_prefix(ctx.params["date"])
-    cuts = uniform_splits(prefix, int(ctx.options.get("chunks", 8)))
-    for i, (start, stop) in enumerate(plan_ranges(ctx.tables.regions(EVENTS), prefix, prefix_stop(prefix), cuts)):
-        yield Chunk(f"r{i:04d}", {"start": start, "stop": stop})
+    """The day's keys in ``chunks`` ranges that never cross a region boundary of the input table."""
+    return region_chunks(ctx.tables, EVENTS, prefix=day_prefix(ctx.params["date"]),
+                         chunks=int(ctx.options.get("chunks", 8)))
 
 
 @job.stage("scan", phase="map", pool=4, timeout=300, retry=Retry(max_attempts=5))

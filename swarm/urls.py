@@ -13,6 +13,7 @@ from swarm.errors import ConfigError
 BROKER_SCHEMES = ("memory", "amqp", "amqps")
 LEDGER_SCHEMES = ("sqlite", "mysql")
 TABLE_SCHEMES = ("embedded", "hbase")
+DEFAULT_PORTS = {"hbase": 9090}  # of the schemes whose URL may name several servers
 
 
 # RFC 3986's userinfo: unreserved and sub-delimiter characters, ":" and percent-encoded octets.
@@ -61,6 +62,55 @@ def check_credentials(key: str, url: str, where: str = "", password_file: str | 
     )
 
 
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+")
+
+
+def split_servers(hosts: str, default_port: int) -> list[tuple[str, int]]:
+    """``"h1:9090,h2"`` as ``[("h1", 9090), ("h2", default_port)]``: a URL's host part naming several servers.
+
+    ``ValueError`` says which server is wrong, by its place and its host; never
+    by the text of its port, which in ``amqp://user:pass`` is a password.
+    An IPv6 address is written in brackets, and given without them.
+    """
+    servers: list[tuple[str, int]] = []
+    for place, piece in enumerate(hosts.split(","), 1):
+        host, colon, port = piece.partition(":") if not piece.startswith("[") else _bracketed(piece)
+        if not piece:
+            raise ValueError(f"server {place} is empty (write host:port, host:port)")
+        if not _HOST.fullmatch(host):
+            raise ValueError(f"server {place} has {'no host' if not host else 'a host that is not a name or address'}")
+        number = int(port) if port.isascii() and port.isdigit() and len(port) <= 5 else -1
+        if not colon:
+            number = default_port
+        if not 1 <= number <= 65535:
+            raise ValueError(f"the port of server {place} ({host}) is not a number from 1 to 65535")
+        server = (host.strip("[]"), number)
+        if server in servers:
+            raise ValueError(f"server {place} ({host}:{number}) is named twice")
+        servers.append(server)
+    return servers
+
+
+def _bracketed(piece: str) -> tuple[str, str, str]:
+    """``[::1]:9090`` as ``("[::1]", ":", "9090")``."""
+    end = piece.find("]") + 1
+    rest = piece[end:]
+    if not end or rest[:1] not in ("", ":"):
+        return piece, "", ""  # not a host: refused as such
+    return piece[:end], rest[:1], rest[1:]
+
+
+def _host_part(url: str) -> str:
+    """The host (and port) part of ``url``'s authority: after any user, before the path."""
+    rest = url.partition("://")[2]
+    return re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+
+
+def several_servers(url: str) -> bool:
+    """Whether ``url`` names several servers, as ``hbase://h1:9090,h2:9090`` does."""
+    return "," in _host_part(url)
+
+
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***``: the only form of a URL that is logged.
 
@@ -74,14 +124,33 @@ def redact(url: str) -> str:
         return "<unparseable URL>"
     try:
         parts = urllib.parse.urlsplit(url)
-        _ = parts.port  # raises ValueError for a port that is not a number
+        if several_servers(url):
+            split_servers(_host_part(url), 1)  # raises ValueError for a port that is not a number
+        else:
+            _ = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
-        return _scheme_and_host(url)
+        return _servers_shown(url) if several_servers(url) else _scheme_and_host(url)
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _servers_shown(url: str) -> str:
+    """A URL naming several servers, each port that is not a number shown as ``***``."""
+    scheme, _, rest = url.partition("://")
+    hosts = _host_part(url)
+    pieces = []
+    for piece in hosts.split(","):
+        host, colon, port = piece.rpartition(":") if not piece.endswith("]") else (piece, "", "")
+        pieces.append(f"{host}:{port if port.isdigit() else '***'}" if colon else piece)
+    return f"{scheme}://{','.join(pieces)}{rest[rest.index(hosts) + len(hosts):]}"
+
+
+def server_name(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _scheme_and_host(url: str) -> str:
@@ -131,6 +200,12 @@ def check_url(key: str, url: str) -> None:
     """Raise ``ConfigError`` naming ``key`` when ``url`` has the wrong scheme or a port that is not a number."""
     allowed = {"broker": BROKER_SCHEMES, "ledger": LEDGER_SCHEMES, "tables": TABLE_SCHEMES}[key.rsplit(".", 1)[-1]]
     _scheme(url, key, allowed)
+    if several_servers(url):
+        try:
+            split_servers(_host_part(url), DEFAULT_PORTS.get(url.split("://", 1)[0].lower(), 1))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}, in {redact(url)}") from None
+        return
     try:
         _ = urllib.parse.urlsplit(url).port  # raises ValueError for a port that is not a number
     except ValueError:

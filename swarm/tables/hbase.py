@@ -1,5 +1,11 @@
 """The table store on HBase through happybase's Thrift client: ``hbase://host:9090?option=value&...``.
 
+Several Thrift servers of the same HBase: ``hbase://thrift1:9090,thrift2:9090?...`` (a server's port
+defaults to 9090). Calls go to the first. When a call's connection breaks and the server refuses a
+new one (or breaks twice in one call), the call is retried through the next server (round robin,
+with the backoff below), and the store stays there until that one fails in turn. A server that
+takes a new connection is tried once more first: it may only have dropped an idle one.
+
 URL options (all optional):
 
 - ``pool_size`` (10): connections in happybase's pool, the most calls in flight at once.
@@ -9,7 +15,8 @@ URL options (all optional):
   (``framed`` for HBase's ``-hsha``/``-nonblocking`` servers; ``compact`` if it runs ``-c``).
 - ``retries`` (8), ``backoff`` (0.1 s), ``backoff_max`` (5 s): a call that fails on a broken
   connection (server restart, socket error, time-out) is retried up to ``retries`` times, waiting
-  ``backoff`` doubling up to ``backoff_max`` (with jitter) in between; then ``BackendError``.
+  ``backoff`` doubling up to ``backoff_max`` (with jitter) in between, each time through the next
+  server when the URL names several; then ``BackendError``.
 
 happybase's pool replaces a connection that failed and re-raises: this store is the caller that
 retries. Every call is idempotent, so retrying one that may have landed is safe: ``apply`` only
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import random
 import socket
 import threading
@@ -46,20 +54,22 @@ import happybase
 import Hbase_thrift  # registered by happybase: the IDL module its client raises from
 from happybase.connection import THRIFT_PROTOCOLS, THRIFT_TRANSPORTS
 from thriftpy2.protocol.exc import TProtocolException
-from thriftpy2.thrift import TApplicationException, TClient
+from thriftpy2.thrift import TApplicationException, TClient, TException
 from thriftpy2.transport import TTransportException
 
 from swarm.effects import Delete, Put, to_bytes
 from swarm.errors import BackendError, ConfigError, TableError
 from swarm.table import Row, TableStore, prefix_stop
 from swarm.tables import thrift as idl
-from swarm.urls import redact
+from swarm.urls import DEFAULT_PORTS, clean_credentials, redact, server_name, split_servers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # A broken or timed-out connection: the pool has replaced it, the call may be retried.
 _CONNECTION_ERRORS = (TTransportException, TProtocolException, socket.error, EOFError)
+# What happybase's pool reconnects after (and re-raises).
+_RECONNECTED = (TException, socket.error)
 # An answer from the server: retrying would get the same answer.
 _SERVER_ERRORS = (
     Hbase_thrift.IOError, Hbase_thrift.IllegalArgument, Hbase_thrift.AlreadyExists,
@@ -71,6 +81,7 @@ _SCANNER_LOST = (
     "LeaseException", "scanner ID is invalid",
 )
 
+DEFAULT_PORT = DEFAULT_PORTS["hbase"]
 _DEFAULTS = {
     "pool_size": "10", "timeout_ms": "60000", "table_prefix": "", "transport": "buffered",
     "protocol": "binary", "retries": "8", "backoff": "0.1", "backoff_max": "5",
@@ -82,7 +93,10 @@ class HBaseTables(TableStore):
 
     def __init__(self, url: str):
         self._url = redact(url)
-        self.host, self.port, options = _parse_url(url)
+        self.servers, options = _parse_url(url)
+        self._query = urllib.parse.urlsplit(url).query
+        self.host, self.port = self.servers[0]  # the first server, where calls go until it fails
+        self.where = ",".join(server_name(host, port) for host, port in self.servers)
         self.pool_size = _number(options, "pool_size", int, url, minimum=1)
         self.timeout_ms = _number(options, "timeout_ms", int, url, minimum=0)
         self.prefix = options["table_prefix"]
@@ -92,6 +106,7 @@ class HBaseTables(TableStore):
         self.backoff = _number(options, "backoff", float, url, minimum=0)
         self.backoff_max = _number(options, "backoff_max", float, url, minimum=0)
         self._pool: happybase.ConnectionPool | None = None
+        self._server = 0  # the index in ``servers`` of the server the pool connects to
         self._lock = threading.Lock()
         self._connections: set[happybase.Connection] = set()
         self._closed = False
@@ -154,8 +169,22 @@ class HBaseTables(TableStore):
         full = self._full(name)
         found = self._call(f"regions of {full}", lambda conn: conn.table(full).regions())
         if not found:  # HBase answers no regions for a missing table
-            raise TableError(f"table {name!r} does not exist in HBase at {self.host}:{self.port}")
+            raise TableError(f"table {name!r} does not exist in HBase at {self.where}")
         return sorted((r["start_key"] or b"", r["end_key"] or b"") for r in found)
+
+    def each_server(self, timeout_ms: int) -> dict[str, list[str] | Exception]:
+        """Each server asked once, on its own, for the table list: the names, or why it did not answer."""
+        answers: dict[str, list[str] | Exception] = {}
+        for host, port in self.servers:
+            single = HBaseTables(f"hbase://{server_name(host, port)}?{self._query}")
+            single.retries, single.timeout_ms = 0, timeout_ms
+            try:
+                answers[server_name(host, port)] = single.tables()
+            except BackendError as exc:
+                answers[server_name(host, port)] = exc
+            finally:
+                single.close()
+        return answers
 
     # reads ------------------------------------------------------------------
 
@@ -206,7 +235,7 @@ class HBaseTables(TableStore):
                     # HBase's batch error for a missing table does not name the cause ("Failed 1 action:
                     # t: 1 time, servers with issues: null"): ask whether the table is there.
                     if self._exists(full) is False:
-                        raise TableError(f"HBase at {self.host}:{self.port}: write to {full}: "
+                        raise TableError(f"HBase at {self.where}: write to {full}: "
                                          f"TableNotFoundException: {full}") from None
                     raise
 
@@ -233,54 +262,119 @@ class HBaseTables(TableStore):
     def _call(
         self, what: str, fn: Callable[[happybase.Connection], T], retry_if: Callable[[Exception], bool] | None = None
     ) -> T:
-        """``fn(connection)``, retried with backoff while the connection breaks; ``BackendError`` after that."""
+        """``fn(connection)``, retried with backoff while the connection breaks; ``BackendError`` after that.
+
+        A broken connection moves the store to the next server when the URL names several.
+        """
+        failure: Exception = BackendError("no attempt")
+        struck: set[int] = set()  # servers whose connection broke in this call though they still took new ones
         for attempt in range(self.retries + 1):
+            server = self._server
             try:
                 answered, result = self._attempt(fn)
-            except _CONNECTION_ERRORS as exc:
-                failure: Exception = exc
+            except _Broken as broken:
+                server, failure = broken.server, broken.cause
+                # A server that takes a new connection may only have dropped an idle one (HBase's Thrift
+                # server does after hbase.thrift.server.socket.read.timeout): it gets one more try.
+                if not broken.reachable or server in struck:
+                    self._failover(server)
+                struck.add(server)
             else:
                 if answered:
                     return result
                 if retry_if is None or not retry_if(result):
                     kind = TableError if _missing(result) else BackendError  # waiting cannot create it
-                    raise kind(f"HBase at {self.host}:{self.port}: {what}: {_message(result)}") from None
+                    raise kind(f"HBase at {self.where}: {what}: {_message(result)}") from None
                 failure = result
             if attempt < self.retries:
-                log.warning("HBase at %s:%d: %s failed (%s); retrying", self.host, self.port, what, _message(failure))
+                through = f" through {server_name(*self.servers[self._server])}" if self._server != server else ""
+                log.warning("HBase at %s: %s failed (%s); retrying%s", server_name(*self.servers[server]), what,
+                            _message(failure), through)
                 time.sleep(self._delay(attempt))
         raise BackendError(
-            f"HBase at {self.host}:{self.port}: {what} failed {self.retries + 1} times, last: {_message(failure)}"
+            f"HBase at {self.where}: {what} failed {self.retries + 1} times, last: {_message(failure)}"
+            f"{self._hint(failure)}"
         ) from None
 
-    def _attempt(self, fn: Callable[[happybase.Connection], T]) -> tuple[bool, Any]:
-        """``(True, result)``, or ``(False, error)`` when the server answered with an error."""
-        with self._get_pool().connection() as conn:
-            self._remember(conn)
-            try:
-                return True, fn(conn)
-            except _SERVER_ERRORS as exc:
-                # An answer, so the connection is sound: handled here, the pool keeps it.
-                return False, exc
-            except _CONNECTION_ERRORS:
-                conn.close()  # the pool replaces a broken connection without closing its socket
-                raise
+    def _hint(self, failure: Exception) -> str:
+        """What a connection closed at once may mean: a Thrift server speaking another transport or protocol."""
+        if "read 0 bytes" not in _message(failure):
+            return ""
+        return (f" (the server closed the connection: if it does so at once, it may speak another transport or "
+                f"protocol than this URL's transport={self.transport}, protocol={self.protocol})")
 
-    def _get_pool(self) -> happybase.ConnectionPool:
+    def _attempt(self, fn: Callable[[happybase.Connection], T]) -> tuple[bool, Any]:
+        """``(True, result)``, or ``(False, error)`` when the server answered with an error.
+
+        A broken connection, or a server that cannot be reached, raises ``_Broken`` naming the server.
+        """
+        pool, server = self._get_pool()
+        used: happybase.Connection | None = None
+        broke: BaseException | None = None
+        try:
+            with pool.connection() as conn:
+                used = conn
+                self._remember(conn)
+                try:
+                    return True, fn(conn)
+                except _SERVER_ERRORS as exc:
+                    # An answer, so the connection is sound: handled here, the pool keeps it.
+                    return False, exc
+                except _CONNECTION_ERRORS as exc:
+                    conn.close()  # the pool replaces a broken connection without closing its socket
+                    broke = exc
+                    raise
+        except _CONNECTION_ERRORS as exc:
+            # happybase's pool reconnects a connection that broke, then re-raises: the same error
+            # means the server took the new connection, another one that it did not.
+            reachable = exc is broke and isinstance(exc, _RECONNECTED)
+            raise _Broken(server, exc, reachable) from None
+        finally:
+            if used is not None and pool is not self._pool:  # the store moved to another server meanwhile
+                self._forget(used)
+
+    def _get_pool(self) -> tuple[happybase.ConnectionPool, int]:
         with self._lock:
             if self._closed:
                 raise BackendError(f"the HBase table store {self._url} is closed")
             if self._pool is None:
                 # Connects once at creation: a server that is down fails here and the call is retried.
-                self._pool = happybase.ConnectionPool(
-                    self.pool_size, host=self.host, port=self.port, timeout=self.timeout_ms or None,
-                    transport=self.transport, protocol=self.protocol,
-                )
-            return self._pool
+                host, port = self.servers[self._server]
+                try:
+                    self._pool = happybase.ConnectionPool(
+                        self.pool_size, host=host, port=port, timeout=self.timeout_ms or None,
+                        transport=self.transport, protocol=self.protocol,
+                    )
+                except _CONNECTION_ERRORS as exc:
+                    raise _Broken(self._server, exc) from None
+            return self._pool, self._server
+
+    def _failover(self, server: int) -> None:
+        """After a broken connection to ``server``: go on through the next one, if the URL names several.
+
+        Only the first thread to see ``server`` fail moves the store on; the others find it moved.
+        With one server, the pool stays: it has replaced the broken connection already.
+        """
+        if len(self.servers) == 1:
+            return
+        with self._lock:
+            if self._server != server or self._closed:
+                return
+            retired, self._pool = self._pool, None
+            self._server = (server + 1) % len(self.servers)
+        if retired is not None:
+            for conn in _idle_connections(retired):
+                self._forget(conn)
 
     def _remember(self, conn: happybase.Connection) -> None:
         with self._lock:
             self._connections.add(conn)
+
+    def _forget(self, conn: happybase.Connection) -> None:
+        """Close a connection of a pool the store no longer uses."""
+        with self._lock:
+            self._connections.discard(conn)
+        conn.close()
 
     def _delay(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff * (2**attempt))
@@ -288,6 +382,29 @@ class HBaseTables(TableStore):
 
 
 # helpers -----------------------------------------------------------------------
+
+
+class _Broken(Exception):
+    """A connection to ``servers[server]`` broke, or could not be made: the call may be retried.
+
+    ``reachable``: the server took a new connection after this one broke.
+    """
+
+    def __init__(self, server: int, cause: Exception, reachable: bool = False):
+        super().__init__(server, cause)
+        self.server, self.cause, self.reachable = server, cause, reachable
+
+
+def _idle_connections(pool: happybase.ConnectionPool) -> list[happybase.Connection]:
+    """The connections waiting in ``pool`` (happybase 1.3's pool keeps them in a queue)."""
+    idle = []
+    waiting = getattr(pool, "_queue", None)
+    while waiting is not None:
+        try:
+            idle.append(waiting.get_nowait())
+        except queue.Empty:
+            break
+    return idle
 
 
 def _scan_batch(conn: happybase.Connection, full: str, start: bytes, stop: bytes, columns, size: int) -> list[Row]:
@@ -381,24 +498,32 @@ def _message(exc: BaseException) -> str:
 # URL --------------------------------------------------------------------------
 
 
-def _parse_url(url: str) -> tuple[str, int, dict[str, str]]:
+def _parse_url(url: str) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """The Thrift servers (host, port) the URL names, in order, and its options."""
+    shown = redact(url)
+    if not clean_credentials(url):
+        raise ConfigError(f"tables: {shown}: the HBase Thrift client does not authenticate; remove the user")
     try:
         parts = urllib.parse.urlsplit(url)
-        port = parts.port or 9090
     except ValueError as exc:
-        raise ConfigError(f"tables: {redact(url)}: {exc}") from None
+        raise ConfigError(f"tables: {shown}: {exc}") from None
     if parts.scheme.lower() != "hbase":
-        raise ConfigError(f"tables: expected hbase://host:port, got {redact(url)}")
-    if parts.username or parts.password:
-        raise ConfigError(f"tables: {redact(url)}: the HBase Thrift client does not authenticate; remove the user")
+        raise ConfigError(f"tables: expected hbase://host:port[,host:port...], got {shown}")
+    _, at, hosts = parts.netloc.rpartition("@")
+    if at:
+        raise ConfigError(f"tables: {shown}: the HBase Thrift client does not authenticate; remove the user")
     if parts.path not in ("", "/"):
-        raise ConfigError(f"tables: {redact(url)}: unexpected path {parts.path!r}; options go in the query")
+        raise ConfigError(f"tables: {shown}: unexpected path {parts.path!r}; options go in the query")
+    try:
+        servers = split_servers(hosts, DEFAULT_PORT) if hosts else [("localhost", DEFAULT_PORT)]
+    except ValueError as exc:
+        raise ConfigError(f"tables: {shown}: {exc}") from None
     options = dict(_DEFAULTS)
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
         if key not in _DEFAULTS:
-            raise ConfigError(f"tables: unknown option {key!r} in {redact(url)}; known: {', '.join(_DEFAULTS)}")
+            raise ConfigError(f"tables: unknown option {key!r} in {shown}; known: {', '.join(_DEFAULTS)}")
         options[key] = value
-    return parts.hostname or "localhost", port, options
+    return servers, options
 
 
 def _number(options: dict[str, str], key: str, kind: type, url: str, minimum: float) -> Any:

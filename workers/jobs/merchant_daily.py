@@ -17,8 +17,8 @@ from typing import Any, Iterable, Mapping
 from swarm import Chunk, Count, Job, Put, Retry, Send
 from swarm.effects import Bytes, to_bytes
 from swarm.errors import BadMessage
-from swarm.keyrange import plan_ranges, uniform_splits
-from swarm.table import prefix_stop
+from swarm.keyrange import uniform_splits
+from swarm.planning import region_chunks
 
 EVENTS, PARTIALS, SUMMARY = "events", "partials", "merchant_daily"
 BUCKETS = 16  # reduce partitions
@@ -44,12 +44,9 @@ def bucket_of(merchant: str) -> int:
 
 @job.planner("map")
 def plan_map(ctx) -> Iterable[Chunk]:
-    """Split the day's key range at region boundaries and uniform cuts."""
-    prefix = day_prefix(ctx.params["date"])
-    per_day = int(ctx.options.get("chunks", 32))
-    ranges = plan_ranges(ctx.tables.regions(EVENTS), prefix, prefix_stop(prefix), uniform_splits(prefix, per_day))
-    for i, (start, stop) in enumerate(ranges):
-        yield Chunk(f"r{i:05d}", {"start": start, "stop": stop, "part": 0})
+    """The day's keys in ``chunks`` ranges (default 32) that never cross a region boundary of ``events``."""
+    return region_chunks(ctx.tables, EVENTS, prefix=day_prefix(ctx.params["date"]),
+                         chunks=int(ctx.options.get("chunks", 32)), payload={"part": 0})
 
 
 def _check_scan(payload: Mapping[str, Any]) -> None:

@@ -40,7 +40,7 @@ def test_open_tables_does_not_connect():
         ("hbase://h?retries=-1", "retries='-1'"),
         ("hbase://h?transport=http", "transport='http'.*buffered, framed"),
         ("hbase://h?protocol=json", "protocol='json'"),
-        ("hbase://h:notaport", "hbase://h: Port could not be cast"),  # redacted: scheme and host
+        ("hbase://h:notaport", "hbase://h: the port of server 1 \\(h\\) is not a number"),  # redacted: the host
         ("hbase://h/some/path", "unexpected path"),
     ],
 )
