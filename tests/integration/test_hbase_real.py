@@ -30,11 +30,9 @@ from swarm.planning import region_chunks
 from swarm.tables.hbase import HBaseTables
 from swarm.testing import plan, run_job
 from tests.support.contracts.table import fill, keys
+from tests.support.hbase import HOST, ROOT, SCRIPT, answers, free_port
 from workers.jobs import merchant_daily as md
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "deploy" / "dev" / "hbase.sh"
-HOST = "127.0.0.1"
 PORT = int(os.environ.get("HBASE_THRIFT_PORT") or 9090)
 DATE = "2026-11-20"
 DAY = md.day_prefix(DATE)
@@ -47,22 +45,6 @@ def script(*args: str, timeout: float = 900) -> str:
     return done.stdout
 
 
-def answers(port: int, transport: str = "buffered", protocol: str = "binary") -> bool:
-    try:
-        conn = happybase.Connection(HOST, port, timeout=5000, transport=transport, protocol=protocol)
-        try:
-            conn.tables()
-        finally:
-            conn.close()
-    except Exception:  # noqa: BLE001 - refused, reset, timed out: all mean no
-        return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def scanner_lease() -> float:
@@ -92,7 +74,7 @@ class Thrift:
         return answers(self.port)
 
 
-class Site:
+class Prefixed:
     """The shared HBase seen through a table prefix of the test's own."""
 
     def __init__(self):
@@ -129,7 +111,7 @@ def hbase():
 
 @pytest.fixture
 def site(hbase):
-    made = Site()
+    made = Prefixed()
     yield made
     made.drop()
 
