@@ -30,19 +30,14 @@ from swarm.planning import region_chunks
 from swarm.tables.hbase import HBaseTables
 from swarm.testing import plan, run_job
 from tests.support.contracts.table import fill, keys
-from tests.support.hbase import HOST, ROOT, SCRIPT, answers, free_port
+from tests.support.hbase import HOST, ROOT, HBase, ThriftServer, free_port
 from workers.jobs import merchant_daily as md
 
-PORT = int(os.environ.get("HBASE_THRIFT_PORT") or 9090)
 DATE = "2026-11-20"
 DAY = md.day_prefix(DATE)
+SHARED = HBase()  # the session's HBase, as conftest's hbase_cluster sees it
+PORT = SHARED.thrift_port
 
-
-def script(*args: str, timeout: float = 900) -> str:
-    done = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"deploy/dev/hbase.sh {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 
@@ -56,22 +51,11 @@ def scanner_lease() -> float:
     return int(found.group(1)) / 1000 if found else 5.0
 
 
-class Thrift:
-    """A Thrift server of the test's own against the shared HBase, on a port of its own."""
-
-    def __init__(self, *options: str):
-        self.port, self.options = free_port(), options
-
-    def start(self) -> "Thrift":
-        script("thrift-start", "--port", str(self.port), *self.options)
-        return self
-
-    def kill(self) -> None:
-        script("thrift-stop", "--port", str(self.port), "--kill")
-
-    @property
-    def running(self) -> bool:
-        return answers(self.port)
+def thrift(*options: str) -> ThriftServer:
+    """A Thrift server of the test's own against the shared HBase, on a port of its own, started."""
+    server = ThriftServer(SHARED, free_port(), options)
+    server.start()
+    return server
 
 
 class Prefixed:
@@ -88,11 +72,12 @@ class Prefixed:
 
     def presplit(self, name: str, families: list[str], splits: list[bytes]) -> None:
         """Create ``name`` split at ``splits``, as an operator does in the HBase shell (Thrift cannot)."""
-        script("admin", "create-presplit", self.full(name), *families, "--splits", ",".join(k.decode() for k in splits))
+        cuts = ",".join(k.decode() for k in splits)
+        SHARED.script("admin", "create-presplit", self.full(name), *families, "--splits", cuts)
 
     def split(self, name: str, row: bytes) -> None:
         """Split the region holding ``row`` at ``row``; returns once both halves are online."""
-        script("admin", "split", self.full(name), row.decode())
+        SHARED.script("admin", "split", self.full(name), row.decode())
 
     def drop(self) -> None:
         tables = HBaseTables(self.url())
@@ -102,11 +87,9 @@ class Prefixed:
 
 
 @pytest.fixture(scope="module")
-def hbase():
-    """The shared HBase, started if its Thrift server does not answer."""
-    if not answers(PORT):
-        script("start")
-    return PORT
+def hbase(hbase_cluster):
+    """The shared HBase (conftest's ``hbase_cluster`` starts it if its Thrift server does not answer)."""
+    return hbase_cluster.thrift_port
 
 
 @pytest.fixture
@@ -144,7 +127,7 @@ def exact(tables, ledger, run, rows: int) -> None:
 
 
 def test_workers_go_on_through_another_thrift_server_when_one_is_killed_mid_run(site, events, monkeypatch, caplog):
-    first, second = Thrift().start(), Thrift().start()
+    first, second = thrift(), thrift()
     try:
         md.generate(events, DATE, 4000)
         tables = HBaseTables(f"hbase://{HOST}:{first.port},{HOST}:{second.port}?table_prefix={site.prefix}"
@@ -181,7 +164,7 @@ def test_workers_go_on_through_another_thrift_server_when_one_is_killed_mid_run(
 
 
 def test_a_framed_compact_thrift_server_is_read_and_written_through(site):
-    server = Thrift("-f", "-c").start()  # HBase's ThriftServer -f -c: framed transport, compact protocol
+    server = thrift("-f", "-c")  # HBase's ThriftServer -f -c: framed transport, compact protocol
     try:
         tables = HBaseTables(site.url(server.port, transport="framed", protocol="compact", retries=2))
         tables.create_table("t", ["f", "g"])
