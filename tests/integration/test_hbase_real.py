@@ -8,6 +8,7 @@ prefix of its own on the shared HBase; a server a test kills is its own.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ from swarm.ledgers.sqlite import SqliteLedger
 from swarm.planning import region_chunks
 from swarm.tables.hbase import HBaseTables
 from swarm.testing import plan, run_job
-from tests.support.contracts.table import fill, keys
+from tests.support.contracts.table import fill, keys, scan_interrupted
 from tests.support.hbase import HOST, ROOT, HBase, ThriftServer, free_port
 from workers.jobs import merchant_daily as md
 
@@ -194,15 +195,12 @@ def test_a_scan_idle_past_the_scanner_lease_goes_on_after_its_last_row(site, lea
     tables = HBaseTables(site.url())
     tables.create_table("t", ["f"])
     names = fill(tables, "t", 14)
-    seen = []
-    for key, cells in tables.scan("t", batch_size=4):
-        seen.append(key)
-        assert cells == {b"f:v": key[1:]}
-        if len(seen) in (2, 4):  # inside a batch, and at a batch's last row: past the region server's lease
-            time.sleep(lease + 1)
-        if len(seen) == 9:  # past the Thrift server's own scanner cache too (twice the lease)
-            time.sleep(2 * lease + 1)
-    assert seen == names
+    past_lease = functools.partial(time.sleep, lease + 1)
+    at = {
+        2: past_lease, 4: past_lease,  # inside a batch, and at a batch's last row: past the region server's lease
+        9: functools.partial(time.sleep, 2 * lease + 1),  # past the Thrift server's own scanner cache (twice it)
+    }
+    assert scan_interrupted(tables, "t", 4, at) == names
     tables.close()
 
 

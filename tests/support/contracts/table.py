@@ -5,6 +5,8 @@ fixture: an empty ``TableStore`` (no tables yet).
 """
 from __future__ import annotations
 
+from typing import Callable, Mapping
+
 import pytest
 
 from swarm.effects import Delete, Put
@@ -27,6 +29,19 @@ def fill(tables: TableStore, table: str, count: int, family: str = "f") -> list[
     names = [b"k%04d" % i for i in range(count)]
     tables.apply([Put(table, k, {f"{family}:v".encode(): k[1:]}) for k in names])
     return names
+
+
+def scan_interrupted(
+    tables: TableStore, table: str, batch_size: int, at: Mapping[int, Callable[[], object]]
+) -> list[bytes]:
+    """Scan rows ``fill`` wrote, checking each one's cell; ``at[n]()`` runs after the n-th row. The keys read."""
+    seen: list[bytes] = []
+    for key, cells in tables.scan(table, batch_size=batch_size):
+        seen.append(key)
+        assert cells == {b"f:v": key[1:]}
+        if len(seen) in at:
+            at[len(seen)]()
+    return seen
 
 
 class TableStoreContract:
