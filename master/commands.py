@@ -17,13 +17,17 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     kit.add_params(m)
     m.set_defaults(func=master)
 
-    rr = sub.add_parser("rerun", help="rerun stages of finished runs from their intermediate tables (exit 0 done, "
-                                      "1 a rerun failed, 2 a date never ran or has not finished, 3 locked)")
+    rr = sub.add_parser("rerun", help="rerun finished nights from any stage, as new generations (exit 0 done, "
+                                      "1 a rerun failed, 2 refused: a night never ran, has not finished, or what it "
+                                      "reads did not complete, 3 locked, 4 held: a check failed)")
     rr.add_argument("job")
-    rr.add_argument("--dates", required=True, help="YYYY-MM-DD, a range D1..D2, or a comma-separated list")
-    rr.add_argument("--from-stage", required=True, help="first stage of the phase to rerun from")
-    rr.add_argument("--chunks", help="comma-separated chunk ids of that phase (default: all)")
-    rr.add_argument("--dry-run", action="store_true", help="show what would be rerun, change nothing")
+    rr.add_argument("--dates", help="YYYY-MM-DD, a range D1..D2, or a comma-separated list: one rerun each")
+    kit.add_params(rr)
+    rr.add_argument("--from-stage", required=True, help="the stage to rerun from (any stage; later phases follow)")
+    rr.add_argument("--chunks", help="comma-separated chunk ids of that phase, the last phase only (default: all)")
+    rr.add_argument("--force", action="store_true",
+                    help="read a phase that did not complete in the run it is read from, as it is")
+    rr.add_argument("--dry-run", action="store_true", help="show what would run and what each phase reads")
     rr.set_defaults(func=rerun)
 
 
@@ -56,21 +60,21 @@ def master(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def rerun(args: argparse.Namespace, cfg: Config) -> int:
-    from master.rerun import dates_between, describe, plan_rerun, run_rerun
+    from master.rerun import dates_between, describe, param_sets, plan_rerun, run_rerun
 
     job = kit.job(cfg, args.job)
     keys = kit.keys(cfg)
     broker, ledger, tables = kit.backends(cfg, serve=False, create_ledger=False)  # a rerun needs the runs it reruns
     chunks = args.chunks.split(",") if args.chunks else None
-    dates = dates_between(args.dates)
-    plans = [plan_rerun(job, {"date": d}, args.from_stage, ledger, tables, chunks, cfg.options(job.name))
-             for d in dates]
-    print(describe(plans))
+    nights = param_sets(job, kit.params(args), dates_between(args.dates) if args.dates else ())
+    plans = [plan_rerun(job, p, args.from_stage, ledger, tables, chunks, cfg.options(job.name), force=args.force)
+             for p in nights]
+    print(describe(plans, job))
     if args.dry_run:
         return EXIT_OK
-    failed = 0
+    codes = []
     with kit.workers_here(cfg, job, ledger, tables, keys):
-        for plan, date in zip(plans, dates, strict=True):  # one at a time: reruns keep to a budget of one run
-            run = run_rerun(plan, job, {"date": date}, broker, ledger, tables, settings(cfg, job), keys=keys)
-            failed += kit.finished(run) != EXIT_OK
-    return EXIT_FAILED if failed else EXIT_OK
+        for plan, params in zip(plans, nights, strict=True):  # one at a time: reruns keep to a budget of one run
+            run = run_rerun(plan, job, params, broker, ledger, tables, settings(cfg, job), keys=keys)
+            codes.append(kit.finished(run))
+    return max(codes, default=EXIT_OK) if EXIT_FAILED not in codes else EXIT_FAILED

@@ -14,15 +14,18 @@ import logging
 import os
 import socket
 import time
-from typing import Callable, Collection, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from master.planner import plan_phase
 from swarm import metrics
 from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
+from swarm.checks import summary as checks_summary
+from swarm.context import source_of
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
 from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus, known_run
+from swarm.publishing import finish_interrupted, publish, run_checks
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -69,14 +72,21 @@ class Master:
         alert: Alert = no_alert,
         keys: SiteKeys | None = None,
         on_locked: Callable[[], object] | None = None,
+        spec: Mapping[str, Any] | None = None,
+        roots: Callable[[], list[Message]] | None = None,
     ):
         """``phases``/``chunks`` narrow a rerun; ``lock_key`` is the run whose one-master lock is taken.
+
+        ``spec``: a rerun's plan, recorded on its run; its ``reads`` name the
+        generations the phases it skips come from. ``roots``: the first
+        phase's root messages when a rerun starts inside a phase (instead of
+        its planner's chunks).
 
         ``on_locked`` runs once the lock is held: whatever would clash with a
         running master (its metrics port, say) starts only then, so a second
         master refuses cleanly instead.
         """
-        job.check()
+        job.verify()
         self.job, self.params = job, dict(params)
         self.broker, self.ledger, self.tables = broker, ledger, tables
         self.settings = settings or MasterSettings()
@@ -88,6 +98,9 @@ class Master:
         self.alert = alert
         self.keys = keys or process_keys()  # signs the plan; the workers must hold the same site key
         self.on_locked = on_locked
+        self.spec = dict(spec or {})
+        self.reads: Mapping[str, str] = self.spec.get("reads", {})
+        self.roots = roots
         self._deadline_alerted = False
         self.holder = f"master {socket.gethostname()}:{os.getpid()}"
 
@@ -103,9 +116,14 @@ class Master:
 
     def _run_locked(self) -> Run:
         self._patiently("start", self._check_tables)
-        run = self._patiently("start", self.ledger.open_run, self.run_id, self.job.name, self.params)
+        if self.job.publishes:
+            self._patiently("start", finish_interrupted, self.job, source_of(self.lock_key), self.ledger, self.tables)
+        run = self._patiently("start", self.ledger.open_run, self.run_id, self.job.name, self.params, self.spec)
         if run.status == RunStatus.DONE:
             log.info("run %s is already done", self.run_id)
+            return run
+        if run.status in (RunStatus.HELD, RunStatus.REJECTED):
+            log.info("run %s is %s: `swarm status %s` shows its checks", self.run_id, run.status, self.run_id)
             return run
         if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
             # Not the error itself: a handler's error may quote the data, which INFO lines never carry.
@@ -124,9 +142,25 @@ class Master:
             self._alert("run_failed", error=str(exc))
         else:
             failpoint("master.finish")
+            self._patiently("finish", self._finish)
+        return known_run(self.ledger, self.run_id)
+
+    def _finish(self) -> None:
+        """Done; for a job that publishes, only once its checks pass and its result is promoted, else held."""
+        if not self.job.publishes:
             self.ledger.update_run(self.run_id, status=RunStatus.DONE, finished=True)
             log.info("run %s done", self.run_id)
-        return known_run(self.ledger, self.run_id)
+            return
+        results = run_checks(self.job, self.run_id, self.params, self.ledger, self.tables)
+        if all(r.passed for r in results):
+            failpoint("master.checked")
+            publish(self.job, self.run_id, self.ledger, self.tables)
+            log.info("run %s done: %d check(s) passed, result published", self.run_id, len(results))
+            return
+        why = checks_summary(results)
+        self.ledger.update_run(self.run_id, status=RunStatus.HELD, error=why, finished=True)
+        log.error("run %s is held, its result unpublished: %s", self.run_id, why)
+        self._alert("run_held", checks=[dataclasses.asdict(r) for r in results if not r.passed])
 
     def _check_tables(self) -> None:
         """Refuse to start while a table the job declares is missing: its messages could only fail."""
@@ -165,7 +199,11 @@ class Master:
             return
         self.ledger.update_run(self.run_id, phase=phase)
         if state is None:
-            messages = plan_phase(self.job, self.run_id, phase, self.tables, self.settings.options, self.keys)
+            if self.roots is not None and phase == self.phases[0]:
+                messages = self.roots()
+            else:
+                messages = plan_phase(self.job, self.run_id, phase, self.tables, self.settings.options, self.keys,
+                                      self.reads)
             if self.chunks is not None and phase == self.phases[0]:
                 messages = [m for m in messages if m.chunk in self.chunks]
             self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish

@@ -1,6 +1,8 @@
 """Turning a phase's planner output into the root messages the master checkpoints."""
 from __future__ import annotations
 
+from typing import Mapping
+
 from swarm.context import PlanContext, ReadTables, params_of
 from swarm.envelope import Envelope, encode
 from swarm.errors import PluginError
@@ -11,10 +13,14 @@ from swarm.table import TableStore
 
 
 def plan_phase(job: Job, run_id: str, phase: str, tables: TableStore, options: dict | None = None,
-               keys: SiteKeys | None = None) -> list[Message]:
-    """Call the job's planner for ``phase``; one root message per chunk, for the phase's entry stage, signed."""
+               keys: SiteKeys | None = None, reads: Mapping[str, str] | None = None) -> list[Message]:
+    """Call the job's planner for ``phase``; one root message per chunk, for the phase's entry stage, signed.
+
+    ``reads``: a rerun's generations (``Run.reads``), for a planner that reads an earlier phase's output.
+    """
     keys = keys or process_keys()
-    ctx = PlanContext(job.name, run_id, ReadTables(tables), params_of(run_id), options or {})
+    ctx = PlanContext(job.name, run_id, ReadTables(tables), params_of(run_id), options or {}, phase, job.phases,
+                      dict(reads or {}))
     entry = job.entries[phase]
     messages, seen = [], set()
     for chunk in job.planners[phase](ctx):

@@ -82,6 +82,10 @@ class RerunLocked(RerunRefused):
     """A rerun that cannot start because a master holds the date's one-master lock right now."""
 
 
+class PublishRefused(SwarmError):
+    """A publication or decision that cannot be made: the run is not held, or another is being published."""
+
+
 class Fenced(SwarmError):
     """A worker's claim on a message was taken over; its result must not commit."""
 

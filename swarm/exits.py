@@ -7,6 +7,7 @@ from swarm.errors import (
     ConfigError,
     MasterLocked,
     PluginError,
+    PublishRefused,
     RerunLocked,
     RerunRefused,
     SwarmError,
@@ -17,6 +18,7 @@ EXIT_OK = 0  # done
 EXIT_FAILED = 1  # the run failed
 EXIT_USAGE = 2  # bad arguments or config
 EXIT_LOCKED = 3  # another master holds the run
+EXIT_HELD = 4  # the run finished, but a check failed: its result is held, unpublished
 EXIT_SOFTWARE = 70  # an unexpected error, a bug in a job or in Swarm (sysexits' EX_SOFTWARE); not a failed run
 EXIT_UNAVAILABLE = 75  # a backend stayed unreachable (sysexits' EX_TEMPFAIL): try again later
 EXIT_INTERRUPTED = 130  # Ctrl-C
@@ -26,6 +28,8 @@ def exit_for(exc: SwarmError) -> tuple[int, str]:
     """The exit code of an error, and what to say before its message."""
     if isinstance(exc, RerunRefused):
         return (EXIT_LOCKED if isinstance(exc, RerunLocked) else EXIT_USAGE), "rerun refused: "
+    if isinstance(exc, PublishRefused):
+        return EXIT_USAGE, "refused: "
     if isinstance(exc, MasterLocked):
         return EXIT_LOCKED, ""
     if isinstance(exc, (ConfigError, PluginError, TableError, BackendRefused)):

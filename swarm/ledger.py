@@ -6,6 +6,8 @@ serves every role; each caller is typed with the narrow interface it uses:
 - ``WorkerLedger``: claims, leases and completes (``swarm.runtime``, ``workers.worker``);
 - ``MasterLedger``: the master's lock, its run and phases, the plan and the
   watch (``master``, ``swarm runs cancel``);
+- ``ResultLedger``: a run's checks, the publication of its result, operators' decisions
+  (``swarm.publishing``, ``swarm publish``/``reject``);
 - ``HistoryLedger``: runs past and present, read only (``swarm status``, ``swarm runs``);
 - ``DeadLetterLedger``: dead letters gathered, shown and replayed (``swarm.dlq``);
 - ``SchemaLedger``: the schema, and pruning old runs (``swarm db``);
@@ -24,9 +26,11 @@ T = TypeVar("T")
 
 class RunStatus(enum.StrEnum):
     RUNNING = "running"
-    DONE = "done"
+    DONE = "done"  # and, for a job with checks or published tables, its result published
     FAILED = "failed"
     CANCELLED = "cancelled"
+    HELD = "held"  # finished, but a check failed: its result waits for ``swarm publish`` or ``swarm reject``
+    REJECTED = "rejected"  # held, then rejected by an operator: its result is never published
 
 
 class PhaseState(enum.StrEnum):
@@ -78,6 +82,51 @@ class Run:
     created_at: float
     updated_at: float
     finished_at: float | None
+    spec: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # a rerun's plan (``master.rerun``)
+
+    @property
+    def reads(self) -> Mapping[str, str]:
+        """Per phase this run does not run itself, the run whose output of it this run reads."""
+        return self.spec.get("reads", {})
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """One check of a run's result: what was measured, what was expected, within what tolerance."""
+
+    name: str
+    passed: bool
+    measured: float | None = None
+    expected: float | None = None
+    tolerance: str = ""
+    detail: str = ""
+
+
+class PublishState(enum.StrEnum):
+    PUBLISHING = "publishing"  # the promotion of a run's staged result has begun
+    PUBLISHED = "published"  # and finished: readers see exactly that run's result
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """Which run's result a night (its first run's id) shows readers, or is being promoted to show."""
+
+    night: str
+    job: str
+    run_id: str
+    state: PublishState
+    previous: str | None  # the run published before, whose rows the promotion replaces
+    updated_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """An operator's action on a run (``publish``, ``reject``), with the reason given."""
+
+    run_id: str
+    action: str
+    reason: str
+    at: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +137,15 @@ class Message:
     stage: str
     chunk: str
     body: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """A message as a run recorded it, with its state and its parent's stage (None for a root)."""
+
+    message: Message
+    state: MessageState
+    parent_stage: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +225,7 @@ class Pruned:
     runs: list[str]
     messages: int
     dead_letters: int
+    published: list[str] = dataclasses.field(default_factory=list)  # of ``runs``: their run rows and checks stay
 
 
 def _raised(outcome: T | Exception) -> T:
@@ -206,6 +265,10 @@ class RunView(Protocol):
         one before it succeeded); False: only the others (dead, aborted, or
         still to be retried); None: both.
         """
+
+    @abc.abstractmethod
+    def counters(self, run_id: str) -> dict[str, int]:
+        """Sum of ``Count`` effects over the run's done messages."""
 
 
 class WorkerLedger(Protocol):
@@ -268,9 +331,53 @@ class WorkerLedger(Protocol):
     def queued_children(self, parent_id: str) -> list[Message]:
         """The children a done parent recorded that are still queued (for re-publishing)."""
 
+    @abc.abstractmethod
+    def reads(self, run_id: str) -> Mapping[str, str]:
+        """``Run.reads`` of a run: which run's output each phase it does not run comes from."""
 
-class MasterLedger(RunView, Protocol):
-    """The master's part: its lock, its run and phases, the plan it checkpoints, and the watch over it."""
+
+class ResultLedger(RunView, Protocol):
+    """A run's checks, the publication of its result, and operators' decisions on held runs."""
+
+    @abc.abstractmethod
+    def save_checks(self, run_id: str, results: Sequence[CheckResult]) -> None:
+        """Record a run's check results, replacing any recorded before."""
+
+    @abc.abstractmethod
+    def checks(self, run_id: str) -> list[CheckResult]: ...
+
+    @abc.abstractmethod
+    def check_history(self, job: str, name: str, limit: int, exclude_night: str) -> list[float]:
+        """Check ``name``'s measured values in the ``limit`` latest published runs of ``job``, newest first.
+
+        Runs of ``exclude_night`` (the night being checked) are left out.
+        """
+
+    @abc.abstractmethod
+    def publication(self, night: str) -> Publication | None: ...
+
+    @abc.abstractmethod
+    def begin_publish(self, night: str, job: str, run_id: str) -> Publication:
+        """Record that ``run_id``'s result is being promoted; idempotent for the same run.
+
+        ``previous`` is the run published until now; refused (``SwarmError``)
+        while another run's promotion is unfinished.
+        """
+
+    @abc.abstractmethod
+    def finish_publish(self, night: str, run_id: str) -> None:
+        """The promotion is complete: the night shows ``run_id``'s result, and the run is done, atomically."""
+
+    @abc.abstractmethod
+    def decide(self, run_id: str, action: str, reason: str, status: RunStatus | None = None) -> None:
+        """Record an operator's decision on a run, setting its status if given, atomically."""
+
+    @abc.abstractmethod
+    def decisions(self, run_id: str) -> list[Decision]: ...
+
+
+class MasterLedger(ResultLedger, Protocol):
+    """The master's part: its lock, its run and phases, the plan it checkpoints, the watch over it, its result."""
 
     @abc.abstractmethod
     def lock_master(self, key: str, holder: str) -> None:
@@ -280,8 +387,9 @@ class MasterLedger(RunView, Protocol):
     def unlock_master(self, key: str) -> None: ...
 
     @abc.abstractmethod
-    def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
-        """Return the run, creating it (status running) if new."""
+    def open_run(self, run_id: str, job: str, params: Mapping[str, Any],
+                 spec: Mapping[str, Any] | None = None) -> Run:
+        """Return the run, creating it (status running, with a rerun's ``spec``) if new."""
 
     @abc.abstractmethod
     def update_run(
@@ -311,6 +419,10 @@ class MasterLedger(RunView, Protocol):
     @abc.abstractmethod
     def counts(self, run_id: str, phase: str | None = None) -> dict[MessageState, int]:
         """Messages per state."""
+
+    @abc.abstractmethod
+    def recorded(self, run_id: str, phase: str, stages: Sequence[str] | None = None) -> list[Recorded]:
+        """The messages a run recorded for ``phase`` (of ``stages``, if given), in id order."""
 
     @abc.abstractmethod
     def reclaim_expired(self, run_id: str, now: float) -> list[Message]:
@@ -348,9 +460,6 @@ class HistoryLedger(RunView, Protocol):
     def done_since(self, run_id: str, since: float) -> dict[str, int]:
         """Per stage, messages finished since ``since`` (for rates)."""
 
-    @abc.abstractmethod
-    def counters(self, run_id: str) -> dict[str, int]:
-        """Sum of ``Count`` effects over the run's done messages."""
 
 
 class DeadLetterLedger(Protocol):
@@ -398,12 +507,16 @@ class SchemaLedger(Protocol):
     def prune(self, before: float, dry_run: bool = False) -> Pruned:
         """Delete the runs that finished before ``before`` with all their rows, and old dead letters.
 
+        A night's published run keeps its run row, phases, counters and
+        checks (what readers, the checks' history and the generations go by);
+        only its messages go.
+
         Dead letters go when they were created before ``before`` and were
         replayed or belong to no message still in the ledger.
         """
 
 
-class Ledger(WorkerLedger, MasterLedger, HistoryLedger, DeadLetterLedger, SchemaLedger, Protocol):
+class Ledger(WorkerLedger, MasterLedger, ResultLedger, HistoryLedger, DeadLetterLedger, SchemaLedger, Protocol):
     """Every role: what ``swarm.backends.open_ledger`` returns.
 
     Implementations: ``swarm.ledgers.sqlite`` (embedded default) and

@@ -80,5 +80,5 @@ def _where(exc: BaseException) -> str:
 def _checked(obj: object, where: str) -> Job:
     if not isinstance(obj, Job):
         raise PluginError(f"{where} is a {type(obj).__name__}, not a swarm.Job")
-    obj.check()
+    obj.verify()
     return obj

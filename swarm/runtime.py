@@ -20,10 +20,10 @@ import dataclasses
 import logging
 import random
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from swarm.broker import Broker, Delivery, stage_queue
-from swarm.context import Context, ReadTables, params_of
+from swarm.context import RERUN_MARK, Context, ReadTables, params_of
 from swarm.effects import Send
 from swarm.envelope import Envelope, decode, encode
 from swarm.errors import Abort, BackendError, BadMessage, HandlerError, TableError, describe
@@ -84,6 +84,7 @@ class Processor:
         self.keys = keys or process_keys()
         self.holder, self.lease = holder, lease
         self.read_tables = ReadTables(tables)
+        self._reads: dict[str, Mapping[str, str]] = {}  # run -> Run.reads; fixed when the run opens
         self.options = options or {}
         self.leases = leases or Leases()
         self.middleware = middleware or default_middleware(job.name)
@@ -187,7 +188,12 @@ class Processor:
         env, stage = item.accepted()
         if not flight.begin(time.monotonic()):
             return HandedBack()  # while an earlier handler of the batch hung
-        ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options)
+        try:
+            reads = self._reads_of(env.run)
+        except BackendError as exc:
+            return _first(flight, of_error(exc))
+        ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options, env.phase,
+                      self.job.phases, reads)
         self.middleware.before_handler(stage, env)
         started, failure = time.perf_counter(), None
         try:
@@ -205,8 +211,17 @@ class Processor:
             item.children = [child_message(env, stage, i, send, self.keys) for i, send in enumerate(effects.sends)]
         except Abort as exc:  # a Send to an undeclared stage, found before anything was applied
             return Stop(exc.reason)
+        effects.mutations = self.job.staged(env.run, effects.mutations)
         item.effects = effects
         return None
+
+    def _reads_of(self, run: str) -> Mapping[str, str]:
+        """Which generations a run reads: only a rerun reads others' (and its ledger row says which)."""
+        if RERUN_MARK not in run:
+            return {}
+        if run not in self._reads:
+            self._reads[run] = self.ledger.reads(run)
+        return self._reads[run]
 
     def _commit(self, items: list[Item]) -> None:
         """Write the batch's tables, record each message done with its children, publish them, ack."""

@@ -5,9 +5,10 @@ import dataclasses
 import random
 import re
 import weakref
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from swarm import flow
+from swarm.effects import Delete, Put, to_bytes
 from swarm.envelope import _NAME, MAX_BODY_BYTES
 from swarm.errors import PluginError
 
@@ -54,13 +55,29 @@ class Stage:
         return flow.bound(self.prefetch, self.pool, self.batch)
 
 
+STAGED_SUFFIX = "_staged"  # a published table's staging area: ``<table>_staged``, rows ``<run>/<row>``
+
+
+def staging_table(table: str) -> str:
+    """Where writes to published table ``table`` wait, keyed by run, until the run's result is published."""
+    return table + STAGED_SUFFIX
+
+
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
-    """A table a job reads or writes: its column families and, optionally, the keys it is pre-split at."""
+    """A table a job reads or writes: its column families and, optionally, the keys it is pre-split at.
+
+    ``intermediate``: rows are keyed ``<run>/...`` by the run that wrote them
+    (``ctx.output_key``), a generation each; ``swarm generations prune``
+    removes old ones. ``published``: readers' table; writes go to its staging
+    table and reach it only when the run's checks pass (``swarm.publishing``).
+    """
 
     name: str
     families: tuple[str, ...]
     splits: tuple[bytes, ...] = ()
+    intermediate: bool = False
+    published: bool = False
 
     def family_of(self, column: bytes) -> str:
         return column.split(b":", 1)[0].decode(errors="replace")
@@ -93,6 +110,7 @@ class Job:
         self.planners: dict[str, Planner] = {}
         self.entries: dict[str, str] = {}  # phase -> entry stage
         self.tables: dict[str, TableSpec] = {}
+        self.checks: dict[str, Any] = {}  # name -> swarm.checks.Check, run in declaration order
 
     # declaration ---------------------------------------------------------
 
@@ -143,11 +161,14 @@ class Job:
         with_handler = _OWNERS.setdefault(stage.handler, []) if _weakrefable(stage.handler) else []
         with_handler.append((self, stage.name))
 
-    def table(self, name: str, families: Iterable[str], splits: Iterable[bytes | str] = ()) -> TableSpec:
+    def table(self, name: str, families: Iterable[str], splits: Iterable[bytes | str] = (), *,
+              intermediate: bool = False, published: bool = False) -> TableSpec:
         """Declare a table the job reads or writes; ``swarm tables create JOB`` makes them all.
 
         Once a job declares tables, its handlers may write only to those, and
         only to their families; its master refuses to start while one is missing.
+        ``intermediate`` and ``published``: see ``TableSpec``; a published table
+        brings its staging table, declared with it.
         """
         _check_name("table", name)
         families = tuple(families)
@@ -156,9 +177,51 @@ class Job:
                               f"got {list(families)}")
         if name in self.tables:
             raise PluginError(f"job {self.name}: table {name!r} declared twice")
+        if intermediate and published:
+            raise PluginError(f"job {self.name}: table {name!r} is either intermediate or published, not both")
         keys = tuple(sorted({s.encode() if isinstance(s, str) else bytes(s) for s in splits}))
-        self.tables[name] = spec = TableSpec(name, families, keys)
+        staged = staging_table(name)
+        if published and staged in self.tables:
+            raise PluginError(f"job {self.name}: table {staged!r}, the staging area of {name!r}, is declared already")
+        self.tables[name] = spec = TableSpec(name, families, keys, intermediate, published)
+        if published:
+            self.tables[staged] = TableSpec(staged, families)
         return spec
+
+    def check(self, check: Any) -> Any:
+        """Declare a check of the run's result, run before it is published (``swarm.checks``).
+
+        Takes a built-in (``checks.row_count(...)``) or decorates a function
+        ``(result, history) -> CheckResult | bool``, named after it.
+        """
+        from swarm.checks import as_check
+
+        made = as_check(check)
+        if made.name in self.checks:
+            raise PluginError(f"job {self.name}: check {made.name!r} declared twice")
+        for table in made.tables:
+            spec = self.tables.get(table)
+            if spec is None or not spec.published:
+                raise PluginError(f"job {self.name}: check {made.name!r} reads table {table!r}, which the job "
+                                  "does not declare published=True: only a published table's result is checked")
+        self.checks[made.name] = made
+        return check
+
+    def staged(self, run: str, mutations: Sequence[Put | Delete]) -> list[Put | Delete]:
+        """``mutations`` as a worker applies them for ``run``: those to a published table go to its staging area."""
+        published = {t.name for t in self.tables.values() if t.published}
+        if not published:
+            return list(mutations)
+        return [dataclasses.replace(m, table=staging_table(m.table), row=f"{run}/".encode() + to_bytes(m.row))
+                if m.table in published else m for m in mutations]
+
+    def published_tables(self) -> list[TableSpec]:
+        return [t for t in self.tables.values() if t.published]
+
+    @property
+    def publishes(self) -> bool:
+        """Whether the job's result goes through checks and publication at the end of a run."""
+        return bool(self.checks) or any(t.published for t in self.tables.values())
 
     def planner(self, phase: str) -> Callable[[Planner], Planner]:
         """Decorator declaring how phase ``phase`` is split into chunks."""
@@ -175,7 +238,7 @@ class Job:
     def phases(self) -> list[str]:
         return list(self.entries)
 
-    def check(self) -> None:
+    def verify(self) -> None:
         """Refuse a job whose declarations do not hold together."""
         for stage in self.stages.values():
             for target in stage.next:

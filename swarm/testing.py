@@ -39,6 +39,7 @@ def call(
     options: Mapping[str, Any] | None = None,
     stage: str | None = None,
     phase: str | None = None,
+    reads: Mapping[str, str] | None = None,
 ) -> list[Effect]:
     """Call ``handler`` once as a worker would; return its effects as a list, checked as a worker checks them.
 
@@ -50,7 +51,8 @@ def call(
     job, declared = _owner(handler, stage, phase)
     run = run or _run_id(job, params)
     env = Envelope(job.name, run, declared.phase, declared.name, chunk, "0", attempt, dict(payload or {}))
-    ctx = Context(job.name, run, ReadTables(tables or EmbeddedTables()), params_of(run), dict(options or {}))
+    ctx = Context(job.name, run, ReadTables(tables or EmbeddedTables()), params_of(run), dict(options or {}),
+                  declared.phase, job.phases or [declared.phase], dict(reads or {}))
     returned = handler(ctx, env)
     effects = Effects.collect(returned, job.tables or None)  # PluginError, as a worker's abort would say
     if declared.handler is handler:
@@ -109,7 +111,8 @@ def plan(job: Job, phase: str | None = None, *, tables: TableStore | None = None
     if phase not in job.planners:
         raise PluginError(f"job {job.name}: phase {phase!r} has no planner; phases: {job.phases}")
     run = _run_id(job, params)
-    ctx = PlanContext(job.name, run, ReadTables(tables or EmbeddedTables()), params_of(run), dict(options or {}))
+    ctx = PlanContext(job.name, run, ReadTables(tables or EmbeddedTables()), params_of(run), dict(options or {}),
+                      phase, job.phases)
     chunks = list(job.planners[phase](ctx))
     bad = [c for c in chunks if not isinstance(c, Chunk)]
     if bad:

@@ -24,6 +24,7 @@ OWN = (
     "swarm.commands.run",
     "swarm.commands.tables",
     "swarm.commands.history",
+    "swarm.commands.results",
     "swarm.commands.dlq",
     "swarm.commands.db",
     "swarm.commands.config",

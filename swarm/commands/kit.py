@@ -11,7 +11,7 @@ from typing import Any, ContextManager, Sequence
 
 from swarm.config import Config
 from swarm.errors import ConfigError, LedgerNotFound
-from swarm.exits import EXIT_FAILED, EXIT_OK
+from swarm.exits import EXIT_FAILED, EXIT_HELD, EXIT_OK
 from swarm.stage import Job
 
 log = logging.getLogger("swarm")
@@ -147,7 +147,7 @@ def serve_metrics(cfg: Config, section: str, the_job: Job, stage: str, the_broke
 def finished(run: Any) -> int:
     """Print how a run ended; its exit code."""
     print(f"{run.id}: {run.status}" + (f": {run.error}" if run.error else ""))
-    return EXIT_OK if run.status == "done" else EXIT_FAILED
+    return {"done": EXIT_OK, "held": EXIT_HELD}.get(run.status, EXIT_FAILED)
 
 
 def day(text: str | None) -> float | None:

@@ -7,18 +7,30 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-from swarm.ledger import Failure, HistoryLedger, MasterLedger, Message, MessageState, PhaseState, Run, RunStatus
+from swarm.ledger import (
+    Failure,
+    HistoryLedger,
+    MasterLedger,
+    Message,
+    MessageState,
+    PhaseState,
+    Recorded,
+    Run,
+    RunStatus,
+)
 from swarm.ledgers.core import MESSAGE_COLUMNS, SqlCore, batches, clip_error, marks, message_of, message_row
 
-_RUN_COLUMNS = "id, job, params, status, phase, error, created_at, updated_at, finished_at"
+_RUN_COLUMNS = "id, job, params, status, phase, error, created_at, updated_at, finished_at, spec"
 
 
 class RunSql(SqlCore, MasterLedger, HistoryLedger):
     """A run's row, its phases' rows, and its messages as the master plans, publishes and watches them."""
 
-    def open_run(self, run_id: str, job: str, params: Mapping[str, Any]) -> Run:
+    def open_run(self, run_id: str, job: str, params: Mapping[str, Any],
+                 spec: Mapping[str, Any] | None = None) -> Run:
         now = self.now()
-        row = (run_id, job, json.dumps(dict(params), sort_keys=True), RunStatus.RUNNING, None, None, now, now, None)
+        row = (run_id, job, json.dumps(dict(params), sort_keys=True), RunStatus.RUNNING, None, None, now, now, None,
+               json.dumps(dict(spec), sort_keys=True) if spec else None)
         self._write(self._insert_new("swarm_runs", _RUN_COLUMNS), row)
         run = self.get_run(run_id)
         assert run is not None
@@ -27,6 +39,10 @@ class RunSql(SqlCore, MasterLedger, HistoryLedger):
     def get_run(self, run_id: str) -> Run | None:
         row = self._row(f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE id = ?", (run_id,))
         return None if row is None else _run(row)
+
+    def reads(self, run_id: str) -> Mapping[str, str]:
+        run = self.get_run(run_id)
+        return {} if run is None else dict(run.reads)
 
     def jobs(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT job FROM swarm_runs ORDER BY job")]
@@ -145,6 +161,16 @@ class RunSql(SqlCore, MasterLedger, HistoryLedger):
             args.append(phase)
         return {MessageState(state): int(n) for state, n in self._rows(sql + " GROUP BY state", args)}
 
+    def recorded(self, run_id: str, phase: str, stages: Sequence[str] | None = None) -> list[Recorded]:
+        sql = ("SELECT m.id, m.stage, m.chunk, m.body, m.state, p.stage FROM swarm_messages m "
+               "LEFT JOIN swarm_messages p ON p.id = m.parent WHERE m.run_id = ? AND m.phase = ?")
+        args: list[Any] = [run_id, phase]
+        if stages is not None:
+            sql += f" AND m.stage IN ({marks(list(stages))})"
+            args += list(stages)
+        rows = self._rows(sql + " ORDER BY m.id", args)
+        return [Recorded(message_of(r[:4]), MessageState(r[4]), r[5]) for r in rows]
+
     def reclaim_expired(self, run_id: str, now: float) -> list[Message]:
         # Kept across runs of the transaction: after a COMMIT that landed
         # unacknowledged the rows are queued already, yet must be re-published.
@@ -234,7 +260,7 @@ def _run(row: Sequence[Any]) -> Run:
     return Run(
         id=row[0], job=row[1], params=json.loads(row[2]), status=RunStatus(row[3]), phase=row[4], error=row[5],
         created_at=float(row[6]), updated_at=float(row[7]),
-        finished_at=None if row[8] is None else float(row[8]),
+        finished_at=None if row[8] is None else float(row[8]), spec=json.loads(row[9]) if row[9] else {},
     )
 
 

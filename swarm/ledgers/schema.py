@@ -70,10 +70,31 @@ def _v2(ledger: SqlCore, cur: Any) -> None:
         ledger._add_column(cur, table, column, ledger._ddl(kind))
 
 
+V3_TABLES = (
+    """CREATE TABLE IF NOT EXISTS swarm_checks (
+        run_id {key} NOT NULL, name {key} NOT NULL, passed INTEGER NOT NULL, measured {real},
+        expected {real}, tolerance {text}, detail {text}, PRIMARY KEY (run_id, name)){table_options}""",
+    """CREATE TABLE IF NOT EXISTS swarm_published (
+        night {key} PRIMARY KEY, job {key} NOT NULL, run_id {key} NOT NULL, state VARCHAR(16) NOT NULL,
+        previous {key}, updated_at {real} NOT NULL){table_options}""",
+    """CREATE TABLE IF NOT EXISTS swarm_decisions (
+        id {autoid}, run_id {key} NOT NULL, action VARCHAR(16) NOT NULL, reason {text} NOT NULL,
+        at {real} NOT NULL){table_options}""",
+)
+
+
+def _v3(ledger: SqlCore, cur: Any) -> None:
+    """Results you can trust: a rerun's plan on its run, checks, publications and operators' decisions."""
+    ledger._add_column(cur, "swarm_runs", "spec", ledger._ddl("{text}"))
+    for statement in V3_TABLES:
+        cur.execute(ledger._ddl(statement))
+    ledger._create_index(cur, "swarm_decisions_run", "swarm_decisions", "run_id")
+
+
 # Step n takes the schema from version n - 1 to n. Append steps; never edit
 # one that has shipped. MySQL commits each DDL statement on its own, so a
 # step must be safe to run again after failing part-way (IF NOT EXISTS...).
-MIGRATIONS: tuple[Callable[[SqlCore, Any], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[SqlCore, Any], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -122,31 +143,40 @@ class SchemaSql(SqlCore, SchemaLedger):
 
     def prune(self, before: float, dry_run: bool = False) -> Pruned:
         runs = [r[0] for r in self._rows(
-            "SELECT id FROM swarm_runs WHERE status IN (?, ?) AND finished_at < ? ORDER BY id",
-            (RunStatus.DONE, RunStatus.FAILED, before),
+            "SELECT id FROM swarm_runs WHERE status IN (?, ?, ?) AND finished_at < ? ORDER BY id",
+            (RunStatus.DONE, RunStatus.FAILED, RunStatus.REJECTED, before),
         )]
+        published = {r[0] for r in self._rows("SELECT run_id FROM swarm_published")}
+        kept = [r for r in runs if r in published]
         if dry_run:
-            return Pruned(runs, sum(self._message_count(r) for r in runs), len(self._old_letters(before)))
-        messages = sum(self._prune_run(run_id) for run_id in runs)
+            return Pruned(runs, sum(self._message_count(r) for r in runs), len(self._old_letters(before)), kept)
+        messages = sum(self._prune_run(run_id, keep_row=run_id in published) for run_id in runs)
         letters = self._old_letters(before)
         for part in batches(letters, PRUNE_BATCH):
             self._write(f"DELETE FROM swarm_dead_letters WHERE id IN ({marks(part)})", part)
-        return Pruned(runs, messages, len(letters))
+        return Pruned(runs, messages, len(letters), kept)
 
-    def _prune_run(self, run_id: str) -> int:
-        """Delete one run's rows, its messages in bounded transactions, the run row last; returns its messages."""
+    def _prune_run(self, run_id: str, keep_row: bool = False) -> int:
+        """Delete one run's rows, its messages in bounded transactions, the run row last; returns its messages.
+
+        ``keep_row``: a published run; its messages go, its run row, phases, counters and checks stay.
+        """
         deleted = 0
         while True:
             ids = [r[0] for r in self._rows("SELECT id FROM swarm_messages WHERE run_id = ? LIMIT ?",
                                             (run_id, PRUNE_BATCH))]
             if not ids:
                 break
-            self._transaction(functools.partial(self._delete_messages, ids=ids))
+            self._transaction(functools.partial(self._delete_messages, ids=ids, keep_counters=keep_row))
             deleted += len(ids)
+        if keep_row:
+            return deleted
 
         def finish(cur: Any) -> None:
             cur.execute(self._sql("DELETE FROM swarm_counters WHERE run_id = ?"), (run_id,))
             cur.execute(self._sql("DELETE FROM swarm_phases WHERE run_id = ?"), (run_id,))
+            cur.execute(self._sql("DELETE FROM swarm_checks WHERE run_id = ?"), (run_id,))
+            cur.execute(self._sql("DELETE FROM swarm_decisions WHERE run_id = ?"), (run_id,))
             cur.execute(self._sql("DELETE FROM swarm_runs WHERE id = ?"), (run_id,))
 
         self._transaction(finish)
@@ -156,8 +186,9 @@ class SchemaSql(SqlCore, SchemaLedger):
         row = self._row("SELECT COUNT(*) FROM swarm_messages WHERE run_id = ?", (run_id,))
         return 0 if row is None else int(row[0])
 
-    def _delete_messages(self, cur: Any, ids: list[str]) -> None:
-        cur.execute(self._sql(f"DELETE FROM swarm_counters WHERE message_id IN ({marks(ids)})"), ids)
+    def _delete_messages(self, cur: Any, ids: list[str], keep_counters: bool = False) -> None:
+        if not keep_counters:
+            cur.execute(self._sql(f"DELETE FROM swarm_counters WHERE message_id IN ({marks(ids)})"), ids)
         cur.execute(self._sql(f"DELETE FROM swarm_messages WHERE id IN ({marks(ids)})"), ids)
 
     def _old_letters(self, before: float) -> list[int]:

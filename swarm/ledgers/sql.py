@@ -8,6 +8,7 @@ the dialect):
   the group commit of ``group``;
 - ``runs.RunSql``: runs, phases, the plan, the master's watch and the history
   (``MasterLedger``, ``HistoryLedger``);
+- ``results.ResultSql``: checks, publications and operators' decisions (``ResultLedger``);
 - ``dead_letters.DeadLetterSql``: dead letters (``DeadLetterLedger``);
 - ``schema.SchemaSql``: the tables, their migrations, and pruning (``SchemaLedger``).
 
@@ -19,11 +20,12 @@ from __future__ import annotations
 from swarm.ledger import Ledger
 from swarm.ledgers.claims import ClaimSql
 from swarm.ledgers.dead_letters import DeadLetterSql
+from swarm.ledgers.results import ResultSql
 from swarm.ledgers.runs import RunSql
 from swarm.ledgers.schema import SCHEMA_VERSION, SchemaSql
 
 __all__ = ["SCHEMA_VERSION", "SqlLedger"]
 
 
-class SqlLedger(ClaimSql, RunSql, DeadLetterSql, SchemaSql, Ledger):
+class SqlLedger(ClaimSql, RunSql, ResultSql, DeadLetterSql, SchemaSql, Ledger):
     """Every role in SQL: everything but the connection, the master's lock and the dialect."""

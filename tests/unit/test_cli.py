@@ -97,7 +97,7 @@ def test_an_unexpected_error_exits_70_with_its_traceback_never_1(site, capsys, m
     def broken(*args, **kwargs):
         raise KeyError("planner bug")
 
-    monkeypatch.setattr(md.job, "check", broken)
+    monkeypatch.setattr(md.job, "verify", broken)
     assert main(["master", "merchant_daily", "--date", DATE]) == EXIT_SOFTWARE
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError: 'planner bug'" in err
@@ -223,8 +223,11 @@ def test_db_prune_deletes_old_finished_runs_and_says_what(site, capsys):
     out = capsys.readouterr().out
     assert "would delete 1 run(s)" in out and run in out and ledger.get_run(run) is not None
     assert main(["db", "prune", "--older-than", "0"]) == EXIT_OK
-    assert "deleted 1 run(s)" in capsys.readouterr().out
-    assert ledger.get_run(run) is None and ledger.counts(run) == {}
+    out = capsys.readouterr().out
+    assert "deleted 1 run(s)" in out and f"{run}  (published: its run row and checks stay)" in out
+    assert ledger.counts(run) == {}  # its messages are gone
+    assert ledger.get_run(run).status == "done" and ledger.checks(run)  # what readers and the history go by
+    assert ledger.counters(run)["merchants"] > 0
     assert main(["db", "prune"]) == EXIT_USAGE
     assert "--older-than DAYS is required" in capsys.readouterr().err
 

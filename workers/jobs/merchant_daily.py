@@ -2,9 +2,10 @@
 
 Raw events (merchant, customer, view/cart/purchase, amount, time) for one day
 sit in the ``events`` table under ``<date>/<16 hex digits>``. Phase ``map``
-scans key ranges and writes per-chunk partial aggregates to ``partials``;
-after the barrier, phase ``reduce`` folds each bucket of merchants into
-``merchant_daily``: orders, revenue, unique customers, conversion.
+scans key ranges and writes per-chunk partial aggregates to ``partials``, as
+the run's own generation; after the barrier, phase ``reduce`` folds each
+bucket of merchants into ``merchant_daily``: orders, revenue, unique
+customers, conversion. The summary is published only once its checks pass.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import random
 import zlib
 from typing import Any, Iterable, Mapping
 
-from swarm import Chunk, Count, Job, Put, Retry, Send
+from swarm import Chunk, Count, Job, Put, Retry, Send, checks
 from swarm.effects import Bytes, to_bytes
 from swarm.errors import BadMessage
 from swarm.keyrange import uniform_splits
@@ -27,8 +28,13 @@ SCAN_BATCH = 1000
 
 job = Job("merchant_daily", params=("date",), description=__doc__.splitlines()[0])
 job.table(EVENTS, ["e"])  # the input; `create_tables` pre-splits it for a generated day
-job.table(PARTIALS, ["p"])
-job.table(SUMMARY, ["s"])
+job.table(PARTIALS, ["p"], intermediate=True)  # rows under <run>/: each run (or rerun) its own generation
+job.table(SUMMARY, ["s"], published=True)  # readers see a run's summary once its checks pass
+# A night whose summary is far from the usual is held, not published: the number of merchants and the
+# orders within 30% of the median of the last 7 published nights, and every row whole.
+job.check(checks.row_count(SUMMARY, tolerance=0.3))
+job.check(checks.column_total(SUMMARY, "s:orders", tolerance=0.3))
+job.check(checks.required_columns(SUMMARY, ["s:orders", "s:revenue", "s:customers", "s:conversion"]))
 
 
 def day_prefix(date: str) -> bytes:
@@ -69,7 +75,7 @@ def scan(ctx, msg):
         rows, last = rows + 1, key
         if rows == MAX_ROWS:
             break
-    effects: list = [_partial_put(ctx.source_run, msg.chunk, part, m, t) for m, t in sorted(totals.items())]
+    effects: list = [_partial_put(ctx, msg.chunk, part, m, t) for m, t in sorted(totals.items())]
     if rows == MAX_ROWS and last is not None:
         rest = {"start": last + b"\x00", "stop": stop, "part": part + 1}
         effects.append(Send("scan", rest, key=f"p{part + 1}"))
@@ -91,9 +97,9 @@ def _fold_event(totals: dict[str, dict], cells: Mapping[bytes, bytes]) -> None:
         t["customers"].add(cells[b"e:customer"].decode())
 
 
-def _partial_put(run: str, chunk: str, part: int, merchant: str, t: dict) -> Put:
+def _partial_put(ctx, chunk: str, part: int, merchant: str, t: dict) -> Put:
     # Deterministic key and bytes: a redelivered message rewrites the same cells.
-    row = f"{run}/{bucket_of(merchant):02d}/{merchant}/{chunk}.{part:04d}"
+    row = ctx.output_key(f"{bucket_of(merchant):02d}", merchant, f"{chunk}.{part:04d}")
     return Put(PARTIALS, row, {
         "p:views": t["views"], "p:carts": t["carts"], "p:orders": t["orders"], "p:revenue": t["revenue"],
         "p:customers": "\n".join(sorted(t["customers"])),
@@ -114,7 +120,7 @@ def plan_reduce(ctx) -> Iterable[Chunk]:
 @job.stage("reduce", phase="reduce", pool=2, batch=4, retry=Retry(max_attempts=5, base_delay=0.5), timeout=120)
 def reduce(ctx, msg):
     """Fold the partials of one bucket into per-merchant daily summaries."""
-    prefix = f"{ctx.source_run}/{msg.payload['bucket']:02d}/".encode()
+    prefix = ctx.input_prefix(f"{msg.payload['bucket']:02d}")  # the map phase's output this run reads
     merged: dict[str, dict] = {}
     for key, cells in ctx.tables.scan(PARTIALS, prefix=prefix, batch_size=SCAN_BATCH):
         merchant = key[len(prefix):].split(b"/", 1)[0].decode()
@@ -148,8 +154,9 @@ def summary_cells(m: Mapping[str, Any]) -> dict[Bytes, str]:  # not dict[str, st
 def create_tables(tables, date: str, regions: int = 8) -> None:
     """Create the job's tables; ``events`` is pre-split into ``regions`` for the first date."""
     tables.create_table(EVENTS, ["e"], uniform_splits(day_prefix(date), regions))
-    tables.create_table(PARTIALS, ["p"])
-    tables.create_table(SUMMARY, ["s"])
+    for spec in job.tables.values():
+        if spec.name != EVENTS:
+            tables.create_table(spec.name, spec.families)
 
 
 def generate(tables, date: str, events: int, merchants: int = 50, customers: int = 2000, seed: int = 1,
