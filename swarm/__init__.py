@@ -7,6 +7,7 @@ from swarm.errors import Abort, BadMessage, Fault
 from swarm.stage import Chunk, Job, Retry, Stage
 
 __all__ = [
-    "Abort", "BadMessage", "CheckResult", "Chunk", "Count", "Delete", "Envelope", "Fault", "Job", "Put", "Retry", "Send", "Stage", "checks",
+    "Abort", "BadMessage", "CheckResult", "Chunk", "Count", "Delete", "Envelope", "Fault", "Job", "Put", "Retry",
+    "Send", "Stage", "checks",
 ]
 __version__ = "0.1.0"

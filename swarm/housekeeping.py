@@ -20,6 +20,9 @@ def cancel(ledger: MasterLedger, run_id: str, reason: str, force: bool = False) 
         raise ConfigError(f"no run {run_id!r}; `swarm runs` lists them")
     if run.status == RunStatus.DONE:
         raise ConfigError(f"run {run_id} is done; there is nothing to cancel")
+    if run.status in (RunStatus.HELD, RunStatus.REJECTED):
+        raise ConfigError(f"run {run_id} is {run.status}: its work is over; `swarm publish` or `swarm reject` "
+                          "closes a held run")
     if not reason.strip():
         raise ConfigError("runs cancel: say why with --reason, for the history")
     key = source_of(run_id)  # a rerun holds its source run's lock

@@ -336,12 +336,8 @@ class WorkerLedger(Protocol):
         """``Run.reads`` of a run: which run's output each phase it does not run comes from."""
 
 
-class ResultLedger(RunView, Protocol):
-    """A run's checks, the publication of its result, and operators' decisions on held runs."""
-
-    @abc.abstractmethod
-    def save_checks(self, run_id: str, results: Sequence[CheckResult]) -> None:
-        """Record a run's check results, replacing any recorded before."""
+class ResultView(RunView, Protocol):
+    """A run's checks, its night's publication and operators' decisions, read only."""
 
     @abc.abstractmethod
     def checks(self, run_id: str) -> list[CheckResult]: ...
@@ -357,10 +353,21 @@ class ResultLedger(RunView, Protocol):
     def publication(self, night: str) -> Publication | None: ...
 
     @abc.abstractmethod
+    def decisions(self, run_id: str) -> list[Decision]: ...
+
+
+class ResultLedger(ResultView, Protocol):
+    """Recording a run's checks, the publication of its result, and operators' decisions on held runs."""
+
+    @abc.abstractmethod
+    def save_checks(self, run_id: str, results: Sequence[CheckResult]) -> None:
+        """Record a run's check results, replacing any recorded before."""
+
+    @abc.abstractmethod
     def begin_publish(self, night: str, job: str, run_id: str) -> Publication:
         """Record that ``run_id``'s result is being promoted; idempotent for the same run.
 
-        ``previous`` is the run published until now; refused (``SwarmError``)
+        ``previous`` is the run published until now; refused (``PublishRefused``)
         while another run's promotion is unfinished.
         """
 
@@ -371,9 +378,6 @@ class ResultLedger(RunView, Protocol):
     @abc.abstractmethod
     def decide(self, run_id: str, action: str, reason: str, status: RunStatus | None = None) -> None:
         """Record an operator's decision on a run, setting its status if given, atomically."""
-
-    @abc.abstractmethod
-    def decisions(self, run_id: str) -> list[Decision]: ...
 
 
 class MasterLedger(ResultLedger, Protocol):
@@ -433,7 +437,7 @@ class MasterLedger(ResultLedger, Protocol):
         """Queued messages untouched since ``older_than``; touched now, returned for re-publishing."""
 
 
-class HistoryLedger(RunView, Protocol):
+class HistoryLedger(ResultView, Protocol):
     """Runs past and present, read only: status, the run list, reports."""
 
     @abc.abstractmethod

@@ -17,7 +17,7 @@ row whole; never a row mixed of both, once the promotion ends never the old.
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from swarm.checks import History, Result, evaluate
 from swarm.context import source_of
@@ -29,6 +29,7 @@ from swarm.stage import Job, staging_table
 from swarm.table import Row, TableStore
 
 log = logging.getLogger("swarm.publish")
+Cells = Mapping[bytes, bytes]
 
 PROMOTE_BATCH = 1000  # rows written per table write
 
@@ -40,7 +41,8 @@ def staged_rows(tables: TableStore, table: str, run: str) -> Iterator[Row]:
         yield key[len(prefix):], cells
 
 
-def run_checks(job: Job, run_id: str, params: dict, ledger: MasterLedger, tables: TableStore) -> list[CheckResult]:
+def run_checks(job: Job, run_id: str, params: Mapping[str, str], ledger: MasterLedger,
+               tables: TableStore) -> list[CheckResult]:
     """Run the job's checks on ``run_id``'s staged result and record them; the results."""
     result = Result(run_id, params, ledger.counters(run_id), lambda table: staged_rows(tables, table, run_id))
     night = source_of(run_id)
@@ -75,13 +77,14 @@ def _promote_all(job: Job, pub: Publication, ledger: MasterLedger, tables: Table
     ledger.finish_publish(pub.night, pub.run_id)
 
 
-def promote(tables: TableStore, table: str, run: str, previous: str | None, batch: int = PROMOTE_BATCH) -> int:
+def promote(tables: TableStore, table: str, run: str, previous: str | None, batch: int | None = None) -> int:
     """Make ``table`` show ``run``'s staged rows where it showed ``previous``'s; the rows written.
 
     A merge of the two runs' staged rows, both in key order: a row only the
     new run has is put, a row only the previous run had is deleted, and a
     row both have is put, with the columns only the previous one had deleted.
     """
+    batch = batch or PROMOTE_BATCH
     new = staged_rows(tables, table, run)
     old = staged_rows(tables, table, previous) if previous and previous != run else iter(())
     writes: list[Put | Delete] = []
@@ -90,7 +93,7 @@ def promote(tables: TableStore, table: str, run: str, previous: str | None, batc
         if cells is None:
             writes.append(Delete(table, key))
         else:
-            writes.append(Put(table, key, cells))
+            writes.append(Put(table, key, {k: v for k, v in cells.items()}))
             extra = tuple(sorted(set(before or {}) - set(cells)))
             if extra:
                 writes.append(Delete(table, key, extra))
@@ -109,7 +112,7 @@ def _flush(tables: TableStore, writes: list[Put | Delete]) -> int:
     return n
 
 
-def _merged(new: Iterator[Row], old: Iterator[Row]) -> Iterator[tuple[bytes, dict | None, dict | None]]:
+def _merged(new: Iterator[Row], old: Iterator[Row]) -> Iterator[tuple[bytes, Cells | None, Cells | None]]:
     """``(key, new cells or None, old cells or None)`` for every key of either, in key order."""
     a, b = next(new, None), next(old, None)
     while a is not None or b is not None:

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from swarm.context import source_of
 from swarm.errors import SwarmError
 from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
 
@@ -109,7 +110,7 @@ def _table(rows: list[dict[str, str]], widths: dict[str, int], borders: bool = T
         else:
             table.add_column(name, no_wrap=True, max_width=size if name == "error" else None, overflow="ellipsis")
     for row in rows:
-        colour = {"done": "green", "failed": "red"}.get(row["status"], "yellow")
+        colour = {"done": "green", "failed": "red", "rejected": "red"}.get(row["status"], "yellow")
         # Text, not markup: an error may hold brackets that rich would read as styles.
         table.add_row(*(Text(row[name], style=colour if name == "status" else "") for name in widths))
     return table
@@ -140,11 +141,15 @@ def status_dict(run: Run, ledger: HistoryLedger, stages: dict | None = None) -> 
     def listed(recovered: bool) -> list[dict]:
         return [dataclasses.asdict(f) for f in ledger.failures(run.id, FAILURES_SHOWN, recovered=recovered)]
 
+    publication = ledger.publication(source_of(run.id))
     return {
         "run": run_dict(run),
         "messages": ledger.chunk_counts(run.id),
         "stages": stages or {},
         "counters": ledger.counters(run.id),
+        "checks": [dataclasses.asdict(c) for c in ledger.checks(run.id)],
+        "publication": None if publication is None else dataclasses.asdict(publication),
+        "decisions": [dataclasses.asdict(d) for d in ledger.decisions(run.id)],
         "failures": listed(False),
         "recovered": listed(True),
     }
@@ -193,6 +198,9 @@ def status_view(run: Run, doc: dict, now: float | None = None) -> RenderableType
         parts.append(_stage_table(doc["stages"]))
     if doc["counters"]:
         parts.append(Text("counters: " + ", ".join(f"{k}={v:,}" for k, v in sorted(doc["counters"].items()))))
+    if doc.get("checks"):
+        parts.append(_check_table(doc["checks"]))
+    parts += _publication_view(run, doc.get("publication"), doc.get("decisions", []))
     parts += _failure_view(doc["failures"])
     parts += _recovered_view(doc.get("recovered", []))
     return Group(*parts)
@@ -214,6 +222,37 @@ def _stage_table(stages: Mapping[str, Mapping]) -> Table:
         waiting = "unavailable" if info["depth"] is None else str(info["depth"])
         table.add_row(Text(stage), Text(info["queue"]), waiting, f"{info['rate_per_s']:.2f}")
     return table
+
+
+def _check_table(checks: list[dict]) -> Table:
+    """Each check of the result: passed or failed, measured against expected, within what tolerance."""
+    table = Table("check", "result", "measured", "expected", "tolerance", "detail", title="checks",
+                  title_justify="left")
+    for c in checks:
+        verdict = Text("pass", style="green") if c["passed"] else Text("FAIL", style="red")
+        table.add_row(Text(c["name"]), verdict, _number(c["measured"]), _number(c["expected"]), Text(c["tolerance"]),
+                      Text(c["detail"]))
+    return table
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.6g}"
+
+
+def _publication_view(run: Run, publication: dict | None, decisions: list[dict]) -> list[Text]:
+    """Whether the night shows this run's result, and what operators decided about the run."""
+    parts = []
+    if publication is not None:
+        if publication["run_id"] == run.id:
+            line = f"result: {publication['state']} (the night shows this run's result)"
+        else:
+            line = f"result: the night shows {publication['run_id']}'s result ({publication['state']})"
+        parts.append(Text(line))
+    elif run.status == RunStatus.HELD:
+        parts.append(Text("result: held; the night shows no published result"))
+    for d in decisions:
+        parts.append(Text.assemble((f"{d['action']} ", "bold"), f"by an operator at {_when(d['at'])}: ", d["reason"]))
+    return parts
 
 
 def _failure_view(failures: list[dict]) -> list[Text]:

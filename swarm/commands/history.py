@@ -8,6 +8,7 @@ from swarm.commands import kit
 from swarm.config import Config
 from swarm.errors import ConfigError, PluginError
 from swarm.exits import EXIT_OK
+from swarm.ledger import RunStatus
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -17,7 +18,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     r.add_argument("--reason", default="", help="cancel: why, kept in the run's history")
     r.add_argument("--force", action="store_true", help="cancel even while a master holds the run; it stops")
     r.add_argument("--job")
-    r.add_argument("--status", choices=["running", "done", "failed", "cancelled"])
+    r.add_argument("--status", choices=[s.value for s in RunStatus])
     r.add_argument("--since", help="YYYY-MM-DD (created on or after)")
     r.add_argument("--until", help="YYYY-MM-DD (created before)")
     r.add_argument("--text", help="text in the error")
@@ -25,7 +26,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=runs)
 
-    s = sub.add_parser("status", help="one run: phases, messages by state, failures")
+    s = sub.add_parser("status", help="one run: phases, messages by state, checks, failures")
     s.add_argument("run")
     s.add_argument("--json", action="store_true")
     s.add_argument("--watch", action="store_true", help="redraw in place until the run finishes, or Ctrl-C")

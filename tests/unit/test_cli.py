@@ -82,12 +82,16 @@ def test_rerun_from_the_command_line(site, capsys):
     assert main(["run", "merchant_daily", "--date", DATE]) == EXIT_OK
     assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce", "--dry-run"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "phase reduce: 16 chunk(s)" in out and ledger.get_run(f"merchant_daily@date={DATE}+r1") is None
-    assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce"]) == EXIT_OK
+    assert "phase reduce: all its stages; 16 chunk(s)" in out
+    assert ledger.get_run(f"merchant_daily@date={DATE}+r1") is None
+    assert f"phase map: not run; its output is read from merchant_daily@date={DATE}\n" in out
+    assert main(["rerun", "merchant_daily", "--date", DATE, "--from-stage", "reduce"]) == EXIT_OK
     assert f"merchant_daily@date={DATE}+r1: done" in capsys.readouterr().out
     assert md.summary(tables, DATE) == md.reference(tables, DATE)
     assert main(["rerun", "merchant_daily", "--dates", "2026-11-01", "--from-stage", "reduce"]) == EXIT_USAGE
     assert "has never run" in capsys.readouterr().err
+    assert main(["rerun", "merchant_daily", "--param", "day=1", "--from-stage", "reduce"]) == EXIT_USAGE
+    assert "job merchant_daily takes params ['date']; missing ['date'], unexpected ['day']" in capsys.readouterr().err
     ledger.lock_master(f"merchant_daily@date={DATE}", "cron on host-a")
     assert main(["rerun", "merchant_daily", "--dates", DATE, "--from-stage", "reduce"]) == EXIT_LOCKED
     assert "rerun refused: merchant_daily@date=2026-11-22 is being run right now by" in capsys.readouterr().err

@@ -75,12 +75,15 @@ def test_a_run_left_running_is_refused_as_unfinished_and_one_a_master_holds_as_l
         plan_rerun(md.job, {"date": "2026-11-23"}, "reduce", ledger, nights)
 
 
-def test_dry_run_lists_runs_phases_and_chunks(nights, ledger):
+def test_dry_run_lists_runs_phases_chunks_and_the_generation_each_phase_reads(nights, ledger):
     plan = plan_rerun(md.job, {"date": "2026-11-22"}, "reduce", ledger, nights, chunks=["b03", "b07"])
-    text = describe([plan])
-    assert "merchant_daily@date=2026-11-22+r1 (rerun of merchant_daily@date=2026-11-22)" in text
-    assert "phase reduce: 2 chunk(s): b03, b07" in text
-    assert "phase map" not in text
+    source = "merchant_daily@date=2026-11-22"
+    assert describe([plan], md.job).splitlines() == [
+        f"{source}+r1 (reruns {source} from stage reduce)",
+        f"  phase map: not run; its output is read from {source}",
+        "  phase reduce: all its stages; 2 chunk(s): b03, b07",
+        f"    reads {source}; writes generation {source}+r1",
+    ]
 
 
 def test_second_rerun_gets_the_next_number_and_only_chosen_chunks(nights, ledger):
@@ -101,8 +104,7 @@ def test_dates_between(spec, expected):
 def test_bad_stage_and_dates_are_clear(nights, ledger):
     with pytest.raises(ConfigError, match="has no stage 'nope'"):
         plan_rerun(md.job, {"date": "2026-11-22"}, "nope", ledger, nights)
-    from tests.unit.toyjob import job as toy
-    with pytest.raises(ConfigError, match=r"first stage of a phase, one of \['double'\]"):
-        plan_rerun(toy, {"date": "2026-11-22"}, "sink", ledger, nights)
+    with pytest.raises(ConfigError, match="--chunks: phase map is read as a whole by the phases after it"):
+        plan_rerun(md.job, {"date": "2026-11-22"}, "scan", ledger, nights, chunks=["r00001"])
     with pytest.raises(ConfigError, match="ends before it starts"):
         dates_between("2026-11-03..2026-11-01")
