@@ -12,14 +12,15 @@ from swarm.stage import Job
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, "
-                                     "2 bad arguments or config, 3 locked, 70 unexpected error, 75 backend down)")
+                                     "2 bad arguments or config, 3 locked, 5 held: a check failed, 70 unexpected error, "
+                                     "75 backend down)")
     m.add_argument("job")
     kit.add_params(m)
     m.set_defaults(func=master)
 
     rr = sub.add_parser("rerun", help="rerun finished nights from any stage, as new generations (exit 0 done, "
                                       "1 a rerun failed, 2 refused: a night never ran, has not finished, or what it "
-                                      "reads did not complete, 3 locked, 4 held: a check failed)")
+                                      "reads did not complete, 3 locked, 5 held: a check failed)")
     rr.add_argument("job")
     rr.add_argument("--dates", help="YYYY-MM-DD, a range D1..D2, or a comma-separated list: one rerun each")
     kit.add_params(rr)

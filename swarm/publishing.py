@@ -13,6 +13,9 @@ takes the night's lock next (its master resumed, a rerun, ``swarm publish``).
 HBase has no transaction across rows: while a promotion runs, a reader of
 the table may see some rows of the new result and some of the old, each
 row whole; never a row mixed of both, once the promotion ends never the old.
+A reader that must never see a mix reads through ``published_rows``: the
+staged rows of the run the ledger names as wholly published, which switches
+from the old result to the new in one ledger transaction.
 """
 from __future__ import annotations
 
@@ -24,7 +27,16 @@ from swarm.context import source_of
 from swarm.effects import Delete, Put
 from swarm.errors import ConfigError, PublishRefused
 from swarm.failpoints import failpoint
-from swarm.ledger import CheckResult, MasterLedger, Publication, PublishState, Run, RunStatus, known_run
+from swarm.ledger import (
+    CheckResult,
+    MasterLedger,
+    Publication,
+    PublishState,
+    ResultView,
+    Run,
+    RunStatus,
+    known_run,
+)
 from swarm.stage import Job, staging_table
 from swarm.table import Row, TableStore
 
@@ -39,6 +51,18 @@ def staged_rows(tables: TableStore, table: str, run: str) -> Iterator[Row]:
     prefix = f"{run}/".encode()
     for key, cells in tables.scan(staging_table(table), prefix=prefix):
         yield key[len(prefix):], cells
+
+
+def published_rows(ledger: ResultView, tables: TableStore, night: str, table: str) -> Iterator[Row]:
+    """The night's wholly published rows of ``table``: the new result once its promotion is recorded, the old before.
+
+    Empty while nothing of the night was ever published.
+    """
+    pub = ledger.publication(night)
+    if pub is None:
+        return iter(())
+    run = pub.run_id if pub.state == PublishState.PUBLISHED else pub.previous
+    return staged_rows(tables, table, run) if run else iter(())
 
 
 def run_checks(job: Job, run_id: str, params: Mapping[str, str], ledger: MasterLedger,

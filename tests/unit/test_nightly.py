@@ -144,6 +144,15 @@ def test_restarts_are_capped(fake):
     assert "crashed 3 times" in done.stderr and str(fake.log) in done.stderr
 
 
+def test_a_held_run_is_final_and_says_what_to_do(fake):
+    fake.codes(5, 0)
+    done = fake.run()
+    assert done.returncode == 5
+    assert len(fake.masters()) == 1
+    assert f"run {RUN} is held: a check of its result failed; see: swarm status {RUN}, then swarm publish" \
+        in done.stderr
+
+
 def test_a_failed_run_is_final(fake):
     fake.codes(1, 0)
     fake.run_failed_in_ledger()

@@ -130,10 +130,13 @@ def test_a_promotion_cut_off_anywhere_is_finished_exactly_on_resuming(history, l
         dying.setattr(publishing, "failpoint", die)
         dying.setattr(coordinator, "failpoint", die)
         rerun(date, "scan", ledger, history)
-    run_id = f"merchant_daily@date={date}+r1"
+    run_id, night_id = f"merchant_daily@date={date}+r1", f"merchant_daily@date={date}"
     assert ledger.get_run(run_id).status == "running"
     if point == "publish.mid_rows":
         assert md.summary(history, date) != md.reference(history, date)  # cut off half-way
+    # Through the ledger's publication, a reader sees the old result whole until the new one is recorded.
+    old = dict(publishing.staged_rows(history, md.SUMMARY, night_id))
+    assert dict(publishing.published_rows(ledger, history, night_id, md.SUMMARY)) == old
     if resume == "rerun":
         assert rerun(date, "scan", ledger, history).id == run_id  # the same rerun, resumed
     else:
@@ -141,6 +144,7 @@ def test_a_promotion_cut_off_anywhere_is_finished_exactly_on_resuming(history, l
     assert ledger.get_run(run_id).status == "done"
     assert ledger.publication(f"merchant_daily@date={date}").run_id == run_id
     assert md.summary(history, date) == md.reference(history, date)
+    assert dict(publishing.published_rows(ledger, history, night_id, md.SUMMARY)) == md.reference(history, date)
 
 
 def test_pruning_keeps_what_is_published_or_read_and_removes_the_rest(history, ledger):
