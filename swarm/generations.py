@@ -16,7 +16,7 @@ from swarm.context import source_of
 from swarm.effects import Delete
 from swarm.ledger import HistoryLedger, MasterLedger, PhaseState, PublishState, Run, RunStatus
 from swarm.stage import Job, staging_table
-from swarm.table import TableStore
+from swarm.table import TableStore, apply_in_batches
 
 DELETE_BATCH = 1000
 
@@ -90,14 +90,9 @@ def _delete_generation(tables: TableStore, names: list[str], run_id: str, dry_ru
     prefix = f"{run_id}/".encode()
     count = 0
     for name in names:
-        batch: list[Delete] = []
-        for key, _ in tables.scan(name, prefix=prefix, batch_size=DELETE_BATCH):
-            count += 1
-            if not dry_run:
-                batch.append(Delete(name, key))
-                if len(batch) >= DELETE_BATCH:
-                    tables.apply(batch)
-                    batch = []
-        if batch:
-            tables.apply(batch)
+        keys = (key for key, _ in tables.scan(name, prefix=prefix, batch_size=DELETE_BATCH))
+        if dry_run:
+            count += sum(1 for _ in keys)
+        else:
+            count += apply_in_batches(tables, (Delete(name, key) for key in keys), DELETE_BATCH)
     return count

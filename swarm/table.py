@@ -71,6 +71,20 @@ class TableStore(abc.ABC):
         """Release connections."""
 
 
+def apply_in_batches(tables: TableStore, mutations: Iterable[Put | Delete], size: int = 1000) -> int:
+    """Apply ``mutations`` ``size`` at a time, so that a long stream never sits whole in memory; how many."""
+    batch: list[Put | Delete] = []
+    done = 0
+    for m in mutations:
+        batch.append(m)
+        if len(batch) >= size:
+            tables.apply(batch)
+            done, batch = done + len(batch), []
+    if batch:
+        tables.apply(batch)
+    return done + len(batch)
+
+
 def prefix_stop(prefix: bytes) -> bytes:
     """The smallest key greater than every key starting with ``prefix`` (b"" if none)."""
     trimmed = prefix.rstrip(b"\xff")

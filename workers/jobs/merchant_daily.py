@@ -20,6 +20,7 @@ from swarm.effects import Bytes, to_bytes
 from swarm.errors import BadMessage
 from swarm.keyrange import uniform_splits
 from swarm.planning import region_chunks
+from swarm.table import apply_in_batches
 
 EVENTS, PARTIALS, SUMMARY = "events", "partials", "merchant_daily"
 BUCKETS = 16  # reduce partitions
@@ -166,23 +167,19 @@ def generate(tables, date: str, events: int, merchants: int = 50, customers: int
     weights = [1 / (i + 1) for i in range(merchants)]  # a few big merchants, a long tail
     names = [f"m{i:05d}" for i in range(merchants)]
     day_start = int(datetime.datetime.fromisoformat(date).replace(tzinfo=datetime.timezone.utc).timestamp())
-    puts = []
-    for i in range(events):
+
+    def event(i: int) -> Put:
         key = hashlib.blake2b(f"{seed}/{date}/{i}".encode(), digest_size=8).hexdigest()
         kind = rng.choices(("view", "cart", "purchase"), (70, 20, 10))[0]
-        puts.append(Put(EVENTS, f"{date}/{key}", {
+        return Put(EVENTS, f"{date}/{key}", {
             "e:merchant": rng.choices(names, weights)[0],
             "e:customer": f"c{rng.randrange(customers):06d}",
             "e:type": kind,
             "e:amount": rng.randrange(100, 20_000) if kind == "purchase" else 0,
             "e:ts": day_start + rng.randrange(86_400),
-        }).normalized())
-        if len(puts) >= batch:
-            tables.apply(puts)
-            puts = []
-    if puts:
-        tables.apply(puts)
-    return events
+        }).normalized()
+
+    return apply_in_batches(tables, (event(i) for i in range(events)), batch)
 
 
 def reference(tables, date: str) -> dict[bytes, dict[bytes, bytes]]:
