@@ -2,8 +2,10 @@
 
 The job counts events by a key: phase ``map`` scans the day's rows of
 ``NAME_events`` in key ranges that follow the table's regions and writes
-partial counts and totals per key; phase ``reduce`` folds each bucket of
-keys into ``NAME_daily``.
+partial counts and totals per key, as the run's own generation of
+``NAME_partials``; phase ``reduce`` folds each bucket of keys into
+``NAME_daily``, a published table: readers see a run's result once its
+checks pass.
 """
 from __future__ import annotations
 
@@ -24,24 +26,30 @@ JOB = Template('''"""$name: a nightly job made by `swarm new-job`; change it to 
 Input: table ``$events``, one row per event under ``<date>/<hex id>``, cells
 ``e:key`` (what to count by) and ``e:value`` (a whole number).
 Phase ``map``: each chunk scans one key range of the day and writes, per key,
-the count and total it saw to ``$partials``.
-Phase ``reduce``: each bucket of keys folds those partials into ``$daily``:
-``d:count`` and ``d:total`` per key and day, under ``<date>/<key>``.
+the count and total it saw to ``$partials``, under the run's id: each run
+(or rerun) writes a generation of its own.
+Phase ``reduce``: each bucket of keys folds the partials of the generation it
+reads into ``$daily``: ``d:count`` and ``d:total`` per key and day, under
+``<date>/<key>``. Readers see them once the run's checks pass.
 """
 from __future__ import annotations
 
 import zlib
 
-from swarm import Chunk, Count, Job, Put, Retry
+from swarm import Chunk, Count, Job, Put, Retry, checks
 from swarm.planning import region_chunks
 
 EVENTS, PARTIALS, DAILY = "$events", "$partials", "$daily"
 BUCKETS = 8  # reduce partitions
 
 job = Job("$name", params=("date",), description="counts and totals of events per key, per day")
-job.table(EVENTS, ["e"])
-job.table(PARTIALS, ["p"])
-job.table(DAILY, ["d"])
+job.table(EVENTS, ["e"])  # the input
+job.table(PARTIALS, ["p"], intermediate=True)  # rows under <run>/: each run, or rerun, its own generation
+job.table(DAILY, ["d"], published=True)  # readers see a run's result only once its checks pass
+# Checked before it is published, else the run is held: every row has both cells, and the number of keys is
+# within 50% of the median of the last 7 published nights (not compared before 3 nights were published).
+job.check(checks.required_columns(DAILY, ["d:count", "d:total"]))
+job.check(checks.row_count(DAILY, tolerance=0.5))
 
 
 def day_prefix(date: str) -> bytes:
@@ -67,8 +75,8 @@ def scan(ctx, msg):
         counts = seen.setdefault(cells[b"e:key"].decode(), [0, 0])
         counts[0] += 1
         counts[1] += int(cells.get(b"e:value", b"0"))
-    # Keyed by the run and the chunk: a redelivered message writes the same cells again.
-    puts = [Put(PARTIALS, f"{ctx.source_run}/{bucket_of(key):02d}/{key}/{msg.chunk}",
+    # Keyed by this run's generation and the chunk: a redelivered message writes the same cells again.
+    puts = [Put(PARTIALS, ctx.output_key(f"{bucket_of(key):02d}", key, msg.chunk),
                 {"p:count": count, "p:total": total})
             for key, (count, total) in sorted(seen.items())]
     return [*puts, Count("events", sum(count for count, _ in seen.values()))]
@@ -83,7 +91,7 @@ def plan_reduce(ctx):
 @job.stage("reduce", phase="reduce", pool=2, timeout=120, retry=Retry(max_attempts=5))
 def reduce(ctx, msg):
     """Fold one bucket's partials into the day's count and total per key."""
-    prefix = f"{ctx.source_run}/{msg.payload['bucket']:02d}/".encode()
+    prefix = ctx.input_prefix(f"{msg.payload['bucket']:02d}")  # the generation of phase map this run reads
     sums: dict[str, list[int]] = {}
     for row, cells in ctx.tables.scan(PARTIALS, prefix=prefix):
         key = row[len(prefix):].rsplit(b"/", 1)[0].decode()
@@ -97,7 +105,7 @@ def reduce(ctx, msg):
 
 
 def summary(tables, date: str) -> dict[str, tuple[int, int]]:
-    """What the job wrote for ``date``: (count, total) per key."""
+    """What the job published for ``date``: (count, total) per key."""
     prefix = day_prefix(date)
     return {row[len(prefix):].decode(): (int(cells[b"d:count"]), int(cells[b"d:total"]))
             for row, cells in tables.scan(DAILY, prefix=prefix)}
@@ -142,6 +150,20 @@ def test_scan_counts_and_totals_a_range_per_key():
                    Count("events", 3)]
 
 
+def test_reduce_folds_the_partials_of_the_generation_it_reads():
+    bucket = j.bucket_of("a")
+    run = f"$name@date={DATE}"
+    rerun = f"{run}+r1"
+    tables = fake_tables({j.PARTIALS: {f"{run}/{bucket:02d}/a/r0000": {"p:count": 2, "p:total": 5},
+                                       f"{run}/{bucket:02d}/a/r0001": {"p:count": 1, "p:total": 4},
+                                       f"{rerun}/{bucket:02d}/a/r0000": {"p:count": 7, "p:total": 70}}}, j.job)
+    assert call(j.reduce, {"bucket": bucket}, tables=tables, params={"date": DATE}) == [
+        Put(j.DAILY, f"{DATE}/a", {"d:count": 3, "d:total": 9}), Count("keys", 1)]
+    # Rerun 2, from stage reduce, reads phase map's output of the run that last completed it: here, rerun 1.
+    assert call(j.reduce, {"bucket": bucket}, tables=tables, run=f"{run}+r2", reads={"map": rerun}) == [
+        Put(j.DAILY, f"{DATE}/a", {"d:count": 7, "d:total": 70}), Count("keys", 1)]
+
+
 def test_the_map_plan_covers_the_day_in_chunks():
     chunks = plan(j.job, "map", tables=events(), params={"date": DATE}, options={"chunks": 4})
     assert len(chunks) == 4 and chunks[0].payload["start"] == f"{DATE}/".encode()
@@ -155,6 +177,13 @@ def test_the_whole_job_on_the_sample_data_matches_a_plain_computation():
     run = run_job(j.job, {"date": DATE}, tables, options={"chunks": 4})
     assert run.status == "done", run.error
     assert j.summary(tables, DATE) == j.reference(tables, DATE) != {}
+
+
+def test_a_day_without_events_is_held_not_published():
+    tables = fake_tables(job=j.job)
+    run = run_job(j.job, {"date": DATE}, tables, options={"chunks": 2})
+    assert run.status == "held" and "the result has no rows" in run.error
+    assert j.summary(tables, DATE) == {}
 ''')
 
 CONFIG = Template('''# Swarm's config for $name, as `swarm new-job` wrote it: embedded backends, files here.
