@@ -2,11 +2,15 @@
 
 Across its runs the suite SIGKILLs the master and workers at random instants
 and at named failpoints (between planning and publishing, mid-publish, at a
-barrier, while finishing; after a worker's table writes, after its publish,
-after its ledger commit), restarts the broker once, drops every MySQL
-connection once, and injects handler faults. After each run the summary must
-equal the reference, the ledger must show every message done and none
-counted twice, and the stage queues must be empty.
+barrier, while finishing, and in the result's publication: checks passed,
+promotion begun, mid-rows, rows written but not yet recorded; after a worker's
+table writes, after its publish, after its ledger commit), restarts the broker
+once, drops every MySQL connection once, and injects handler faults. Each run
+kills its master at least once inside the publication, at a point of its own
+(``PUBLISH_POINTS``, by the run's index: the short plan passes each of them).
+After each run the summary must equal the reference, the night must show the
+run's result as published and the run be done, the ledger must show every
+message done and none counted twice, and the stage queues must be empty.
 
 Reproduce a failure with ``pytest tests/faults --fault-seed N``; ``--long``
 runs more.
@@ -15,15 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import signal
 import subprocess
 import time
 
 import pytest
 
+from master.coordinator import barrier_passed
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.brokers.rabbitmq import RabbitBroker
-from swarm.ledger import MessageState, PhaseState
+from swarm.ledger import MessageState, PhaseState, PublishState
 from tests.support.mysql import kill_mysql_sessions
 from tests.support.rabbitmq import rabbitmqctl, ready
 from tests.support.site import DATE, JOB, Site
@@ -32,8 +38,11 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 EVENTS = 6_000
+# The master's finish path, in order: checks passed; the ledger records the promotion begun; after a batch
+# of table writes; every row written, before the ledger records the night published and the run done.
+PUBLISH_POINTS = ["master.checked", "publish.begun", "publish.mid_rows", "publish.before_record"]
 MASTER_POINTS = ["master.after_plan", "master.mid_publish", "master.after_publish", "master.barrier",
-                 "master.finish"]
+                 "master.finish", *PUBLISH_POINTS]
 WORKER_POINTS = ["worker.after_apply", "worker.after_publish", "worker.after_complete"]
 
 
@@ -50,10 +59,12 @@ class Score:
     wrong: int = 0  # rows present in both but different
     duplicated: int = 0  # rows counted more than once
     leftover: int = 0  # messages still on a queue after the drain
+    publish_kills: int = 0  # masters killed at a failpoint of the publication
     seed: int | None = None
+    points: dict[str, int] = dataclasses.field(default_factory=dict)  # master kills by failpoint
 
     def line(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items() if k != "seed")
+        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items() if k not in ("seed", "points"))
 
 
 SCORE = Score()
@@ -83,18 +94,31 @@ def plan(long: bool) -> list[dict]:
 
 
 class Chaos:
-    """Keeps a master running to completion while killing it and the workers."""
+    """Keeps a master running to completion while killing it and the workers.
 
-    def __init__(self, site: Site, rng: random.Random, kills: int):
+    ``owed``: the publication failpoint this run must kill a master at. It is
+    armed in every master until one dies there, and one kill of the quota is
+    kept for it; while it is owed, no master is killed at a random instant once
+    the last phase has passed its barrier, lest a kill cut off a promotion
+    before the point (the resumed promotion would not pass it again).
+    """
+
+    def __init__(self, site: Site, rng: random.Random, kills: int, owed: str):
         self.site, self.rng = site, rng
         self.master_quota = self.worker_quota = kills
+        self.owed, self.owed_hit = owed, False
         self.master: subprocess.Popen | None = None
+
+    def _spare(self) -> int:
+        """Master kills left for anything but the owed point."""
+        return self.master_quota - (0 if self.owed_hit else 1)
 
     def start_master(self) -> None:
         """While kills are owed, every master dies: at a failpoint it will reach, unless killed sooner."""
-        env = {}
-        if self.master_quota > 0:
-            env["SWARM_FAILPOINTS"] = f"{self.rng.choice(self._reachable_points())}=1"
+        points = [self.rng.choice(self._reachable_points())] if self._spare() > 0 else []
+        if not self.owed_hit and self.owed not in points:
+            points.append(self.owed)
+        env = {"SWARM_FAILPOINTS": ",".join(f"{p}=1" for p in points)} if points else {}
         self.master = self.site.start_master(env)
 
     def _reachable_points(self) -> list[str]:
@@ -102,7 +126,17 @@ class Chaos:
         run = f"{JOB}@date={DATE}"
         if any(ledger.phase_state(run, phase) in (None, PhaseState.PLANNED) for phase in ("map", "reduce")):
             return MASTER_POINTS
-        return ["master.barrier", "master.finish"]  # a resumed master passes these every time
+        # A resumed master passes these every time (the publication's, while its promotion has not begun).
+        return ["master.barrier", "master.finish", *PUBLISH_POINTS]
+
+    def _finishing(self) -> bool:
+        """The last phase has passed its barrier: the master is at, or soon in, its finish path."""
+        ledger = self.site.ledger()
+        try:
+            counts = ledger.counts(f"{JOB}@date={DATE}", "reduce")
+        finally:
+            ledger.close()
+        return bool(counts) and barrier_passed(counts)
 
     def start_worker(self) -> None:
         env = {}
@@ -117,13 +151,13 @@ class Chaos:
             return True
         if code is not None:  # died: by a failpoint (-9) or a real error, both are a restart for cron
             assert code == -signal.SIGKILL, f"master failed with {code}\n{self.site.log_tail()}"
-            self._master_killed()
+            self._master_killed(self._failpoint_hit())
             self.start_master()
         self._replace_dead_workers()
-        if self.master_quota > 0 and self.rng.random() < 0.6:
+        if self._spare() > 0 and self.rng.random() < 0.6 and (self.owed_hit or not self._finishing()):
             self.master.send_signal(signal.SIGKILL)
             self.master.wait()
-            self._master_killed()
+            self._master_killed(self._failpoint_hit())  # a failpoint may have been quicker
             self.start_master()
         if self.worker_quota > 0 and self.rng.random() < 0.8:
             victim = self.rng.choice([w for w in self.site.workers if w.poll() is None])
@@ -132,9 +166,18 @@ class Chaos:
         time.sleep(self.rng.uniform(0.2, 0.8))
         return False
 
-    def _master_killed(self) -> None:
+    def _failpoint_hit(self) -> str | None:
+        """The failpoint the dead master says it was killed at, if one was."""
+        said = re.findall(r"failpoint (\S+): killing process", self.site.log_tail(self.master, lines=20))
+        return said[-1] if said else None
+
+    def _master_killed(self, point: str | None = None) -> None:
         self.master_quota -= 1
         SCORE.master_kills += 1
+        if point is not None:
+            SCORE.points[point] = SCORE.points.get(point, 0) + 1
+            SCORE.publish_kills += point in PUBLISH_POINTS
+            self.owed_hit = self.owed_hit or point == self.owed
 
     def _replace_dead_workers(self) -> None:
         for w in list(self.site.workers):
@@ -151,6 +194,8 @@ def score_run(site: Site) -> None:
     run_id = f"{JOB}@date={DATE}"
     run = ledger.get_run(run_id)
     assert run is not None and run.status == "done", (run, site.log_tail())
+    pub = ledger.publication(run_id)  # the night: its first run's id
+    assert pub is not None and (pub.run_id, pub.state) == (run_id, PublishState.PUBLISHED), pub
     counters = ledger.counters(run_id)
     SCORE.duplicated += max(0, counters.get("rows", 0) - EVENTS)
     assert set(ledger.counts(run_id)) == {MessageState.DONE}
@@ -186,8 +231,8 @@ def waiting(site: Site) -> dict[str, int]:
         broker.close()
 
 
-def run_under_faults(site: Site, rng: random.Random, spec: dict) -> None:
-    chaos = Chaos(site, rng, spec["kills"])
+def run_under_faults(site: Site, rng: random.Random, spec: dict, owed: str) -> None:
+    chaos = Chaos(site, rng, spec["kills"], owed)
     for _ in range(3):
         chaos.start_worker()
     chaos.start_master()
@@ -208,6 +253,7 @@ def run_under_faults(site: Site, rng: random.Random, spec: dict) -> None:
             if spec.get("mysql_disconnect"):
                 assert kill_mysql_sessions(site.database) > 0
                 SCORE.mysql_disconnects += 1
+    assert chaos.owed_hit, f"no master was killed at {owed}: {SCORE.points}\n{site.log_tail()}"
     score_run(site)
     SCORE.runs += 1
 
@@ -222,7 +268,7 @@ def test_the_job_survives_faults(index, request, seed, make_site):
     rng = random.Random(seed * 1000 + index)
     site = make_site(EVENTS, {"chunks": 24, "sleep": 0.15, "fault_every": 7}, lease=2.0, lost_after=4.0)
     try:
-        run_under_faults(site, rng, runs[index])
+        run_under_faults(site, rng, runs[index], PUBLISH_POINTS[index % len(PUBLISH_POINTS)])
     except BaseException:
         print(f"reproduce with: pytest tests/faults --fault-seed {seed}")
         raise
@@ -234,5 +280,6 @@ def test_totals_meet_the_bar(request):
         pytest.skip("the runs above did not all run")
     assert SCORE.master_kills >= 20 and SCORE.worker_kills >= 20, SCORE.line()
     assert SCORE.broker_restarts >= 1 and SCORE.mysql_disconnects >= 1, SCORE.line()
+    assert all(SCORE.points.get(p) for p in PUBLISH_POINTS), f"master kills by failpoint: {SCORE.points}"
     score = (SCORE.lost, SCORE.unexpected, SCORE.wrong, SCORE.duplicated, SCORE.leftover)
     assert score == (0, 0, 0, 0, 0), SCORE.line()
