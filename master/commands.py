@@ -12,8 +12,8 @@ from swarm.stage import Job
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     m = sub.add_parser("master", help="run or resume a job for its params (exit 0 done, 1 failed, "
-                                     "2 bad arguments or config, 3 locked, 5 held: a check failed, 70 unexpected error, "
-                                     "75 backend down)")
+                                     "2 bad arguments or config, 3 locked, 5 held: a check failed, "
+                                     "70 unexpected error, 75 backend down)")
     m.add_argument("job")
     kit.add_params(m)
     m.set_defaults(func=master)
@@ -62,6 +62,7 @@ def master(args: argparse.Namespace, cfg: Config) -> int:
 
 def rerun(args: argparse.Namespace, cfg: Config) -> int:
     from master.rerun import dates_between, describe, param_sets, plan_rerun, run_rerun
+    from swarm.alerts import command_alert
 
     job = kit.job(cfg, args.job)
     keys = kit.keys(cfg)
@@ -76,6 +77,7 @@ def rerun(args: argparse.Namespace, cfg: Config) -> int:
     codes = []
     with kit.workers_here(cfg, job, ledger, tables, keys):
         for plan, params in zip(plans, nights, strict=True):  # one at a time: reruns keep to a budget of one run
-            run = run_rerun(plan, job, params, broker, ledger, tables, settings(cfg, job), keys=keys)
+            run = run_rerun(plan, job, params, broker, ledger, tables, settings(cfg, job), keys=keys,
+                            alert=command_alert(cfg["master"]["alert_command"]))
             codes.append(kit.finished(run))
     return max(codes, default=EXIT_OK) if EXIT_FAILED not in codes else EXIT_FAILED

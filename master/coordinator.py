@@ -25,7 +25,7 @@ from swarm.context import source_of
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
 from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus, known_run
-from swarm.publishing import finish_interrupted, publish, run_checks
+from swarm.publishing import finish_interrupted, publish, run_checks, seed_from_published
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -206,6 +206,10 @@ class Master:
                                       self.reads)
             if self.chunks is not None and phase == self.phases[0]:
                 messages = [m for m in messages if m.chunk in self.chunks]
+            if self.spec.get("chunks") and self.job.publishes:
+                # Some chunks only: the rest of the result is the one published now, carried over
+                # before the plan is checkpointed (so before any worker writes), again if cut off here.
+                seed_from_published(self.job, source_of(self.lock_key), self.run_id, self.ledger, self.tables)
             self.ledger.save_plan(self.run_id, phase, messages)  # the checkpoint, before any publish
             log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
             failpoint("master.after_plan")

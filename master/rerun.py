@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from master.coordinator import Master, MasterSettings
 from master.planner import plan_phase
+from swarm.alerts import Alert, no_alert
 from swarm.context import RERUN_MARK
 from swarm.envelope import Envelope, decode, encode
 from swarm.errors import ConfigError, MasterLocked, RerunLocked, RerunRefused, SwarmError  # noqa: F401 - re-exported
@@ -234,14 +235,14 @@ def replayed_roots(job: Job, plan: RerunPlan, ledger: MasterLedger, keys: SiteKe
 
 def run_rerun(plan: RerunPlan, job: Job, params: dict, broker, ledger: MasterLedger, tables: TableStore,
               settings: MasterSettings | None = None, progress: Callable | None = None,
-              keys: SiteKeys | None = None) -> Run:
+              keys: SiteKeys | None = None, alert: Alert = no_alert) -> Run:
     """Carry out a planned rerun; ``MasterLocked`` becomes a refusal naming the holder."""
     keys = keys or process_keys()
     roots = (lambda: replayed_roots(job, plan, ledger, keys)) if plan.replay_from else None
     try:
         return Master(job, params, broker, ledger, tables, settings, progress, run_id=plan.run_id,
                       phases=plan.phases, chunks=plan.chunks[plan.phases[0]], lock_key=plan.source, keys=keys,
-                      spec=plan.spec, roots=roots).run()
+                      spec=plan.spec, roots=roots, alert=alert).run()
     except MasterLocked as exc:
         raise RerunLocked(f"{plan.source} is being run right now by {exc.holder}; rerun it when it has finished") \
             from None

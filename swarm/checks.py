@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from swarm.effects import Bytes, to_bytes
 from swarm.errors import PluginError
-from swarm.ledger import CheckResult
+from swarm.records import CheckResult
 from swarm.table import Row
 
 __all__ = ["Check", "CheckResult", "History", "Result", "as_check", "column_total", "required_columns",
@@ -168,9 +168,13 @@ def evaluate(checks: Iterable[Check], result: Result, history: History) -> list[
 def summary(results: Sequence[CheckResult]) -> str:
     """One line naming the failed checks with their values, for a held run's error."""
     failed = [r for r in results if not r.passed]
-    parts = [f"{r.name}: measured {_num(r.measured)}, expected {_num(r.expected)} {r.tolerance}".rstrip()
-             + (f" ({r.detail})" if r.detail else "") for r in failed]
-    return f"held: {len(failed)} of {len(results)} check(s) failed: " + "; ".join(parts)
+    return f"{len(failed)} of {len(results)} check(s) failed: " + "; ".join(map(_failed, failed))
+
+
+def _failed(r: CheckResult) -> str:
+    values = "" if r.measured is None and r.expected is None else \
+        f": measured {_num(r.measured)}, expected {_num(r.expected)} {r.tolerance}".rstrip()
+    return r.name + values + (f" ({r.detail})" if r.detail else "")
 
 
 def _num(value: Any) -> str:

@@ -38,7 +38,7 @@ from swarm.ledger import (
     known_run,
 )
 from swarm.stage import Job, staging_table
-from swarm.table import Row, TableStore
+from swarm.table import Row, TableStore, apply_in_batches
 
 log = logging.getLogger("swarm.publish")
 Cells = Mapping[bytes, bytes]
@@ -63,6 +63,22 @@ def published_rows(ledger: ResultView, tables: TableStore, night: str, table: st
         return iter(())
     run = pub.run_id if pub.state == PublishState.PUBLISHED else pub.previous
     return staged_rows(tables, table, run) if run else iter(())
+
+
+def seed_from_published(job: Job, night: str, run_id: str, ledger: ResultView, tables: TableStore) -> int:
+    """Stage the night's published result as ``run_id``'s own, for a rerun of some chunks only; rows staged.
+
+    The rerun's chunks then overwrite their rows, and its result (checked,
+    then published) is the whole night's, not those chunks' alone. A row a
+    chosen chunk no longer writes stays as it was published.
+    """
+    written = 0
+    for spec in job.published_tables():
+        staged = staging_table(spec.name)
+        rows = published_rows(ledger, tables, night, spec.name)
+        written += apply_in_batches(tables, (Put(staged, f"{run_id}/".encode() + key, {k: v for k, v in cells.items()})
+                                             for key, cells in rows), PROMOTE_BATCH)
+    return written
 
 
 def run_checks(job: Job, run_id: str, params: Mapping[str, str], ledger: MasterLedger,

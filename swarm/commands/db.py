@@ -37,5 +37,5 @@ def prune(args: argparse.Namespace, cfg: Config) -> int:
     print(f"{verb} {len(pruned.runs)} run(s) that finished over {args.older_than:g} day(s) ago "
           f"({pruned.messages:,} message rows) and {pruned.dead_letters} old dead letter(s)")
     for run_id in pruned.runs:
-        print(f"  {run_id}" + ("  (published: its run row and checks stay)" if run_id in pruned.published else ""))
+        print(f"  {run_id}" + ("  (its night is published: its run row stays)" if run_id in pruned.kept else ""))
     return EXIT_OK

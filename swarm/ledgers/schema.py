@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from swarm.context import source_of
 from swarm.errors import BackendError
 from swarm.ledger import Pruned, RunStatus, SchemaLedger
 from swarm.ledgers.core import SqlCore, batches, marks
@@ -143,14 +144,16 @@ class SchemaSql(SqlCore, SchemaLedger):
 
     def prune(self, before: float, dry_run: bool = False) -> Pruned:
         runs = [r[0] for r in self._rows(
-            "SELECT id FROM swarm_runs WHERE status IN (?, ?, ?) AND finished_at < ? ORDER BY id",
-            (RunStatus.DONE, RunStatus.FAILED, RunStatus.REJECTED, before),
+            "SELECT id FROM swarm_runs WHERE status IN (?, ?, ?, ?) AND finished_at < ? ORDER BY id",
+            (RunStatus.DONE, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED, before),
         )]
-        published = {r[0] for r in self._rows("SELECT run_id FROM swarm_published")}
-        kept = [r for r in runs if r in published]
+        # A night with a publication keeps its runs' rows: which run readers see, which
+        # generations reruns read, and the checks' history go by them. Only their messages go.
+        nights = {r[0] for r in self._rows("SELECT night FROM swarm_published")}
+        kept = [r for r in runs if source_of(r) in nights]
         if dry_run:
             return Pruned(runs, sum(self._message_count(r) for r in runs), len(self._old_letters(before)), kept)
-        messages = sum(self._prune_run(run_id, keep_row=run_id in published) for run_id in runs)
+        messages = sum(self._prune_run(run_id, keep_row=run_id in kept) for run_id in runs)
         letters = self._old_letters(before)
         for part in batches(letters, PRUNE_BATCH):
             self._write(f"DELETE FROM swarm_dead_letters WHERE id IN ({marks(part)})", part)
@@ -159,15 +162,17 @@ class SchemaSql(SqlCore, SchemaLedger):
     def _prune_run(self, run_id: str, keep_row: bool = False) -> int:
         """Delete one run's rows, its messages in bounded transactions, the run row last; returns its messages.
 
-        ``keep_row``: a published run; its messages go, its run row, phases, counters and checks stay.
+        ``keep_row``: its messages go; its run row, phases and checks stay, and its counters as one row a name.
         """
+        if keep_row:
+            self._transaction(functools.partial(self._total_counters, run_id=run_id))
         deleted = 0
         while True:
             ids = [r[0] for r in self._rows("SELECT id FROM swarm_messages WHERE run_id = ? LIMIT ?",
                                             (run_id, PRUNE_BATCH))]
             if not ids:
                 break
-            self._transaction(functools.partial(self._delete_messages, ids=ids, keep_counters=keep_row))
+            self._transaction(functools.partial(self._delete_messages, ids=ids))
             deleted += len(ids)
         if keep_row:
             return deleted
@@ -182,13 +187,22 @@ class SchemaSql(SqlCore, SchemaLedger):
         self._transaction(finish)
         return deleted
 
+    def _total_counters(self, cur: Any, run_id: str) -> None:
+        """A run's counters as one row a name, under a message id no message has: what outlives its messages."""
+        total_id = f"{run_id}/*"
+        cur.execute(self._sql("SELECT name, SUM(value) FROM swarm_counters WHERE run_id = ? GROUP BY name"), (run_id,))
+        totals = cur.fetchall()
+        cur.execute(self._sql("DELETE FROM swarm_counters WHERE run_id = ?"), (run_id,))
+        if totals:
+            insert = "INSERT INTO swarm_counters (message_id, name, run_id, value) VALUES (?, ?, ?, ?)"
+            cur.executemany(self._sql(insert), [(total_id, name, run_id, int(value)) for name, value in totals])
+
     def _message_count(self, run_id: str) -> int:
         row = self._row("SELECT COUNT(*) FROM swarm_messages WHERE run_id = ?", (run_id,))
         return 0 if row is None else int(row[0])
 
-    def _delete_messages(self, cur: Any, ids: list[str], keep_counters: bool = False) -> None:
-        if not keep_counters:
-            cur.execute(self._sql(f"DELETE FROM swarm_counters WHERE message_id IN ({marks(ids)})"), ids)
+    def _delete_messages(self, cur: Any, ids: list[str]) -> None:
+        cur.execute(self._sql(f"DELETE FROM swarm_counters WHERE message_id IN ({marks(ids)})"), ids)
         cur.execute(self._sql(f"DELETE FROM swarm_messages WHERE id IN ({marks(ids)})"), ids)
 
     def _old_letters(self, before: float) -> list[int]:

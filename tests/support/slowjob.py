@@ -26,3 +26,4 @@ for _stage in md.job.stages.values():
     job.add_stage(dataclasses.replace(_stage, handler=_slowed(_stage.handler)))
 job.planners.update(md.job.planners)
 job.tables.update(md.job.tables)
+job.checks.update(md.job.checks)  # the fault suite checks, then publishes, as the example job does

@@ -67,8 +67,9 @@ def test_custom_checks_get_the_result_and_history_and_a_broken_one_holds_the_run
     got = [c.run(result(), history({"compares": [1.0, 2.0]})) for c in job.checks.values()]
     assert [(r.name, r.passed) for r in got] == [("few_rows", True), ("compares", True), ("broken", False)]
     assert got[1].measured == 2 and got[2].detail == "the check raised ZeroDivisionError: oops"
-    assert summary(got) == "held: 1 of 3 check(s) failed: broken: measured -, expected - " \
-                           "(the check raised ZeroDivisionError: oops)"
+    assert summary(got) == "1 of 3 check(s) failed: broken (the check raised ZeroDivisionError: oops)"
+    one = CheckResult("n", False, 5, 10, "±10%")
+    assert summary([one]) == "1 of 1 check(s) failed: n: measured 5, expected 10 ±10%"
 
 
 def test_checks_read_only_published_tables_and_are_named_once():

@@ -228,7 +228,7 @@ def test_db_prune_deletes_old_finished_runs_and_says_what(site, capsys):
     assert "would delete 1 run(s)" in out and run in out and ledger.get_run(run) is not None
     assert main(["db", "prune", "--older-than", "0"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "deleted 1 run(s)" in out and f"{run}  (published: its run row and checks stay)" in out
+    assert "deleted 1 run(s)" in out and f"{run}  (its night is published: its run row stays)" in out
     assert ledger.counts(run) == {}  # its messages are gone
     assert ledger.get_run(run).status == "done" and ledger.checks(run)  # what readers and the history go by
     assert ledger.counters(run)["merchants"] > 0
