@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -232,3 +233,52 @@ def test_a_night_far_from_the_usual_is_held_then_published_or_rejected_by_hand(n
     assert night.summary(date) == shown[date] and published(night, date) == source
     night.expect(EXIT_USAGE, "publish", rerun.id, "--reason", "changed my mind")  # rejected is final
     assert night.summary(date) == shown[date] and published(night, date) == source
+
+
+def test_a_rerun_from_inside_a_phase_on_the_real_services(make_site):
+    """``tally``'s map phase is split -> fold; fold had a bug, fixed; a rerun from fold redoes it and reduce."""
+    from tests.unit import tallyjob as tally
+
+    site = make_site(10, {})
+    run, rerun = "tally@region=eu", "tally@region=eu+r1"
+
+    def config(name: str, options: dict) -> str:
+        sections: dict = {"jobs": {"modules": ["tests.unit.tallyjob"]}, "worker": {"lease": site.lease},
+                          "master": {"poll": 0.2, "lost_after": site.lost_after}}
+        if options:
+            sections["options.tally"] = options
+        return str(site.config_file(name, sections))
+
+    def swarm(cfg: str, *args: str, expect: int = EXIT_OK) -> str:
+        done = subprocess.run([sys.executable, "-m", "swarm.cli", "--config", cfg, *args], cwd=site.tmp,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                              timeout=180)
+        assert done.returncode == expect, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}\n" \
+                                          f"{site.log_tail(lines=15)}"
+        return done.stdout
+
+    buggy, fixed = config("tally-buggy", {"fold_bug": 1}), config("tally-fixed", {})
+    swarm(fixed, "tables", "create", "tally")
+    tables = open_tables(site.urls["tables"])
+    ledger = site.ledger()
+    try:
+        tally.load(tables, "eu", {f"{i:04x}": (f"shop{i % 7}", i % 1000) for i in range(0, 65536, 331)})
+        workers = [site.swarm(Path(buggy), "worker", "--job", "tally") for _ in range(2)]
+        swarm(buggy, "master", "tally", "--param", "region=eu")
+        site.stop(workers)
+        assert tally.published(tables, "eu") != tally.reference(tables, "eu")  # the bug, published
+
+        site.workers += [site.swarm(Path(fixed), "worker", "--job", "tally") for _ in range(2)]
+        plan = swarm(fixed, "rerun", "tally", "--param", "region=eu", "--from-stage", "fold", "--dry-run")
+        assert f"phase map: stage(s) fold, from the messages {run} recorded" in plan
+        swarm(fixed, "rerun", "tally", "--param", "region=eu", "--from-stage", "fold")
+        assert ledger.get_run(rerun).status == RunStatus.DONE and ledger.get_run(rerun).spec["replay_from"] == run
+        assert tally.published(tables, "eu") == tally.reference(tables, "eu")
+        folds = [r for r in ledger.recorded(run, "map") if r.message.stage == "fold"]
+        replayed = ledger.recorded(rerun, "map")
+        assert {r.message.stage for r in replayed} == {"fold"} and len(replayed) == len(folds)  # split not rerun
+        assert all(r.state == MessageState.DONE for r in replayed)
+        assert ledger.publication(run).run_id == rerun
+    finally:
+        tables.close()
+        ledger.close()

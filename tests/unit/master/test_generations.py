@@ -100,11 +100,7 @@ def test_a_rerun_refuses_when_a_phase_it_reads_did_not_complete_naming_it_and_it
 def test_a_rerun_from_inside_a_phase_starts_from_the_recorded_messages_of_that_stage(tables, ledger):
     tally.create_tables(tables)
     tally.load(tables, "eu", {f"{i:04x}": (f"shop{i % 5}", i) for i in range(0, 65536, 997)})
-    tally.fold_bug["on"] = True
-    try:
-        night = run_job(tally.job, {"region": "eu"}, tables, ledger)
-    finally:
-        tally.fold_bug["on"] = False
+    night = run_job(tally.job, {"region": "eu"}, tables, ledger, options={"fold_bug": True})
     assert night.status == "done" and tally.published(tables, "eu") != tally.reference(tables, "eu")
     splits, folds = tally.calls["split"], tally.calls["fold"]
     plan, fixed = rerun(tally.job, {"region": "eu"}, "fold", ledger, tables)
