@@ -34,7 +34,8 @@ class Result:
 
 
 class History:
-    """What the last published runs of the job measured (other nights than the one checked)."""
+    """What the last published runs of the job measured: other nights than the one checked, with the same
+    params but ``date`` (a job run per region compares a region's nights with that region's)."""
 
     def __init__(self, values: Callable[[str, int], list[float]]):
         self._values = values

@@ -180,10 +180,12 @@ class ResultView(RunView, Protocol):
     def checks(self, run_id: str) -> list[CheckResult]: ...
 
     @abc.abstractmethod
-    def check_history(self, job: str, name: str, limit: int, exclude_night: str) -> list[float]:
+    def check_history(self, job: str, name: str, limit: int, exclude_night: str,
+                      like: Mapping[str, str] | None = None) -> list[float]:
         """Check ``name``'s measured values in the ``limit`` latest published runs of ``job``, newest first.
 
-        Runs of ``exclude_night`` (the night being checked) are left out.
+        Runs of ``exclude_night`` (the night being checked) are left out, and
+        runs whose params differ from ``like`` on any of its keys.
         """
 
     @abc.abstractmethod

@@ -86,7 +86,8 @@ def run_checks(job: Job, run_id: str, params: Mapping[str, str], ledger: MasterL
     """Run the job's checks on ``run_id``'s staged result and record them; the results."""
     result = Result(run_id, params, ledger.counters(run_id), lambda table: staged_rows(tables, table, run_id))
     night = source_of(run_id)
-    history = History(lambda name, runs: ledger.check_history(job.name, name, runs, night))
+    like = {k: v for k, v in params.items() if k != "date"}  # the same region, say: other dates
+    history = History(lambda name, runs: ledger.check_history(job.name, name, runs, night, like))
     results = evaluate(job.checks.values(), result, history)
     ledger.save_checks(run_id, results)
     return results

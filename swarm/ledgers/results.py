@@ -1,13 +1,15 @@
 """A run's checks, the publication of its result, and operators' decisions: the SQL behind ResultLedger."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import json
+from typing import Any, Mapping, Sequence
 
 from swarm.errors import PublishRefused
 from swarm.ledger import CheckResult, Decision, Publication, PublishState, ResultLedger, RunStatus
 from swarm.ledgers.core import SqlCore, clip_error
 
 _PUBLICATION = "night, job, run_id, state, previous, updated_at"
+HISTORY_SCAN = 20  # published runs read per one wanted, when only those with some params count
 
 
 class ResultSql(SqlCore, ResultLedger):
@@ -31,17 +33,19 @@ class ResultSql(SqlCore, ResultLedger):
                           "WHERE run_id = ? ORDER BY name", (run_id,))
         return [CheckResult(r[0], bool(r[1]), _float(r[2]), _float(r[3]), r[4] or "", r[5] or "") for r in rows]
 
-    def check_history(self, job: str, name: str, limit: int, exclude_night: str) -> list[float]:
+    def check_history(self, job: str, name: str, limit: int, exclude_night: str,
+                      like: Mapping[str, str] | None = None) -> list[float]:
         # A night's published run is the one its publication row names; older ones no longer count.
         rows = self._rows(
-            "SELECT c.measured FROM swarm_published p JOIN swarm_checks c ON c.run_id = p.run_id "
+            "SELECT c.measured, r.params FROM swarm_published p JOIN swarm_checks c ON c.run_id = p.run_id "
             "JOIN swarm_runs r ON r.id = p.run_id "
             "WHERE p.job = ? AND p.state = ? AND c.name = ? AND p.night <> ? AND c.measured IS NOT NULL "
             "ORDER BY r.created_at DESC, r.id LIMIT ?",
-            (job, PublishState.PUBLISHED, name, exclude_night, int(limit)),
+            (job, PublishState.PUBLISHED, name, exclude_night, int(limit) * HISTORY_SCAN + HISTORY_SCAN),
         )
-        return [float(r[0]) for r in rows]
-
+        wanted = dict(like or {})
+        found = [float(value) for value, params in rows if _matches(json.loads(params), wanted)]
+        return found[:limit]
     def publication(self, night: str) -> Publication | None:
         row = self._row(f"SELECT {_PUBLICATION} FROM swarm_published WHERE night = ?", (night,))
         return None if row is None else _publication(row)
@@ -96,6 +100,10 @@ class ResultSql(SqlCore, ResultLedger):
         rows = self._rows("SELECT run_id, action, reason, at FROM swarm_decisions WHERE run_id = ? ORDER BY id",
                           (run_id,))
         return [Decision(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+
+def _matches(params: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
+    return all(str(params.get(k)) == str(v) for k, v in wanted.items())
 
 
 def _publication(row: Sequence[Any]) -> Publication:

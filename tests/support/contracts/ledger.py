@@ -19,14 +19,16 @@ from typing import Callable
 import pytest
 
 from swarm.backends import open_ledger
-from swarm.errors import BackendError, Fenced, MasterLocked
+from swarm.errors import BackendError, Fenced, MasterLocked, PublishRefused
 from swarm.ledger import (
+    CheckResult,
     ClaimRequest,
     Completion,
     Ledger,
     Message,
     MessageState,
     PhaseState,
+    PublishState,
     Refusal,
     RunStatus,
 )
@@ -752,3 +754,37 @@ class LedgerContract:
                 doomed.kill()
                 doomed.wait()
             doomed.stdout.close()
+
+    def test_check_history_is_of_other_nights_published_runs_with_the_same_params_but_the_date(self, ledger):
+        for day, region, rows in [(1, "eu", 10), (2, "us", 99), (3, "eu", 12), (4, "eu", 14)]:
+            _published(ledger, f"j@date=d{day},region={region}", {"date": f"d{day}", "region": region}, rows)
+        _published(ledger, "j@date=d4,region=eu+r1", {"date": "d4", "region": "eu"}, 15)  # replaces d4's
+        assert ledger.check_history("j", "rows", 7, "j@date=d9,region=eu", {"region": "eu"}) == [15, 12, 10]
+        assert ledger.check_history("j", "rows", 2, "j@date=d3,region=eu", {"region": "eu"}) == [15, 10]
+        assert ledger.check_history("j", "rows", 7, "none", {}) == [15, 12, 99, 10]
+        assert ledger.check_history("j", "other", 7, "none") == []
+
+
+    def test_a_publication_begins_once_per_run_and_finishes_with_the_run_done(self, ledger):
+        ledger.open_run("j@date=d1", "j", {"date": "d1"})
+        first = ledger.begin_publish("j@date=d1", "j", "j@date=d1")
+        assert (first.state, first.previous) == (PublishState.PUBLISHING, None)
+        assert ledger.begin_publish("j@date=d1", "j", "j@date=d1") == first  # again: the same
+        ledger.finish_publish("j@date=d1", "j@date=d1")
+        assert ledger.get_run("j@date=d1").status == RunStatus.DONE
+        ledger.open_run("j@date=d1+r1", "j", {"date": "d1"})
+        again = ledger.begin_publish("j@date=d1", "j", "j@date=d1+r1")
+        assert (again.run_id, again.previous) == ("j@date=d1+r1", "j@date=d1")
+        with pytest.raises(PublishRefused, match="the publication of j@date=d1\\+r1 has not finished"):
+            ledger.begin_publish("j@date=d1", "j", "j@date=d1+r2")
+        ledger.decide("j@date=d1+r1", "reject", "no", status=RunStatus.REJECTED)
+        assert [(d.action, d.reason) for d in ledger.decisions("j@date=d1+r1")] == [("reject", "no")]
+        assert ledger.get_run("j@date=d1+r1").status == RunStatus.REJECTED
+
+
+def _published(ledger, run_id, params, measured):
+    """A run of job j, with one check measured, published as its night's result."""
+    ledger.open_run(run_id, "j", params)
+    ledger.save_checks(run_id, [CheckResult("rows", True, measured)])
+    ledger.begin_publish(run_id.split("+r")[0], "j", run_id)
+    ledger.finish_publish(run_id.split("+r")[0], run_id)
