@@ -29,7 +29,7 @@ log = logging.getLogger("swarm.control")
 
 # How a setting that cannot change live takes effect, where that is not a restart of the worker.
 HOW = {
-    "worker.drain_seconds": "render the supervisord config again (stopwaitsecs)",
+    "worker.drain_seconds": "render the supervisord config again: its stopwaitsecs",
     "worker.processes": "render the supervisord config again",
     "worker.metrics_port": "render the supervisord config again",
 }
