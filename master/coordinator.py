@@ -24,6 +24,7 @@ from swarm.checks import summary as checks_summary
 from swarm.context import source_of
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
 from swarm.failpoints import failpoint
+from swarm.fleetcontrol import draining
 from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus, known_run
 from swarm.publishing import finish_interrupted, publish, run_checks, seed_from_published
 from swarm.signing import SiteKeys, process_keys
@@ -199,6 +200,7 @@ class Master:
             return
         self.ledger.update_run(self.run_id, phase=phase)
         if state is None:
+            self._hold(phase)
             if self.roots is not None and phase == self.phases[0]:
                 messages = self.roots()
             else:
@@ -227,6 +229,7 @@ class Master:
     def _publish_planned(self, phase: str) -> None:
         last = ""
         while True:
+            self._hold(phase)
             batch = self.ledger.planned(self.run_id, phase, self.settings.publish_batch, after=last)
             if not batch:
                 return
@@ -234,6 +237,23 @@ class Master:
             self._publish(batch)
             failpoint("master.mid_publish")
             self.ledger.mark_queued([m.id for m in batch])
+
+    def _hold(self, phase: str) -> None:
+        """While an operator drains the job (``swarm ctl drain``), plan and publish nothing new; watch the run.
+
+        What is planned and not published stays planned in the checkpoint:
+        once the drain is lifted, this master (or the next) publishes it.
+        """
+        held = draining(self.ledger, self.job.name)
+        if held is None:
+            return
+        log.warning("job %s is draining (by %s%s): %s phase %s publishes no new work until `swarm ctl resume %s`",
+                    self.job.name, held.issued_by or "an operator", f": {held.reason}" if held.reason else "",
+                    self.run_id, phase, self.job.name)
+        while draining(self.ledger, self.job.name) is not None:
+            self._tend(phase, self._look(phase))
+            time.sleep(self.settings.poll)
+        log.info("job %s: the drain is lifted; %s phase %s goes on", self.job.name, self.run_id, phase)
 
     def _republish_queued(self, phase: str) -> None:
         """Resuming on a broker new with this process: what the ledger has queued is on no queue."""

@@ -117,8 +117,8 @@ class Broker(abc.ABC):
         """Run the I/O loop until ``stop`` is set, reconnecting after broker failures."""
 
     @abc.abstractmethod
-    def cancel(self) -> None:
-        """Stop receiving new deliveries; unacked ones may still be acked."""
+    def cancel(self, queue: str | None = None) -> None:
+        """Stop receiving new deliveries (of ``queue`` only, if given); unacked ones may still be acked."""
 
     @abc.abstractmethod
     def depth(self, queue: str, delayed: bool = True) -> int:

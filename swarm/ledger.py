@@ -11,6 +11,8 @@ serves every role; each caller is typed with the narrow interface it uses:
 - ``HistoryLedger``: runs past and present, read only (``swarm status``, ``swarm runs``);
 - ``DeadLetterLedger``: dead letters gathered, shown and replayed (``swarm.dlq``);
 - ``SchemaLedger``: the schema, and pruning old runs (``swarm db``);
+- ``ControlLedger``: what operators put in force on a running fleet (``swarm ctl``);
+  every role reads it (``ControlView``): workers pause stages, masters hold back work;
 - ``Ledger``: all of them, as ``swarm.backends.open_ledger`` returns it.
 
 What they record, as plain data, is in ``swarm.records``.
@@ -21,10 +23,14 @@ import abc
 from typing import Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from swarm.records import (
+    EVERY_STAGE,
+    FLEET,
     CheckResult,
     Claim,
     ClaimRequest,
     Completion,
+    Control,
+    ControlState,
     DeadLetterRecord,
     Decision,
     Failure,
@@ -47,8 +53,12 @@ __all__ = [
     "Claim",
     "ClaimRequest",
     "Completion",
+    "Control",
+    "ControlState",
     "DeadLetterRecord",
     "Decision",
+    "EVERY_STAGE",
+    "FLEET",
     "Failure",
     "Message",
     "MessageState",
@@ -108,7 +118,15 @@ class RunView(Protocol):
         """Sum of ``Count`` effects over the run's done messages."""
 
 
-class WorkerLedger(Protocol):
+class ControlView(Protocol):
+    """Reading what operators put in force (``swarm ctl``): workers poll it, masters and reports read it."""
+
+    @abc.abstractmethod
+    def controls(self, job: str | None = None) -> list[Control]:
+        """The controls in force, by job, stage and state; of ``job`` and the fleet-wide ones, if given."""
+
+
+class WorkerLedger(ControlView, Protocol):
     """A worker's part: claim messages, hold their leases, and finish or give them back."""
 
     @abc.abstractmethod
@@ -219,7 +237,7 @@ class ResultLedger(ResultView, Protocol):
         """Record an operator's decision on a run, setting its status if given, atomically."""
 
 
-class MasterLedger(ResultLedger, Protocol):
+class MasterLedger(ResultLedger, ControlView, Protocol):
     """The master's part: its lock, its run and phases, the plan it checkpoints, the watch over it, its result."""
 
     @abc.abstractmethod
@@ -276,7 +294,7 @@ class MasterLedger(ResultLedger, Protocol):
         """Queued messages untouched since ``older_than``; touched now, returned for re-publishing."""
 
 
-class HistoryLedger(ResultView, Protocol):
+class HistoryLedger(ResultView, ControlView, Protocol):
     """Runs past and present, read only: status, the run list, reports."""
 
     @abc.abstractmethod
@@ -359,7 +377,24 @@ class SchemaLedger(Protocol):
         """
 
 
-class Ledger(WorkerLedger, MasterLedger, ResultLedger, HistoryLedger, DeadLetterLedger, SchemaLedger, Protocol):
+class ControlLedger(ControlView, Protocol):
+    """``swarm ctl``: putting controls in force and lifting them."""
+
+    @abc.abstractmethod
+    def set_control(self, job: str, stage: str, state: ControlState, issued_by: str, reason: str) -> Control:
+        """Put ``state`` in force on ``job``'s ``stage`` (``EVERY_STAGE``: all; ``job`` ``FLEET``: every job).
+
+        Setting it again keeps it, with the new reason, and raises its generation.
+        """
+
+    @abc.abstractmethod
+    def lift_controls(self, job: str, stage: str | None = None,
+                      states: Sequence[ControlState] = (ControlState.PAUSED, ControlState.DRAINING)) -> list[Control]:
+        """Remove ``job``'s controls of ``states`` on ``stage`` (None: on every stage and on the job); the removed."""
+
+
+class Ledger(WorkerLedger, MasterLedger, ResultLedger, HistoryLedger, DeadLetterLedger, SchemaLedger, ControlLedger,
+             Protocol):
     """Every role: what ``swarm.backends.open_ledger`` returns.
 
     Implementations: ``swarm.ledgers.sqlite`` (embedded default) and

@@ -32,14 +32,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _formatter(fmt: str) -> logging.Formatter:
+    return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
     """Log to stderr at ``level``, as text lines or (``fmt`` "json") one JSON object a line."""
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_formatter(fmt))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("pika").setLevel(logging.WARNING)
     for name in PIKA_CONNECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def set_level(level: str) -> None:
+    """A running process's log level (``swarm ctl reload``); ``ValueError`` for a level that is none."""
+    value = logging.getLevelName(str(level).upper())
+    if not isinstance(value, int):
+        raise ValueError(f"log.level {level!r} is not a level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+    logging.getLogger().setLevel(value)
+
+
+def set_format(fmt: str) -> None:
+    """A running process's log format, ``text`` or ``json``, on the handlers ``setup_logging`` gave it."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_formatter(fmt))

@@ -3,7 +3,9 @@
 The broker's I/O thread puts deliveries on the queue; the pool's threads
 take whatever is waiting, up to ``batch`` at a time, and at most ``limit``
 of them work at once. The limit is the controller's to move between
-windows; the threads above it simply wait.
+windows; the threads above it simply wait. A paused pool (``pause``) takes
+no new batches: its threads finish what they hold, and deliveries waiting,
+or put while it is paused, go to the pause's ``hand_back``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from swarm.broker import Delivery
 
 log = logging.getLogger("swarm.worker")
-
+HandBack = Callable[[list["Delivery"]], None]  # takes deliveries a paused pool will not start
 
 
 class StagePool:
@@ -53,6 +55,7 @@ class StagePool:
         self._working: dict[int, float] = {}  # thread index -> start of its not yet counted busy time
         self._since, self._done, self._busy = clock(), 0, 0.0
         self._threads: list[threading.Thread] = []
+        self._hand_back: HandBack | None = None  # set while paused
 
     def start(self) -> None:
         """Start the threads; ``on_limit`` hears the starting limit."""
@@ -63,10 +66,37 @@ class StagePool:
         self._tell(self._limit)
 
     def put(self, delivery: Delivery) -> None:
-        """Queue a delivery; never blocks (the broker's prefetch bounds the queue)."""
+        """Queue a delivery; never blocks (the broker's prefetch bounds the queue). Paused: handed back."""
         with self._cond:
-            self._queue.append(delivery)
-            self._cond.notify()
+            hand_back = self._hand_back
+            if hand_back is None:
+                self._queue.append(delivery)
+                self._cond.notify()
+                return
+        hand_back([delivery])
+
+    def pause(self, hand_back: HandBack) -> int:
+        """Take no new batches; what waits now, and what is put until ``resume``, goes to ``hand_back``.
+
+        Threads working on a batch finish it. Returns how many were handed back now.
+        """
+        with self._cond:
+            self._hand_back = hand_back
+            waiting = list(self._queue)
+            self._queue.clear()
+        if waiting:
+            hand_back(waiting)
+        return len(waiting)
+
+    def resume(self) -> None:
+        """Take batches again, of what is put from now on."""
+        with self._cond:
+            self._hand_back = None
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._hand_back is not None
 
     def shutdown(self, wait: bool = True) -> None:
         """Let the threads drain what was put, then exit; join them if ``wait``."""

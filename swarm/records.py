@@ -214,3 +214,28 @@ class Pruned:
     messages: int
     dead_letters: int
     kept: list[str] = dataclasses.field(default_factory=list)  # of ``runs``: their run rows stay, messages go
+
+
+class ControlState(enum.StrEnum):
+    """What an operator has put in force on a job, a stage or the fleet (``swarm ctl``)."""
+
+    PAUSED = "paused"  # the stage (or every stage of the job) takes no new work
+    DRAINING = "draining"  # the job's masters publish no new work; the workers finish what is queued
+    RELOAD = "reload"  # not a state: its generation counts the requests to re-read the config file
+
+
+FLEET = ""  # ``Control.job`` of a fleet-wide control (a reload of every worker)
+EVERY_STAGE = ""  # ``Control.stage`` of a control on every stage of its job
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """One control in force: ``swarm_controls``'s row."""
+
+    job: str  # ``FLEET``: every job
+    stage: str  # ``EVERY_STAGE``: every stage of the job
+    state: ControlState
+    generation: int  # raised each time it is set: workers watch it for reloads
+    updated_at: float
+    issued_by: str
+    reason: str

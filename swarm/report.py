@@ -15,6 +15,8 @@ from rich.text import Text
 
 from swarm.context import source_of
 from swarm.errors import SwarmError
+from swarm.fleetcontrol import describe_line
+from swarm.fleetcontrol import summary as control_summary
 from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
 
 
@@ -144,6 +146,8 @@ def status_dict(run: Run, ledger: HistoryLedger, stages: dict | None = None) -> 
     publication = ledger.publication(source_of(run.id))
     return {
         "run": run_dict(run),
+        # what operators put in force on the run's job (`swarm ctl`): only a running run is steered by it
+        "control": control_summary(ledger, run.job) if run.status == RunStatus.RUNNING else None,
         "messages": ledger.chunk_counts(run.id),
         "stages": stages or {},
         "counters": ledger.counters(run.id),
@@ -193,6 +197,9 @@ def status_view(run: Run, doc: dict, now: float | None = None) -> RenderableType
         (run.id, "bold"), f"  {run.status}  phase {run.phase or '-'}  started {_when(run.created_at)}  {took}")]
     if run.error:
         parts.append(Text.assemble(("error: ", "red"), run.error))
+    control = describe_line(doc["control"]) if doc.get("control") else ""
+    if control:
+        parts.append(Text.assemble(("control: ", "yellow"), control, " (`swarm ctl status` says by whom and why)"))
     parts.append(_phase_table(doc["messages"]))
     if doc["stages"]:
         parts.append(_stage_table(doc["stages"]))

@@ -7,6 +7,12 @@ the broker. Each stage's controller moves how many of its threads may work
 at once between ``pool_min`` and ``pool``, from its queue and its latency,
 and the stage's prefetch follows: one batch more than its working threads
 take, so a backlog still shows in the stage's queue.
+
+What operators put in force on the fleet (``swarm ctl``: a stage paused, a
+config reload) is read once a second by the worker's control thread
+(``swarm.fleetcontrol.ControlWatch``): a paused stage's pool takes no new
+batches, its consumer is cancelled and what it had prefetched but not
+started goes back to the queue; resumed, it consumes again.
 """
 from __future__ import annotations
 
@@ -18,12 +24,15 @@ import time
 from typing import Iterable
 
 from swarm import metrics
-from swarm.broker import Broker, stage_queue
+from swarm.broker import Broker, Delivery, stage_queue
+from swarm.config import Config
 from swarm.control import ConcurrencyController
 from swarm.errors import BackendError, BackendRefused, ConfigError
+from swarm.fleetcontrol import ControlWatch
 from swarm.flow import JUDGE_AFTER_DONE, JUDGE_WITHIN_SECONDS, longest_hold, prefetch_at
-from swarm.ledger import WorkerLedger
-from swarm.pool import StagePool
+from swarm.ledger import Control, WorkerLedger
+from swarm.pool import HandBack, StagePool
+from swarm.reloading import LiveConfig, log_appliers
 from swarm.runtime import Processor
 from swarm.stage import Job, Stage
 from swarm.table import TableStore
@@ -48,8 +57,10 @@ class Worker:
         holder: str | None = None,
         lease: float = 60.0,
         options: dict | None = None,
+        config: Config | None = None,
         **processor_args,
     ):
+        """``config``: the settings it was started with, which ``swarm ctl reload`` has it read again."""
         self.job, self.broker = job, broker
         names = list(stages) if stages else list(job.stages)
         unknown = [n for n in names if n not in job.stages]
@@ -63,10 +74,15 @@ class Worker:
         self.pools: dict[str, StagePool] = {}
         self._housekeeping_stop = threading.Event()
         self._last_renew = 0.0
+        self._control_lock = threading.Lock()  # a stage is subscribed, paused or resumed under it
+        self._stopping = False  # draining to exit: no stage consumes again
+        self.control = ControlWatch(ledger, job.name, names, self._pause, self._resume, self._reload)
+        self.live = None if config is None else LiveConfig(config, {**log_appliers(), "worker.lease": self._set_lease})
 
     def start(self) -> None:
-        """Declare the queues, start the pools and register the consumers."""
+        """Declare the queues, start the pools and register the consumers (paused stages' pools only)."""
         self.broker.declare(self._queues())
+        self.control.look()
         self._subscribe()
 
     def _queues(self) -> list[str]:
@@ -102,8 +118,13 @@ class Worker:
                 log.error("stage %s: %s", stage.name, note)
             pool = self._pool(stage)
             pool.start()
-            self.pools[stage.name] = pool
-            self.broker.consume(queue, prefetch_at(stage, pool.limit), pool.put)
+            with self._control_lock:
+                self.pools[stage.name] = pool
+                if stage.name in self.control.paused:
+                    pool.pause(self._hand_back_to(queue))
+                    log.info("stage %s starts paused (%s)", stage.name, _by(self.control.paused[stage.name]))
+                else:
+                    self.broker.consume(queue, prefetch_at(stage, pool.limit), pool.put)
 
     def _pool(self, stage: Stage) -> StagePool:
         controller = None
@@ -126,6 +147,7 @@ class Worker:
             self.broker.close()
             log.info("worker for %s stopped before it could start", self.job.name)
             return
+        self.control.start(self._housekeeping_stop)  # a paused stage starts paused
         self._subscribe()
         housekeeping = threading.Thread(target=self._housekeeping, name="swarm-housekeeping", daemon=True)
         housekeeping.start()
@@ -141,6 +163,8 @@ class Worker:
     def _drain_after(self, stop: threading.Event, drained: threading.Event) -> None:
         stop.wait()
         log.info("draining: no new deliveries, finishing those in hand")
+        with self._control_lock:
+            self._stopping = True
         try:
             self.broker.cancel()
         except BackendError as exc:
@@ -148,6 +172,61 @@ class Worker:
         for pool in self.pools.values():
             pool.shutdown(wait=True)
         drained.set()
+
+    # fleet control: from the control thread ---------------------------------------
+
+    def _pause(self, name: str, control: Control) -> None:
+        """Take no new work of stage ``name``: in-flight work finishes, prefetched deliveries go back."""
+        with self._control_lock:
+            pool = self.pools.get(name)
+            if pool is None or pool.paused:
+                return  # not subscribed yet: it will start paused
+            queue = stage_queue(self.job.name, name)
+            handed = pool.pause(self._hand_back_to(queue))
+            try:
+                self.broker.cancel(queue)
+            except BackendError as exc:  # the consumer is marked cancelled: it is dropped on reconnecting
+                log.warning("stage %s: could not cancel its consumer yet: %s", name, exc)
+        log.warning("stage %s paused (%s): finishing the work in hand, %d prefetched delivery(ies) handed back",
+                    name, _by(control), handed)
+
+    def _resume(self, name: str) -> None:
+        with self._control_lock:
+            pool = self.pools.get(name)
+            if pool is None or not pool.paused or self._stopping:
+                return
+            pool.resume()
+            stage = self.job.stages[name]
+            self.broker.consume(stage_queue(self.job.name, name), prefetch_at(stage, pool.limit), pool.put)
+        log.warning("stage %s resumed", name)
+
+    def _hand_back_to(self, queue: str) -> HandBack:
+        def hand_back(deliveries: list[Delivery]) -> None:
+            """Deliveries of a paused stage not started: a copy on the queue, then the ack; no attempt spent.
+
+            A requeue would count towards the broker's delivery limit on every pause.
+            """
+            try:
+                self.broker.publish([(queue, bytes(d.body)) for d in deliveries])
+            except BackendError as exc:
+                log.warning("could not hand back %d delivery(ies) of %s (%s); returning them to the queue",
+                            len(deliveries), queue, exc)
+                for delivery in deliveries:
+                    delivery.requeue()
+                return
+            for delivery in deliveries:
+                delivery.ack()
+
+        return hand_back
+
+    def _reload(self) -> None:
+        if self.live is None:
+            log.warning("reload asked for, but this worker was started without a config to re-read")
+            return
+        self.live.reload()
+
+    def _set_lease(self, seconds: float) -> None:
+        self.lease = self.processor.lease = float(seconds)
 
     def _housekeeping(self) -> None:
         """Renew the leases of messages in hand, time out overdue handler calls, size the pools."""
@@ -168,3 +247,8 @@ class Worker:
             self._last_renew = now
             return True
         return False
+
+
+def _by(control: Control) -> str:
+    why = f": {control.reason}" if control.reason else ""
+    return f"by {control.issued_by or 'an operator'}{why}"

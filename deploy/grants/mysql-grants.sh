@@ -68,12 +68,12 @@ CREATE USER IF NOT EXISTS $admin_account IDENTIFIED BY $(literal "$LEDGER_ADMIN_
 -- \`swarm db init\` (MySQL has no wildcard for table names) and again after a
 -- migration that adds a table: the runtime user the same four privileges
 -- ON \`$database\`.swarm_runs, swarm_phases, swarm_messages, swarm_counters,
--- swarm_dead_letters, swarm_locks, swarm_checks, swarm_published and
--- swarm_decisions (one GRANT each); the admin user its seven ON each of
+-- swarm_dead_letters, swarm_locks, swarm_checks, swarm_published,
+-- swarm_decisions and swarm_controls (one GRANT each); the admin user its seven ON each of
 -- those and swarm_schema.
 
 -- The runtime user: the master, the workers and swarm
--- runs|status|dlq|rerun|publish|reject|generations.
+-- runs|status|dlq|rerun|publish|reject|generations|ctl.
 -- Rows only, no DDL. DELETE: the master's lock row goes on release, and
 -- REPLACE INTO swarm_locks is a DELETE and an INSERT. UPDATE also covers
 -- SELECT ... FOR UPDATE and INSERT ... ON DUPLICATE KEY UPDATE. The master's

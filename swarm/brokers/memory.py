@@ -172,9 +172,9 @@ class MemoryBroker(Broker):
                 self.hub.put(delivery.queue, delivery.body, delivery.headers, front=True, redelivered=True)
             self.hub.cond.notify_all()
 
-    def cancel(self) -> None:
+    def cancel(self, queue: str | None = None) -> None:
         with self.hub.cond:
-            self._consumers.clear()
+            self._consumers[:] = [c for c in self._consumers if queue is not None and c.queue != queue]
 
     def depth(self, queue: str, delayed: bool = True) -> int:
         with self.hub.cond:

@@ -29,6 +29,7 @@ OWN = (
     "swarm.commands.db",
     "swarm.commands.config",
     "swarm.commands.fleet",
+    "swarm.commands.ctl",
 )
 
 

@@ -40,10 +40,21 @@ def runs(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.action == "cancel":
         return cancel(args, cfg)
-    found = kit.ledger(cfg).runs(args.job, args.status, kit.day(args.since), kit.day(args.until), args.text,
-                                 args.limit)
+    ledger = kit.ledger(cfg)
+    found = ledger.runs(args.job, args.status, kit.day(args.since), kit.day(args.until), args.text, args.limit)
     print_runs(found, as_json=args.json)
+    if not args.json:
+        _print_controls(ledger, sorted({r.job for r in found if r.status == RunStatus.RUNNING}))
     return EXIT_OK
+
+
+def _print_controls(ledger: Any, jobs: list[str]) -> None:
+    """Under the list, what operators put in force on the jobs of its running runs (``swarm ctl``)."""
+    from swarm.fleetcontrol import describe_line, summary
+
+    lines = [line for line in (describe_line(summary(ledger, job)) for job in jobs) if line]
+    if lines:
+        print("in force (swarm ctl status): " + "; ".join(lines))
 
 
 def cancel(args: argparse.Namespace, cfg: Config) -> int:

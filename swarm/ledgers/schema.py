@@ -92,10 +92,24 @@ def _v3(ledger: SqlCore, cur: Any) -> None:
     ledger._create_index(cur, "swarm_decisions_run", "swarm_decisions", "run_id")
 
 
+V4_TABLES = (
+    """CREATE TABLE IF NOT EXISTS swarm_controls (
+        job {key} NOT NULL, stage {key} NOT NULL, state VARCHAR(16) NOT NULL,
+        generation BIGINT NOT NULL DEFAULT 0, updated_at {real} NOT NULL, issued_by {text}, reason {text},
+        PRIMARY KEY (job, stage, state)){table_options}""",
+)
+
+
+def _v4(ledger: SqlCore, cur: Any) -> None:
+    """Fleet-wide control: the pauses, drains and config reloads operators put in force (``swarm ctl``)."""
+    for statement in V4_TABLES:
+        cur.execute(ledger._ddl(statement))
+
+
 # Step n takes the schema from version n - 1 to n. Append steps; never edit
 # one that has shipped. MySQL commits each DDL statement on its own, so a
 # step must be safe to run again after failing part-way (IF NOT EXISTS...).
-MIGRATIONS: tuple[Callable[[SqlCore, Any], None], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[SqlCore, Any], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -10,6 +10,7 @@ the dialect):
   (``MasterLedger``, ``HistoryLedger``);
 - ``results.ResultSql``: checks, publications and operators' decisions (``ResultLedger``);
 - ``dead_letters.DeadLetterSql``: dead letters (``DeadLetterLedger``);
+- ``controls.ControlSql``: what operators put in force on the fleet (``ControlLedger``);
 - ``schema.SchemaSql``: the tables, their migrations, and pruning (``SchemaLedger``).
 
 A dialect (``swarm.ledgers.sqlite``, ``swarm.ledgers.mysql``) adds the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from swarm.ledger import Ledger
 from swarm.ledgers.claims import ClaimSql
+from swarm.ledgers.controls import ControlSql
 from swarm.ledgers.dead_letters import DeadLetterSql
 from swarm.ledgers.results import ResultSql
 from swarm.ledgers.runs import RunSql
@@ -27,5 +29,5 @@ from swarm.ledgers.schema import SCHEMA_VERSION, SchemaSql
 __all__ = ["SCHEMA_VERSION", "SqlLedger"]
 
 
-class SqlLedger(ClaimSql, RunSql, ResultSql, DeadLetterSql, SchemaSql, Ledger):
+class SqlLedger(ClaimSql, RunSql, ResultSql, DeadLetterSql, ControlSql, SchemaSql, Ledger):
     """Every role in SQL: everything but the connection, the master's lock and the dialect."""

@@ -320,3 +320,35 @@ def test_quiet_windows_are_judged_at_once(make):
     pool.start()
     clock.now += 1
     assert pool.adjust() == 2  # no backlog: nothing to wait for
+
+
+def test_a_paused_pool_finishes_what_it_holds_hands_back_what_waits_and_takes_again_once_resumed(make):
+    work = Recorder()
+    pool = make("pause", work, threads=1, batch=2)
+    pool.start()
+    pool.put(0)
+    work.wait_running(1)
+    for i in range(1, 4):
+        pool.put(i)
+    handed: list[int] = []
+    assert pool.pause(handed.extend) == 3  # prefetched, not started: given back
+    assert pool.paused and pool.waiting == 0 and handed == [1, 2, 3]
+    pool.put(4)  # put while paused (a delivery already on its way): handed back too
+    assert handed == [1, 2, 3, 4] and pool.waiting == 0
+    work.finish(1)  # the call in hand finishes
+    assert work.batches == [[0]]
+    pool.resume()
+    assert not pool.paused
+    pool.put(5)
+    work.gate.set()
+    stop(pool)
+    assert work.items() == [0, 5]  # each exactly once: the handed-back ones are the queue's again
+
+
+def test_a_paused_pool_shuts_down_without_waiting_for_a_resume(make):
+    work = Recorder(hold=False)
+    pool = make("pause-stop", work, threads=2)
+    pool.start()
+    pool.pause(lambda deliveries: None)
+    stop(pool)
+    assert not pool_threads(pool)

@@ -168,3 +168,21 @@ def test_the_json_keeps_failures_and_recovered_apart(site, capsys):
     assert main(["status", RUN, "--json"]) == EXIT_OK
     doc = json.loads(capsys.readouterr().out)
     assert doc["failures"] == [] and [f["error"] for f in doc["recovered"]] == ["Fault: HBase busy"]
+
+
+def test_a_running_run_shows_what_is_in_force_on_its_job_and_a_finished_one_does_not(ledger):
+    from swarm.ledger import ControlState
+
+    msg = known(ledger, message(1))
+    ledger.mark_queued([msg.id])  # published: open until it is done
+    ledger.set_control("nightly", "read", ControlState.PAUSED, "ops@h", "region server")
+    ledger.set_control("nightly", "", ControlState.DRAINING, "ops@h", "deploy")
+    assert "control: nightly: paused: read; draining (1 message(s) still open)" in shown(ledger, width=200)
+    doc = status_dict(ledger.get_run(RUN), ledger)
+    assert doc["control"]["paused"]["read"]["reason"] == "region server"
+    assert (doc["control"]["drain"]["drained"], doc["control"]["drain"]["open"]) == (False, 1)
+    finish(ledger, msg)
+    assert "nightly: paused: read; drained" in shown(ledger, width=200)
+    ledger.update_run(RUN, status=RunStatus.DONE, finished=True)
+    assert "control:" not in shown(ledger, width=200)
+    assert status_dict(ledger.get_run(RUN), ledger)["control"] is None

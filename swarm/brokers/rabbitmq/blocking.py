@@ -90,7 +90,7 @@ class BlockingRabbitBroker(RabbitOperations):
     def serve(self, stop: threading.Event) -> NoReturn:
         self._refuse("serve")
 
-    def cancel(self) -> NoReturn:
+    def cancel(self, queue: str | None = None) -> NoReturn:
         self._refuse("cancel")
 
     def _refuse(self, method: str) -> NoReturn:

@@ -126,10 +126,11 @@ class RabbitBroker(RabbitOperations):
         if changed:  # not waited for: the caller (a worker's housekeeping) must not wait on the broker
             self._update_consumers(wait=False)
 
-    def cancel(self) -> None:
+    def cancel(self, queue: str | None = None) -> None:
         with self._cv:
             for consumer in self._consumers:
-                consumer.active = False
+                if queue is None or consumer.queue == queue:
+                    consumer.active = False
         self._update_consumers(wait=True)
 
     def serve(self, stop: threading.Event) -> None:

@@ -259,6 +259,23 @@ class BrokerContract:
         assert rec.bodies == [b"before"]
         assert reopen().depth(Q, delayed=False) == 2  # the one acked after cancel did not come back
 
+    def test_cancelling_one_queue_stops_only_its_deliveries_and_it_can_consume_again(self, broker):
+        held, other = Recorder(), Recorder(settle=lambda d: d.ack())
+        broker.consume(Q, 2, held)
+        broker.consume(NEXT, 2, other)
+        with serving(broker):
+            broker.publish([(Q, b"q-1")])
+            wait_until(lambda: held.bodies == [b"q-1"], "the first message")
+            broker.cancel(Q)
+            broker.publish([(Q, b"q-2"), (NEXT, b"n-1")])
+            wait_until(lambda: other.bodies == [b"n-1"], "the other queue still served")
+            assert broker.depth(Q) == 1 and held.bodies == [b"q-1"]
+            held.deliveries[0].ack()  # still ackable after the cancel
+            again = Recorder(settle=lambda d: d.ack())
+            broker.consume(Q, 2, again)  # resumed
+            wait_until(lambda: again.bodies == [b"q-2"], "the queue consumed again")
+        assert broker.depth(Q) == 0
+
     def test_close_returns_unacked_deliveries_for_redelivery(self, reopen):
         first = reopen()
         first.declare([Q])

@@ -21,9 +21,12 @@ import pytest
 from swarm.backends import open_ledger
 from swarm.errors import BackendError, Fenced, MasterLocked, PublishRefused
 from swarm.ledger import (
+    EVERY_STAGE,
+    FLEET,
     CheckResult,
     ClaimRequest,
     Completion,
+    ControlState,
     Ledger,
     Message,
     MessageState,
@@ -780,6 +783,59 @@ class LedgerContract:
         ledger.decide("j@date=d1+r1", "reject", "no", status=RunStatus.REJECTED)
         assert [(d.action, d.reason) for d in ledger.decisions("j@date=d1+r1")] == [("reject", "no")]
         assert ledger.get_run("j@date=d1+r1").status == RunStatus.REJECTED
+
+    # fleet controls ----------------------------------------------------------------------
+
+    def test_a_control_is_set_read_and_lifted_and_another_ledger_sees_it(self, ledger, reopen, clock):
+        paused = ledger.set_control("j", "scan", ControlState.PAUSED, "ops@h1", "region server busy")
+        assert (paused.job, paused.stage, paused.state, paused.generation) == ("j", "scan", ControlState.PAUSED, 1)
+        assert (paused.updated_at, paused.issued_by, paused.reason) == (T0, "ops@h1", "region server busy")
+        assert reopen().controls("j") == [paused]  # a worker process on another host sees the same
+        clock.t = T0 + 5
+        again = ledger.set_control("j", "scan", ControlState.PAUSED, "ops@h2", "still busy")
+        assert (again.generation, again.updated_at, again.issued_by) == (2, T0 + 5, "ops@h2")
+        assert again.reason == "still busy"
+        assert ledger.controls("j") == [again]  # one row per job, stage and state
+        assert ledger.lift_controls("j", "scan") == [again]
+        assert ledger.controls("j") == [] and ledger.lift_controls("j", "scan") == []
+
+    def test_controls_of_a_job_are_its_own_and_the_fleet_wide_ones(self, ledger):
+        ledger.set_control("j", EVERY_STAGE, ControlState.PAUSED, "ops", "")
+        ledger.set_control("j", EVERY_STAGE, ControlState.DRAINING, "ops", "deploy")
+        ledger.set_control("k", "reduce", ControlState.PAUSED, "ops", "")
+        ledger.set_control(FLEET, EVERY_STAGE, ControlState.RELOAD, "ops", "")
+        seen = {(c.job, c.stage, c.state) for c in ledger.controls("j")}
+        assert seen == {("j", "", ControlState.PAUSED), ("j", "", ControlState.DRAINING), ("", "", ControlState.RELOAD)}
+        assert {(c.job, c.stage) for c in ledger.controls("k")} == {("k", "reduce"), ("", "")}
+        assert len(ledger.controls()) == 4
+        assert ledger.controls("J") == [c for c in ledger.controls() if c.job == FLEET]  # exact names
+
+    def test_lifting_a_jobs_controls_keeps_its_reloads_and_other_jobs(self, ledger):
+        for stage in ("", "scan", "reduce"):
+            ledger.set_control("j", stage, ControlState.PAUSED, "ops", "")
+        ledger.set_control("j", "", ControlState.DRAINING, "ops", "")
+        ledger.set_control("j", "", ControlState.RELOAD, "ops", "")
+        ledger.set_control("k", "", ControlState.PAUSED, "ops", "")
+        assert [c.stage for c in ledger.lift_controls("j", "scan", (ControlState.PAUSED,))] == ["scan"]
+        lifted = ledger.lift_controls("j")
+        assert {(c.stage, c.state) for c in lifted} == {("", ControlState.PAUSED), ("reduce", ControlState.PAUSED),
+                                                        ("", ControlState.DRAINING)}
+        assert [(c.job, c.state) for c in ledger.controls()] == [("j", ControlState.RELOAD), ("k", ControlState.PAUSED)]
+
+    def test_a_reload_generation_rises_each_time_it_is_asked_for(self, ledger):
+        gens = [ledger.set_control(FLEET, EVERY_STAGE, ControlState.RELOAD, "ops", "").generation for _ in range(3)]
+        assert gens == [1, 2, 3]
+        assert ledger.set_control("j", EVERY_STAGE, ControlState.RELOAD, "ops", "").generation == 1
+
+    def test_a_controls_reason_is_kept_within_the_ledgers_limit(self, ledger):
+        control = ledger.set_control("j", "", ControlState.PAUSED, "ops", "x" * (MAX_ERROR_CHARS * 2))
+        assert len(control.reason) <= MAX_ERROR_CHARS
+        assert ledger.controls("j")[0].reason == control.reason
+
+    def test_pruning_leaves_the_controls_in_force(self, ledger, clock):
+        ledger.set_control("j", "", ControlState.DRAINING, "ops", "")
+        ledger.prune(T0 + 100 * DAY)
+        assert [c.state for c in ledger.controls("j")] == [ControlState.DRAINING]
 
 
 def _published(ledger, run_id, params, measured):

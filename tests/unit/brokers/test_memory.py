@@ -33,3 +33,4 @@ def test_a_dead_letter_put_back_keeps_its_place(hub):
 def test_a_broker_that_never_serves_is_the_same_in_process_broker():
     serving, publishing = open_broker("memory://same"), open_broker("memory://same", serve=False)
     assert isinstance(publishing, MemoryBroker) and publishing.hub is serving.hub
+
