@@ -259,6 +259,13 @@ class ClaimSql(SqlCore, WorkerLedger):
 
         return self._transaction(work)
 
+    def open_count(self, run_id: str, phase: str) -> int:
+        row = self._row(
+            "SELECT COUNT(*) FROM swarm_messages WHERE run_id = ? AND state IN (?, ?, ?) AND phase = ?",
+            (run_id, MessageState.PLANNED, MessageState.QUEUED, MessageState.CLAIMED, phase),
+        )
+        return 0 if row is None else int(row[0])
+
     def queued_children(self, parent_id: str) -> list[Message]:
         # A child shares its parent's run, phase and chunk, so it sorts under the
         # same id prefix: a range of the primary key, and no index on parent to
