@@ -56,8 +56,8 @@ class Splitter:
         for stage in self.job.stages.values():
             if stage.phase != phase or stage.ranges is None:
                 continue
-            if self.broker.depth(stage_queue(self.job.name, stage.name)) != 0:
-                continue  # work is waiting on the queue: threads are not idle
+            if self.broker.depth(stage_queue(self.job.name, stage.name), delayed=False) != 0:
+                continue  # work is ready on the queue: threads are not idle
             for message in self.ledger.unstarted(run_id, phase, [stage.name], self.settings.tail):
                 split += self._split(run_id, phase, stage, message)
         return split

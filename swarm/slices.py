@@ -43,7 +43,7 @@ rows is that cut, known in advance.
 **Splitting.** Near the end of a phase a few long ranges can keep a thread
 each busy while every other thread waits. With ``[split] enabled``, when a
 phase has at most ``tail`` open messages (planned, queued or claimed) and a
-splittable stage's queue is empty, the rest of a range is cut into ``ways``
+splittable stage's queue has none ready, the rest of a range is cut into ``ways``
 sub-ranges at even keys (``swarm.keyrange.range_cuts``), provided it holds
 at least ``min_rows`` rows (counted up to that many). Two places do it, each
 on a range no worker has started, so nothing is ever run twice:
@@ -239,9 +239,12 @@ def slice_message(env: Envelope, stage: Stage, seq: str, payload: Mapping[str, A
 
 def in_tail(ledger: WorkerLedger, broker: Broker, job: Job, env: Envelope, stage: Stage,
             settings: SplitSettings) -> bool:
-    """Whether ``env``'s phase is down to its tail: few messages open, none of ``stage`` waiting on its queue."""
+    """Whether ``env``'s phase is down to its tail: few messages open, none of ``stage`` ready on its queue.
+
+    Retries waiting out their backoff on a delay queue are not work a thread could take now.
+    """
     return (ledger.open_count(env.run, env.phase) <= settings.tail
-            and broker.depth(stage_queue(job.name, stage.name)) == 0)
+            and broker.depth(stage_queue(job.name, stage.name), delayed=False) == 0)
 
 
 class HandOn:
