@@ -99,5 +99,4 @@ def test_a_master_killed_between_a_split_and_its_publish_leaves_the_parts_to_the
     for _ in range(2):
         site.start_worker()
     finish(site, site.start_master(), 8000)  # it publishes the parts and the purged roots as lost work
-    assert sorted(seq for chunk, seq in slices(site) if is_part(seq) and "+" not in seq) == [
-        "0:0", "0:1", "0:2", "0:3"]
+    assert {"0:0", "0:1", "0:2", "0:3"} <= {seq for _, seq in slices(site)}  # (then maybe split again)
