@@ -173,8 +173,11 @@ class WorkerLedger(Protocol):
         """``Run.reads`` of a run: which run's output each phase it does not run comes from."""
 
     @abc.abstractmethod
-    def open_count(self, run_id: str, phase: str) -> int:
-        """How many messages of the phase are not finished (planned, queued or claimed): is it down to its tail?"""
+    def open_count(self, run_id: str, phase: str, limit: int | None = None) -> int:
+        """How many messages of the phase are not finished (planned, queued or claimed), counting up to ``limit``.
+
+        Whether the phase is down to its tail; ``limit`` keeps the look cheap while it is far from it.
+        """
 
 
 class ResultView(RunView, Protocol):

@@ -239,12 +239,15 @@ def slice_message(env: Envelope, stage: Stage, seq: str, payload: Mapping[str, A
 
 def in_tail(ledger: WorkerLedger, broker: Broker, job: Job, env: Envelope, stage: Stage,
             settings: SplitSettings) -> bool:
-    """Whether ``env``'s phase is down to its tail: few messages open, none of ``stage`` ready on its queue.
+    """Whether ``env``'s phase is down to its tail: none of ``stage`` ready on its queue, few messages open.
 
-    Retries waiting out their backoff on a delay queue are not work a thread could take now.
+    Retries waiting out their backoff on a delay queue are not work a thread
+    could take now. The queue is looked at first: far from the tail it has
+    work ready, and the ledger is not asked; the ledger counts no further
+    than ``tail + 1``.
     """
-    return (ledger.open_count(env.run, env.phase) <= settings.tail
-            and broker.depth(stage_queue(job.name, stage.name), delayed=False) == 0)
+    return (broker.depth(stage_queue(job.name, stage.name), delayed=False) == 0
+            and ledger.open_count(env.run, env.phase, settings.tail + 1) <= settings.tail)
 
 
 class HandOn:

@@ -195,7 +195,7 @@ class Ledger:
     def __init__(self, open_messages: int | Exception):
         self.open = open_messages
 
-    def open_count(self, run_id, phase):
+    def open_count(self, run_id, phase, limit=None):
         if isinstance(self.open, Exception):
             raise self.open
         return self.open

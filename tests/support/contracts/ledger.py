@@ -447,6 +447,7 @@ class LedgerContract:
                         [message("1.0", stage="write")], {})
         ledger.claim(RUN, PHASE, b, "w1", LEASE)
         assert ledger.open_count(RUN, PHASE) == 3  # b claimed, c planned, a's child queued; a done
+        assert ledger.open_count(RUN, PHASE, 2) == 2 and ledger.open_count(RUN, PHASE, 9) == 3  # up to a limit
         assert ledger.open_count(RUN, "reduce") == 0
         assert ledger.open_count("other@date=2024-05-01", PHASE) == 0
 
