@@ -71,7 +71,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "enabled": False,
         "ways": 4,  # sub-ranges a rest is cut into
         "tail": 8,  # split only while the phase has at most this many open messages
-        "min_rows": 10_000,  # a rest holding fewer rows is not split
+        "min_rows": 10_000,  # a rest estimated to hold fewer rows is not split
     },
     "log": {
         "level": "INFO",

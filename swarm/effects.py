@@ -114,9 +114,13 @@ class Continue:
     makes one); the rest is recorded with the slice done and runs as the next
     slice, whose ``ctx.slice`` follows from this one's. A stage need not list
     itself in ``next`` to continue, and a handler continues at most once.
+    ``estimate``: about how many rows the rest holds, when the handler can
+    tell (``slice_of`` does, from the slice it read); it only weighs whether
+    the rest is worth splitting, and is not part of the message.
     """
 
     payload: Mapping[str, Any]
+    estimate: float | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,7 +45,9 @@ each busy while every other thread waits. With ``[split] enabled``, when a
 phase has at most ``tail`` open messages (planned, queued or claimed) and a
 splittable stage's queue has none ready, the rest of a range is cut into ``ways``
 sub-ranges at even keys (``swarm.keyrange.range_cuts``), provided it holds
-at least ``min_rows`` rows (counted up to that many). Two places do it, each
+about ``min_rows`` rows or more: estimated, not counted (a rest from the
+density of the slice before it, a waiting range from small reads at 64
+places in it). Two places do it, each
 on a range no worker has started, so nothing is ever run twice:
 
 - the worker, when a slice hands on its rest: the ``ways`` parts are
@@ -61,23 +63,26 @@ ranges=TABLE)`` (``swarm.stage.Ranges``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import math
 from typing import Any, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 from swarm.broker import Broker, stage_queue
 from swarm.effects import Continue
 from swarm.envelope import Envelope, encode
 from swarm.errors import Abort, BadMessage, ConfigError, describe
-from swarm.keyrange import HEX, range_cuts
+from swarm.keyrange import HEX, KeySpace, range_cuts, range_prefix
 from swarm.ledger import Message, WorkerLedger
 from swarm.signing import SiteKeys
-from swarm.stage import Job, Stage
+from swarm.stage import Job, Ranges, Stage
 from swarm.table import Row
 
 log = logging.getLogger("swarm.slices")
 
 CONTINUED = "+"  # a slice's successor: 0 -> 0+1 -> 0+2
 PART = ":"  # part i of a split rest: 0+2 -> 0+2:0, 0+2:1...
+PROBES, SAMPLE = 64, 8  # a range's rows are estimated from 9 rows read at each of 64 places in it
 
 
 class Scans(Protocol):
@@ -123,12 +128,14 @@ class Slice(NamedTuple):
 
 
 def slice_of(ctx: HasTables, table: str, payload: Mapping[str, Any], rows: int, *,
-             columns: Sequence[bytes] | None = None, batch_size: int = 1000) -> Slice:
+             columns: Sequence[bytes] | None = None, batch_size: int = 1000, alphabet: bytes = HEX) -> Slice:
     """The first ``rows`` rows of ``table`` in the payload's ``[start, stop)``, and the rest to hand on.
 
     ``rest`` carries the payload as it is, but for ``start``: the key of the
     first row not taken. It is None when the range holds no more rows, so a
-    range is never handed on empty. Reads at most ``rows + 1`` rows.
+    range is never handed on empty. Reads at most ``rows + 1`` rows. The
+    rest's ``estimate`` of its rows is the slice's density over the key space
+    (the digits of ``alphabet``) times the rest's width.
     """
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
         raise ValueError(f"rows must be a positive number of rows, got {rows!r}")
@@ -141,13 +148,20 @@ def slice_of(ctx: HasTables, table: str, payload: Mapping[str, Any], rows: int, 
     try:
         for key, cells in scan:
             if len(taken) == rows:
-                return Slice(taken, Continue({**payload, "start": key}))
+                return Slice(taken, Continue({**payload, "start": key}, _rest_rows(start, key, stop, rows, alphabet)))
             taken.append((key, cells))
     finally:
         close = getattr(scan, "close", None)
         if close is not None:
             close()
     return Slice(taken, None)
+
+
+def _rest_rows(start: bytes, cut: bytes, stop: bytes, rows: int, alphabet: bytes) -> float:
+    """About how many rows ``[cut, stop)`` holds, when ``[start, cut)`` held ``rows``."""
+    space = KeySpace(range_prefix(start, stop), alphabet)
+    low, middle, high = space.position(start), space.position(cut), space.position(stop, stop=True)
+    return math.inf if middle <= low else rows * (high - middle) / (middle - low)
 
 
 def key_range(payload: Mapping[str, Any]) -> tuple[bytes, bytes]:
@@ -168,7 +182,7 @@ class SplitSettings:
     enabled: bool = False
     ways: int = 4  # sub-ranges a rest is cut into
     tail: int = 8  # split only while the phase has at most this many open messages
-    min_rows: int = 10_000  # a rest holding fewer rows than this is not split
+    min_rows: int = 10_000  # a rest estimated to hold fewer rows than this is not split
 
     def __post_init__(self) -> None:
         if self.ways < 2:
@@ -197,30 +211,65 @@ def split_ranges(payload: Mapping[str, Any], ways: int, alphabet: bytes = HEX) -
     return [{**payload, "start": low, "stop": high} for low, high in zip(points, points[1:], strict=False)]
 
 
-def holds_rows(tables: Scans, table: str, payload: Mapping[str, Any], least: int) -> bool:
-    """Whether the payload's range of ``table`` holds ``least`` rows or more; reads no more than that."""
+def estimated_rows(tables: Scans, table: str, payload: Mapping[str, Any], alphabet: bytes = HEX,
+                   least: float = math.inf, probes: int = PROBES, sample: int = SAMPLE) -> float:
+    """About how many rows the payload's range of ``table`` holds, from small reads at ``probes`` even places in it.
+
+    The range is cut in ``probes`` pieces of even width; of each, up to
+    ``sample + 1`` rows are read: a piece holding no more than ``sample`` is
+    counted, else its first rows' spread over the key space
+    (``swarm.keyrange.KeySpace``, the digits of ``alphabet``) is taken for its
+    density. No more than a guess where keys bunch inside a piece, which is
+    all a split's worth needs; it stops once past ``least``.
+    """
+    start, stop = key_range(payload)
+    space = KeySpace(range_prefix(start, stop), alphabet)
+    points = [start, *range_cuts(start, stop, probes, alphabet), stop]
+    found = 0.0
+    for low, high in zip(points, points[1:], strict=False):
+        found += _piece_rows(tables, table, space, low, high, sample)
+        if found >= least:
+            break
+    return found
+
+
+def _piece_rows(tables: Scans, table: str, space: KeySpace, low: bytes, high: bytes, sample: int) -> float:
+    scan = tables.scan(table, low, high, batch_size=sample + 1)
+    try:
+        keys = [key for key, _ in itertools.islice(scan, sample + 1)]
+    finally:
+        close = getattr(scan, "close", None)
+        if close is not None:
+            close()
+    if len(keys) <= sample:
+        return float(len(keys))
+    first, reached = space.position(low), space.position(keys[-1])
+    if reached <= first:
+        return math.inf  # denser than the key space tells apart
+    return sample * (space.position(high, stop=True) - first) / (reached - first)
+
+
+def _worth_it(tables: Scans, ranges: Ranges, payload: Mapping[str, Any], least: int, estimate: float | None) -> bool:
+    """Whether the payload's range holds about ``least`` rows or more (``estimate``, when one is known)."""
     if least <= 0:
         return True
-    start, stop = key_range(payload)
-    seen = 0
-    for _ in tables.scan(table, start, stop, batch_size=max(1, min(least, 1000))):
-        seen += 1
-        if seen >= least:
-            return True
-    return False
+    if estimate is None:
+        estimate = estimated_rows(tables, ranges.table, payload, ranges.alphabet, least)
+    return estimate >= least
 
 
 def split_messages(env: Envelope, stage: Stage, seq: str, payload: Mapping[str, Any], settings: SplitSettings,
-                   tables: Scans, keys: SiteKeys) -> list[Message]:
+                   tables: Scans, keys: SiteKeys, estimate: float | None = None) -> list[Message]:
     """The parts of ``payload``'s range as messages ``<seq>:<i>`` of ``env``'s chunk, signed; [] when not worth it.
 
     Not worth it: the stage declares no ranges, the range is too narrow to
-    cut, or it holds fewer than ``settings.min_rows`` rows.
+    cut, or it holds fewer than ``settings.min_rows`` rows: ``estimate``, or
+    else as ``estimated_rows`` reckons.
     """
     if stage.ranges is None:
         return []
     parts = split_ranges(payload, settings.ways, stage.ranges.alphabet)
-    if not parts or not holds_rows(tables, stage.ranges.table, payload, settings.min_rows):
+    if not parts or not _worth_it(tables, stage.ranges, payload, settings.min_rows, estimate):
         return []
     try:
         return [slice_message(env, stage, part_of(seq, i), p, keys) for i, p in enumerate(parts)]
@@ -268,19 +317,19 @@ class HandOn:
         if cont is None:
             return []
         seq = next_slice(env.seq)
-        parts = self._parts(env, stage, seq, cont.payload)
+        parts = self._parts(env, stage, seq, cont)
         if parts:
             log.info("split the rest of %s into %d parts at the end of phase %s", env.id, len(parts), env.phase)
             return parts
         return [slice_message(env, stage, seq, cont.payload, self.keys)]
 
-    def _parts(self, env: Envelope, stage: Stage, seq: str, payload: Mapping[str, Any]) -> list[Message]:
+    def _parts(self, env: Envelope, stage: Stage, seq: str, cont: Continue) -> list[Message]:
         if not self.settings.enabled or stage.ranges is None:
             return []
         try:
             if not in_tail(self.ledger, self.broker, self.job, env, stage, self.settings):
                 return []
-            return split_messages(env, stage, seq, payload, self.settings, self.tables, self.keys)
+            return split_messages(env, stage, seq, cont.payload, self.settings, self.tables, self.keys, cont.estimate)
         except Exception as exc:  # noqa: BLE001 - a split is only ever worth having: without one the rest goes on whole
             log.warning("not splitting the rest of %s: %s", env.id, describe(exc))
             return []

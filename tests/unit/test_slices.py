@@ -18,7 +18,7 @@ from swarm.signing import process_keys
 from swarm.slices import (
     HandOn,
     SplitSettings,
-    holds_rows,
+    estimated_rows,
     is_part,
     next_slice,
     part_of,
@@ -107,6 +107,12 @@ def test_slice_of_takes_the_first_rows_and_hands_on_the_rest():
     assert slice_of(_ctx(tables), "values", {**RANGE, "start": keys[4]}, rows=3).rest is None  # exactly 3 left
 
 
+def test_a_rest_carries_an_estimate_of_its_rows_from_the_slice_before_it():
+    rows, rest = slice_of(_ctx(values(4000)), "values", RANGE, rows=1000)
+    assert len(rows) == 1000 and 2900 < rest.estimate < 3100
+    assert rest == Continue(rest.payload) and rest.payload == {**RANGE, "start": rest.payload["start"]}
+
+
 def test_slice_of_refuses_what_is_not_a_range_or_a_count():
     with pytest.raises(Abort, match="bytes 'start' and 'stop'"):
         slice_of(_ctx(values(1)), "values", {"start": "text", "stop": b""}, rows=3)
@@ -183,10 +189,18 @@ def test_a_days_last_chunk_and_a_rest_inside_one_prefix_can_be_cut():
     assert range_cuts(DAY + b"7f", DAY + b"7f", 4) == [] and range_cuts(DAY, DAY + b"1", 1) == []
 
 
-def test_holds_rows_counts_no_further_than_it_needs():
-    tables = values(30)
-    assert holds_rows(tables, "values", RANGE, 30) and not holds_rows(tables, "values", RANGE, 31)
-    assert holds_rows(tables, "values", {"start": DAY, "stop": DAY}, 0)
+def test_a_ranges_rows_are_estimated_from_small_reads_across_it():
+    assert estimated_rows(values(300), "values", RANGE) == 300  # no piece holds more than a sample: counted
+    tables = values(4000)
+    assert 3600 < estimated_rows(tables, "values", RANGE) < 4400
+    assert 1800 < estimated_rows(tables, "values", {"start": DAY + b"8", "stop": RANGE["stop"]}) < 2200
+    assert estimated_rows(tables, "values", {"start": DAY + b"8", "stop": DAY + b"8"}) == 0
+    assert estimated_rows(tables, "values", RANGE, least=500) < 1000  # it stops once it has seen enough
+    # Rows bunched late in a range are seen: 3000 spread under 7f, the end of [70, 80).
+    hot = values(100)
+    hot.apply([Put("values", DAY + f"7f{i * 0xFFFF // 3000:04x}".encode(), {"v:key": "k", "v:n": 1})
+               for i in range(3000)])
+    assert 2700 < estimated_rows(hot, "values", {"start": DAY + b"70", "stop": DAY + b"8"}) < 3500
 
 
 class Ledger:
