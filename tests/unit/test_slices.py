@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarm import Chunk, Continue, Count, Job, Put
+from master.commands import settings as master_settings
+from swarm import Chunk, Continue, Count, Job, Put, config
 from swarm.brokers.memory import MemoryBroker
 from swarm.effects import Effects
 from swarm.envelope import Envelope, decode
-from swarm.errors import Abort, PluginError
+from swarm.errors import Abort, ConfigError, PluginError
 from swarm.keyrange import range_cuts
 from swarm.signing import process_keys
 from swarm.slices import (
@@ -249,10 +250,15 @@ def test_a_stage_that_declares_no_ranges_is_never_split():
     assert [m.id for m in made] == ["plain/map/all/scan/0+1"]
 
 
-def test_settings_are_checked():
-    with pytest.raises(Exception, match="split.ways must be 2 or more"):
+def test_settings_are_checked_and_come_from_the_config(tmp_path):
+    (tmp_path / "swarm.toml").write_text("[split]\nmin_rows = 500\n")
+    with pytest.raises(ConfigError, match="split.ways must be 2 or more"):
         SplitSettings(ways=1)
     assert SplitSettings.of({"enabled": True, "ways": 3, "tail": 2, "min_rows": 0}) == SplitSettings(True, 3, 2, 0)
+    cfg = config.load(str(tmp_path / "swarm.toml"), env={"SWARM_SPLIT_ENABLED": "true", "SWARM_SPLIT_WAYS": "3"})
+    assert master_settings(cfg, job).split == SplitSettings(enabled=True, ways=3, min_rows=500)  # `swarm master`'s
+    with pytest.raises(ConfigError, match="split.tail must be 1 or more, got 0"):
+        config.load(str(tmp_path / "swarm.toml"), env={"SWARM_SPLIT_TAIL": "0"})
 
 
 def _ctx(tables):
