@@ -46,6 +46,9 @@ class Splitter:
                  settings: SplitSettings | None = None):
         self.job, self.broker, self.ledger, self.tables, self.keys = job, broker, ledger, tables, keys
         self.settings = settings or SplitSettings()
+        # Messages judged not worth splitting: a message's range and the rows in it stay as they are, so
+        # the next look need not read them again.
+        self._declined: set[str] = set()
 
     def tend(self, run_id: str, phase: str, counts: Mapping[MessageState, int]) -> int:
         """Split what waits unclaimed in the phase's tail; how many messages were split."""
@@ -59,7 +62,8 @@ class Splitter:
             if self.broker.depth(stage_queue(self.job.name, stage.name), delayed=False) != 0:
                 continue  # work is ready on the queue: threads are not idle
             for message in self.ledger.unstarted(run_id, phase, [stage.name], self.settings.tail):
-                split += self._split(run_id, phase, stage, message)
+                if message.id not in self._declined:
+                    split += self._split(run_id, phase, stage, message)
         return split
 
     def _split(self, run_id: str, phase: str, stage: Stage, message: Message) -> bool:
@@ -68,9 +72,13 @@ class Splitter:
             parts = split_messages(env, stage, env.seq, env.payload, self.settings, self.tables, self.keys)
         except (BadMessage, TableError) as exc:
             log.warning("not splitting %s: %s", message.id, describe(exc))
+            self._declined.add(message.id)
             return False
-        if not parts or not self.ledger.split(run_id, phase, message.id, parts):
-            return False  # not worth it, or a worker claimed it meanwhile
+        if not parts:
+            self._declined.add(message.id)  # not worth it
+            return False
+        if not self.ledger.split(run_id, phase, message.id, parts):
+            return False  # a worker claimed it meanwhile
         log.info("split %s, queued and never claimed, into %d parts at the end of phase %s", message.id,
                  len(parts), phase)
         failpoint("master.after_split")

@@ -1,10 +1,10 @@
-"""The README's examples run as written: the first screen's job, "Your first job" steps 1 to 4 in order, and
-the job, reruns and generations of "Generations, checks and published tables"."""
+"""The README's examples run as written: the first screen's job, "Your first job" steps 1 to 4 in order, the
+slices of "Long ranges", and the job, reruns and generations of "Generations, checks and published tables"."""
 import os
 import re
-import tomllib
 import subprocess
 import sys
+import tomllib
 from collections import Counter
 from pathlib import Path
 

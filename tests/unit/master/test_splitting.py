@@ -77,6 +77,15 @@ def test_in_the_tail_what_waits_unclaimed_is_split_and_its_parts_published(waiti
     assert sum(rows(r) for r in ranges) == rows(whole)  # every row in exactly one part
 
 
+def test_a_range_not_worth_splitting_is_read_once(waiting, ledger, broker, skewed, monkeypatch):
+    first = splitter(broker, ledger, skewed)
+    assert first.tend(RUN, "map", ledger.counts(RUN, "map")) == 1
+    reads = []
+    monkeypatch.setattr(skewed, "scan", lambda *args, **kw: reads.append(args) or iter(()))
+    assert first.tend(RUN, "map", ledger.counts(RUN, "map")) == 0  # the 7 small chunks, declined before
+    assert reads == []
+
+
 def test_a_message_a_worker_claimed_is_never_split(waiting, ledger, broker, skewed):
     root = hot(waiting)
     claim = ledger.claim(RUN, "map", root, "w1", 60)
