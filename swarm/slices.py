@@ -43,12 +43,12 @@ rows is that cut, known in advance.
 **Splitting.** Near the end of a phase a few long ranges can keep a thread
 each busy while every other thread waits. With ``[split] enabled``, when a
 phase has at most ``tail`` open messages (planned, queued or claimed) and a
-splittable stage's queue has none ready, the rest of a range is cut into ``ways``
-sub-ranges at even keys (``swarm.keyrange.range_cuts``), provided it holds
-about ``min_rows`` rows or more: estimated, not counted (a rest from the
-density of the slice before it, a waiting range from small reads at 64
-places in it). Two places do it, each
-on a range no worker has started, so nothing is ever run twice:
+splittable stage's queue has none ready, the rest of a range is cut into
+``ways`` sub-ranges at even keys (``swarm.keyrange.range_cuts``), provided
+it holds about ``min_rows`` rows or more: estimated, not counted (a rest
+from the density of the slice before it, a waiting range from small reads
+at 64 places in it). Two places do it, each on a range no worker has
+started, so nothing is ever run twice:
 
 - the worker, when a slice hands on its rest: the ``ways`` parts are
   recorded, instead of one rest, with the slice done (``HandOn``);
@@ -93,6 +93,8 @@ class Scans(Protocol):
 
 
 class HasTables(Protocol):
+    """What ``slice_of`` reads of a handler's ``ctx``: its tables."""
+
     tables: Any
 
 
