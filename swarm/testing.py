@@ -20,7 +20,7 @@ from swarm.envelope import Envelope, peek
 from swarm.errors import ConfigError, PluginError
 from swarm.ledger import DeadLetterRecord, Ledger, Message, Run
 from swarm.signing import process_keys
-from swarm.slices import SplitSettings
+from swarm.slices import SplitSettings, next_slice, slice_message
 from swarm.stage import Chunk, Job, Stage, stage_of
 from swarm.table import TableStore
 from swarm.tables.embedded import EmbeddedTables
@@ -61,7 +61,6 @@ def call(
     effects = Effects.collect(returned, job.tables or None)  # PluginError, as a worker's abort would say
     if declared.handler is handler:
         from swarm.runtime import child_message  # the very check a worker makes
-        from swarm.slices import next_slice, slice_message
 
         for index, send in enumerate(effects.sends):
             child_message(env, declared, index, send, process_keys())
