@@ -26,7 +26,7 @@ from tests.support.mysql import MYSQL
 from tests.support.rabbitmq import rabbitmqctl
 from tests.support.site import Site
 
-CASES = ("raw", "swarm", "celery", "nightly", "master", "security", "overload")  # overload last: RabbitMQ purges after
+CASES = ("raw", "swarm", "celery", "nightly", "skew", "master", "security", "overload")  # overload last: it purges
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -38,6 +38,8 @@ class Sizes:
     celery_chains: int = 3000
     nightly_events: int = 100_000
     nightly_chunks: int = 32
+    skew_events: int = 100_000  # per day; two days, splitting off and on
+    skew_slice_rows: int = 5000
     overload_seconds: float = 30.0
     master_chunks: int = 100_000
 
@@ -48,6 +50,7 @@ class Sizes:
         return dataclasses.replace(
             self, raw_chunks=n(self.raw_chunks, 200), swarm_chunks=n(self.swarm_chunks, 100),
             celery_chains=n(self.celery_chains, 100), nightly_events=n(self.nightly_events, 2000),
+            skew_events=n(self.skew_events, 4000), skew_slice_rows=n(self.skew_slice_rows, 200),
             overload_seconds=max(10.0, self.overload_seconds * min(scale, 1.0)),
             master_chunks=n(self.master_chunks, 1000))
 
@@ -135,6 +138,12 @@ class Bench:
 
         s = self.sizes
         self.results["nightly"] = nightly.run(site, s.nightly_events, s.nightly_chunks, max(self.procs))
+
+    def _skew(self, site: Site) -> None:
+        from bench import skew
+
+        s = self.sizes
+        self.results["skew"] = skew.run(site, s.skew_events, s.nightly_chunks, max(self.procs), s.skew_slice_rows)
 
     def _overload(self, site: Site) -> None:
         from bench import overload

@@ -64,6 +64,7 @@ def ratios(results: Mapping[str, Any]) -> dict[str, float | None]:
         "master_total_seconds": _get(results, "master", "total_seconds"),
         "master_resume_seconds": _get(results, "master", "resume", "resume_seconds"),
         "nightly_vs_scan_fold": _get(results, "nightly", "vs_scan_fold"),
+        "skew_split_speedup": _get(results, "skew", "speedup"),
     }
 
 
@@ -181,6 +182,7 @@ def details(results: Mapping[str, Any]) -> list[str]:
             f" a plain happybase scan-and-fold of the same events in one process {_num(n['scan_fold']['rows_per_s'])}"
             f" rows/s (runs: {runs}); Swarm = {_times(n.get('vs_scan_fold'))} of it, summaries equal:"
             f" {'yes' if n.get('exact') else 'no'}")
+    lines += _skew(results)
     lines += _security(results)
     m = results.get("master")
     if m:
@@ -198,6 +200,21 @@ def worker_us_per_message(results: Mapping[str, Any]) -> float | None:
     one = single(results) or {}
     cores, rate = _get(one, "cores", "workers"), one.get("msgs_per_s")
     return cores / rate * 1e6 if cores and rate else None
+
+
+def _skew(results: Mapping[str, Any]) -> list[str]:
+    k = results.get("skew")
+    if not k:
+        return []
+    off, on, split = k["off"], k["on"], k["split"]
+    return [
+        f"skewed day on {k.get('store', 'HBase')}, {_num(k['events'])} events, {_pct(k['hot'])} in one of"
+        f" {k['chunks']} chunks, slices of {_num(k['slice_rows'])} rows, {k['procs']} worker procs: splitting off"
+        f" {off['seconds']:.1f} s (map {off['map_seconds']:.1f} s), on {on['seconds']:.1f} s (map"
+        f" {on['map_seconds']:.1f} s, {on['parts']} parts; ways {split['ways']}, tail {split['tail']}, min_rows"
+        f" {_num(split['min_rows'])}): {_times(k['speedup'])} faster end to end, {_times(k['map_speedup'])} the map"
+        f" phase; summaries exact: {'yes' if off['exact'] and on['exact'] else 'no'}",
+    ]
 
 
 def _security(results: Mapping[str, Any]) -> list[str]:

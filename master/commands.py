@@ -34,10 +34,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def settings(cfg: Config, job: Job) -> Any:
     from master.coordinator import MasterSettings
+    from swarm.slices import SplitSettings
 
     m = cfg["master"]
     return MasterSettings(poll=m["poll"], lost_after=m["lost_after"], deadline=m["deadline"] or None,
-                          patience=m["patience"], options=cfg.options(job.name))
+                          patience=m["patience"], options=cfg.options(job.name), split=SplitSettings.of(cfg["split"]))
 
 
 def master(args: argparse.Namespace, cfg: Config) -> int:

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from master.planner import plan_phase
+from master.splitting import Splitter
 from swarm import metrics
 from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
@@ -28,6 +29,7 @@ from swarm.fleetcontrol import draining
 from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus, known_run
 from swarm.publishing import finish_interrupted, publish, run_checks, seed_from_published
 from swarm.signing import SiteKeys, process_keys
+from swarm.slices import SplitSettings
 from swarm.stage import Job
 from swarm.table import TableStore
 
@@ -54,6 +56,7 @@ class MasterSettings:
     deadline: float | str | None = None  # epoch seconds, or "HH:MM" next after the run began; alert once if missed
     options: dict = dataclasses.field(default_factory=dict)  # passed to planners and handlers
     fresh_broker: bool = False  # an in-process broker, new with this process: a resumed phase's queued work is lost
+    split: SplitSettings = dataclasses.field(default_factory=SplitSettings)  # [split]: master.splitting
 
 
 class Master:
@@ -98,6 +101,7 @@ class Master:
         self.lock_key = lock_key or self.run_id
         self.alert = alert
         self.keys = keys or process_keys()  # signs the plan; the workers must hold the same site key
+        self.splitter = Splitter(job, broker, ledger, tables, self.keys, self.settings.split)
         self.on_locked = on_locked
         self.spec = dict(spec or {})
         self.reads: Mapping[str, str] = self.spec.get("reads", {})
@@ -297,6 +301,7 @@ class Master:
             if stage.phase == phase:
                 self._depth(stage.name)  # swarm_queue_depth, fresh on every look
         self._recover_lost()
+        self.splitter.tend(self.run_id, phase, counts)  # the last long ranges, waiting unclaimed, among idle threads
         self.ledger.lock_master(self.lock_key, self.holder)  # renew
         self._check_deadline(phase, counts)
 

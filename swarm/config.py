@@ -67,6 +67,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "key": "",  # SWARM_SECURITY_KEY only
         "previous_key": "",  # SWARM_SECURITY_PREVIOUS_KEY only
     },
+    "split": {  # the rest of a phase's last long key ranges, split among idle threads (swarm.slices)
+        "enabled": False,
+        "ways": 4,  # sub-ranges a rest is cut into
+        "tail": 8,  # split only while the phase has at most this many open messages
+        "min_rows": 10_000,  # a rest estimated to hold fewer rows is not split
+    },
     "log": {
         "level": "INFO",
         "format": "text",  # or "json": one object a line (ts in UTC, level, logger, message, exc)
@@ -161,6 +167,10 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
     _apply_password_files(data["backends"])
     if data["log"]["format"] not in LOG_FORMATS:
         raise ConfigError(f"log.format must be one of {', '.join(LOG_FORMATS)}, got {data['log']['format']!r}")
+    split = data["split"]
+    for key, least in (("ways", 2), ("tail", 1), ("min_rows", 0)):
+        if split[key] < least:
+            raise ConfigError(f"split.{key} must be {least} or more, got {split[key]}")
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")

@@ -93,6 +93,13 @@ class PlanContext:
 
 @dataclasses.dataclass
 class Context(PlanContext):
-    """Given to every handler call."""
+    """Given to every handler call.
+
+    ``slice``: the message's identity among the messages of its chunk and
+    stage (its ``seq``): ``0`` for a chunk's first, ``0+1``, ``0+2``... for
+    the slices that continue it, ``0+2:1`` for part 1 of a split rest
+    (``swarm.slices``). Key a slice's partial rows by its chunk and this.
+    """
 
     log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("swarm.handler"))
+    slice: str = "0"

@@ -106,6 +106,24 @@ class Send:
 
 
 @dataclasses.dataclass(frozen=True)
+class Continue:
+    """The rest of this message's work: the next message of the same stage, with ``payload``.
+
+    A handler that works through a key range a slice at a time returns its
+    slice's effects and a ``Continue`` of the rest (``swarm.slices.slice_of``
+    makes one); the rest is recorded with the slice done and runs as the next
+    slice, whose ``ctx.slice`` follows from this one's. A stage need not list
+    itself in ``next`` to continue, and a handler continues at most once.
+    ``estimate``: about how many rows the rest holds, when the handler can
+    tell (``slice_of`` does, from the slice it read); it only weighs whether
+    the rest is worth splitting, and is not part of the message.
+    """
+
+    payload: Mapping[str, Any]
+    estimate: float | None = dataclasses.field(default=None, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class Count:
     """Add ``value`` to a named counter of the run (counted once per message)."""
 
@@ -123,8 +141,9 @@ def normalized(mutations: Iterable[Put | Delete]) -> list[Put | Delete]:
     return out
 
 
-Effect = Union[Put, Delete, Send, Count]
-EFFECT_TYPES = (Put, Delete, Send, Count)
+Effect = Union[Put, Delete, Send, Continue, Count]
+EFFECT_TYPES = (Put, Delete, Send, Continue, Count)
+EXPECTED = "expected Put, Delete, Send, Continue or Count"
 
 
 @dataclasses.dataclass
@@ -134,11 +153,12 @@ class Effects:
     mutations: list[Put | Delete] = dataclasses.field(default_factory=list)
     sends: list[Send] = dataclasses.field(default_factory=list)
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    continued: Continue | None = None
 
     @classmethod
     def collect(cls, returned: Iterable[Effect] | Effect | None,
                 declared: Mapping[str, Any] | None = None) -> "Effects":
-        """Accept what a handler returned: None, one effect, or an iterable of them.
+        """Accept what a handler returned: None, one effect, or an iterable of them (where None is skipped).
 
         ``declared``: the job's tables (``swarm.stage.TableSpec`` by name), when
         it declares any; a write to another table or family is then refused.
@@ -148,8 +168,7 @@ class Effects:
         elif isinstance(returned, EFFECT_TYPES):
             items = (returned,)
         elif isinstance(returned, (str, bytes, Mapping)):
-            raise PluginError(f"a handler returned {_shown(returned)}; expected Put, Delete, Send or Count, "
-                              "or a list of them")
+            raise PluginError(f"a handler returned {_shown(returned)}; {EXPECTED}, or a list of them")
         else:
             items = returned
         out = cls()
@@ -165,12 +184,18 @@ class Effects:
             self.mutations.append(mutation)
         elif isinstance(item, Send):
             self.sends.append(item)
+        elif isinstance(item, Continue):
+            if self.continued is not None:
+                raise PluginError("a handler returned two Continue effects; a message hands on one rest at most")
+            if not isinstance(item.payload, Mapping):
+                raise PluginError(f"Continue needs a map payload, got {_shown(item.payload)}")
+            self.continued = item
         elif isinstance(item, Count):
             if not isinstance(item.value, int) or isinstance(item.value, bool):
                 raise PluginError(f"Count({item.name!r}) value must be an int, got {item.value!r}")
             self.counts[item.name] = self.counts.get(item.name, 0) + item.value
-        else:
-            raise PluginError(f"a handler returned {_shown(item)}; expected Put, Delete, Send or Count")
+        elif item is not None:  # None: e.g. the rest of a range that has none
+            raise PluginError(f"a handler returned {_shown(item)}; {EXPECTED}")
 
 
 def _check_declared(mutation: Put | Delete, declared: Mapping[str, Any]) -> None:

@@ -167,3 +167,26 @@ def _shares(total: int, widths: list[int]) -> list[int]:
     for i in by_remainder[: max(0, total - sum(shares))]:
         shares[i] += 1
     return shares
+
+
+def range_cuts(start: bytes, stop: bytes, parts: int, alphabet: bytes = HEX) -> list[bytes]:
+    """Up to ``parts - 1`` keys cutting ``[start, stop)`` (``stop`` ``b""``: open) into parts of even width.
+
+    For splitting a range that is already planned, with nothing known of it
+    but its ends: the digits weighed are those after the prefix both ends
+    share, and a ``stop`` that ends the keys of a prefix (``prefix_stop(p)``,
+    as a day's last chunk does) weighs those after ``p``. Fewer keys (none)
+    when the range is too narrow to cut.
+    """
+    if parts < 2 or (stop and stop <= start):
+        return []
+    return KeySpace(range_prefix(start, stop), alphabet).cuts(start, stop, parts)
+
+
+def range_prefix(start: bytes, stop: bytes) -> bytes:
+    """The prefix every key of ``[start, stop)`` shares; a ``stop`` that is ``prefix_stop(p)`` counts as ``p``'s end."""
+    if stop:
+        head = start[:len(stop)]
+        if len(head) == len(stop) and prefix_stop(head) == stop:
+            return head
+    return common_prefix(start, stop)

@@ -190,6 +190,13 @@ class WorkerLedger(ControlView, Protocol):
     def reads(self, run_id: str) -> Mapping[str, str]:
         """``Run.reads`` of a run: which run's output each phase it does not run comes from."""
 
+    @abc.abstractmethod
+    def open_count(self, run_id: str, phase: str, limit: int | None = None) -> int:
+        """How many messages of the phase are not finished (planned, queued or claimed), counting up to ``limit``.
+
+        Whether the phase is down to its tail; ``limit`` keeps the look cheap while it is far from it.
+        """
+
 
 class ResultView(RunView, Protocol):
     """A run's checks, its night's publication and operators' decisions, read only."""
@@ -292,6 +299,22 @@ class MasterLedger(ResultLedger, ControlView, Protocol):
     @abc.abstractmethod
     def stale_queued(self, run_id: str, older_than: float) -> list[Message]:
         """Queued messages untouched since ``older_than``; touched now, returned for re-publishing."""
+
+    @abc.abstractmethod
+    def unstarted(self, run_id: str, phase: str, stages: Sequence[str], limit: int) -> list[Message]:
+        """Queued messages of ``stages`` that no worker has ever claimed, in id order (what a split may replace)."""
+
+    @abc.abstractmethod
+    def split(self, run_id: str, phase: str, parent_id: str, children: Sequence[Message]) -> bool:
+        """Replace a queued message no worker has ever claimed by ``children``, atomically.
+
+        The message is marked done and ``children`` recorded queued with it as
+        their parent, only if it is still queued and was never claimed (its
+        lease token untouched): a worker may have written part of its work
+        under any claim. True when it is split (by this call, or by an earlier
+        run of it whose commit went unacknowledged); False, changing nothing,
+        otherwise. A worker that receives it later finds it done.
+        """
 
 
 class HistoryLedger(ResultView, ControlView, Protocol):

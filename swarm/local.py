@@ -8,22 +8,23 @@ from typing import Callable, Iterator
 from swarm.broker import Broker
 from swarm.ledger import MasterLedger, WorkerLedger
 from swarm.roles import role
+from swarm.slices import SplitSettings
 from swarm.stage import Job
 from swarm.table import TableStore
 
 
 def master_for(job: Job, params, broker: Broker, ledger: MasterLedger, tables: TableStore, options: dict | None = None,
                poll: float = 0.05, lost_after: float = 120.0, deadline: str | None = None, fresh_broker: bool = True,
-               patience: float = 900.0, **master_args):
+               patience: float = 900.0, split: SplitSettings | None = None, **master_args):
     """A master for ``job`` in this process, polling often: workers here finish fast.
 
     ``fresh_broker``: the broker is new with this process (in-process), so
-    a resumed run's queued messages are on no queue yet.
+    a resumed run's queued messages are on no queue yet. ``split``: ``[split]``.
     """
     master, master_settings = role("master"), role("master_settings")  # beside the library, not inside it
 
     settings = master_settings(poll=poll, lost_after=lost_after, deadline=deadline, options=dict(options or {}),
-                               fresh_broker=fresh_broker, patience=patience)
+                               fresh_broker=fresh_broker, patience=patience, split=split or SplitSettings())
     return master(job, params, broker, ledger, tables, settings, **master_args)
 
 

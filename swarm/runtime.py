@@ -49,6 +49,7 @@ from swarm.outcome import (
 )
 from swarm.settle import Item, Settler
 from swarm.signing import SiteKeys, process_keys
+from swarm.slices import HandOn, SplitSettings
 from swarm.stage import Job, Stage
 from swarm.table import TableStore
 
@@ -79,6 +80,7 @@ class Processor:
         keys: SiteKeys | None = None,
         leases: Leases | None = None,
         middleware: Middleware | None = None,
+        split: SplitSettings | None = None,
     ):
         self.job, self.broker, self.ledger, self.tables = job, broker, ledger, tables
         self.keys = keys or process_keys()
@@ -91,6 +93,7 @@ class Processor:
         self.outages = Outages(log)
         self.settler = Settler(job.name, broker, ledger, self.middleware, self.outages, rng or random.Random(),
                                backend_pause)
+        self.hand_on = HandOn(job, ledger, broker, self.read_tables, self.keys, split)  # a handler's Continue
 
     # the path -------------------------------------------------------------------
 
@@ -193,7 +196,7 @@ class Processor:
         except BackendError as exc:
             return _first(flight, of_error(exc))
         ctx = Context(self.job.name, env.run, self.read_tables, params_of(env.run), self.options, env.phase,
-                      self.job.phases, reads)
+                      self.job.phases, reads, slice=env.seq)
         self.middleware.before_handler(stage, env)
         started, failure = time.perf_counter(), None
         try:
@@ -209,6 +212,7 @@ class Processor:
             return TimedOut()  # the watchdog has already retried this message
         try:
             item.children = [child_message(env, stage, i, send, self.keys) for i, send in enumerate(effects.sends)]
+            item.children += self.hand_on.messages(env, stage, effects.continued)
         except Abort as exc:  # a Send to an undeclared stage, found before anything was applied
             return Stop(exc.reason)
         effects.mutations = self.job.staged(env.run, effects.mutations)

@@ -11,6 +11,7 @@ from swarm import flow
 from swarm.effects import Delete, Put, to_bytes
 from swarm.envelope import _NAME, MAX_BODY_BYTES
 from swarm.errors import PluginError
+from swarm.keyrange import HEX
 
 Handler = Callable[[Any, Any], Any]
 _PARAM = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -33,6 +34,21 @@ class Retry:
 
 
 @dataclasses.dataclass(frozen=True)
+class Ranges:
+    """A stage whose payloads are key ranges of ``table``: ``start`` and ``stop``, bytes (``b""`` an open end).
+
+    Declared with ``job.stage(..., ranges=TABLE)`` (or ``ranges=Ranges(TABLE,
+    alphabet=...)``), it lets Swarm split the rest of a long range among idle
+    threads at the end of a phase (``swarm.slices``). ``alphabet``: the bytes
+    the keys use after their common prefix (hex digits by default;
+    ``swarm.keyrange.BYTES`` for binary keys), for even cuts.
+    """
+
+    table: str
+    alphabet: bytes = HEX
+
+
+@dataclasses.dataclass(frozen=True)
 class Stage:
     """One stage: a handler with its own bounded pool and failure policy."""
 
@@ -48,6 +64,7 @@ class Stage:
     max_body: int = MAX_BODY_BYTES
     batch: int = 1  # most deliveries a thread takes at once (only those already waiting)
     pool_min: int = 1
+    ranges: Ranges | None = None  # its payloads are key ranges of a table: Swarm may split their rest
 
     @property
     def bound(self) -> int:
@@ -129,13 +146,17 @@ class Job:
         max_body: int = MAX_BODY_BYTES,
         batch: int = 1,
         pool_min: int = 1,
+        ranges: str | Ranges | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Decorator declaring ``handler`` as stage ``name``."""
+        """Decorator declaring ``handler`` as stage ``name``.
+
+        ``ranges``: the table whose key ranges its payloads are (``Ranges``), to let Swarm split their rest.
+        """
 
         def register(handler: Handler) -> Handler:
             stage = Stage(
                 name, handler, phase, pool, prefetch, retry or Retry(), timeout, tuple(next), validate, max_body,
-                batch, pool_min,
+                batch, pool_min, Ranges(ranges) if isinstance(ranges, str) else ranges,
             )
             self.add_stage(stage, entry=entry)
             return handler
@@ -155,6 +176,9 @@ class Job:
             raise PluginError(f"job {self.name}: stage {stage.name}: retry.max_attempts must be >= 1")
         if stage.timeout <= 0:
             raise PluginError(f"job {self.name}: stage {stage.name}: timeout must be > 0")
+        if stage.ranges is not None and (not isinstance(stage.ranges, Ranges) or len(set(stage.ranges.alphabet)) < 2):
+            raise PluginError(f"job {self.name}: stage {stage.name}: ranges must name a table (or be a Ranges "
+                              "with an alphabet of two bytes or more)")
         self.stages[stage.name] = stage
         if entry or stage.phase not in self.entries:
             self.entries[stage.phase] = stage.name
@@ -249,6 +273,9 @@ class Job:
                         f"job {self.name}: stage {stage.name} sends to {target} in another phase; "
                         "phases are joined by barriers, not messages"
                     )
+            if stage.ranges is not None and self.tables and stage.ranges.table not in self.tables:
+                raise PluginError(f"job {self.name}: stage {stage.name} reads ranges of table "
+                                  f"{stage.ranges.table!r}, which the job does not declare")
         for phase in self.phases:
             if phase not in self.planners:
                 raise PluginError(f"job {self.name}: phase {phase!r} has no planner")

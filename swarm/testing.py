@@ -20,6 +20,7 @@ from swarm.envelope import Envelope, peek
 from swarm.errors import ConfigError, PluginError
 from swarm.ledger import DeadLetterRecord, Ledger, Message, Run
 from swarm.signing import process_keys
+from swarm.slices import SplitSettings, next_slice, slice_message
 from swarm.stage import Chunk, Job, Stage, stage_of
 from swarm.table import TableStore
 from swarm.tables.embedded import EmbeddedTables
@@ -40,6 +41,7 @@ def call(
     stage: str | None = None,
     phase: str | None = None,
     reads: Mapping[str, str] | None = None,
+    slice: str = "0",
 ) -> list[Effect]:
     """Call ``handler`` once as a worker would; return its effects as a list, checked as a worker checks them.
 
@@ -47,12 +49,14 @@ def call(
     each of the job's params, ``date`` as 2026-01-01) make the run id, unless
     ``run`` gives it. A handler no job declared runs as stage ``stage`` of a
     job named after ``run``; its sends are then not checked against a stage.
+    ``slice``: the message's ``ctx.slice`` (its seq). None items the handler
+    returns (a ``slice_of`` rest when nothing is left) are left out.
     """
     job, declared = _owner(handler, stage, phase)
     run = run or _run_id(job, params)
-    env = Envelope(job.name, run, declared.phase, declared.name, chunk, "0", attempt, dict(payload or {}))
+    env = Envelope(job.name, run, declared.phase, declared.name, chunk, slice, attempt, dict(payload or {}))
     ctx = Context(job.name, run, ReadTables(tables or EmbeddedTables()), params_of(run), dict(options or {}),
-                  declared.phase, job.phases or [declared.phase], dict(reads or {}))
+                  declared.phase, job.phases or [declared.phase], dict(reads or {}), slice=slice)
     returned = handler(ctx, env)
     effects = Effects.collect(returned, job.tables or None)  # PluginError, as a worker's abort would say
     if declared.handler is handler:
@@ -60,6 +64,8 @@ def call(
 
         for index, send in enumerate(effects.sends):
             child_message(env, declared, index, send, process_keys())
+        if effects.continued is not None:
+            slice_message(env, declared, next_slice(slice), effects.continued.payload, process_keys())
     return _as_list(returned)
 
 
@@ -82,7 +88,7 @@ def _as_list(returned: Any) -> list[Effect]:
         return []
     if isinstance(returned, EFFECT_TYPES) or not isinstance(returned, Iterable):
         return [returned]
-    return list(returned)
+    return [effect for effect in returned if effect is not None]
 
 
 def fake_tables(rows: Mapping[str, Mapping[Any, Mapping[Any, Any]]] | None = None,
@@ -147,12 +153,14 @@ def run_job(
     workers: int = 2,
     options: Mapping[str, Any] | None = None,
     hub_name: str | None = None,
+    split: SplitSettings | None = None,
     **worker_args: Any,
 ) -> Run:
     """Run ``job`` to the end in this process (master, ``workers`` worker threads, in-process broker); the run.
 
     ``ledger`` defaults to an in-memory SQLite ledger; the run (done or
     failed, with its error) is returned, as ``swarm run`` would end it.
+    ``split``: straggler splitting, for the master and the workers (``swarm.slices``; off by default).
     """
     from swarm.brokers.memory import MemoryBroker, hub
     from swarm.ledgers.sqlite import SqliteLedger
@@ -161,6 +169,7 @@ def run_job(
     memory = hub(hub_name or f"test-{uuid.uuid4().hex}")
     ledger = ledger or SqliteLedger()
     with local_fleet(job, lambda: MemoryBroker(memory), ledger, tables, workers, options=dict(options or {}),
-                     **worker_args):
-        run: Run = master_for(job, params, MemoryBroker(memory), ledger, tables, dict(options or {})).run()
+                     split=split, **worker_args):
+        run: Run = master_for(job, params, MemoryBroker(memory), ledger, tables, dict(options or {}),
+                              split=split).run()
     return run

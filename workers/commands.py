@@ -32,6 +32,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def worker(args: argparse.Namespace, cfg: Config) -> int:
+    from swarm.slices import SplitSettings
     from workers.worker import Worker
 
     job = kit.job(cfg, args.job)
@@ -41,7 +42,8 @@ def worker(args: argparse.Namespace, cfg: Config) -> int:
     broker, ledger, tables = kit.backends(cfg, serve=True)
     stop = kit.until_signalled()
     serving = Worker(job, broker, ledger, tables, stages, lease=cfg["worker"]["lease"],
-                     options=cfg.options(job.name), keys=keys, config=cfg)
+                     options=cfg.options(job.name), keys=keys, config=cfg,
+                     split=SplitSettings.of(cfg["split"]))
     kit.serve_metrics(cfg, "worker", job, serving.stages[0].name, broker, ledger, tables)
     log.info("worker serving %s stages %s", job.name, [s.name for s in serving.stages])
     serving.run(stop)

@@ -115,12 +115,14 @@ def workers_here(cfg: Config, the_job: Job, the_ledger: Any, the_tables: Any, th
     """Worker threads in this process when the broker is in-process (nothing else could serve it); else none."""
     from swarm.backends import open_broker
     from swarm.local import local_fleet
+    from swarm.slices import SplitSettings
 
     url = cfg["backends"]["broker"]
     if not in_process(cfg):
         return contextlib.nullcontext()
     return local_fleet(the_job, lambda: open_broker(url), the_ledger, the_tables, workers,
-                       lease=cfg["worker"]["lease"], options=cfg.options(the_job.name), keys=the_keys)
+                       lease=cfg["worker"]["lease"], options=cfg.options(the_job.name), keys=the_keys,
+                       split=SplitSettings.of(cfg["split"]))
 
 
 def serve_metrics(cfg: Config, section: str, the_job: Job, stage: str, the_broker: Any, the_ledger: Any,

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from swarm.backends import open_broker
     from swarm.local import local_fleet, master_for
     from swarm.progress import ProgressReport
+    from swarm.slices import SplitSettings
 
     job = kit.job(cfg, args.job)
     params, keys = kit.params(args), kit.keys(cfg)
@@ -30,15 +31,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise ConfigError("--workers must be 1 or more")
     url, in_process = cfg["backends"]["broker"], kit.in_process(cfg)
     broker, ledger, tables = kit.backends(cfg, serve=False)  # the master's; the worker threads open their own
-    m = cfg["master"]
+    m, split = cfg["master"], SplitSettings.of(cfg["split"])
     progress = ProgressReport()
     try:
         with local_fleet(job, lambda: open_broker(url), ledger, tables, args.workers,
-                         lease=cfg["worker"]["lease"], options=cfg.options(job.name), keys=keys):
+                         lease=cfg["worker"]["lease"], options=cfg.options(job.name), keys=keys, split=split):
             the_run = master_for(job, params, broker, ledger, tables, cfg.options(job.name),
                                  poll=min(m["poll"], 0.2), progress=progress, alert=command_alert(m["alert_command"]),
                                  keys=keys, lost_after=m["lost_after"], deadline=m["deadline"] or None,
-                                 fresh_broker=in_process, patience=m["patience"]).run()
+                                 fresh_broker=in_process, patience=m["patience"], split=split).run()
     finally:
         progress.close()
     if in_process:

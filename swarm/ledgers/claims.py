@@ -259,6 +259,16 @@ class ClaimSql(SqlCore, WorkerLedger):
 
         return self._transaction(work)
 
+    def open_count(self, run_id: str, phase: str, limit: int | None = None) -> int:
+        where = "run_id = ? AND state IN (?, ?, ?) AND phase = ?"
+        args: tuple = (run_id, MessageState.PLANNED, MessageState.QUEUED, MessageState.CLAIMED, phase)
+        if limit is None:
+            row = self._row(f"SELECT COUNT(*) FROM swarm_messages WHERE {where}", args)
+        else:  # stops at ``limit`` index entries, however many there are
+            row = self._row(f"SELECT COUNT(*) FROM (SELECT 1 FROM swarm_messages WHERE {where} LIMIT ?) open_rows",
+                            (*args, int(limit)))
+        return 0 if row is None else int(row[0])
+
     def queued_children(self, parent_id: str) -> list[Message]:
         # A child shares its parent's run, phase and chunk, so it sorts under the
         # same id prefix: a range of the primary key, and no index on parent to

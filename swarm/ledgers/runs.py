@@ -222,6 +222,48 @@ class RunSql(SqlCore, MasterLedger, HistoryLedger):
         self._transaction(work)
         return list(found.values())
 
+    # splitting the rest of a phase's last long ranges (``master.splitting``) --------
+
+    def unstarted(self, run_id: str, phase: str, stages: Sequence[str], limit: int) -> list[Message]:
+        if not stages:
+            return []
+        rows = self._rows(
+            "SELECT id, stage, chunk, body FROM swarm_messages WHERE run_id = ? AND state = ? AND phase = ? "
+            f"AND token = 0 AND stage IN ({marks(list(stages))}) ORDER BY id LIMIT ?",
+            (run_id, MessageState.QUEUED, phase, *stages, int(limit)),
+        )
+        return [message_of(r) for r in rows]
+
+    def split(self, run_id: str, phase: str, parent_id: str, children: Sequence[Message]) -> bool:
+        now = self.now()
+        rows = sorted((message_row(c, run_id, phase, MessageState.QUEUED, now, parent=parent_id) for c in children),
+                      key=lambda r: r[0])
+        ids = [r[0] for r in rows]
+
+        def work(cur: Any) -> bool:
+            # Token 0: never claimed, so no worker has written any of its work (a claim takes a new token).
+            cur.execute(
+                self._sql("UPDATE swarm_messages SET state = ?, lease_until = NULL, updated_at = ? "
+                          "WHERE id = ? AND state = ? AND token = 0"),
+                (MessageState.DONE, now, parent_id, MessageState.QUEUED),
+            )
+            if cur.rowcount == 1:
+                cur.executemany(self._sql(self._insert_new("swarm_messages", MESSAGE_COLUMNS)), rows)
+                return True
+            # Done with token 0 is a split's mark (a worker's complete needs a claim): an earlier run of
+            # this very transaction, whose COMMIT went unacknowledged, if these children are its.
+            cur.execute(self._sql("SELECT state, token FROM swarm_messages WHERE id = ?"), (parent_id,))
+            found = cur.fetchone()
+            if found is None or found[0] != MessageState.DONE or int(found[1]) != 0 or not ids:
+                return False
+            cur.execute(
+                self._sql(f"SELECT COUNT(*) FROM swarm_messages WHERE parent = ? AND id IN ({marks(ids)})"),
+                (parent_id, *ids),
+            )
+            return int(cur.fetchone()[0]) == len(ids)
+
+        return self._transaction(work)
+
     # history ----------------------------------------------------------------------
 
     def chunk_counts(self, run_id: str) -> dict[str, dict[MessageState, int]]:

@@ -1,5 +1,10 @@
 """Fault injection: the nightly job on the real services while things die, scored like Jepsen.
 
+The day is skewed (a quarter of its events in one chunk's range) and the
+job's scan works through each chunk a slice of ``SLICE_ROWS`` rows at a
+time, handing on the rest (``swarm.slices``), with straggler splitting on:
+at the end of the map phase the rest of a long range is split among idle
+threads.
 Across its runs the suite SIGKILLs the master and workers at random instants
 and at named failpoints (between planning and publishing, mid-publish, at a
 barrier, while finishing, and in the result's publication: checks passed,
@@ -30,6 +35,7 @@ from master.coordinator import barrier_passed
 from swarm.broker import dead_letter_queue, stage_queue
 from swarm.brokers.rabbitmq import RabbitBroker
 from swarm.ledger import MessageState, PhaseState, PublishState
+from swarm.slices import is_part
 from tests.support.mysql import kill_mysql_sessions
 from tests.support.rabbitmq import rabbitmqctl, ready
 from tests.support.site import DATE, JOB, Site
@@ -38,6 +44,9 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 EVENTS = 6_000
+HOT = 0.25  # of the events in one chunk's range: ~1,700 rows there, ~190 in each of the 23 others
+SLICE_ROWS = 100  # rows a scan message takes before it hands on the rest
+SPLIT = {"enabled": True, "ways": 3, "tail": 8, "min_rows": 60}  # a rest of 60 rows or more, once 8 are open
 # The master's finish path, in order: checks passed; the ledger records the promotion begun; after a batch
 # of table writes; every row written, before the ledger records the night published and the run done.
 PUBLISH_POINTS = ["master.checked", "publish.begun", "publish.mid_rows", "publish.before_record"]
@@ -60,6 +69,8 @@ class Score:
     duplicated: int = 0  # rows counted more than once
     leftover: int = 0  # messages still on a queue after the drain
     publish_kills: int = 0  # masters killed at a failpoint of the publication
+    slices: int = 0  # scan messages that continued a slice before them
+    splits: int = 0  # scan messages that are a part of a split range (or a slice of one)
     seed: int | None = None
     points: dict[str, int] = dataclasses.field(default_factory=dict)  # master kills by failpoint
 
@@ -204,6 +215,9 @@ def score_run(site: Site) -> None:
     SCORE.unexpected += len(set(written) - set(expected))
     SCORE.wrong += sum(1 for k in set(written) & set(expected) if written[k] != expected[k])
     SCORE.handler_faults += sum(1 for f in ledger.failures(run_id, limit=10_000) if "injected fault" in (f.error or ""))
+    seqs = [r.message.id.rsplit("/", 1)[1] for r in ledger.recorded(run_id, "map")]
+    SCORE.slices += sum(1 for s in seqs if "+" in s.rsplit(":", 1)[-1])  # 0+1, 0+2:1+1: a slice after another
+    SCORE.splits += sum(1 for s in seqs if is_part(s))
     # The drain: workers skip the duplicates re-published while things died (some wait in delay
     # queues); then every stage queue, delay queue and dead-letter queue must be empty.
     try:
@@ -266,7 +280,8 @@ def pytest_generate_tests(metafunc):
 def test_the_job_survives_faults(index, request, seed, make_site):
     runs = plan(request.config.getoption("--long"))
     rng = random.Random(seed * 1000 + index)
-    site = make_site(EVENTS, {"chunks": 24, "sleep": 0.15, "fault_every": 7}, lease=2.0, lost_after=4.0)
+    site = make_site(EVENTS, {"chunks": 24, "sleep": 0.15, "fault_every": 7, "slice_rows": SLICE_ROWS}, hot=HOT,
+                     lease=2.0, lost_after=4.0, split=SPLIT)
     try:
         run_under_faults(site, rng, runs[index], PUBLISH_POINTS[index % len(PUBLISH_POINTS)])
     except BaseException:
@@ -281,5 +296,6 @@ def test_totals_meet_the_bar(request):
     assert SCORE.master_kills >= 20 and SCORE.worker_kills >= 20, SCORE.line()
     assert SCORE.broker_restarts >= 1 and SCORE.mysql_disconnects >= 1, SCORE.line()
     assert all(SCORE.points.get(p) for p in PUBLISH_POINTS), f"master kills by failpoint: {SCORE.points}"
+    assert SCORE.slices and SCORE.splits, SCORE.line()  # ranges handed on, and split at the phase's end
     score = (SCORE.lost, SCORE.unexpected, SCORE.wrong, SCORE.duplicated, SCORE.leftover)
     assert score == (0, 0, 0, 0, 0), SCORE.line()

@@ -58,10 +58,10 @@ def make_site(tmp_path, amqp_vhost, mysql_db, hbase_server):
     """Makes a ready site (ledger schema, a generated day) with the given options; stops its workers after."""
     made = []
 
-    def make(events: int, options: dict, **settings):
+    def make(events: int, options: dict, hot: float = 0.0, **settings):
         site = Site(tmp_path, amqp_vhost, mysql_db, hbase_server, options=options, **settings)
         site.init_ledger()
-        site.generate(events)
+        site.generate(events, hot)
         made.append(site)
         return site
 

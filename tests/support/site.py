@@ -36,12 +36,17 @@ def write_key(path: Path) -> Path:
 
 
 def config_text(urls: Mapping[str, str], key_file: Path, sections: Mapping[str, Mapping[str, object]]) -> str:
-    """A swarm.toml: the backends, the site key, then each of ``sections`` (values written as Python literals)."""
+    """A swarm.toml: the backends, the site key, then each of ``sections`` (values as literals, bools as TOML)."""
     text = "[backends]\n" + "".join(f'{k} = "{v}"\n' for k, v in urls.items())
     text += f'[security]\nkey_file = "{key_file}"\n'
     for name, values in sections.items():
-        text += f"[{name}]\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items())
+        text += f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
     return text
+
+
+def _toml(value: object) -> str:
+    """A value as TOML writes it: Python's literal, but for booleans."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def log_tail(folder: Path, lines: int = 40) -> str:
@@ -64,10 +69,11 @@ class Site:
 
     def __init__(self, tmp: Path, vhost: str, database: str, hbase=None, options: dict | None = None,
                  lease: float = 3.0, lost_after: float = 5.0, broker: str | None = None, ledger: str | None = None,
-                 tables: str | None = None, cwd: Path | None = None):
+                 tables: str | None = None, cwd: Path | None = None, split: Mapping[str, object] | None = None):
         """``broker``, ``ledger``: URLs of other accounts than guest on ``vhost`` and root on ``database``.
 
-        ``tables``: the table store's URL, if not ``hbase``'s; ``cwd``: where processes start (else ``tmp``).
+        ``tables``: the table store's URL, if not ``hbase``'s; ``cwd``: where processes start (else ``tmp``);
+        ``split``: the config's ``[split]`` section (straggler splitting), when given.
         """
         self.tmp, self.vhost, self.database, self.hbase = tmp, vhost, database, hbase
         self.urls = {
@@ -78,6 +84,7 @@ class Site:
         self.key_file = write_key(tmp / "site.key")
         self.config = tmp / "swarm.toml"
         self.options, self.lease, self.lost_after = dict(options or {}), lease, lost_after
+        self.split = dict(split or {})
         self.write_config()
         self.workers: list[subprocess.Popen] = []
         self.started: list[subprocess.Popen] = []
@@ -97,6 +104,7 @@ class Site:
             "jobs": {"modules": ["tests.support.slowjob"]},
             "worker": {"lease": self.lease},
             "master": {"poll": 0.2, "lost_after": self.lost_after},
+            **({"split": self.split} if self.split else {}),
             f"options.{JOB}": self.options,
         })
 
@@ -122,12 +130,13 @@ class Site:
                               cwd=self.tmp, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
                               capture_output=True, text=True, timeout=120)
 
-    def generate(self, events: int) -> None:
+    def generate(self, events: int, hot: float = 0.0) -> None:
+        """``events`` of the day; ``hot``: the share of them in one chunk's range, a skewed day (``md.generate``)."""
         # On HBase, the test's tables pre-split as an operator would (HBase's Thrift API cannot).
         presplitting = getattr(self.hbase, "open_tables", None)
         tables = presplitting() if presplitting else open_tables(self.urls["tables"])
         md.create_tables(tables, DATE)
-        md.generate(tables, DATE, events, merchants=40, customers=800)
+        md.generate(tables, DATE, events, merchants=40, customers=800, hot=hot)
         tables.close()
 
     def exact(self) -> tuple[dict, dict]:

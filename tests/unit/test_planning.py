@@ -159,7 +159,7 @@ def test_region_chunks_carry_the_payload_given_and_take_text(events):
 def test_a_planner_uses_it_through_ctx_tables():
     tables = fake_tables({md.EVENTS: {}}, md.job)
     chunks = plan(md.job, "map", tables=tables, params={"date": "2026-11-01"}, options={"chunks": 5})
-    assert len(chunks) == 5 and chunks[0].payload == {"part": 0, "start": DAY, "stop": DAY + b"33333333"}
+    assert len(chunks) == 5 and chunks[0].payload == {"start": DAY, "stop": DAY + b"33333333"}
     assert chunks[-1].payload["stop"] == prefix_stop(DAY)
 
 

@@ -1,14 +1,15 @@
-"""The README's examples run as written: the first screen's job, "Your first job" steps 1 to 4 in order, and
-the job, reruns and generations of "Generations, checks and published tables"."""
+"""The README's examples run as written: the first screen's job, "Your first job" steps 1 to 4 in order, the
+slices of "Long ranges", and the job, reruns and generations of "Generations, checks and published tables"."""
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections import Counter
 from pathlib import Path
 
 from master.rerun import describe, plan_rerun, run_rerun
-from swarm import generations
+from swarm import config, generations
 from swarm.brokers.memory import MemoryBroker, MemoryHub
 from swarm.ledgers.sqlite import SqliteLedger
 from swarm.local import local_fleet
@@ -155,3 +156,15 @@ def test_the_generations_checks_and_reruns_example_runs_as_written():
     assert generations.prune(job, ledger, tables) == {night: 10}  # its partials, and its staged rows
     assert not list(tables.scan("visits_partials", prefix=f"{night}/".encode()))
     assert published("2026-11-01") == VISITS["2026-11-01"]
+
+
+def test_the_slices_example_runs_as_written_and_its_settings_are_the_config_s():
+    title = "Long ranges: slices, and splitting the last ones"
+    blocks = {lang: code for lang, code in FENCE.findall(subsection(title))}
+    namespace: dict = {}
+    exec(compile(blocks["python"], "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
+    slices = {key.rsplit(b"/", 1)[1].decode() for key, _ in namespace["tables"].scan("pages_partials")}
+    assert any(":" in s for s in slices), slices  # the rest split in two, by a worker or the master
+    split = tomllib.loads(blocks["toml"])["split"]
+    assert split.keys() == config.DEFAULTS["split"].keys() and split["enabled"] is True
+

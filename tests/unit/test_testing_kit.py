@@ -56,7 +56,7 @@ def test_puts_compare_by_the_bytes_they_write():
 @pytest.mark.parametrize("bad, error, says", [
     ("column", PluginError, "must be 'family:qualifier'"),
     ("table", PluginError, "table 'elsewhere', which the job does not declare"),
-    ("dict", PluginError, "expected Put, Delete, Send or Count"),
+    ("dict", PluginError, "expected Put, Delete, Send, Continue or Count"),
     ("send", Abort, "sent to 'nowhere', which is not in its next=[]"),
 ])
 def test_what_a_worker_would_refuse_call_refuses_too(bad, error, says):

@@ -2,8 +2,10 @@
 
 Raw events (merchant, customer, view/cart/purchase, amount, time) for one day
 sit in the ``events`` table under ``<date>/<16 hex digits>``. Phase ``map``
-scans key ranges and writes per-chunk partial aggregates to ``partials``, as
-the run's own generation; after the barrier, phase ``reduce`` folds each
+scans key ranges a slice at a time (``swarm.slices``) and writes per-slice
+partial aggregates to ``partials``, as the run's own generation; the rest of
+a long range is handed on, and at the end of the phase split among idle
+threads when ``[split]`` is on. After the barrier, phase ``reduce`` folds each
 bucket of merchants into ``merchant_daily``: orders, revenue, unique
 customers, conversion. The summary is published only once its checks pass.
 """
@@ -15,17 +17,19 @@ import random
 import zlib
 from typing import Any, Iterable, Mapping
 
-from swarm import Chunk, Count, Job, Put, Retry, Send, checks
+from swarm import Chunk, Count, Job, Put, Retry, checks
 from swarm.effects import Bytes, to_bytes
 from swarm.errors import BadMessage
 from swarm.keyrange import uniform_splits
 from swarm.planning import region_chunks
+from swarm.slices import slice_of
 from swarm.table import apply_in_batches
 
 EVENTS, PARTIALS, SUMMARY = "events", "partials", "merchant_daily"
 BUCKETS = 16  # reduce partitions
-MAX_ROWS = 20_000  # rows one scan message handles before it hands the rest on
+MAX_ROWS = 20_000  # rows one scan slice handles before it hands the rest on (option ``slice_rows``)
 SCAN_BATCH = 1000
+HOT = "7f"  # a skewed day's hot keys, <date>/7f...: inside one chunk of any even plan of up to 256 chunks
 
 job = Job("merchant_daily", params=("date",), description=__doc__.splitlines()[0])
 job.table(EVENTS, ["e"])  # the input; `create_tables` pre-splits it for a generated day
@@ -53,35 +57,27 @@ def bucket_of(merchant: str) -> int:
 def plan_map(ctx) -> Iterable[Chunk]:
     """The day's keys in ``chunks`` ranges (default 32) that never cross a region boundary of ``events``."""
     return region_chunks(ctx.tables, EVENTS, prefix=day_prefix(ctx.params["date"]),
-                         chunks=int(ctx.options.get("chunks", 32)), payload={"part": 0})
+                         chunks=int(ctx.options.get("chunks", 32)))
 
 
 def _check_scan(payload: Mapping[str, Any]) -> None:
     for key in ("start", "stop"):
         if not isinstance(payload.get(key), bytes):
             raise BadMessage(f"payload[{key!r}] must be bytes")
-    if not isinstance(payload.get("part"), int):
-        raise BadMessage("payload['part'] must be an int")
 
 
+# ranges=EVENTS: its payloads are key ranges of the events, which Swarm may split at the end of the phase.
 @job.stage("scan", phase="map", pool=4, batch=2, retry=Retry(max_attempts=5, base_delay=0.5), timeout=300,
-           next=("scan",), validate=_check_scan)
+           ranges=EVENTS, validate=_check_scan)
 def scan(ctx, msg):
-    """Aggregate one key range per merchant; hand on the rest of a range too large for one message."""
-    start, stop, part = msg.payload["start"], msg.payload["stop"], msg.payload["part"]
+    """Aggregate one slice of a key range per merchant; the rest of the range is handed on."""
+    rows, rest = slice_of(ctx, EVENTS, msg.payload, rows=int(ctx.options.get("slice_rows", MAX_ROWS)),
+                          batch_size=SCAN_BATCH)
     totals: dict[str, dict] = {}
-    rows, last = 0, None
-    for key, cells in ctx.tables.scan(EVENTS, start, stop, batch_size=SCAN_BATCH):
+    for _, cells in rows:
         _fold_event(totals, cells)
-        rows, last = rows + 1, key
-        if rows == MAX_ROWS:
-            break
-    effects: list = [_partial_put(ctx, msg.chunk, part, m, t) for m, t in sorted(totals.items())]
-    if rows == MAX_ROWS and last is not None:
-        rest = {"start": last + b"\x00", "stop": stop, "part": part + 1}
-        effects.append(Send("scan", rest, key=f"p{part + 1}"))
-    effects.append(Count("rows", rows))
-    return effects
+    puts = [_partial_put(ctx, msg.chunk, m, t) for m, t in sorted(totals.items())]
+    return [*puts, rest, Count("rows", len(rows))]  # rest: None once the range is done
 
 
 def _fold_event(totals: dict[str, dict], cells: Mapping[bytes, bytes]) -> None:
@@ -98,9 +94,10 @@ def _fold_event(totals: dict[str, dict], cells: Mapping[bytes, bytes]) -> None:
         t["customers"].add(cells[b"e:customer"].decode())
 
 
-def _partial_put(ctx, chunk: str, part: int, merchant: str, t: dict) -> Put:
-    # Deterministic key and bytes: a redelivered message rewrites the same cells.
-    row = ctx.output_key(f"{bucket_of(merchant):02d}", merchant, f"{chunk}.{part:04d}")
+def _partial_put(ctx, chunk: str, merchant: str, t: dict) -> Put:
+    # Keyed by the slice (its chunk and ctx.slice), with deterministic bytes: a redelivered slice
+    # rewrites the same cells, and no two slices, split or not, write the same row.
+    row = ctx.output_key(f"{bucket_of(merchant):02d}", merchant, f"{chunk}.{ctx.slice}")
     return Put(PARTIALS, row, {
         "p:views": t["views"], "p:carts": t["carts"], "p:orders": t["orders"], "p:revenue": t["revenue"],
         "p:customers": "\n".join(sorted(t["customers"])),
@@ -161,8 +158,14 @@ def create_tables(tables, date: str, regions: int = 8) -> None:
 
 
 def generate(tables, date: str, events: int, merchants: int = 50, customers: int = 2000, seed: int = 1,
-             batch: int = 2000) -> int:
-    """Write ``events`` deterministic raw events for ``date``; returns how many."""
+             batch: int = 2000, hot: float = 0.0) -> int:
+    """Write ``events`` deterministic raw events for ``date``; returns how many.
+
+    ``hot``: the share of them keyed under ``<date>/7f`` (``HOT``), a skewed
+    day: one chunk of the plan then holds that share of the rows, and more.
+    """
+    if not 0.0 <= hot <= 1.0:
+        raise ValueError(f"hot must be a share between 0 and 1, got {hot}")
     rng = random.Random(f"{seed}/{date}")
     weights = [1 / (i + 1) for i in range(merchants)]  # a few big merchants, a long tail
     names = [f"m{i:05d}" for i in range(merchants)]
@@ -170,6 +173,8 @@ def generate(tables, date: str, events: int, merchants: int = 50, customers: int
 
     def event(i: int) -> Put:
         key = hashlib.blake2b(f"{seed}/{date}/{i}".encode(), digest_size=8).hexdigest()
+        if hot and int(key[-8:], 16) < hot * 2**32:  # decided by digits it keeps: the same events each time
+            key = HOT + key[len(HOT):]
         kind = rng.choices(("view", "cart", "purchase"), (70, 20, 10))[0]
         return Put(EVENTS, f"{date}/{key}", {
             "e:merchant": rng.choices(names, weights)[0],

@@ -439,6 +439,81 @@ class LedgerContract:
         assert ledger.queued_children(b.id) == kids[b.id]
         assert ledger.queued_children(kids[a.id][1].id) == []
 
+    # splitting the last long ranges of a phase (swarm.slices, master.splitting) -----------
+
+    def test_open_count_counts_what_is_not_finished(self, ledger):
+        a, b, c = message(1), message(2), message(3)
+        known(ledger, a, b, c)
+        assert ledger.open_count(RUN, PHASE) == 3  # planned
+        ledger.mark_queued([a.id, b.id])
+        ledger.complete(a.id, ledger.claim(RUN, PHASE, a, "w1", LEASE).token, RUN, PHASE,
+                        [message("1.0", stage="write")], {})
+        ledger.claim(RUN, PHASE, b, "w1", LEASE)
+        assert ledger.open_count(RUN, PHASE) == 3  # b claimed, c planned, a's child queued; a done
+        assert ledger.open_count(RUN, PHASE, 2) == 2 and ledger.open_count(RUN, PHASE, 9) == 3  # up to a limit
+        assert ledger.open_count(RUN, "reduce") == 0
+        assert ledger.open_count("other@date=2024-05-01", PHASE) == 0
+
+    def test_unstarted_are_the_queued_messages_no_worker_ever_claimed(self, ledger):
+        fresh, held, released, planned, other = (message(1), message(2), message(3), message(4),
+                                                 message(5, stage="write"))
+        known(ledger, fresh, held, released, planned, other)
+        ledger.mark_queued([fresh.id, held.id, released.id, other.id])
+        ledger.claim(RUN, PHASE, held, "w1", LEASE)
+        back = ledger.claim(RUN, PHASE, released, "w1", LEASE)
+        ledger.release(released.id, back.token, MessageState.QUEUED, None, refund=True)  # queued again, once held
+        assert ledger.unstarted(RUN, PHASE, ["read"], 10) == [fresh]
+        assert ledger.unstarted(RUN, PHASE, ["read", "write"], 10) == [fresh, other]
+        assert ledger.unstarted(RUN, PHASE, ["read", "write"], 1) == [fresh]
+        assert ledger.unstarted(RUN, "reduce", ["read"], 10) == ledger.unstarted(RUN, PHASE, [], 10) == []
+
+    def test_a_split_replaces_a_queued_message_never_claimed_by_its_parts(self, ledger):
+        m = known(ledger, message(1))
+        ledger.mark_queued([m.id])
+        parts = [message("1:0"), message("1:1"), message("1:2")]
+        assert ledger.split(RUN, PHASE, m.id, parts)
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 1, MessageState.QUEUED: 3}
+        assert ledger.queued_children(m.id) == parts  # what a worker that receives it later publishes again
+        assert ledger.claim(RUN, PHASE, m, "w1", LEASE).state == MessageState.DONE
+        assert ledger.claim(RUN, PHASE, parts[0], "w1", LEASE).granted
+        assert ledger.counters(RUN) == {}
+        # Asked again, as a transaction run again after its COMMIT went unacknowledged: it landed.
+        assert ledger.split(RUN, PHASE, m.id, parts)
+        assert not ledger.split(RUN, PHASE, m.id, [message("1:9")])  # not parts it was split into
+        assert ledger.counts(RUN, PHASE) == {MessageState.DONE: 1, MessageState.QUEUED: 2, MessageState.CLAIMED: 1}
+
+    def test_a_message_a_worker_holds_or_ever_held_is_never_split(self, ledger):
+        held, released, done, planned, retried = message(1), message(2), message(3), message(4), message(6)
+        known(ledger, held, released, done, planned, retried)
+        ledger.mark_queued([held.id, released.id, done.id, retried.id])
+        ledger.claim(RUN, PHASE, held, "w1", LEASE)
+        back = ledger.claim(RUN, PHASE, released, "w1", LEASE)
+        ledger.release(released.id, back.token, MessageState.QUEUED, "waited out an outage", refund=True)
+        ledger.complete(done.id, ledger.claim(RUN, PHASE, done, "w1", LEASE).token, RUN, PHASE, [], {"rows": 1})
+        ledger.claim(RUN, PHASE, retried, "w1", EXPIRED)  # its worker died: the master takes the lease back
+        assert [r.id for r in ledger.reclaim_expired(RUN, ledger.now() + 1)] == [retried.id]
+        before = ledger.counts(RUN, PHASE)
+        for m in (held, released, done, planned, retried):
+            assert not ledger.split(RUN, PHASE, m.id, [message(f"{m.id[-1]}:0"), message(f"{m.id[-1]}:1")]), m.id
+        assert ledger.counts(RUN, PHASE) == before
+        assert ledger.counters(RUN) == {"rows": 1}
+
+    def test_a_split_and_a_claim_of_one_message_never_both_win(self, ledger, reopen):
+        other = reopen()  # the master's ledger, as another process would hold it
+        msgs = [message(i) for i in range(12)]
+        known(ledger, *msgs)
+        ledger.mark_queued([m.id for m in msgs])
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for m in msgs:
+                parts = [message(f"{m.id.rsplit('/', 1)[1]}:{k}") for k in range(2)]
+                claimed = pool.submit(ledger.claim, RUN, PHASE, m, "w1", LEASE)
+                split = pool.submit(other.split, RUN, PHASE, m.id, parts)
+                granted, replaced = claimed.result().granted, split.result()
+                assert granted != replaced, m.id  # exactly one of them
+                assert bool(ledger.queued_children(m.id)) == replaced
+                assert ledger.claim(RUN, PHASE, m, "w2", LEASE).state == (
+                    MessageState.DONE if replaced else MessageState.CLAIMED)
+
     # completion -------------------------------------------------------------------------
 
     def test_complete_records_children_and_counts(self, ledger):
