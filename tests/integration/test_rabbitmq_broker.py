@@ -221,7 +221,7 @@ def test_serve_reconnects_after_the_network_drops(vhost):
         with serving(broker):
             broker.publish([(Q, b"one")])
             wait_until(lambda: len(rec) == 1, "the first delivery")
-            assert proxy.cut() == 1
+            assert proxy.cut() == 2  # the consumers' connection and the publishing one
             wait_until(lambda: len(rec) == 2, "the redelivery on a new connection")
             rec.deliveries[0].ack()  # the old connection's tag: ignored
             rec.deliveries[1].ack()
@@ -244,7 +244,7 @@ def test_an_idle_connection_that_died_is_replaced_on_the_next_call(vhost, kind):
         proxy.cut()
         broker.publish([(Q, b"after the cut")])
         assert broker.depth(Q) == 2
-        assert proxy.connections() == 1
+        assert proxy.connections() == (2 if kind is RabbitBroker else 1)  # a serving broker publishes apart
     finally:
         broker.close()
         proxy.close()
@@ -391,7 +391,7 @@ def test_settling_deliveries_of_a_lost_connection_does_nothing(vhost, caplog):
         assert sorted(d.body for d in rec.deliveries[8:16]) == sorted(d.body for d in old)
         closed = [r for r in caplog.records if "closed the channel" in r.getMessage()]
         assert not closed
-        assert proxy.connections() == 1
+        assert proxy.connections() == 2  # the consumers' connection and the publishing one
     finally:
         broker.close()
         proxy.close()
