@@ -37,7 +37,7 @@ def settings(cfg: Config, job: Job) -> Any:
 
     m = cfg["master"]
     return MasterSettings(poll=m["poll"], lost_after=m["lost_after"], deadline=m["deadline"] or None,
-                          patience=m["patience"], options=cfg.options(job.name))
+                          patience=m["patience"], window=m["window"], options=cfg.options(job.name))
 
 
 def master(args: argparse.Namespace, cfg: Config) -> int:

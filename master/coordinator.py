@@ -3,8 +3,12 @@
 Every step is idempotent and reads its starting point from the ledger, so
 a master killed anywhere and started again resumes the same run:
 
-    lock -> open run -> for each phase: plan+checkpoint -> publish -> watch
-    (reap expired leases, re-publish lost messages) -> barrier -> finish
+    lock -> open run -> for each phase: plan+checkpoint -> watch (publish a
+    window ahead of the consumers, reap expired leases, re-publish lost
+    messages) -> barrier -> finish
+
+The phase is published (``PhaseState.PUBLISHED``) once nothing of it is
+left planned; a full bounded queue is waited for (``master.window``).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import time
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from master.planner import plan_phase
+from master.window import PublishWindow
 from swarm import metrics
 from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, stage_queue
@@ -33,6 +38,7 @@ from swarm.table import TableStore
 log = logging.getLogger("swarm.master")
 
 T = TypeVar("T")
+TOP_UP_EVERY = 0.1  # seconds between looks at the queues while a phase is still being published
 ProgressFn = Callable[[str, str, Mapping[MessageState, int]], None]  # run, phase, counts by state
 
 
@@ -48,6 +54,7 @@ class RunCancelled(SwarmError):
 class MasterSettings:
     poll: float = 1.0  # seconds between looks at the ledger
     publish_batch: int = 5000  # messages per confirmed publish and checkpoint update
+    window: int = 10_000  # ready messages kept ahead on each stage queue (master/window.py); 0: the whole phase
     lost_after: float = 120.0  # a queued message untouched this long, on an empty queue, is re-published
     patience: float = 900.0  # how long a broker or ledger outage is waited out before the master gives up
     deadline: float | str | None = None  # epoch seconds, or "HH:MM" next after the run began; alert once if missed
@@ -103,6 +110,7 @@ class Master:
         self.roots = roots
         self._deadline_alerted = False
         self.holder = f"master {socket.gethostname()}:{os.getpid()}"
+        self.window: PublishWindow | None = None  # the current phase's
 
     def run(self) -> Run:
         """Run or resume to the end; returns the run as the ledger has it (done or failed)."""
@@ -214,26 +222,31 @@ class Master:
             log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
             failpoint("master.after_plan")
             state = PhaseState.PLANNED
-        if state == PhaseState.PLANNED:
-            self._publish_planned(phase)
-            failpoint("master.after_publish")
-            self.ledger.set_phase_state(self.run_id, phase, PhaseState.PUBLISHED)
-        elif self.settings.fresh_broker:
+        self.window = PublishWindow(self.job, self.run_id, phase, self.broker, self.ledger, self.settings.window,
+                                    self.settings.publish_batch, planned=state == PhaseState.PLANNED)
+        if self.settings.fresh_broker:
             self._republish_queued(phase)
         self._watch(phase)
         failpoint("master.barrier")
         self.ledger.set_phase_state(self.run_id, phase, PhaseState.DONE)
 
-    def _publish_planned(self, phase: str) -> None:
-        last = ""
-        while True:
-            batch = self.ledger.planned(self.run_id, phase, self.settings.publish_batch, after=last)
-            if not batch:
-                return
-            last = batch[-1].id
-            self._publish(batch)
-            failpoint("master.mid_publish")
-            self.ledger.mark_queued([m.id for m in batch])
+    def _top_up(self, phase: str) -> None:
+        """Publish what the window has room for; the phase is published once nothing of it is left planned."""
+        window = self.window
+        if window is None or not window.open:
+            return
+        was_planned = window.planned
+        window.top_up()
+        if was_planned and not window.planned:
+            failpoint("master.after_publish")
+            self.ledger.set_phase_state(self.run_id, phase, PhaseState.PUBLISHED)
+
+    def _publish_again(self, messages: list[Message]) -> None:
+        """Queued messages to publish again: through the window, which waits for room on a bounded queue."""
+        if self.window is not None:
+            self.window.again(messages)
+        else:
+            self._publish(messages)
 
     def _republish_queued(self, phase: str) -> None:
         """Resuming on a broker new with this process: what the ledger has queued is on no queue."""
@@ -241,7 +254,7 @@ class Master:
         if queued:
             log.info("re-publishing %d queued message(s) of %s phase %s to the new in-process broker",
                      len(queued), self.run_id, phase)
-            self._publish(queued)
+            self._publish_again(queued)
 
     def _publish(self, messages: list[Message]) -> None:
         self.broker.publish([(stage_queue(self.job.name, m.stage), m.body) for m in messages])
@@ -254,12 +267,21 @@ class Master:
         depths, lost work re-published, its lock renewed, the deadline checked.
         """
         while True:
+            self._top_up(phase)
             counts = self._look(phase)
             if barrier_passed(counts):
                 self._check_failed(phase, counts)
                 return
             self._tend(phase, counts)
-            time.sleep(self.settings.poll)
+            self._pause(phase)
+
+    def _pause(self, phase: str) -> None:
+        """``poll`` seconds; while the window has work to publish, topping it up every ``TOP_UP_EVERY``."""
+        until = time.monotonic() + self.settings.poll
+        while self.window is not None and self.window.open and time.monotonic() < until:
+            time.sleep(min(TOP_UP_EVERY, max(0.0, until - time.monotonic())))
+            self._top_up(phase)
+        time.sleep(max(0.0, until - time.monotonic()))
 
     def _look(self, phase: str) -> Mapping[MessageState, int]:
         """The phase's messages by state, reported; ``RunCancelled`` once an operator ended the run."""
@@ -318,13 +340,13 @@ class Master:
         expired = self.ledger.reclaim_expired(self.run_id, self.ledger.now())
         if expired:
             log.warning("re-publishing %d message(s) whose lease expired", len(expired))
-            self._publish(expired)
+            self._publish_again(expired)
         stale = self.ledger.stale_queued(self.run_id, self.ledger.now() - self.settings.lost_after)
         depths = {stage: self._depth(stage) for stage in {m.stage for m in stale}}
         lost = [m for m in stale if depths[m.stage] == 0]
         if lost:
             log.warning("re-publishing %d queued message(s) missing from their empty queues", len(lost))
-            self._publish(lost)
+            self._publish_again(lost)
 
 
 def barrier_passed(counts: Mapping[MessageState, int]) -> bool:
