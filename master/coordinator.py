@@ -24,7 +24,7 @@ from master.planner import plan_phase
 from master.window import PublishWindow
 from swarm import metrics
 from swarm.alerts import Alert, no_alert
-from swarm.broker import Broker, stage_queue
+from swarm.broker import Broker, declare_stages, stage_queue
 from swarm.checks import summary as checks_summary
 from swarm.context import source_of
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
@@ -178,7 +178,7 @@ class Master:
                              f"create them with `swarm tables create {self.job.name}`")
 
     def _declare(self) -> None:
-        self.broker.declare([stage_queue(self.job.name, s) for s in self.job.stages])
+        declare_stages(self.broker, self.job)  # each with its bound
 
     def _patiently(self, what: str, step: Callable[..., T], *args) -> T:
         """Run ``step``, waiting out broker and ledger outages up to ``settings.patience`` seconds.

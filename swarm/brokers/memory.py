@@ -31,7 +31,7 @@ from swarm.broker import (
     dead_letter_parts,
     dead_letter_queue,
 )
-from swarm.errors import BackendError, QueueFull
+from swarm.errors import BackendError, BackendRefused, QueueFull
 
 _Item = tuple[bytes, dict, bool]  # body, headers, redelivered
 _GONE = object()
@@ -132,7 +132,7 @@ class MemoryBroker(Broker):
             names = list(queues)
             for name in names:
                 if name in self.hub.queues and self.hub.bounds.get(name) != bounds.get(name):
-                    raise BackendError(
+                    raise BackendRefused(
                         f"in-process broker: declaring queue {name!r}: inequivalent arg 'x-max-length': received "
                         f"{bounds.get(name)} but current is {self.hub.bounds.get(name)}. The queue exists with other "
                         "arguments: delete it or make them match")

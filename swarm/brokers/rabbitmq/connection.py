@@ -260,9 +260,15 @@ class Connection:
             self._declare_one(name, args)
 
     def _declare_one(self, name: str, args: dict) -> None:
+        """Declare queue ``name``; ``BackendRefused`` when it exists with other arguments (waiting cannot help)."""
         ch = self._ops_channel()
-        self.request(ch, lambda cb: ch.queue_declare(name, durable=True, arguments=args, callback=cb),
-                     f"declaring queue {name!r}")
+        try:
+            self.request(ch, lambda cb: ch.queue_declare(name, durable=True, arguments=args, callback=cb),
+                         f"declaring queue {name!r}")
+        except BackendError as exc:
+            if "inequivalent arg" in str(exc):
+                raise BackendRefused(str(exc)) from None
+            raise
 
     def ready(self, name: str) -> int:
         """Messages ready on ``name`` (a passive declare: raises when there is no such queue)."""
