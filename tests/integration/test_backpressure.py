@@ -16,7 +16,9 @@ import pytest
 from swarm.broker import stage_queue
 from swarm.ledger import MessageState
 from tests.support.pacedjob import BOUND
+from tests.support.rabbitmq import OwnNode
 from tests.support.site import Site
+from tests.support.tls import running
 from tests.support.waiting import wait_until
 
 JOB, DATE = "paced", "2026-11-22"
@@ -95,6 +97,7 @@ def finish(site: Site, master, chunks: int) -> None:
 
 def declared(site: Site) -> None:
     """Wait for the master to declare the job's queues."""
+
     def there() -> bool:
         with contextlib.closing(pika.BlockingConnection(pika.URLParameters(site.amqp))) as conn:
             try:
@@ -151,3 +154,40 @@ def test_a_full_successor_slows_its_producer_which_goes_on_once_there_is_room(si
         ledger.close()
     wait_until(lambda: logged(site, "stage produce: the queues it sends to have room again"),
                "the producer's cap lifted once consume's queue cooled down", timeout=60, every=0.2)
+
+
+@pytest.fixture
+def own_node(tmp_path_factory):
+    with running(OwnNode(tmp_path_factory.mktemp("own-rabbit"))) as node:
+        yield node
+
+
+def test_a_resource_alarm_mid_run_holds_the_publishers_while_consumers_go_on_and_nothing_is_lost(
+        tmp_path, own_node, mysql_db):
+    site = Site(tmp_path, "/", mysql_db, broker=own_node.url(heartbeat=5), tables=f"embedded:///{tmp_path}/t.db")
+    site.init_ledger()
+    chunks = 300
+    cfg = config(site, chunks, consume_sleep=0.005)
+    ledger = site.ledger()
+
+    def done() -> int:
+        return ledger.counts(RUN).get(MessageState.DONE, 0)
+
+    try:
+        master = site.swarm(cfg, "master", JOB, "--date", DATE)
+        worker(site, cfg, "produce")
+        declared(site)
+        with Depths(site.amqp, [CONSUME]) as depths:
+            wait_until(lambda: depths.most[CONSUME] == BOUND, "consume's queue full", timeout=120, every=0.1)
+        with own_node.alarm():
+            # The producer's and the master's next publishes block their connections, and wait.
+            wait_until(lambda: logged(site, "blocks publishing"), "a publisher blocked", timeout=60, every=0.1)
+            before = done()
+            worker(site, cfg, "consume")  # starts, consumes and acks during the alarm: it publishes nothing
+            wait_until(lambda: done() >= before + BOUND // 2, "consume acking during the alarm", timeout=120,
+                       every=0.1)
+        finish(site, master, chunks)  # the publishers go on: every message done once
+        assert logged(site, "unblocked publishing")
+    finally:
+        ledger.close()
+        site.stop_all()
