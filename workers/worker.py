@@ -6,9 +6,9 @@ messages of a stage are in this process at once and the backlog waits in
 the broker. Each stage's controller moves how many of its threads may work
 at once between ``pool_min`` and ``pool``, from its queue and its latency,
 and the stage's prefetch follows: one batch more than its working threads
-take, so a backlog still shows in the stage's queue. A stage whose bounded
-successor refused its messages lately works on ``pool_min`` threads until
-that cools down (``swarm.backpressure``).
+take, so a backlog still shows in the stage's queue. A stage that had to
+hand messages back because a bounded successor stayed full works on
+``pool_min`` threads until that cools down (``swarm.backpressure``).
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ class Worker:
                     log.warning("could not renew leases: %s", exc)
 
     def _hold_back(self) -> None:
-        """Cap each stage whose successor's bounded queue refused messages lately at ``pool_min`` threads."""
+        """Cap at ``pool_min`` threads each stage that had to hand messages back lately: a successor stayed full."""
         for stage in self.stages:
             pool = self.pools.get(stage.name)
             if pool is None or not stage.next:
@@ -180,7 +180,7 @@ class Worker:
             pool.cap(stage.pool_min if full else None)
             if full:
                 self._held_back.add(stage.name)
-                log.info("stage %s: a queue it sends to is full; working on %d thread(s) until it has room",
+                log.info("stage %s: a queue it sends to stays full; working on %d thread(s) until it has room",
                          stage.name, stage.pool_min)
             else:
                 self._held_back.discard(stage.name)

@@ -138,7 +138,7 @@ def test_a_full_successor_slows_its_producer_which_goes_on_once_there_is_room(si
         declared(site)
         with Depths(site.amqp, [CONSUME]) as depths:
             worker(site, cfg, "produce")  # nothing consumes yet
-            wait_until(lambda: logged(site, "stage produce: a queue it sends to is full"),
+            wait_until(lambda: logged(site, "stage produce: a queue it sends to stays full"),
                        "the producer held back", timeout=120, every=0.2)
             # The producer waits: consume's queue stays at its bound, and the children it could not publish
             # wait in the ledger, queued, their parents done.
