@@ -158,3 +158,36 @@ def test_a_run_with_a_small_window_and_a_bounded_stage_is_published_done_and_exa
     assert ledger.counts(run.id) == {MessageState.DONE: 60}
     assert ledger.counters(run.id) == {"doubled": 30, "sunk": 30, "total": sum(2 * n for n in range(30))}
     assert seen and max(seen) <= 4  # double's window of 4, sink's bound of 3
+
+
+class Killed(BaseException):
+    """A master dying at a failpoint (not an error it could wait out)."""
+
+
+@pytest.mark.parametrize("point, hit", [("master.mid_publish", 3), ("master.after_publish", 1)])
+def test_a_master_killed_while_publishing_a_window_is_resumed_by_the_next_and_the_run_is_exact(
+        hub, ledger, tables, monkeypatch, point, hit):
+    import master.coordinator as coordinator_module
+    import master.window as window_module
+
+    tables.create_table("out", ["f"])
+    hits = []
+
+    def failpoint(name):
+        if name == point:
+            hits.append(name)
+            if len(hits) == hit:
+                raise Killed(name)
+
+    monkeypatch.setattr(window_module, "failpoint", failpoint)
+    monkeypatch.setattr(coordinator_module, "failpoint", failpoint)
+    settings = MasterSettings(poll=0.05, window=4, publish_batch=3, options={"count": 30})
+    params = {"date": "2026-11-22"}
+    with local_fleet(job, lambda: MemoryBroker(hub), ledger, tables, 2, options={"count": 30}):
+        with pytest.raises(Killed):
+            Master(job, params, MemoryBroker(hub), ledger, tables, settings).run()
+        assert ledger.phase_state(RUN, "main") == PhaseState.PLANNED  # published only once nothing is planned
+        run = Master(job, params, MemoryBroker(hub), ledger, tables, settings).run()  # the next master
+    assert run.status == "done", run.error
+    assert ledger.counts(run.id) == {MessageState.DONE: 60}
+    assert ledger.counters(run.id) == {"doubled": 30, "sunk": 30, "total": sum(2 * n for n in range(30))}
