@@ -47,6 +47,7 @@ log = logging.getLogger("swarm.brokers.rabbitmq")
 T = TypeVar("T")
 RECONNECT_FIRST, RECONNECT_CAP = 0.5, 30.0  # seconds
 TICK = 0.2  # how often serve wakes to look at its stop event
+PUBLISH_RECONNECT_WAIT = 5.0  # seconds a publish waits for the publishing connection to come back
 
 
 def reconnect_delay(failures: int) -> float:
@@ -94,12 +95,15 @@ def _resolved(result: Any = None) -> concurrent.futures.Future:
 class RabbitBroker(RabbitOperations):
     """A RabbitMQ connection served by one thread; every method but ``serve`` is safe from any thread.
 
-    ``publishing_apart``: publishes go through a second connection (see above).
+    ``publishing_apart``: publishes go through a second connection (see above). ``reconnect_wait``:
+    seconds a call waits for serve to reconnect before it fails (the publishing connection's: a blip
+    passes unnoticed); 0, at once.
     """
 
-    def __init__(self, url: str | BrokerOptions, *, publishing_apart: bool = True):
+    def __init__(self, url: str | BrokerOptions, *, publishing_apart: bool = True, reconnect_wait: float = 0.0):
         super().__init__(parse_url(url) if isinstance(url, str) else url)
-        self._out = RabbitBroker(self._opts, publishing_apart=False) if publishing_apart else None
+        self._out = RabbitBroker(self._opts, publishing_apart=False, reconnect_wait=PUBLISH_RECONNECT_WAIT) \
+            if publishing_apart else None
         self._out_serving: threading.Thread | None = None
         self._out_stop = threading.Event()
         self._direct = BlockingRabbitBroker(self._opts)  # for calls while nothing serves
@@ -108,6 +112,7 @@ class RabbitBroker(RabbitOperations):
         self._io_thread: threading.Thread | None = None  # in serve: the only thread touching _conn
         self._serving = False  # calls go to the I/O thread (no longer once serve winds down)
         self._starting = False  # serve is taking over the connection calls made before it used
+        self._reconnect_wait = reconnect_wait  # seconds a call waits for serve to reconnect before it fails
         self._queued: collections.deque[_QueuedCall] = collections.deque()
         self._settle_lock = threading.Lock()
         self._settles: list[RabbitDelivery] = []
@@ -210,6 +215,12 @@ class RabbitBroker(RabbitOperations):
                 return _resolved()
             if self._closed or not self._serving:
                 return None  # the blocking broker answers, or says it is closed
+            if self._live_connection() is None and connect and self._reconnect_wait:
+                # the publishing connection: a call waits a moment for serve to reconnect (a blip, a restart)
+                self._cv.wait_for(lambda: self._closed or not self._serving or self._live_connection() is not None,
+                                  timeout=self._reconnect_wait)
+                if self._closed or not self._serving:
+                    return None
             if self._live_connection() is None:
                 if connect:
                     raise self._opts.error("not connected; serve is reconnecting, try again")
@@ -370,6 +381,7 @@ class RabbitBroker(RabbitOperations):
         conn = Connection.open(self._opts)
         with self._cv:
             self._conn = conn
+            self._cv.notify_all()  # calls waiting for a connection (see _queue_call)
         return conn
 
     def _restore(self, conn: Connection) -> None:
@@ -418,6 +430,7 @@ class RabbitBroker(RabbitOperations):
         """Run what was queued for the loop and wait for confirms other threads wait on; then let go."""
         with self._cv:
             self._serving = False  # calls from now on go through the blocking broker
+            self._cv.notify_all()
         try:
             conn = self._live_connection()
             if conn is None:
