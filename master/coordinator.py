@@ -245,6 +245,7 @@ class Master:
         """Queued messages to publish again: through the window, which waits for room on a bounded queue."""
         if self.window is not None:
             self.window.again(messages)
+            self._top_up(self.window.phase)
         else:
             self._publish(messages)
 

@@ -57,10 +57,9 @@ class PublishWindow:
         return self.planned or bool(self._backlog)
 
     def again(self, messages: Sequence[Message]) -> None:
-        """Queued messages to publish again, ahead of what is planned; as much as fits goes now."""
+        """Queued messages to publish again, ahead of what is planned, at the next ``top_up``."""
         known = {m.id for m in self._backlog}
         self._backlog += [m for m in messages if m.id not in known]
-        self.top_up()
 
     def top_up(self) -> bool:
         """Publish what fits now; True once nothing of the phase is left planned (or waiting to go again)."""
@@ -102,8 +101,9 @@ class PublishWindow:
         try:
             self.broker.publish([(stage_queue(self.job.name, m.stage), m.body) for m in chosen])
         except QueueFull as full:
+            for i in full.refused:
+                rooms[chosen[i].stage] = 0
             for queue in full.queues:
-                rooms[queue.rsplit(".", 1)[-1]] = 0
                 if queue not in self._full_said:
                     self._full_said.add(queue)
                     log.info("%s phase %s: queue %s is full; the rest of the phase waits for room", self.run_id,

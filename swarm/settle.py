@@ -138,7 +138,7 @@ class Settler:
 
     def _on_full(self, full: QueueFull) -> None:
         for queue in full.queues:
-            self.middleware.on_queue_full(queue.rsplit(".", 1)[-1], len(full.refused))
+            self.middleware.on_queue_full(queue.removeprefix(stage_queue(self.job, "")), len(full.refused))
 
     def _carry(self, item: Item, verdict: Verdict) -> Outcome:
         if isinstance(verdict, Retry):

@@ -126,6 +126,7 @@ def test_messages_to_publish_again_go_first_within_the_window(broker, hub, ledge
     assert broker.purge(DOUBLE) == 3
     lost = planned[:3]  # queued in the ledger, gone from the queue
     w.again(lost + lost[:1])
+    assert w.open and w.top_up() is False
     assert states(ledger)[MessageState.QUEUED] == 3
     assert on_queue(hub, DOUBLE) == [m.body for m in lost]  # the window's worth, again, before the planned
     broker.purge(DOUBLE)
