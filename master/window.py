@@ -44,6 +44,7 @@ class PublishWindow:
         self.planned = planned  # False once nothing of the phase is left planned
         self._backlog: list[Message] = []  # queued in the ledger, to publish again
         self._after = ""  # every planned message up to this id is published: the next top-up reads after it
+        self._next: str | None = None  # the stage of the first planned message after it, once a look saw it
         self._full_said: set[str] = set()
 
     def limit(self, stage: str) -> int | None:
@@ -62,13 +63,25 @@ class PublishWindow:
         self._backlog += [m for m in messages if m.id not in known]
 
     def top_up(self) -> bool:
-        """Publish what fits now; True once nothing of the phase is left planned (or waiting to go again)."""
+        """Publish what fits now; True once nothing of the phase is left planned (or waiting to go again).
+
+        The plan is read only when the queue of its next message has room for
+        a tenth of its limit or more: a master looking often costs the ledger
+        nothing while a queue is full.
+        """
         rooms: dict[str, int | None] = {}
         if self._backlog:
             sent = self._fill(self._backlog, rooms)
             self._backlog = [m for m in self._backlog if m.id not in sent]
         while self.planned:
-            batch = self.ledger.planned(self.run_id, self.phase, self.batch, after=self._after)
+            limit = self.batch
+            if self._next is not None:  # the stage of the next planned message, known from the last look
+                room = self._room_in(self._next, rooms)
+                if room is not None:
+                    if room < max(1, (self.limit(self._next) or 0) // 10):
+                        break  # not worth a look at the plan yet
+                    limit = min(limit, room)
+            batch = self.ledger.planned(self.run_id, self.phase, limit, after=self._after)
             if not batch:
                 self.planned = False
                 break
@@ -76,8 +89,10 @@ class PublishWindow:
             if sent:
                 failpoint("master.mid_publish")
                 self.ledger.mark_queued([m.id for m in batch if m.id in sent])
+            self._next = None
             for m in batch:
                 if m.id not in sent:
+                    self._next = m.stage
                     break
                 self._after = m.id
             if len(sent) < len(batch):
@@ -88,9 +103,7 @@ class PublishWindow:
         """Publish the leading ``messages`` that fit their queues' rooms, in order; the ids published."""
         chosen: list[Message] = []
         for m in messages:
-            if m.stage not in rooms:
-                rooms[m.stage] = self._room(m.stage)
-            room = rooms[m.stage]
+            room = self._room_in(m.stage, rooms)
             if room is not None and room <= 0:
                 break  # in plan order: stop at the first that does not fit
             if room is not None:
@@ -110,6 +123,12 @@ class PublishWindow:
                              self.phase, queue)
             return {m.id for i, m in enumerate(chosen) if i not in full.refused}
         return {m.id for m in chosen}
+
+    def _room_in(self, stage: str, rooms: dict[str, int | None]) -> int | None:
+        """Room on ``stage``'s queue: asked of the broker once a top-up, then counted down in ``rooms``."""
+        if stage not in rooms:
+            rooms[stage] = self._room(stage)
+        return rooms[stage]
 
     def _room(self, stage: str) -> int | None:
         limit = self.limit(stage)

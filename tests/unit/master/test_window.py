@@ -192,3 +192,17 @@ def test_a_master_killed_while_publishing_a_window_is_resumed_by_the_next_and_th
     assert run.status == "done", run.error
     assert ledger.counts(run.id) == {MessageState.DONE: 60}
     assert ledger.counters(run.id) == {"doubled": 30, "sunk": 30, "total": sum(2 * n for n in range(30))}
+
+
+def test_while_a_queue_is_full_a_top_up_reads_nothing_of_the_plan(broker, ledger, planned, monkeypatch):
+    reads = []
+    real = ledger.planned
+    monkeypatch.setattr(ledger, "planned", lambda *a, **kw: reads.append(a) or real(*a, **kw))
+    w = window(broker, ledger, 20, batch=50)
+    w.top_up()
+    assert broker.depth(DOUBLE) == 20 and len(reads) == 1
+    for _ in range(5):
+        w.top_up()
+    assert len(reads) == 1  # full: a look at the queue, none at the ledger
+    broker.purge(DOUBLE)
+    assert w.top_up() is True and reads[-2][2] == 20  # room for 20: it asks for 20 (3 are left), then sees none
