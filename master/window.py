@@ -5,7 +5,8 @@ consumers: the master's ``window`` setting, or the stage's bound
 (``max_queue``) if that is smaller; a window of 0 publishes the whole phase
 at once (unless a bound says otherwise). ``top_up`` looks at how many are
 ready on each queue the phase still has planned work for and publishes what
-fits, in plan (id) order, in confirmed batches; each batch is marked queued
+fits (once a tenth of the limit is free), in plan (id) order, in confirmed
+batches; each batch is marked queued
 in the ledger only once the broker has confirmed it, so a master killed
 anywhere finds the rest still planned and goes on from there. A queue that
 refuses messages (``QueueFull``: another publisher filled it meanwhile) is
