@@ -63,7 +63,7 @@ class Worker:
             job, broker, ledger, tables, holder or default_holder(), lease, options=options, **processor_args
         )
         self.pools: dict[str, StagePool] = {}
-        self._held_back: set[str] = set()  # stages on pool_min threads: a successor's queue is full
+        self._held_back: set[str] = set()  # stages on pool_min threads: a successor's queue stays full
         self._housekeeping_stop = threading.Event()
         self._last_renew = 0.0
 
