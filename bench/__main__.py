@@ -26,7 +26,9 @@ from tests.support.mysql import MYSQL
 from tests.support.rabbitmq import rabbitmqctl
 from tests.support.site import Site
 
-CASES = ("raw", "swarm", "celery", "nightly", "skew", "master", "security", "overload")  # overload last: it purges
+CASES = ("raw", "swarm", "celery", "nightly", "skew", "master", "security", "backpressure",
+         "overload")  # overload last: RabbitMQ purges after
+OVERLOAD_BOUND = 5000  # max_queue of both stages in the bounded overload case
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -42,6 +44,7 @@ class Sizes:
     skew_slice_rows: int = 5000
     overload_seconds: float = 30.0
     master_chunks: int = 100_000
+    backpressure_chunks: int = 12_000
 
     def scaled(self, scale: float) -> "Sizes":
         def n(value: int, least: int) -> int:
@@ -52,7 +55,7 @@ class Sizes:
             celery_chains=n(self.celery_chains, 100), nightly_events=n(self.nightly_events, 2000),
             skew_events=n(self.skew_events, 4000), skew_slice_rows=n(self.skew_slice_rows, 200),
             overload_seconds=max(10.0, self.overload_seconds * min(scale, 1.0)),
-            master_chunks=n(self.master_chunks, 1000))
+            master_chunks=n(self.master_chunks, 1000), backpressure_chunks=n(self.backpressure_chunks, 1000))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,6 +157,12 @@ class Bench:
         args = (site, peak["msgs_per_s"], peak["procs"], self.sizes.overload_seconds)
         self.results["overload"] = overload.run(*args)
         self.results["overload_backlog"] = overload.run_backlog(*args)
+        self.results["overload_bounded"] = overload.run(*args, date="2030-03-03", max_queue=OVERLOAD_BOUND)
+
+    def _backpressure(self, site: Site) -> None:
+        from bench import backpressure
+
+        self.results["backpressure"] = backpressure.run(site, self.sizes.backpressure_chunks, max(self.procs))
 
     def _security(self, site: Site) -> None:
         from bench import security_case

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import threading
 import time
 from typing import Iterable, Iterator
 
@@ -15,6 +16,7 @@ from tests.support.waiting import wait_until
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 QUORUM = {"x-queue-type": "quorum"}
 TICK = 0.01  # seconds between paced publishing rounds
+REFUSED_PAUSE = 0.05  # seconds before a refused message is offered again
 
 
 def params(url: str) -> pika.URLParameters:
@@ -58,6 +60,43 @@ def purge(url: str, queues: Iterable[str]) -> None:
             ch.queue_purge(queue)
 
 
+def delete(url: str, queues: Iterable[str]) -> None:
+    """Delete ``queues`` if they exist, so that the next declaration may give them other arguments (a bound)."""
+    with channel(url) as ch:
+        for queue in queues:
+            ch.queue_delete(queue)
+
+
+class DepthSampler:
+    """The most messages seen ready on each of some queues, sampled every ``every`` seconds on a thread."""
+
+    def __init__(self, url: str, queues: Iterable[str], every: float = 0.02):
+        self.url, self.queues, self.every = url, list(queues), every
+        self.most = dict.fromkeys(self.queues, 0)
+        self.empty = dict.fromkeys(self.queues, 0)  # samples that found the queue empty
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="depth-sampler", daemon=True)
+
+    def __enter__(self) -> "DepthSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        with channel(self.url) as ch:
+            while not self._stop.is_set():
+                for queue in self.queues:
+                    ready = ch.queue_declare(queue, passive=True).method.message_count
+                    self.most[queue] = max(self.most[queue], ready)
+                    self.empty[queue] += ready == 0
+                self.samples += 1
+                ch.connection.sleep(self.every)
+
+
 def wait_consumers(url: str, queues: Iterable[str], count: int, timeout: float = 60.0) -> None:
     """Wait until every queue has ``count`` consumers (the workers are up and subscribed)."""
     queues = list(queues)
@@ -89,14 +128,20 @@ class ConfirmedPublisher:
 
     Unpaced it goes as fast as the confirms come back; paced it offers ``rate``
     messages a second (as far as the window allows) until ``seconds`` are up.
+    ``offer_again``: a message the broker refuses (a bounded queue is full)
+    is offered again after ``REFUSED_PAUSE``, before new ones and within the
+    same pace, as Swarm's publishers wait for room; else a refusal fails the run.
     """
 
-    def __init__(self, url: str, window: int = 2000):
-        self.url, self.window = url, window
+    def __init__(self, url: str, window: int = 2000, offer_again: bool = False):
+        self.url, self.window, self.offer_again = url, window, offer_again
         self._order: collections.deque[int] = collections.deque()
         self._unconfirmed: set[int] = set()
+        self._out: dict[int, tuple[str, bytes]] = {}  # tag -> message, while unconfirmed (offer_again only)
+        self._again: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._paused_until = 0.0
         self._tag = 0
-        self.confirmed = self.nacked = 0
+        self.confirmed = self.nacked = self.refused = 0
 
     def run(self, messages: Iterable[tuple[str, bytes]], rate: float | None = None,
             seconds: float | None = None) -> Published:
@@ -142,40 +187,55 @@ class ConfirmedPublisher:
         if not self._exhausted and self._seconds is not None and time.monotonic() - self._started >= self._seconds:
             self._exhausted = True
         for _ in range(max(0, self._due()) if not self._exhausted else 0):
-            item = next(self._source, None)
+            if self._again:
+                if time.monotonic() < self._paused_until:
+                    break  # a bounded queue refused: nothing more until the pause is over
+                item = self._again.popleft()
+            else:
+                item = next(self._source, None)
             if item is None:
-                self._exhausted = True
+                self._exhausted = not self._again  # refused ones still to go again: not done yet
                 break
             self._ch.basic_publish("", item[0], item[1], PERSISTENT)
             self._tag += 1
             self._sent += 1
             self._order.append(self._tag)
             self._unconfirmed.add(self._tag)
+            if self.offer_again:
+                self._out[self._tag] = item
         if self._exhausted and not self._unconfirmed:
             self._ended = time.monotonic()
             self._conn.close()
-        elif self._rate is not None or self._exhausted:
+        elif self._rate is not None or self._exhausted or self._again:
             self._conn.ioloop.call_later(TICK, self._tick)
         # unpaced and not exhausted: the next confirm calls _tick
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
-        if isinstance(method, Basic.Nack):
-            self.nacked += 1
+        nack = isinstance(method, Basic.Nack)
         if method.multiple:
             while self._order and self._order[0] <= method.delivery_tag:
-                self._settle(self._order.popleft())
+                self._settle(self._order.popleft(), nack)
         else:
-            self._settle(method.delivery_tag)
+            self._settle(method.delivery_tag, nack)
             while self._order and self._order[0] not in self._unconfirmed:
                 self._order.popleft()
         if self._rate is None and not self._exhausted and len(self._unconfirmed) <= self.window // 2:
             self._tick()
 
-    def _settle(self, tag: int) -> None:
-        if tag in self._unconfirmed:
-            self._unconfirmed.discard(tag)
+    def _settle(self, tag: int, nack: bool = False) -> None:
+        if tag not in self._unconfirmed:
+            return
+        self._unconfirmed.discard(tag)
+        item = self._out.pop(tag, None)
+        if not nack:
             self.confirmed += 1
+        elif item is not None:  # refused: a bounded queue is full; offered again after a pause
+            self.refused += 1
+            self._again.append(item)
+            self._paused_until = time.monotonic() + REFUSED_PAUSE
+        else:
+            self.nacked += 1
 
 
 def publish(url: str, messages: Iterable[tuple[str, bytes]], window: int = 2000) -> Published:

@@ -13,6 +13,14 @@ cores each of them used in the window are reported too.
 ``run_backlog`` offers the same load ahead of time: the window's worth at
 ``factor`` times the peak is queued first, then the workers start on it, so
 the publisher does not share the cores during the window.
+
+``run`` with ``max_queue`` makes the same live case run with bounded stages
+(``jobs.max_queue``: both stage queues, declared afresh with the bound). A
+message a full queue refuses is offered again after a pause, within the same
+pace, as Swarm's publishers wait for room; the refusals are counted, and the
+most messages seen ready on each queue (sampled every 20 ms) reported. The
+bench's publisher sends up to 5,000 unconfirmed, which a quorum queue takes
+past its bound (it applies it once those are in), unlike Swarm's publishers.
 """
 from __future__ import annotations
 
@@ -54,22 +62,32 @@ def offered(site: Site, run: str) -> Iterator[tuple[str, bytes]]:
 
 
 def run(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, factor: float = 10.0,
-        date: str = "2030-03-01") -> dict:
-    """Offered live: the bench publishes at ``factor`` times the peak chunk rate while the workers run."""
-    config = case_config(site, "overload", {JOB: {"chunks": 0}})
+        date: str = "2030-03-01", max_queue: int | None = None) -> dict:
+    """Offered live: the bench publishes at ``factor`` times the peak chunk rate while the workers run.
+
+    ``max_queue``: every stage queue bounded so (declared afresh, and deleted afterwards).
+    """
+    name = "overload" if max_queue is None else "overload-bounded"
+    config = case_config(site, name, {JOB: {"chunks": 0}}, jobs={"max_queue": max_queue} if max_queue else None)
+    if max_queue:
+        amqp.delete(site.amqp, QUEUES)  # the workers declare them again, bounded
     workers = start_workers(site, config, procs)
     chunks_per_s = factor * peak_msgs_per_s / 2  # every chunk is two messages of work
+    publisher = amqp.ConfirmedPublisher(site.amqp, window=5000, offer_again=bool(max_queue))
     try:
-        with _meters(workers, publisher=True) as (rss, cpu):
+        with _meters(workers, publisher=True) as (rss, cpu), amqp.DepthSampler(site.amqp, QUEUES, every=0.05) as depths:
             started = time.time()
-            published = amqp.ConfirmedPublisher(site.amqp, window=5000).run(offered(site, run_id(date)),
-                                                                           chunks_per_s, seconds)
+            published = publisher.run(offered(site, run_id(date)), chunks_per_s, seconds)
             ended = started + seconds
         backlog = _purge(site)
     finally:
         site.stop(workers)
+        if max_queue:
+            amqp.delete(site.amqp, QUEUES)  # unbounded again for any case after this one
+    bounded = {"max_queue": max_queue, "most_ready": depths.most, "refused_offers": publisher.refused} \
+        if max_queue else {"most_ready": depths.most}
     return _result(site, date, procs, seconds, factor, peak_msgs_per_s, started, ended, backlog, rss, cpu) | {
-        "offered_chunks_per_s": published.confirmed / seconds, "target_chunks_per_s": chunks_per_s}
+        "offered_chunks_per_s": published.confirmed / seconds, "target_chunks_per_s": chunks_per_s} | bounded
 
 
 def run_backlog(site: Site, peak_msgs_per_s: float, procs: int, seconds: float, factor: float = 10.0,

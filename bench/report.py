@@ -17,6 +17,9 @@ TARGETS = (
     ("overload_vs_peak", "throughput at 10x offered load / peak (publisher on the same cores)", ">=", 0.90),
     ("overload_backlog_vs_peak", "throughput on a 10x backlog queued ahead / peak", ">=", 0.90),
     ("overload_rss_growth", "worker RSS growth under 10x load (the larger of both)", "<", 0.20),
+    ("overload_bounded_vs_peak", "throughput at 10x offered load, bounded stages / peak", ">=", 0.90),
+    ("backpressure_vs_capacity", "a stage fed 10x faster than it drains, bounded: throughput / its capacity",
+     ">=", 0.90),
     ("master_total_seconds", "master: plan + checkpoint + publish, s", "<", 60.0),
     ("master_resume_seconds", "master: restart after SIGKILL to watching, s", "<", 5.0),
 )
@@ -59,6 +62,8 @@ def ratios(results: Mapping[str, Any]) -> dict[str, float | None]:
         "swarm_vs_celery_per_proc": _ratio(_get(many or {}, "per_proc"), _get(results, "celery", "per_proc")),
         "overload_vs_peak": _get(results, "overload", "vs_peak"),
         "overload_backlog_vs_peak": _get(results, "overload_backlog", "vs_peak"),
+        "overload_bounded_vs_peak": _get(results, "overload_bounded", "vs_peak"),
+        "backpressure_vs_capacity": _get(results, "backpressure", "vs_capacity"),
         "overload_rss_growth": _larger(_get(results, "overload", "rss_growth"),
                                        _get(results, "overload_backlog", "rss_growth")),
         "master_total_seconds": _get(results, "master", "total_seconds"),
@@ -172,6 +177,27 @@ def details(results: Mapping[str, Any]) -> list[str]:
             f"overload, backlog queued ahead: {_num(b['queued_chunks'])} chunks queued, then {b['seconds']:.0f} s on"
             f" {b['procs']} procs: {_num(b['msgs_per_s'])} msgs/s = {_pct(b['vs_peak'])} of peak; RSS growth"
             f" {_pct(b['rss_growth'])}; cores used: {_cores(b)}")
+    ob = results.get("overload_bounded")
+    if ob:
+        most = ", ".join(f"{q.rsplit('.', 1)[-1]} {_num(v)}" for q, v in (ob.get("most_ready") or {}).items())
+        lines.append(
+            f"overload, bounded stages (max_queue {_num(ob['max_queue'])}): offered"
+            f" {_num(ob['offered_chunks_per_s'])} chunks/s for {ob['seconds']:.0f} s on {ob['procs']} procs:"
+            f" {_num(ob['msgs_per_s'])} msgs/s = {_pct(ob['vs_peak'])} of peak; {_num(ob['refused_offers'])} offers"
+            f" refused and made again; most ready seen: {most}; RSS growth {_pct(ob['rss_growth'])};"
+            f" cores used: {_cores(ob)}")
+    bp = results.get("backpressure")
+    if bp:
+        of_threads = _ratio(bp["consume_msgs_per_s"], bp["sleep_capacity"])
+        lines.append(
+            f"bounded stage fed {bp['slower']:g}x faster than it drains ({_num(bp['chunks'])} chunks,"
+            f" {bp['procs']} procs): {_num(bp['consume_msgs_per_s'])} msgs/s = {_pct(bp['vs_capacity'])} of its"
+            f" capacity, {_num(bp['consume_capacity'])} unbounded ({_pct(of_threads)}"
+            f" of its threads' {_num(bp['sleep_capacity'])}); most ready seen {_num(bp['most_ready'])} vs its bound"
+            f" {_num(bp['max_queue'])} (unbounded {_num(bp['unbounded_most_ready'])}; produce's"
+            f" {_num(bp['most_ready_produce'])}), empty in {_pct(bp['empty_share'])} of samples; workers' RSS"
+            f" {_num(bp['rss_start_mib'], 1)} MiB at start, {_num(bp['rss_end_mib'], 1)} at the end;"
+            f" resource alarm: {'yes' if bp['alarm'] else 'no'}")
     n = results.get("nightly")
     if n and n.get("scan_fold"):
         runs = ", ".join(_num(r) for r in n["scan_fold"].get("runs_rows_per_s", []))

@@ -46,10 +46,15 @@ def bench_site(keep_logs: Path | None = None) -> Iterator[Site]:
 
 
 def case_config(site: Site, name: str, options: Mapping[str, Mapping[str, object]] | None = None,
-                tables: str | None = None, lease: float = 60.0, split: Mapping[str, object] | None = None) -> Path:
-    """A swarm.toml for one case; ``options`` by job name; ``split``: its ``[split]`` section, if any."""
+                tables: str | None = None, lease: float = 60.0, master: Mapping[str, object] | None = None,
+                jobs: Mapping[str, object] | None = None, level: str = "WARNING",
+                split: Mapping[str, object] | None = None) -> Path:
+    """A swarm.toml for one case; ``options`` by job name, ``master`` and ``jobs`` settings besides the bench's;
+    ``split``: its ``[split]`` section, if any."""
     sections: dict[str, Mapping[str, object]] = {
-        "worker": {"lease": lease}, "master": {"poll": 0.2}, "log": {"level": "WARNING"}}
+        "worker": {"lease": lease}, "master": {"poll": 0.2, **(master or {})}, "log": {"level": level}}
+    if jobs:
+        sections["jobs"] = dict(jobs)
     if split:
         sections["split"] = split
     sections.update({f"options.{job}": values for job, values in (options or {}).items()})

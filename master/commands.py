@@ -38,7 +38,8 @@ def settings(cfg: Config, job: Job) -> Any:
 
     m = cfg["master"]
     return MasterSettings(poll=m["poll"], lost_after=m["lost_after"], deadline=m["deadline"] or None,
-                          patience=m["patience"], options=cfg.options(job.name), split=SplitSettings.of(cfg["split"]))
+                          patience=m["patience"], window=m["window"], options=cfg.options(job.name),
+                          split=SplitSettings.of(cfg["split"]))
 
 
 def master(args: argparse.Namespace, cfg: Config) -> int:

@@ -3,8 +3,12 @@
 Every step is idempotent and reads its starting point from the ledger, so
 a master killed anywhere and started again resumes the same run:
 
-    lock -> open run -> for each phase: plan+checkpoint -> publish -> watch
-    (reap expired leases, re-publish lost messages) -> barrier -> finish
+    lock -> open run -> for each phase: plan+checkpoint -> watch (publish a
+    window ahead of the consumers, reap expired leases, re-publish lost
+    messages) -> barrier -> finish
+
+The phase is published (``PhaseState.PUBLISHED``) once nothing of it is
+left planned; a full bounded queue is waited for (``master.window``).
 """
 from __future__ import annotations
 
@@ -18,9 +22,10 @@ from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from master.planner import plan_phase
 from master.splitting import Splitter
+from master.window import PublishWindow
 from swarm import metrics
 from swarm.alerts import Alert, no_alert
-from swarm.broker import Broker, stage_queue
+from swarm.broker import Broker, declare_stages, stage_queue
 from swarm.checks import summary as checks_summary
 from swarm.context import source_of
 from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
@@ -36,6 +41,7 @@ from swarm.table import TableStore
 log = logging.getLogger("swarm.master")
 
 T = TypeVar("T")
+TOP_UP_EVERY = 0.1  # seconds between looks at the queues while a phase is still being published
 ProgressFn = Callable[[str, str, Mapping[MessageState, int]], None]  # run, phase, counts by state
 
 
@@ -51,12 +57,13 @@ class RunCancelled(SwarmError):
 class MasterSettings:
     poll: float = 1.0  # seconds between looks at the ledger
     publish_batch: int = 5000  # messages per confirmed publish and checkpoint update
+    window: int = 10_000  # ready messages kept ahead on each stage queue (master/window.py); 0: the whole phase
+    split: SplitSettings = dataclasses.field(default_factory=SplitSettings)  # [split]: master.splitting
     lost_after: float = 120.0  # a queued message untouched this long, on an empty queue, is re-published
     patience: float = 900.0  # how long a broker or ledger outage is waited out before the master gives up
     deadline: float | str | None = None  # epoch seconds, or "HH:MM" next after the run began; alert once if missed
     options: dict = dataclasses.field(default_factory=dict)  # passed to planners and handlers
     fresh_broker: bool = False  # an in-process broker, new with this process: a resumed phase's queued work is lost
-    split: SplitSettings = dataclasses.field(default_factory=SplitSettings)  # [split]: master.splitting
 
 
 class Master:
@@ -108,6 +115,8 @@ class Master:
         self.roots = roots
         self._deadline_alerted = False
         self.holder = f"master {socket.gethostname()}:{os.getpid()}"
+        self.window: PublishWindow | None = None  # the current phase's
+        self.draining = False  # an operator drains the job: the window publishes nothing (``swarm ctl drain``)
 
     def run(self) -> Run:
         """Run or resume to the end; returns the run as the ledger has it (done or failed)."""
@@ -175,7 +184,7 @@ class Master:
                              f"create them with `swarm tables create {self.job.name}`")
 
     def _declare(self) -> None:
-        self.broker.declare([stage_queue(self.job.name, s) for s in self.job.stages])
+        declare_stages(self.broker, self.job)  # each with its bound
 
     def _patiently(self, what: str, step: Callable[..., T], *args) -> T:
         """Run ``step``, waiting out broker and ledger outages up to ``settings.patience`` seconds.
@@ -220,27 +229,33 @@ class Master:
             log.info("planned %s phase %s: %d chunks", self.run_id, phase, len(messages))
             failpoint("master.after_plan")
             state = PhaseState.PLANNED
-        if state == PhaseState.PLANNED:
-            self._publish_planned(phase)
-            failpoint("master.after_publish")
-            self.ledger.set_phase_state(self.run_id, phase, PhaseState.PUBLISHED)
-        elif self.settings.fresh_broker:
+        self.window = PublishWindow(self.job, self.run_id, phase, self.broker, self.ledger, self.settings.window,
+                                    self.settings.publish_batch, planned=state == PhaseState.PLANNED,
+                                    hold=lambda: self._watch_drain(phase))
+        if self.settings.fresh_broker:
             self._republish_queued(phase)
         self._watch(phase)
         failpoint("master.barrier")
         self.ledger.set_phase_state(self.run_id, phase, PhaseState.DONE)
 
-    def _publish_planned(self, phase: str) -> None:
-        last = ""
-        while True:
-            self._hold(phase)
-            batch = self.ledger.planned(self.run_id, phase, self.settings.publish_batch, after=last)
-            if not batch:
-                return
-            last = batch[-1].id
-            self._publish(batch)
-            failpoint("master.mid_publish")
-            self.ledger.mark_queued([m.id for m in batch])
+    def _top_up(self, phase: str) -> None:
+        """Publish what the window has room for; the phase is published once nothing of it is left planned."""
+        window = self.window
+        if window is None or not window.open:
+            return
+        was_planned = window.planned
+        window.top_up()
+        if was_planned and not window.planned:
+            failpoint("master.after_publish")
+            self.ledger.set_phase_state(self.run_id, phase, PhaseState.PUBLISHED)
+
+    def _publish_again(self, messages: list[Message]) -> None:
+        """Queued messages to publish again: through the window, which waits for room on a bounded queue."""
+        if self.window is not None:
+            self.window.again(messages)
+            self._top_up(self.window.phase)
+        else:
+            self._publish(messages)
 
     def _hold(self, phase: str) -> None:
         """While an operator drains the job (``swarm ctl drain``), plan and publish nothing new; watch the run.
@@ -248,16 +263,24 @@ class Master:
         What is planned and not published stays planned in the checkpoint:
         once the drain is lifted, this master (or the next) publishes it.
         """
-        held = draining(self.ledger, self.job.name)
-        if held is None:
-            return
-        log.warning("job %s is draining (by %s%s): %s phase %s publishes no new work until `swarm ctl resume %s`",
-                    self.job.name, held.issued_by or "an operator", f": {held.reason}" if held.reason else "",
-                    self.run_id, phase, self.job.name)
-        while draining(self.ledger, self.job.name) is not None:
+        self._watch_drain(phase)
+        while self.draining:
             self._tend(phase, self._look(phase))
             time.sleep(self.settings.poll)
-        log.info("job %s: the drain is lifted; %s phase %s goes on", self.job.name, self.run_id, phase)
+            self._watch_drain(phase)
+
+    def _watch_drain(self, phase: str) -> bool:
+        """Whether an operator drains the job now: while so, the window publishes nothing new of the plan."""
+        held = draining(self.ledger, self.job.name)
+        if (held is not None) != self.draining:
+            if held is not None:
+                log.warning("job %s is draining (by %s%s): %s phase %s publishes no new work until "
+                            "`swarm ctl resume %s`", self.job.name, held.issued_by or "an operator",
+                            f": {held.reason}" if held.reason else "", self.run_id, phase, self.job.name)
+            else:
+                log.info("job %s: the drain is lifted; %s phase %s goes on", self.job.name, self.run_id, phase)
+        self.draining = held is not None
+        return self.draining
 
     def _republish_queued(self, phase: str) -> None:
         """Resuming on a broker new with this process: what the ledger has queued is on no queue."""
@@ -265,7 +288,7 @@ class Master:
         if queued:
             log.info("re-publishing %d queued message(s) of %s phase %s to the new in-process broker",
                      len(queued), self.run_id, phase)
-            self._publish(queued)
+            self._publish_again(queued)
 
     def _publish(self, messages: list[Message]) -> None:
         self.broker.publish([(stage_queue(self.job.name, m.stage), m.body) for m in messages])
@@ -278,12 +301,21 @@ class Master:
         depths, lost work re-published, its lock renewed, the deadline checked.
         """
         while True:
+            self._top_up(phase)
             counts = self._look(phase)
             if barrier_passed(counts):
                 self._check_failed(phase, counts)
                 return
             self._tend(phase, counts)
-            time.sleep(self.settings.poll)
+            self._pause(phase)
+
+    def _pause(self, phase: str) -> None:
+        """``poll`` seconds; while the window has work to publish, topping it up every ``TOP_UP_EVERY``."""
+        until = time.monotonic() + self.settings.poll
+        while self.window is not None and self.window.open and time.monotonic() < until:
+            time.sleep(min(TOP_UP_EVERY, max(0.0, until - time.monotonic())))
+            self._top_up(phase)
+        time.sleep(max(0.0, until - time.monotonic()))
 
     def _look(self, phase: str) -> Mapping[MessageState, int]:
         """The phase's messages by state, reported; ``RunCancelled`` once an operator ended the run."""
@@ -301,9 +333,9 @@ class Master:
             if stage.phase == phase:
                 self._depth(stage.name)  # swarm_queue_depth, fresh on every look
         self._recover_lost()
-        self.splitter.tend(self.run_id, phase, counts)  # the last long ranges, waiting unclaimed, among idle threads
         self.ledger.lock_master(self.lock_key, self.holder)  # renew
         self._check_deadline(phase, counts)
+        self.splitter.tend(self.run_id, phase, counts)  # the last long ranges, waiting unclaimed, among idle threads
 
     def _depth(self, stage: str) -> int:
         queue = stage_queue(self.job.name, stage)
@@ -343,13 +375,13 @@ class Master:
         expired = self.ledger.reclaim_expired(self.run_id, self.ledger.now())
         if expired:
             log.warning("re-publishing %d message(s) whose lease expired", len(expired))
-            self._publish(expired)
+            self._publish_again(expired)
         stale = self.ledger.stale_queued(self.run_id, self.ledger.now() - self.settings.lost_after)
         depths = {stage: self._depth(stage) for stage in {m.stage for m in stale}}
         lost = [m for m in stale if depths[m.stage] == 0]
         if lost:
             log.warning("re-publishing %d queued message(s) missing from their empty queues", len(lost))
-            self._publish(lost)
+            self._publish_again(lost)
 
 
 def barrier_passed(counts: Mapping[MessageState, int]) -> bool:

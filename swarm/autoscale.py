@@ -171,8 +171,11 @@ class Autoscaler:
     """Looks at the queues every ``interval`` seconds and starts or drains workers."""
 
     def __init__(self, broker: Broker, queues: Sequence[str], supervisor: Supervisor, policy: Policy,
-                 interval: float, dry_run: bool = False, clock: Callable[[], float] = time.monotonic):
+                 interval: float, dry_run: bool = False, clock: Callable[[], float] = time.monotonic,
+                 bounds: Mapping[str, int] | None = None):
+        """``bounds``: the bounded queues among ``queues`` (``max_queue``), declared so."""
         self.broker, self.queues, self.supervisor, self.policy = broker, list(queues), supervisor, policy
+        self.bounds = dict(bounds or {})
         self.interval, self.dry_run, self.clock = interval, dry_run, clock
         self._low_since: float | None = None
         self._wanted: int | None = None
@@ -202,7 +205,7 @@ class Autoscaler:
     def _depth(self) -> int | None:
         try:
             if not self._declared:
-                self.broker.declare(self.queues)  # the first worker may not have declared them yet
+                self.broker.declare(self.queues, self.bounds)  # the first worker may not have declared them yet
                 self._declared = True
             # Retries waiting out their backoff are not work for a worker yet:
             # counted, a long backoff would hold the fleet at its size.

@@ -5,10 +5,13 @@ import abc
 import dataclasses
 import hashlib
 import threading
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from swarm.errors import clip
 from swarm.limits import MAX_DEAD_LETTER_BYTES
+
+if TYPE_CHECKING:
+    from swarm.stage import Job
 
 REASON_HEADER = "x-swarm-reason"
 SIZE_HEADER = "x-swarm-size"  # a dead letter's body was cut: its whole size
@@ -22,6 +25,22 @@ def stage_queue(job: str, stage: str) -> str:
 
 def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dlq"
+
+
+def queue_bounds(job: "Job", stages: Iterable[str] | None = None) -> dict[str, int]:
+    """The bounded queues among ``job``'s stages (default: all) and their bounds (``max_queue``)."""
+    names = job.stages if stages is None else stages
+    return {stage_queue(job.name, s): bound for s in names if (bound := job.max_queue(s))}
+
+
+def declare_stages(broker: "Broker", job: "Job", stages: Iterable[str] | None = None) -> None:
+    """Declare the queues of ``job``'s stages (default: all), each with its bound.
+
+    Every declarer of a queue must give it the same bound: RabbitMQ refuses
+    a declaration whose arguments differ from the queue's ("inequivalent arg").
+    """
+    names = list(job.stages if stages is None else stages)
+    broker.declare([stage_queue(job.name, s) for s in names], queue_bounds(job, names))
 
 
 class Delivery(abc.ABC):
@@ -93,12 +112,23 @@ class Broker(abc.ABC):
     outlives_process = True  # False: its queues live in this process and go with it (the in-process broker)
 
     @abc.abstractmethod
-    def declare(self, queues: Iterable[str]) -> None:
-        """Create (idempotently) each stage queue with its retry and dead-letter queues."""
+    def declare(self, queues: Iterable[str], bounds: Mapping[str, int] | None = None) -> None:
+        """Create (idempotently) each stage queue with its retry and dead-letter queues.
+
+        ``bounds``: the most messages a queue may hold ready (its ``max_queue``);
+        a queue not named there is unbounded. A queue declared already with
+        another bound is refused with a ``BackendError``.
+        """
 
     @abc.abstractmethod
     def publish(self, messages: Sequence[tuple[str, bytes]], delay: float = 0.0) -> None:
-        """Publish persistent ``(queue, body)`` messages, confirmed; ``delay`` seconds before delivery."""
+        """Publish persistent ``(queue, body)`` messages, confirmed; ``delay`` seconds before delivery.
+
+        A bounded queue takes what it has room for: ``QueueFull`` names the
+        indexes of the messages it refused, the others are published. A
+        delayed message waits outside the queue and enters it once due and
+        there is room.
+        """
 
     @abc.abstractmethod
     def dead_letter(self, queue: str, body: bytes, reason: str) -> None:

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "jobs": {
         "modules": [],  # job modules besides the swarm.jobs entry points
         "path": [],  # directories searched for those modules first, relative to the config file's
+        "max_queue": 0,  # the bound of every stage queue whose stage sets no max_queue; 0: unbounded
     },
     "worker": {
         "job": "",
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "master": {
         "poll": 1.0,
+        "window": 10000,  # ready messages a phase keeps ahead on each stage queue; 0: the whole phase at once
         "lost_after": 120.0,
         "patience": 900.0,  # seconds a broker or ledger outage is waited out before the master exits 75
         "metrics_port": 0,
@@ -171,6 +173,10 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
     for key, least in (("ways", 2), ("tail", 1), ("min_rows", 0)):
         if split[key] < least:
             raise ConfigError(f"split.{key} must be {least} or more, got {split[key]}")
+    for key in ("jobs.max_queue", "master.window"):
+        section, name = key.split(".")
+        if data[section][name] < 0:
+            raise ConfigError(f"{key} must be 0 or more, got {data[section][name]}")
     deadline = data["master"]["deadline"]
     if deadline and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", deadline):
         raise ConfigError(f"master.deadline must be a time of day HH:MM, got {deadline!r}")

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from swarm.broker import Broker, DeadLetter, stage_queue
+from swarm.broker import Broker, DeadLetter, declare_stages, stage_queue
 from swarm.envelope import Envelope, peek
 from swarm.errors import ConfigError
 from swarm.ledger import DeadLetterLedger, DeadLetterRecord
@@ -40,7 +40,7 @@ def collect(broker: Broker, ledger: DeadLetterLedger, job: Job) -> int:
     moved = 0
     for stage in job.stages:
         queue = stage_queue(job.name, stage)
-        broker.declare([queue])
+        declare_stages(broker, job, [stage])  # with its bound: a queue's arguments must match
         moved += broker.take_dead(queue, functools.partial(_store, ledger, queue))
     return moved
 

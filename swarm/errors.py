@@ -1,4 +1,5 @@
 """Every exception Swarm raises, under one root: ``SwarmError``."""
+from typing import Iterable
 
 from swarm.limits import MAX_REASON_CHARS
 
@@ -49,6 +50,23 @@ class PluginError(SwarmError):
 
 class BackendError(SwarmError):
     """A broker, ledger or table store failed; the operation may be retried."""
+
+
+class QueueFull(BackendError):
+    """A bounded stage queue (``max_queue``) refused messages: it holds as many as it may.
+
+    Not an outage and not a fault: the publisher waits and publishes them
+    again once the queue has room. ``queues`` are the full queues (``queue``
+    the first); ``refused`` the indexes, in the batch given to ``publish``, of
+    the messages not taken: the others are on their queues, confirmed.
+    """
+
+    def __init__(self, queues: Iterable[str], refused: Iterable[int] = (), text: str = ""):
+        self.queues = tuple(sorted(set(queues)))
+        self.refused = frozenset(refused)
+        self.queue = self.queues[0] if self.queues else "?"
+        super().__init__(text or f"queue {', '.join(self.queues) or '?'} is full: {len(self.refused)} message(s) "
+                                 "refused; publish them again once it has room")
 
 
 class TableError(SwarmError):

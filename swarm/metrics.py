@@ -26,6 +26,8 @@ CLAIM_SECONDS = Histogram("swarm_claim_seconds", "Ledger claim of a batch", ["jo
 COMMIT_SECONDS = Histogram("swarm_commit_seconds", "Commit of a batch: table writes, ledger, confirmed publish",
                            ["job", "stage"])
 HANDLER_ERRORS = Counter("swarm_handler_errors_total", "Handler faults and aborts", ["job", "stage", "kind"])
+QUEUE_FULL = Counter("swarm_queue_full_total", "Refusals by a full bounded stage queue (each offer refused counts)",
+                     ["job", "stage"])
 RETRIES = Counter("swarm_retries_total", "Messages scheduled for a retry", ["job", "stage"])
 DEAD_LETTERS = Counter("swarm_dead_letters_total", "Messages dead-lettered", ["job", "stage"])
 BUSY = Gauge("swarm_pool_busy", "Busy handler threads", ["job", "stage"])

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 from typing import ClassVar, Sequence
 
-from swarm.errors import BackendError, BadMessage
+from swarm.errors import BackendError, BadMessage, QueueFull
 from swarm.errors import Fenced as FencedError
 from swarm.ledger import Message
 
@@ -97,6 +97,19 @@ class Outage(Verdict):
 
 
 @dataclasses.dataclass(frozen=True)
+class Deferred(Verdict):
+    """A bounded queue it publishes to is full: it waits on a delay queue, its attempt given back (no fault).
+
+    ``recorded``: it is recorded done already, and only some of its children
+    wait to be published; redelivered, it publishes them (``Skip.children``).
+    """
+
+    outcome = Outcome.REQUEUED
+    error: QueueFull
+    recorded: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Unexpected(Verdict):
     """An error of Swarm's own: back to the queue, logged with its traceback."""
 
@@ -141,6 +154,8 @@ def of_error(exc: BaseException) -> Verdict:
         return Reject(str(exc), authentic=getattr(exc, "envelope", None) is not None)
     if isinstance(exc, FencedError):
         return Fenced()
+    if isinstance(exc, QueueFull):
+        return Deferred(exc)
     if isinstance(exc, BackendError):
         return Outage(exc)
     return Unexpected(exc)

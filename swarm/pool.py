@@ -3,9 +3,11 @@
 The broker's I/O thread puts deliveries on the queue; the pool's threads
 take whatever is waiting, up to ``batch`` at a time, and at most ``limit``
 of them work at once. The limit is the controller's to move between
-windows; the threads above it simply wait. A paused pool (``pause``) takes
-no new batches: its threads finish what they hold, and deliveries waiting,
-or put while it is paused, go to the pause's ``hand_back``.
+windows; the threads above it simply wait. A cap (``cap``) holds the limit
+lower for a while whatever the controller says (a full successor, see
+``swarm.backpressure``); the controller is not fed meanwhile. A paused pool
+(``pause``) takes no new batches: its threads finish what they hold, and
+deliveries waiting, or put while it is paused, go to the pause's ``hand_back``.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class StagePool:
         # A backlogged window is judged once it holds min_done completions or has lasted max_window.
         self.min_done, self.max_window = min_done, max_window
         self._limit = controller.limit if controller else threads
+        self._cap: int | None = None
         self._queue: collections.deque[Delivery] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -110,7 +113,19 @@ class StagePool:
     @property
     def limit(self) -> int:
         """Threads allowed to work at once."""
-        return self._limit
+        return self._limit if self._cap is None else min(self._limit, self._cap)
+
+    def cap(self, limit: int | None) -> None:
+        """Hold the stage to at most ``limit`` working threads (None: lift the cap); ``on_limit`` hears the change."""
+        with self._cond:
+            if limit == self._cap:
+                return
+            before, self._cap = self.limit, limit
+            self._cond.notify_all()
+            if limit is None:
+                self._reset_window()  # the controller judges from here, not the capped time
+        if self.limit != before:
+            self._tell(self.limit)
 
     @property
     def waiting(self) -> int:
@@ -120,18 +135,21 @@ class StagePool:
     def window(self) -> Window:
         """Statistics since the previous call; resets them."""
         with self._cond:
-            now = self.clock()
-            # Calls still running count up to now, so long calls do not look idle.
-            busy = self._busy + sum(now - started for started in self._working.values())
-            window = Window(now - self._since, self._done, busy, len(self._queue))
-            self._working = dict.fromkeys(self._working, now)
-            self._since, self._done, self._busy = now, 0, 0.0
+            return self._reset_window()
+
+    def _reset_window(self) -> Window:
+        now = self.clock()
+        # Calls still running count up to now, so long calls do not look idle.
+        busy = self._busy + sum(now - started for started in self._working.values())
+        window = Window(now - self._since, self._done, busy, len(self._queue))
+        self._working = dict.fromkeys(self._working, now)
+        self._since, self._done, self._busy = now, 0, 0.0
         return window
 
     def adjust(self) -> int:
         """Feed the last window to the controller and apply its limit; returns the limit."""
-        if self.controller is None or self._too_soon():
-            return self._limit
+        if self.controller is None or self._cap is not None or self._too_soon():
+            return self.limit
         window = self.window()
         before, limit = self._limit, self.controller.observe(window)
         with self._cond:
@@ -175,7 +193,7 @@ class StagePool:
     def _take(self, index: int) -> list[Delivery] | None:
         """Wait for waiting deliveries and a free slot under the limit; None once closed and drained."""
         with self._cond:
-            while not (self._queue and len(self._working) < self._limit):
+            while not (self._queue and len(self._working) < self.limit):
                 if self._closed and not self._queue:
                     return None
                 self._cond.wait()

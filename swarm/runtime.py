@@ -22,11 +22,12 @@ import random
 import time
 from typing import Callable, Mapping, Sequence
 
+from swarm.backpressure import Backpressure
 from swarm.broker import Broker, Delivery, stage_queue
 from swarm.context import RERUN_MARK, Context, ReadTables, params_of
 from swarm.effects import Send
 from swarm.envelope import Envelope, decode, encode
-from swarm.errors import Abort, BackendError, BadMessage, HandlerError, TableError, describe
+from swarm.errors import Abort, BackendError, BadMessage, HandlerError, QueueFull, TableError, describe
 from swarm.failpoints import failpoint
 from swarm.handling import call_handler
 from swarm.leases import InFlight, Leases
@@ -91,8 +92,9 @@ class Processor:
         self.leases = leases or Leases()
         self.middleware = middleware or default_middleware(job.name)
         self.outages = Outages(log)
+        self.backpressure = Backpressure()  # full bounded queues: the worker holds back the stages feeding them
         self.settler = Settler(job.name, broker, ledger, self.middleware, self.outages, rng or random.Random(),
-                               backend_pause)
+                               backend_pause, self.backpressure)
         self.hand_on = HandOn(job, ledger, broker, self.read_tables, self.keys, split)  # a handler's Continue
 
     # the path -------------------------------------------------------------------
@@ -251,6 +253,10 @@ class Processor:
         done = [i for i in items if i.outcome is None]
         try:
             self.settler.publish_children([c for i in done for c in i.children])
+        except QueueFull as full:
+            # A bounded successor stayed full: the parents of the children it refused come back later
+            # (swarm.backpressure); the others are done.
+            done = self.settler.defer_parents(done, full)
         except BackendError as exc:
             # Recorded done, children not all confirmed: the parent comes back, finds
             # itself done, and publishes its still-queued children then.

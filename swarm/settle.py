@@ -12,10 +12,11 @@ import random
 import time
 from typing import Sequence
 
+from swarm.backpressure import Backpressure
 from swarm.broker import Broker, Delivery, stage_queue
 from swarm.effects import Effects
 from swarm.envelope import Envelope
-from swarm.errors import BackendError, clip, describe
+from swarm.errors import BackendError, QueueFull, clip, describe
 from swarm.errors import Fenced as FencedError
 from swarm.leases import InFlight
 from swarm.ledger import Message, MessageState, WorkerLedger
@@ -23,6 +24,7 @@ from swarm.middleware import Middleware
 from swarm.outage import Outages
 from swarm.outcome import (
     SETTLED_ELSEWHERE,
+    Deferred,
     GiveUp,
     HandBack,
     Outage,
@@ -81,9 +83,10 @@ class Settler:
     """Carries verdicts out against the broker and the ledger, and tells the middleware."""
 
     def __init__(self, job: str, broker: Broker, ledger: WorkerLedger, middleware: Middleware, outages: Outages,
-                 rng: random.Random, backend_pause: float):
+                 rng: random.Random, backend_pause: float, backpressure: Backpressure | None = None):
         self.job, self.broker, self.ledger = job, broker, ledger
         self.middleware, self.outages, self.rng, self.backend_pause = middleware, outages, rng, backend_pause
+        self.backpressure = backpressure or Backpressure()
 
     def settle(self, item: Item, verdict: Verdict) -> Outcome:
         """Carry ``verdict`` out for ``item``; its outcome. A backend failing meanwhile makes it an outage."""
@@ -95,6 +98,8 @@ class Settler:
         except FencedError:
             item.delivery.ack()  # the lease was taken over while it was settled: the new holder finishes it
             outcome = Outcome.FENCED
+        except QueueFull as exc:
+            outcome = self._carry(item, Deferred(exc))  # a bounded queue it publishes to is full
         except BackendError as exc:
             outcome = self._carry(item, Outage(exc))
         item.outcome = outcome
@@ -102,15 +107,38 @@ class Settler:
         return outcome
 
     def publish_children(self, children: Sequence[Message]) -> None:
-        """Publish messages the ledger has recorded, confirmed; then tell the middleware."""
+        """Publish messages the ledger has recorded, confirmed; then tell the middleware.
+
+        A full bounded queue is waited for a while (``swarm.backpressure``);
+        ``QueueFull`` then names the children still refused, the others are published.
+        """
         if not children:
             return
-        self.broker.publish([(stage_queue(self.job, c.stage), c.body) for c in children])
+        self.backpressure.publish(self.broker.publish, [(stage_queue(self.job, c.stage), c.body) for c in children],
+                                  on_full=self._on_full)
         by_stage: dict[str, int] = {}
         for c in children:
             by_stage[c.stage] = by_stage.get(c.stage, 0) + 1
         for stage, n in by_stage.items():
             self.middleware.after_publish(stage, n)
+
+    def defer_parents(self, items: Sequence[Item], full: QueueFull) -> list[Item]:
+        """After ``publish_children`` of ``items``' children met full queues: hand back each item one of whose
+        children was refused (recorded done, it publishes them when it comes back); the items whose children
+        were all published, for the caller to finish."""
+        rest, first = [], 0
+        for item in items:
+            last = first + len(item.children)
+            if any(first <= i < last for i in full.refused):
+                self.settle(item, Deferred(full, recorded=True))
+            else:
+                rest.append(item)
+            first = last
+        return rest
+
+    def _on_full(self, full: QueueFull) -> None:
+        for queue in full.queues:
+            self.middleware.on_queue_full(queue.removeprefix(stage_queue(self.job, "")), len(full.refused))
 
     def _carry(self, item: Item, verdict: Verdict) -> Outcome:
         if isinstance(verdict, Retry):
@@ -123,6 +151,8 @@ class Settler:
             return self._reject(item, verdict)
         if isinstance(verdict, Outage):
             return self._outage(item, verdict.error)
+        if isinstance(verdict, Deferred):
+            return self._defer(item, verdict)
         if isinstance(verdict, Unexpected):
             return self._unexpected(item, verdict.error)
         if isinstance(verdict, HandBack):
@@ -200,6 +230,23 @@ class Settler:
         item.delivery.ack()
         return Outcome.REQUEUED
 
+    def _defer(self, item: Item, deferred: Deferred) -> Outcome:
+        """A bounded queue it publishes to stayed full: back on its delay queue, no attempt spent, no error recorded.
+
+        Its lease, if it still holds one, is given back with its attempt; a
+        message recorded done holds none (its children wait in the ledger).
+        """
+        if item.flight is not None and not deferred.recorded:
+            self._release_quietly(item.flight, None, refund=True)
+        delay = self.backpressure.pause(deferred.error.queues) * self.rng.uniform(1.0, 1.5)
+        try:
+            self.broker.publish([(item.delivery.queue, bytes(item.delivery.body))], delay=delay)
+        except BackendError:
+            time.sleep(delay)  # the broker is down too: do not spin
+            return _requeue(item.delivery)
+        item.delivery.ack()
+        return Outcome.REQUEUED
+
     def _unexpected(self, item: Item, exc: BaseException) -> Outcome:
         if item.flight is not None:
             self._release_quietly(item.flight, "returned to the queue after an error")
@@ -215,7 +262,7 @@ class Settler:
         item.delivery.ack()
         return Outcome.REQUEUED
 
-    def _release_quietly(self, flight: InFlight, error: str, refund: bool = False) -> None:
+    def _release_quietly(self, flight: InFlight, error: str | None, refund: bool = False) -> None:
         """Hand the message back so its next delivery can be claimed at once."""
         try:
             self.ledger.release(flight.env.id, flight.token, MessageState.QUEUED, error, refund=refund)

@@ -65,6 +65,7 @@ class Stage:
     batch: int = 1  # most deliveries a thread takes at once (only those already waiting)
     pool_min: int = 1
     ranges: Ranges | None = None  # its payloads are key ranges of a table: Swarm may split their rest
+    max_queue: int | None = None  # most messages ready on its queue; publishers wait beyond (None: unbounded)
 
     @property
     def bound(self) -> int:
@@ -128,6 +129,9 @@ class Job:
         self.entries: dict[str, str] = {}  # phase -> entry stage
         self.tables: dict[str, TableSpec] = {}
         self.checks: dict[str, Any] = {}  # name -> swarm.checks.Check, run in declaration order
+        # The bound of a stage queue whose stage declares none (``jobs.max_queue``; None: unbounded). Every
+        # process of a site must see the same bounds: a queue's arguments are fixed when it is first declared.
+        self.default_max_queue: int | None = None
 
     # declaration ---------------------------------------------------------
 
@@ -147,16 +151,20 @@ class Job:
         batch: int = 1,
         pool_min: int = 1,
         ranges: str | Ranges | None = None,
+        max_queue: int | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator declaring ``handler`` as stage ``name``.
 
         ``ranges``: the table whose key ranges its payloads are (``Ranges``), to let Swarm split their rest.
+        ``max_queue``: the most messages that may wait ready on the stage's
+        queue; a publisher that meets it full waits (see README, Bounded
+        stages). None: as many as come, unless ``jobs.max_queue`` sets one.
         """
 
         def register(handler: Handler) -> Handler:
             stage = Stage(
                 name, handler, phase, pool, prefetch, retry or Retry(), timeout, tuple(next), validate, max_body,
-                batch, pool_min, Ranges(ranges) if isinstance(ranges, str) else ranges,
+                batch, pool_min, Ranges(ranges) if isinstance(ranges, str) else ranges, max_queue,
             )
             self.add_stage(stage, entry=entry)
             return handler
@@ -179,6 +187,10 @@ class Job:
         if stage.ranges is not None and (not isinstance(stage.ranges, Ranges) or len(set(stage.ranges.alphabet)) < 2):
             raise PluginError(f"job {self.name}: stage {stage.name}: ranges must name a table (or be a Ranges "
                               "with an alphabet of two bytes or more)")
+        if stage.max_queue is not None and (isinstance(stage.max_queue, bool) or not isinstance(stage.max_queue, int)
+                                            or stage.max_queue < 1):
+            raise PluginError(f"job {self.name}: stage {stage.name}: max_queue must be a whole number >= 1 "
+                              f"(or None: unbounded), got {stage.max_queue!r}")
         self.stages[stage.name] = stage
         if entry or stage.phase not in self.entries:
             self.entries[stage.phase] = stage.name
@@ -261,6 +273,10 @@ class Job:
     @property
     def phases(self) -> list[str]:
         return list(self.entries)
+
+    def max_queue(self, stage: str) -> int | None:
+        """The bound of stage ``stage``'s queue: its own ``max_queue``, else the job's default; None: unbounded."""
+        return self.stages[stage].max_queue or self.default_max_queue
 
     def verify(self) -> None:
         """Refuse a job whose declarations do not hold together."""

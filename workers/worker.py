@@ -6,7 +6,9 @@ messages of a stage are in this process at once and the backlog waits in
 the broker. Each stage's controller moves how many of its threads may work
 at once between ``pool_min`` and ``pool``, from its queue and its latency,
 and the stage's prefetch follows: one batch more than its working threads
-take, so a backlog still shows in the stage's queue.
+take, so a backlog still shows in the stage's queue. A stage that had to
+hand messages back because a bounded successor stayed full works on
+``pool_min`` threads until that cools down (``swarm.backpressure``).
 
 What operators put in force on the fleet (``swarm ctl``: a stage paused, a
 config reload) is read once a second by the worker's control thread
@@ -24,7 +26,7 @@ import time
 from typing import Iterable
 
 from swarm import metrics
-from swarm.broker import Broker, Delivery, stage_queue
+from swarm.broker import Broker, Delivery, declare_stages, stage_queue
 from swarm.config import Config
 from swarm.control import ConcurrencyController
 from swarm.errors import BackendError, BackendRefused, ConfigError
@@ -72,6 +74,7 @@ class Worker:
             job, broker, ledger, tables, holder or default_holder(), lease, options=options, **processor_args
         )
         self.pools: dict[str, StagePool] = {}
+        self._held_back: set[str] = set()  # stages on pool_min threads: a successor's queue stays full
         self._housekeeping_stop = threading.Event()
         self._last_renew = 0.0
         self._control_lock = threading.Lock()  # a stage is subscribed, paused or resumed under it
@@ -81,12 +84,14 @@ class Worker:
 
     def start(self) -> None:
         """Declare the queues, start the pools and register the consumers (paused stages' pools only)."""
-        self.broker.declare(self._queues())
+        self._declare()
         self.control.look()
         self._subscribe()
 
-    def _queues(self) -> list[str]:
-        return [stage_queue(self.job.name, s.name) for s in self.stages]
+    def _declare(self) -> None:
+        """Declare the stages' queues and those they send to, each with its bound (publishes keep to it)."""
+        names = dict.fromkeys([s.name for s in self.stages] + [n for s in self.stages for n in s.next])
+        declare_stages(self.broker, self.job, names)
 
     def _declare_patiently(self, stop: threading.Event) -> bool:
         """Declare the queues, waiting for a broker that is down; False if ``stop`` came first.
@@ -98,7 +103,7 @@ class Worker:
         tries = 0
         while not stop.is_set():
             try:
-                self.broker.declare(self._queues())
+                self._declare()
                 return True
             except BackendRefused:
                 raise  # a refusal (a password, a vhost, a certificate): exit, and say so, rather than wait
@@ -233,6 +238,7 @@ class Worker:
         interval = max(0.2, min(self.lease / 3, 10.0))
         while not self._housekeeping_stop.wait(min(interval, 1.0)):
             self.processor.expire_overdue()
+            self._hold_back()
             for pool in list(self.pools.values()):
                 pool.adjust()
             if self._due(interval):
@@ -240,6 +246,24 @@ class Worker:
                     self.processor.ledger.renew(self.processor.renewable(), self.lease)
                 except BackendError as exc:
                     log.warning("could not renew leases: %s", exc)
+
+    def _hold_back(self) -> None:
+        """Cap at ``pool_min`` threads each stage that had to hand messages back lately: a successor stayed full."""
+        for stage in self.stages:
+            pool = self.pools.get(stage.name)
+            if pool is None or not stage.next:
+                continue
+            full = self.processor.backpressure.cooling(stage_queue(self.job.name, n) for n in stage.next)
+            if full == (stage.name in self._held_back):
+                continue
+            pool.cap(stage.pool_min if full else None)
+            if full:
+                self._held_back.add(stage.name)
+                log.info("stage %s: a queue it sends to stays full; working on %d thread(s) until it has room",
+                         stage.name, stage.pool_min)
+            else:
+                self._held_back.discard(stage.name)
+                log.info("stage %s: the queues it sends to have room again", stage.name)
 
     def _due(self, interval: float) -> bool:
         now = time.monotonic()

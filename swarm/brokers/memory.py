@@ -4,6 +4,13 @@ A ``MemoryHub`` plays the server: named queues, delayed messages and
 dead-letter queues shared by every ``MemoryBroker`` (connection) in the
 process. Closing a connection returns its unacked deliveries to their
 queues, as a broker does when a worker process dies.
+
+A bounded queue behaves as RabbitMQ's does with ``x-max-length`` and
+``x-overflow: reject-publish``: a publish takes what fits and the rest is
+refused (``QueueFull``, naming the refused messages); a delayed message
+that comes due while its queue is full waits until there is room; a
+requeued delivery always goes back. Declaring a queue again with another
+bound is refused, as RabbitMQ refuses an inequivalent argument.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import heapq
 import itertools
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from swarm.broker import (
     REASON_HEADER,
@@ -24,10 +31,11 @@ from swarm.broker import (
     dead_letter_parts,
     dead_letter_queue,
 )
-from swarm.errors import BackendError
+from swarm.errors import BackendError, BackendRefused, QueueFull
 
 _Item = tuple[bytes, dict, bool]  # body, headers, redelivered
 _GONE = object()
+DUE_AGAIN = 0.05  # seconds: a delayed message due while its queue is full looks again this much later
 
 
 class MemoryHub:
@@ -37,6 +45,7 @@ class MemoryHub:
         self.cond = threading.Condition()
         self.queues: dict[str, collections.deque[_Item]] = {}
         self.delayed: list[tuple[float, int, str, bytes]] = []
+        self.bounds: dict[str, int] = {}  # queue -> most messages it holds ready (max_queue)
         self._seq = itertools.count()
 
     def queue(self, name: str) -> collections.deque[_Item]:
@@ -52,11 +61,22 @@ class MemoryHub:
         q.appendleft(item) if front else q.append(item)
         self.cond.notify_all()
 
+    def full(self, name: str) -> bool:
+        """Whether bounded queue ``name`` holds as many ready messages as it may."""
+        bound = self.bounds.get(name)
+        return bound is not None and len(self.queue(name)) >= bound
+
     def promote_due(self, now: float) -> float | None:
-        """Move delayed messages that are due onto their queues; seconds until the next one."""
+        """Move delayed messages that are due onto their queues; seconds until the next one.
+
+        One due while its queue is full waits in the delay queue a little longer.
+        """
         while self.delayed and self.delayed[0][0] <= now:
             _, _, name, body = heapq.heappop(self.delayed)
-            self.put(name, body)
+            if self.full(name):
+                heapq.heappush(self.delayed, (now + DUE_AGAIN, next(self._seq), name, body))
+            else:
+                self.put(name, body)
         return self.delayed[0][0] - now if self.delayed else None
 
     def delay(self, name: str, body: bytes, seconds: float) -> None:
@@ -106,22 +126,40 @@ class MemoryBroker(Broker):
         self._unacked: dict[MemoryDelivery, None] = {}  # in delivery order
         self._closed = False
 
-    def declare(self, queues: Iterable[str]) -> None:
+    def declare(self, queues: Iterable[str], bounds: Mapping[str, int] | None = None) -> None:
+        bounds = dict(bounds or {})
         with self.hub.cond:
-            for name in queues:
+            names = list(queues)
+            for name in names:
+                if name in self.hub.queues and self.hub.bounds.get(name) != bounds.get(name):
+                    raise BackendRefused(
+                        f"in-process broker: declaring queue {name!r}: inequivalent arg 'x-max-length': received "
+                        f"{bounds.get(name)} but current is {self.hub.bounds.get(name)}. The queue exists with other "
+                        "arguments: delete it or make them match")
+            for name in names:
                 self.hub.queues.setdefault(name, collections.deque())
                 self.hub.queues.setdefault(dead_letter_queue(name), collections.deque())
+                if name in bounds:
+                    self.hub.bounds[name] = bounds[name]
 
     def publish(self, messages: Sequence[tuple[str, bytes]], delay: float = 0.0) -> None:
         self._check_open()
+        refused: list[int] = []
         with self.hub.cond:
             for name in {q for q, _ in messages}:
                 self.hub.queue(name)  # refuse the whole batch if any queue is unknown
-            for name, body in messages:
+            for i, (name, body) in enumerate(messages):
                 if delay > 0:
                     self.hub.delay(name, body, delay)
+                elif self.hub.full(name):
+                    refused.append(i)
                 else:
                     self.hub.put(name, body)
+        if refused:
+            full = {messages[i][0] for i in refused}
+            bounds = ", ".join(f"{q} (max_queue {self.hub.bounds[q]})" for q in sorted(full))
+            raise QueueFull(full, refused, f"in-process broker: queue {bounds} is full: {len(refused)} message(s) "
+                                           "refused; publish them again once it has room")
 
     def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         self._check_open()

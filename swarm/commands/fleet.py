@@ -59,14 +59,14 @@ def deploy(args: argparse.Namespace, cfg: Config) -> int:
 
 def autoscale(args: argparse.Namespace, cfg: Config) -> int:
     from swarm.autoscale import Autoscaler, Policy, Supervisor
-    from swarm.broker import stage_queue
+    from swarm.broker import queue_bounds, stage_queue
 
     job = kit.job(cfg, args.job)
     settings = cfg["autoscale"]
     stages = cfg["worker"]["stages"] or list(job.stages)
     scaler = Autoscaler(kit.broker(cfg), [stage_queue(job.name, s) for s in stages],
                         Supervisor(settings["supervisor_url"], settings["group"]), Policy.from_config(settings),
-                        settings["interval"], dry_run=args.dry_run)
+                        settings["interval"], dry_run=args.dry_run, bounds=queue_bounds(job, stages))
     if args.once:
         decision = scaler.tick()
         changed = decision.target != decision.running

@@ -28,7 +28,9 @@ def job(cfg: Config, name: str | None) -> Job:
     name = name or cfg["worker"]["job"]
     if not name:
         raise ConfigError("worker.job: no job given (use --job or set worker.job / SWARM_WORKER_JOB)")
-    return load_job(name, cfg["jobs"]["modules"], cfg.job_path())
+    job = load_job(name, cfg["jobs"]["modules"], cfg.job_path())
+    job.default_max_queue = cfg["jobs"]["max_queue"] or None  # every process of the site reads the same
+    return job
 
 
 def add_params(parser: argparse.ArgumentParser) -> None:

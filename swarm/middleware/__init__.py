@@ -40,6 +40,9 @@ class Middleware:
     def after_publish(self, stage_name: str, count: int) -> None:
         """``count`` messages for ``stage_name`` were confirmed by the broker."""
 
+    def on_queue_full(self, stage_name: str, refused: int) -> None:
+        """Stage ``stage_name``'s bounded queue refused ``refused`` messages published to it (it is full)."""
+
     def on_retry(self, stage: Stage, env: Envelope, delay: float, attempt: int, error: str) -> None:
         """A fault: the message comes back after ``delay`` seconds."""
 
@@ -86,6 +89,9 @@ class Middlewares(Middleware):
 
     def after_publish(self, stage_name: str, count: int) -> None:
         self._each("after_publish", stage_name, count)
+
+    def on_queue_full(self, stage_name: str, refused: int) -> None:
+        self._each("on_queue_full", stage_name, refused)
 
     def on_retry(self, stage: Stage, env: Envelope, delay: float, attempt: int, error: str) -> None:
         self._each("on_retry", stage, env, delay, attempt, error)

@@ -32,6 +32,9 @@ class Metrics(Middleware):
     def after_publish(self, stage_name: str, count: int) -> None:
         metrics.PUBLISHED.labels(self.job, stage_name).inc(count)
 
+    def on_queue_full(self, stage_name: str, refused: int) -> None:
+        metrics.QUEUE_FULL.labels(self.job, stage_name).inc(refused)
+
     def on_retry(self, stage: Stage, env: Envelope, delay: float, attempt: int, error: str) -> None:
         metrics.RETRIES.labels(self.job, stage.name).inc()
 

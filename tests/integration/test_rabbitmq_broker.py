@@ -20,7 +20,8 @@ from swarm.broker import dead_letter_queue
 from swarm.brokers.rabbitmq import DELAY_TIERS_MS, BlockingRabbitBroker, RabbitBroker, delay_tier, retry_queue
 from swarm.errors import BackendError
 from tests.support.contracts.broker import NEXT, BrokerContract, Q, Recorder, serving, taken
-from tests.support.rabbitmq import FaultProxy, amqp_url, queue_types, rabbitmqctl, ready, temporary_vhost
+from tests.support.rabbitmq import FaultProxy, OwnNode, amqp_url, queue_types, rabbitmqctl, ready, temporary_vhost
+from tests.support.tls import running
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -221,7 +222,7 @@ def test_serve_reconnects_after_the_network_drops(vhost):
         with serving(broker):
             broker.publish([(Q, b"one")])
             wait_until(lambda: len(rec) == 1, "the first delivery")
-            assert proxy.cut() == 1
+            assert proxy.cut() == 2  # the consumers' connection and the publishing one
             wait_until(lambda: len(rec) == 2, "the redelivery on a new connection")
             rec.deliveries[0].ack()  # the old connection's tag: ignored
             rec.deliveries[1].ack()
@@ -244,7 +245,7 @@ def test_an_idle_connection_that_died_is_replaced_on_the_next_call(vhost, kind):
         proxy.cut()
         broker.publish([(Q, b"after the cut")])
         assert broker.depth(Q) == 2
-        assert proxy.connections() == 1
+        assert proxy.connections() == (2 if kind is RabbitBroker else 1)  # a serving broker publishes apart
     finally:
         broker.close()
         proxy.close()
@@ -391,7 +392,7 @@ def test_settling_deliveries_of_a_lost_connection_does_nothing(vhost, caplog):
         assert sorted(d.body for d in rec.deliveries[8:16]) == sorted(d.body for d in old)
         closed = [r for r in caplog.records if "closed the channel" in r.getMessage()]
         assert not closed
-        assert proxy.connections() == 1
+        assert proxy.connections() == 2  # the consumers' connection and the publishing one
     finally:
         broker.close()
         proxy.close()
@@ -478,3 +479,74 @@ def test_the_blocking_broker_takes_calls_from_many_threads(publisher):
     with concurrent.futures.ThreadPoolExecutor(4) as threads:
         list(threads.map(publish_and_look, range(4)))
     assert publisher.depth(Q) == 4 * 10 * 50
+
+
+# -- resource alarms (on a node of the tests' own: an alarm blocks every publisher of its node) -----------
+
+
+@pytest.fixture(scope="module")
+def own_node(tmp_path_factory):
+    with running(OwnNode(tmp_path_factory.mktemp("own-rabbit"))) as node:
+        yield node
+
+
+def in_thread(fn):
+    """Run ``fn`` on a thread; ``.outcome`` gets its result or the exception it raised."""
+    def run():
+        try:
+            thread.outcome = fn()
+        except BaseException as e:  # noqa: BLE001 - the test looks at it
+            thread.outcome = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.outcome = None
+    thread.start()
+    return thread
+
+
+def test_publishers_wait_out_a_resource_alarm_while_consumers_keep_acking(own_node, caplog):
+    caplog.set_level(logging.WARNING, logger="swarm.brokers.rabbitmq")
+    broker = RabbitBroker(own_node.url())
+    try:
+        broker.declare([Q, NEXT])
+        broker.publish([(Q, b"%02d" % i) for i in range(20)])
+        acked = Recorder(settle=lambda d: d.ack())
+        with serving(broker):
+            with own_node.alarm():
+                publisher = in_thread(lambda: broker.publish([(NEXT, b"during the alarm")]))
+                wait_until(lambda: "blocks publishing" in caplog.text, "the publishing connection blocked")
+                # Prefetch 1: every delivery after the first comes only once the broker has read the ack before it.
+                broker.consume(Q, 1, acked)
+                wait_until(lambda: len(acked) == 20, "every message delivered and acked during the alarm")
+                assert publisher.is_alive()  # the publisher waits for the alarm to clear
+            publisher.join(60)
+            assert not publisher.is_alive() and publisher.outcome is None  # then its publish is confirmed
+            assert broker.depth(NEXT) == 1 and broker.depth(Q) == 0
+        assert sorted(acked.bodies) == [b"%02d" % i for i in range(20)]
+        assert not any(d.redelivered for d in acked.deliveries)  # the consumers' connection was never lost
+        assert "unblocked publishing" in caplog.text
+    finally:
+        broker.close()
+
+
+def test_a_publish_blocked_past_its_bound_fails_and_one_parked_meanwhile_is_never_written(own_node, caplog):
+    caplog.set_level(logging.WARNING, logger="swarm.brokers.rabbitmq")
+    broker = RabbitBroker(own_node.url(blocked_connection_timeout=3))
+    try:
+        broker.declare([Q])
+        broker.purge(Q)
+        with serving(broker):
+            with own_node.alarm():
+                first = in_thread(lambda: broker.publish([(Q, b"first")]))  # written: the broker blocks on it
+                wait_until(lambda: "blocks publishing" in caplog.text, "the publishing connection blocked")
+                parked = in_thread(lambda: broker.publish([(Q, b"parked")]))  # not written while blocked
+                for publish in (first, parked):
+                    publish.join(60)
+                    assert isinstance(publish.outcome, BackendError), publish.outcome  # the outage path takes it
+            publish_when_back(broker, [(Q, b"after")])  # a new publishing connection, once the alarm is over
+            taken = Recorder(settle=lambda d: d.ack())
+            broker.consume(Q, 10, taken)
+            wait_until(lambda: b"after" in taken.bodies, "the publish after the alarm")
+        assert b"parked" not in taken.bodies  # failed, and never sent: publishing it again duplicates nothing
+    finally:
+        broker.close()

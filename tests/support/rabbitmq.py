@@ -1,7 +1,9 @@
-"""The local RabbitMQ of ``make services``: ``rabbitmqctl``, throwaway vhosts, URLs, queues, a TCP fault proxy."""
+"""The local RabbitMQ of ``make services``: ``rabbitmqctl``, throwaway vhosts, URLs, queues, a TCP fault proxy;
+and a node of a test's own, for what would disturb everyone else's (a resource alarm)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import shutil
 import socket
@@ -14,6 +16,7 @@ from typing import Iterator
 import pika
 
 from tests.support.net import HOST, listening
+from tests.support.tls import RABBIT_BIN, RabbitNode, program
 from tests.support.waiting import wait_until
 
 PORT = 5672
@@ -156,3 +159,40 @@ class FaultProxy:
             with self._lock:
                 if (a, b) in self._pairs:
                     self._pairs.remove((a, b))
+
+
+class OwnNode(RabbitNode):
+    """A RabbitMQ node of the test's own on plain AMQP, beside the shared one (see ``tests.support.tls``).
+
+    A resource alarm set on it (``alarm``) blocks the publishers of this
+    node only, not those of every test on the machine.
+    """
+
+    def __init__(self, folder):
+        super().__init__(folder, pki=None)
+        self.name = self.name.replace("swarm-tls-", "swarm-own-")
+
+    def url(self, host: str = HOST, password: str | None = None, **options: object) -> str:
+        return amqp_url("%2F", port=self.port, user=self.user, password=password or self.password, **options)
+
+    def _config(self) -> str:
+        return (f"listeners.tcp.default = {HOST}:{self.port}\n"
+                f"default_user = {self.user}\ndefault_pass = {self.password}\n")
+
+    def ctl(self, *args: str) -> str:
+        """``rabbitmqctl -n <node> args``: its output."""
+        ctl = program("rabbitmqctl", f"{RABBIT_BIN}/rabbitmqctl")
+        env = dict(os.environ, HOME=str(self.folder / "home"))  # the node's Erlang cookie
+        done = subprocess.run([ctl, "-n", self.name, *args], env=env, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    @contextlib.contextmanager
+    def alarm(self) -> Iterator[None]:
+        """A memory alarm for the block: the node blocks every connection that publishes, until it is over."""
+        self.ctl("set_vm_memory_high_watermark", "0.000001")
+        try:
+            yield
+        finally:
+            self.ctl("set_vm_memory_high_watermark", "0.4")

@@ -209,6 +209,10 @@ class Site:
         """Stop every process the site started that still runs."""
         self.stop([p for p in self.started if p.poll() is None], timeout)
 
+    def log_of(self, proc: subprocess.Popen) -> Path:
+        """The file ``proc`` logs to."""
+        return self._log_of[proc.pid]
+
     def log_tail(self, proc: subprocess.Popen | None = None, lines: int = 40) -> str:
         """The last lines ``proc`` wrote, or of every log when no ``proc`` is named."""
         if proc is None:

@@ -28,6 +28,16 @@ def sample_results() -> dict:
         "overload_backlog": {"queued_chunks": 90_000, "seconds": 30.0, "procs": 2, "msgs_per_s": 810.0,
                              "vs_peak": 0.9, "rss_mib": [[0.0, 70.0], [6.0, 100.0], [29.0, 130.0]],
                              "rss_growth": 0.3, "backlog_at_end": 80_000, "settle": 5.0, "cores": {"workers": 0.9}},
+        "overload_bounded": {"offered_chunks_per_s": 4000.0, "target_chunks_per_s": 4500.0, "seconds": 30.0,
+                             "procs": 2, "msgs_per_s": 810.0, "vs_peak": 0.9, "max_queue": 5000,
+                             "most_ready": {"swarm.noop_pipeline.a": 5100, "swarm.noop_pipeline.b": 0},
+                             "refused_offers": 1234, "rss_mib": [[0.0, 70.0], [6.0, 100.0]], "rss_growth": 0.02,
+                             "backlog_at_end": 5000, "settle": 5.0, "cores": {"workers": 0.8}},
+        "backpressure": {"chunks": 12_000, "procs": 2, "consume_sleep": 0.02, "slower": 10.0,
+                         "consume_msgs_per_s": 380.0, "consume_capacity": 400.0, "vs_capacity": 0.95,
+                         "sleep_capacity": 500.0, "max_queue": 100, "most_ready": 100, "most_ready_produce": 10_000,
+                         "empty_share": 0.02, "unbounded_most_ready": 11_000, "rss_start_mib": 120.0,
+                         "rss_end_mib": 124.0, "alarm": False},
         "security": {"signing": {"messages": 100, "us_signed": 17.0, "us_plain": 7.0, "us_added": 10.0,
                                  "bytes_signed": 169, "bytes_plain": 116},
                      "children": {"batches": 4, "batch": 64, "ms_per_msg_with_child": 0.08,
@@ -62,6 +72,7 @@ def test_ratios_and_targets_come_from_the_same_run():
     assert targets["swarm_vs_celery"]["met"] is True
     assert targets["master_resume_seconds"]["met"] is False
     assert targets["overload_backlog_vs_peak"]["met"] is True
+    assert targets["overload_bounded_vs_peak"]["met"] is True and targets["backpressure_vs_capacity"]["met"] is True
     assert results["ratios"]["overload_rss_growth"] == 0.3  # the larger of the two overload cases
     assert targets["overload_rss_growth"]["met"] is False
 
@@ -73,6 +84,10 @@ def test_the_report_prints_every_case():
     text = console.export_text()
     for expected in ("raw pika", "Swarm noop, 2 proc", "Celery chain", "merchant_daily", "overload",
                      "backlog queued ahead: 90,000 chunks", "master",
+                     "bounded stages (max_queue 5,000)", "1,234 offers refused", "most ready seen: a 5,100, b 0",
+                     "380 msgs/s = 95% of its capacity, 400 unbounded (76% of its threads' 500)",
+                     "most ready seen 100 vs its bound 100 (unbounded 11,000",
+                     "resource alarm: no",
                      "cores used: workers 0.80",
                      "+10.0 us = 1% of a no-op message's worker CPU (1,333 us)", "+0.030 ms per child row"):
         assert expected in text

@@ -19,6 +19,7 @@ def test_defaults_are_embedded(tmp_path, monkeypatch):
     cfg = config.load(env={})
     assert cfg["backends"]["broker"] == "memory://"
     assert cfg["worker"]["lease"] == 60.0
+    assert (cfg["jobs"]["max_queue"], cfg["master"]["window"]) == (0, 10000)  # unbounded stages, a window
 
 
 def test_file_then_env_override(tmp_path):
@@ -41,6 +42,9 @@ def test_file_then_env_override(tmp_path):
     ("[backends]\nledger = 'postgres://x'\n", {}, "backends.ledger"),
     ("[backends\n", {}, "not valid TOML"),
     ("[master]\ndeadline = '7am'\n", {}, "master.deadline"),
+    ("[jobs]\nmax_queue = -1\n", {}, "jobs.max_queue"),
+    ("", {"SWARM_MASTER_WINDOW": "-5"}, "master.window"),
+    ("[master]\nwindow = 'wide'\n", {}, "master.window"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, env, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

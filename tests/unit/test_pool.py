@@ -168,6 +168,27 @@ def test_adjust_lets_more_threads_work_when_the_controller_grows(make):
     assert work.items() == list(range(6)) and work.peak == 3
 
 
+def test_a_cap_holds_the_stage_below_its_limit_until_it_is_lifted(make):
+    work, limits = Recorder(), []
+    controller = ConcurrencyController(1, 3, start=3)
+    pool = make("cap", work, threads=3, controller=controller, on_limit=limits.append)
+    pool.start()
+    pool.cap(1)  # a successor is full
+    assert pool.limit == 1 and limits == [3, 1]
+    for i in range(6):
+        pool.put(i)
+    work.wait_running(1)
+    assert pool.waiting == 5  # two idle threads, but the cap lets one work
+    assert pool.adjust() == 1 and controller.limit == 3  # the controller is not fed while capped
+    pool.cap(1)  # the same cap again: nothing to tell
+    pool.cap(None)
+    assert pool.limit == 3 and limits == [3, 1, 3]
+    work.wait_running(3)
+    work.gate.set()
+    stop(pool)
+    assert work.items() == list(range(6))
+
+
 def test_shutdown_drains_what_was_put_under_the_limit_then_joins(make):
     work = Recorder()
     pool = make("drain", work, threads=3, batch=2, controller=ConcurrencyController(1, 1))

@@ -15,6 +15,11 @@ own (a worker declares its queues before it serves), whose connection
 ``serve`` takes over when it starts. Consumers registered, cancelled or given a new
 prefetch meanwhile are brought up to date when serve starts; acks made
 meanwhile are written by the next serve, or by ``close``.
+
+Publishing (``publish``, ``dead_letter``) has a connection of its own, a
+``RabbitBroker`` without consumers served by a thread of its own while this
+one serves: RabbitMQ stops reading from a connection that publishes while a
+resource alarm is on, and acks on the consumers' connection must go on.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import pika.exceptions
 
@@ -34,7 +39,7 @@ from swarm.brokers.rabbitmq.connection import Connection
 from swarm.brokers.rabbitmq.consuming import Consumer, RabbitDelivery
 from swarm.brokers.rabbitmq.errors import describe
 from swarm.brokers.rabbitmq.operations import RabbitOperations
-from swarm.brokers.rabbitmq.url import parse_url
+from swarm.brokers.rabbitmq.url import BrokerOptions, parse_url
 from swarm.errors import BackendError
 
 log = logging.getLogger("swarm.brokers.rabbitmq")
@@ -42,6 +47,7 @@ log = logging.getLogger("swarm.brokers.rabbitmq")
 T = TypeVar("T")
 RECONNECT_FIRST, RECONNECT_CAP = 0.5, 30.0  # seconds
 TICK = 0.2  # how often serve wakes to look at its stop event
+PUBLISH_RECONNECT_WAIT = 5.0  # seconds a publish waits for the publishing connection to come back
 
 
 def reconnect_delay(failures: int) -> float:
@@ -87,15 +93,26 @@ def _resolved(result: Any = None) -> concurrent.futures.Future:
 
 
 class RabbitBroker(RabbitOperations):
-    """A RabbitMQ connection served by one thread; every method but ``serve`` is safe from any thread."""
+    """A RabbitMQ connection served by one thread; every method but ``serve`` is safe from any thread.
 
-    def __init__(self, url: str):
-        super().__init__(parse_url(url))
+    ``publishing_apart``: publishes go through a second connection (see above). ``reconnect_wait``:
+    seconds a call waits for serve to reconnect before it fails (the publishing connection's: a blip
+    passes unnoticed); 0, at once.
+    """
+
+    def __init__(self, url: str | BrokerOptions, *, publishing_apart: bool = True, reconnect_wait: float = 0.0):
+        super().__init__(parse_url(url) if isinstance(url, str) else url)
+        self._out = RabbitBroker(self._opts, publishing_apart=False, reconnect_wait=PUBLISH_RECONNECT_WAIT) \
+            if publishing_apart else None
+        self._out_serving: threading.Thread | None = None
+        self._out_stop = threading.Event()
         self._direct = BlockingRabbitBroker(self._opts)  # for calls while nothing serves
         self._cv = threading.Condition()
         self._conn: Connection | None = None  # serve's connection
         self._io_thread: threading.Thread | None = None  # in serve: the only thread touching _conn
         self._serving = False  # calls go to the I/O thread (no longer once serve winds down)
+        self._starting = False  # serve is taking over the connection calls made before it used
+        self._reconnect_wait = reconnect_wait  # seconds a call waits for serve to reconnect before it fails
         self._queued: collections.deque[_QueuedCall] = collections.deque()
         self._settle_lock = threading.Lock()
         self._settles: list[RabbitDelivery] = []
@@ -105,11 +122,23 @@ class RabbitBroker(RabbitOperations):
 
     # -- the role
 
-    def declare(self, queues: Iterable[str]) -> None:
+    def declare(self, queues: Iterable[str], bounds: Mapping[str, int] | None = None) -> None:
         names = list(dict.fromkeys(queues))
-        super().declare(names)
+        super().declare(names, bounds)
         with self._cv:
             self._declared += [q for q in names if q not in self._declared]
+        if self._out is not None:
+            self._out.bounds.update(self.bounds)  # what its publishes must keep to
+
+    def publish(self, messages: Sequence[tuple[str, bytes]], delay: float = 0.0) -> None:
+        if self._out is None:
+            return super().publish(messages, delay)
+        return self._out.publish(messages, delay)
+
+    def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        if self._out is None:
+            return super().dead_letter(queue, body, reason)
+        return self._out.dead_letter(queue, body, reason)
 
     def consume(self, queue: str, prefetch: int, callback: Callback) -> None:
         self._require({queue})
@@ -138,12 +167,16 @@ class RabbitBroker(RabbitOperations):
         if self._closed:
             return
         self._start_serving()
+        self._start_publishing()
         try:
             self._serve_until(stop)
         finally:
             self._finish_serving()
+            self._stop_publishing()
 
     def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
         with self._cv:
             if self._closed:
                 return
@@ -177,10 +210,18 @@ class RabbitBroker(RabbitOperations):
     def _queue_call(self, fn: Callable[[Connection], Any], connect: bool) -> concurrent.futures.Future | None:
         """Queue ``fn`` for the I/O thread and return its future; None when nothing serves."""
         with self._cv:
+            if self._starting and threading.current_thread() is not self._io_thread:
+                self._cv.wait_for(lambda: not self._starting, timeout=self._opts.reply_timeout)
             if self._closed and not connect:
                 return _resolved()
             if self._closed or not self._serving:
                 return None  # the blocking broker answers, or says it is closed
+            if self._live_connection() is None and connect and self._reconnect_wait:
+                # the publishing connection: a call waits a moment for serve to reconnect (a blip, a restart)
+                self._cv.wait_for(lambda: self._closed or not self._serving or self._live_connection() is not None,
+                                  timeout=self._reconnect_wait)
+                if self._closed or not self._serving:
+                    return None
             if self._live_connection() is None:
                 if connect:
                     raise self._opts.error("not connected; serve is reconnecting, try again")
@@ -192,7 +233,7 @@ class RabbitBroker(RabbitOperations):
             return call.future
 
     def _result_of(self, future: concurrent.futures.Future) -> Any:
-        timeout = self._opts.reply_timeout
+        timeout = self._opts.reply_timeout + self._opts.blocked_wait  # a publish parked while blocked: see publishing
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -259,22 +300,60 @@ class RabbitBroker(RabbitOperations):
 
     # -- serving
 
+    def _start_publishing(self) -> None:
+        """Serve the publishing connection on a thread of its own while this one serves."""
+        out = self._out
+        if out is None:
+            return
+        self._out_stop.clear()
+        try:
+            out._direct.call(lambda conn: None, connect=True)  # connected now, its serve takes the connection over
+            connected = True
+        except BackendError:
+            connected = False  # its serve reconnects; meanwhile publishes fail as during any reconnect
+
+        def run() -> None:
+            try:
+                out.serve(self._out_stop)
+            except BackendError as e:  # closed meanwhile: its calls say so
+                log.debug("RabbitMQ at %s: the publishing connection stopped: %s", self._opts.label, e)
+
+        self._out_serving = threading.Thread(target=run, name="swarm-broker-publishing", daemon=True)
+        self._out_serving.start()
+        deadline = time.monotonic() + self._opts.reply_timeout
+        while connected and out._live_connection() is None and self._out_serving.is_alive() \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)  # until its loop holds the connection: publishes from now on go there
+
+    def _stop_publishing(self) -> None:
+        """After this one: publishes still in flight are confirmed, then calls go through its blocking broker."""
+        thread, self._out_serving = self._out_serving, None
+        if thread is not None:
+            self._out_stop.set()
+            thread.join()
+
     def _start_serving(self) -> None:
         with self._cv:
             if self._closed:
                 raise self._opts.error("the broker connection is closed")
             if self._io_thread is not None:
                 raise self._opts.error("serve is already running on another thread")
-            self._io_thread, self._serving = threading.current_thread(), True
+            self._io_thread, self._serving, self._starting = threading.current_thread(), True, True
         # One connection a process: serve takes over the one calls made before it used (once they are done).
-        conn = self._direct.hand_over()
-        if conn is not None and self._live_connection() is None:
+        # Calls made meanwhile wait for it (``_starting``) rather than find serve without a connection.
+        try:
+            conn = self._direct.hand_over()
+            if conn is not None and self._live_connection() is None:
+                with self._cv:
+                    self._conn, old = conn, self._conn
+                if old is not None:
+                    old.shut()
+            elif conn is not None:
+                conn.shut()
+        finally:
             with self._cv:
-                self._conn, old = conn, self._conn
-            if old is not None:
-                old.shut()
-        elif conn is not None:
-            conn.shut()
+                self._starting = False
+                self._cv.notify_all()
 
     def _serve_until(self, stop: threading.Event) -> None:
         """Serve, outliving connection loss: calls in flight fail, then it reconnects after a backoff.
@@ -303,13 +382,14 @@ class RabbitBroker(RabbitOperations):
         conn = Connection.open(self._opts)
         with self._cv:
             self._conn = conn
+            self._cv.notify_all()  # calls waiting for a connection (see _queue_call)
         return conn
 
     def _restore(self, conn: Connection) -> None:
         """Declare again what this broker declared, and bring its consumers up to date, on ``conn``."""
         with self._cv:
             declared = list(self._declared)
-        conn.declare(declared)
+        conn.declare(declared, self.bounds)
         self._sync_consumers(conn)
 
     def _loop(self, conn: Connection, stop: threading.Event) -> None:
@@ -351,6 +431,7 @@ class RabbitBroker(RabbitOperations):
         """Run what was queued for the loop and wait for confirms other threads wait on; then let go."""
         with self._cv:
             self._serving = False  # calls from now on go through the blocking broker
+            self._cv.notify_all()
         try:
             conn = self._live_connection()
             if conn is None:

@@ -14,6 +14,11 @@ from swarm.errors import BackendError
 
 class Channels(Protocol):
     label: str  # the broker's URL with its password hidden, for log lines
+    blocked: str | None  # while a resource alarm blocks the connection: the broker's reason
+    blocked_wait: float  # seconds a publish waits, parked, while the connection is blocked
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the pumping thread once ``seconds`` have passed (if the connection is still up)."""
 
     def channel(self) -> pika.channel.Channel:
         """A new open channel on the connection."""

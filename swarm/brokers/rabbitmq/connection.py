@@ -9,13 +9,19 @@ thread. Which thread that is belongs to the brokers: serve's thread for
 The thread drives pika's I/O loop one step at a time (``pump``) instead of
 ``IOLoop.start()``, so that it can stop when its call has its reply
 (``pump_until``). Heartbeats flow only while the connection is pumped.
+
+A connection that publishes while a resource alarm is on (memory, disk) is
+blocked by the broker, which then reads nothing more from it, acks included,
+until the alarm clears: ``blocked`` says so (``connection.blocked``), and the
+publisher parks what it is given meanwhile (see ``publishing``).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import pika
 import pika.channel
@@ -28,6 +34,8 @@ from swarm.brokers.rabbitmq.publishing import Publisher
 from swarm.brokers.rabbitmq.topology import Topology, server_version
 from swarm.brokers.rabbitmq.url import BrokerOptions
 from swarm.errors import BackendError, BackendRefused
+
+log = logging.getLogger("swarm.brokers.rabbitmq")
 
 T = TypeVar("T")
 Message = tuple[pika.channel.Channel, int, pika.BasicProperties, bytes]  # a basic_get: channel, tag, properties, body
@@ -45,6 +53,9 @@ class Connection:
         self.opts = opts
         self.label = opts.label
         self.lost: str | None = None  # why the connection is gone; None while it is up
+        self.blocked: str | None = None  # while a resource alarm blocks the connection: the broker's reason
+        self.blocked_wait = opts.blocked_wait
+        self._blocked_at = 0.0
         self._open_error: BaseException | None = None
         self._close_reasons: dict[pika.channel.Channel, BaseException] = {}
         self._ops: pika.channel.Channel | None = None
@@ -57,6 +68,8 @@ class Connection:
             on_open_error_callback=self._on_open_error, on_close_callback=self._on_close,
         )
         self._pika.ioloop.activate_poller()  # what IOLoop.start() would do; we pump with poll() instead
+        self._pika.add_on_connection_blocked_callback(self._on_blocked)
+        self._pika.add_on_connection_unblocked_callback(self._on_unblocked)
         try:
             self.pump_until(lambda: bool(opened), timeout=None)
         except BackendError as exc:
@@ -112,6 +125,11 @@ class Connection:
             except ConnectionLost:
                 pass  # what was asked of the connection is done; the loss shows on the next call
 
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the pumping thread after ``seconds``, if the connection is still up."""
+        if self.lost is None:
+            self._pika.ioloop.call_later(seconds, fn)
+
     def wake(self) -> None:
         """Make the pumping thread's wait return soon; safe from any thread."""
         if self.lost is None:
@@ -142,7 +160,8 @@ class Connection:
         try:
             result = fn(self)
             if wait and isinstance(result, concurrent.futures.Future):
-                self.pump_until(result.done)
+                # a publish's confirms: a batch parked while blocked resolves within the blocked wait
+                self.pump_until(result.done, timeout=self.opts.reply_timeout + self.blocked_wait)
                 result = result.result()
         except (pika.exceptions.AMQPError, OSError) as e:
             gone = self.lost is not None or not self._pika.is_open
@@ -150,6 +169,22 @@ class Connection:
         if wait:
             self.flush()
         return result
+
+    def _on_blocked(self, _conn: Any, frame: Any) -> None:
+        reason = getattr(frame.method, "reason", "") or "a resource alarm"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        self.blocked, self._blocked_at = str(reason), time.monotonic()
+        log.warning("RabbitMQ at %s blocks publishing: %s; publishes wait for it to clear, each up to %.0f s",
+                    self.label, self.blocked, self.blocked_wait)
+
+    def _on_unblocked(self, _conn: Any, _frame: Any) -> None:
+        if self.blocked is None:
+            return
+        log.warning("RabbitMQ at %s unblocked publishing after %.1f s", self.label,
+                    time.monotonic() - self._blocked_at)
+        self.blocked = None
+        self.publisher.resume()
 
     def _on_open_error(self, _conn: Any, error: BaseException) -> None:
         self._open_error = error
@@ -218,15 +253,22 @@ class Connection:
             self._ops.add_callback(lambda _frame: self._got.append(None), [Basic.GetEmpty], one_shot=False)
         return self._ops
 
-    def declare(self, queues: Iterable[str]) -> None:
-        """Declare each stage queue with its dead-letter and delay queues (see ``topology``)."""
-        for name, args in (spec for queue in queues for spec in self.topology.queues(queue)):
+    def declare(self, queues: Iterable[str], bounds: Mapping[str, int] | None = None) -> None:
+        """Declare each stage queue with its dead-letter and delay queues, and its bound if any (``topology``)."""
+        bounds = bounds or {}
+        for name, args in (spec for queue in queues for spec in self.topology.queues(queue, bounds.get(queue))):
             self._declare_one(name, args)
 
     def _declare_one(self, name: str, args: dict) -> None:
+        """Declare queue ``name``; ``BackendRefused`` when it exists with other arguments (waiting cannot help)."""
         ch = self._ops_channel()
-        self.request(ch, lambda cb: ch.queue_declare(name, durable=True, arguments=args, callback=cb),
-                     f"declaring queue {name!r}")
+        try:
+            self.request(ch, lambda cb: ch.queue_declare(name, durable=True, arguments=args, callback=cb),
+                         f"declaring queue {name!r}")
+        except BackendError as exc:
+            if "inequivalent arg" in str(exc):
+                raise BackendRefused(str(exc)) from None
+            raise
 
     def ready(self, name: str) -> int:
         """Messages ready on ``name`` (a passive declare: raises when there is no such queue)."""

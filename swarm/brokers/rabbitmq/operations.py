@@ -6,18 +6,30 @@ caller pumps (``BlockingRabbitBroker``), or on serve's thread
 exist before it sends any of it (checked once per name); a queue deleted
 later makes the broker return the message (``mandatory``), and the publish
 raises.
+
+A bounded queue (``declare(..., bounds)``) gets ``x-max-length``, but a
+quorum queue applies it only after the publishes already on their way: a
+batch that starts below the bound is taken whole. So a publish to a bounded
+queue first asks how many messages are ready there and sends only what
+fits, one publish at a time per queue in this process; the rest is refused
+with ``QueueFull``, as is what the broker itself nacks (another process
+filled the queue meanwhile). The queue can then exceed its bound only by
+what other processes publish to it at the same instant.
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+import contextlib
+import threading
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from swarm.broker import Broker, Store, dead_letter_from, dead_letter_parts, dead_letter_queue
 from swarm.brokers.rabbitmq.connection import Connection
 from swarm.brokers.rabbitmq.consuming import consumer_timeout_note
-from swarm.brokers.rabbitmq.publishing import Outgoing, persistent
+from swarm.brokers.rabbitmq.publishing import Nacked, Outgoing, persistent
 from swarm.brokers.rabbitmq.topology import dead_letter_reason, delay_queues, delay_tier, retry_queue
 from swarm.brokers.rabbitmq.url import BrokerOptions
+from swarm.errors import QueueFull
 
 T = TypeVar("T")
 
@@ -28,6 +40,9 @@ class RabbitOperations(Broker):
     def __init__(self, opts: BrokerOptions):
         self._opts = opts
         self._known: set[str] = set()  # queues seen to exist, so publish can refuse unknown ones up front
+        self.bounds: dict[str, int] = {}  # bounded queues (declared so) and their bounds
+        self._bound_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._opts.label!r})"
@@ -39,20 +54,57 @@ class RabbitOperations(Broker):
         ``connect=False``: without a live connection there is nothing to do; returns None.
         """
 
-    def declare(self, queues: Iterable[str]) -> None:
+    def declare(self, queues: Iterable[str], bounds: Mapping[str, int] | None = None) -> None:
         names = list(dict.fromkeys(queues))
-        self.call(lambda conn: conn.declare(names))
+        bounds = {q: n for q, n in (bounds or {}).items() if q in names}
+        self.call(lambda conn: conn.declare(names, bounds))
         self._known.update(names, map(dead_letter_queue, names))
+        self.bounds.update(bounds)
 
     def publish(self, messages: Sequence[tuple[str, bytes]], delay: float = 0.0) -> None:
         messages = [(queue, bytes(body)) for queue, body in messages]
         if not messages:
             return
         self._require({queue for queue, _ in messages})
-        if delay > 0:
+        if delay > 0:  # to the delay tiers, which are not bounded
             tier = delay_tier(delay)
-            messages = [(retry_queue(queue, tier), body) for queue, body in messages]
-        self._send([(key, body, persistent()) for key, body in messages])
+            self._send([(retry_queue(queue, tier), body, persistent()) for queue, body in messages])
+            return
+        bounded = sorted({queue for queue, _ in messages if queue in self.bounds})
+        if not bounded:
+            self._send([(key, body, persistent()) for key, body in messages])
+            return
+        with self._holding(bounded):
+            ready = self.call(lambda conn: {q: conn.ready(q) for q in bounded})
+            room = {q: self.bounds[q] - ready[q] for q in bounded}
+            sent: list[int] = []
+            refused: list[int] = []
+            for i, (queue, _) in enumerate(messages):
+                if queue in room:
+                    room[queue] -= 1
+                    if room[queue] < 0:
+                        refused.append(i)
+                        continue
+                sent.append(i)
+            try:
+                self._send([(messages[i][0], messages[i][1], persistent()) for i in sent])
+            except QueueFull as exc:
+                refused += [sent[j] for j in exc.refused]
+        if refused:
+            full = sorted({messages[i][0] for i in refused})
+            said = ", ".join(f"{q} (max_queue {self.bounds[q]})" for q in full)
+            raise QueueFull(full, refused, str(self._opts.error(
+                f"queue {said} is full: {len(refused)} message(s) refused; publish them again once it has room")))
+
+    @contextlib.contextmanager
+    def _holding(self, queues: list[str]) -> Iterator[None]:
+        """This process's publishes to ``queues`` one at a time (sorted: no two callers wait on each other)."""
+        with self._locks_lock:
+            locks = [self._bound_locks.setdefault(q, threading.Lock()) for q in queues]
+        with contextlib.ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            yield
 
     def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         dlq = dead_letter_queue(queue)
@@ -108,8 +160,19 @@ class RabbitOperations(Broker):
             self._known |= unknown
 
     def _send(self, messages: list[Outgoing]) -> None:
-        """Publish and return once the broker has confirmed every message."""
-        self.call(lambda conn: conn.publisher.send(messages))
+        """Publish and return once the broker has confirmed every message.
+
+        ``QueueFull`` when the broker refused messages only of bounded queues;
+        any other refusal is a ``BackendError`` (``Nacked``).
+        """
+        if not messages:
+            return
+        try:
+            self.call(lambda conn: conn.publisher.send(messages))
+        except Nacked as exc:
+            if not set(exc.refused.values()) <= set(self.bounds):
+                raise
+            raise QueueFull(exc.refused.values(), exc.refused, str(exc)) from None
 
 
 def _answer(ch: Any, tag: int, ack: bool) -> Callable[[Any], Any]:

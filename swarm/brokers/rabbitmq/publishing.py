@@ -8,6 +8,12 @@ fails when the broker nacks a message, returns one it could route nowhere
 before every confirm is in. Writing a whole batch and then waiting for its
 confirms is more than ten times faster than a confirm per message, which is
 why the brokers publish here rather than through pika's ``BlockingConnection``.
+
+A nack fails the batch with ``Nacked``, naming the messages refused (a
+bounded queue refuses what exceeds its ``x-max-length``). While a resource
+alarm blocks the connection (``connection.blocked``), a batch is not written
+but parked: it goes out when the alarm clears, or fails after the
+connection's blocked wait, written to no queue.
 """
 from __future__ import annotations
 
@@ -37,6 +43,14 @@ def persistent(headers: Mapping[str, Any] | None = None) -> pika.BasicProperties
     return pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, headers=dict(headers))
 
 
+class Nacked(BackendError):
+    """The broker refused some messages of a batch (nack); ``refused`` maps their indexes in it to their queues."""
+
+    def __init__(self, text: str, refused: Mapping[int, str]):
+        super().__init__(text)
+        self.refused = dict(refused)
+
+
 class Batch:
     """Messages published together; ``future`` resolves when the broker has confirmed all of them."""
 
@@ -45,7 +59,7 @@ class Batch:
         self._error = error
         self.keys: set[str] = set()
         self.unroutable: set[str] = set()
-        self.nacked = 0
+        self.nacked: dict[int, str] = {}  # index in the batch -> its routing key
         self.future: concurrent.futures.Future = concurrent.futures.Future()
 
     def fail(self, error: BackendError) -> None:
@@ -57,7 +71,9 @@ class Batch:
             names = ", ".join(sorted(self.unroutable))
             self.fail(self._error(f"no queue named {names}: the broker returned the message; declare it first"))
         elif self.nacked:
-            self.fail(self._error(f"the broker refused {self.nacked} message(s) (nack); publish again"))
+            said = self._error(f"the broker refused {len(self.nacked)} message(s) (nack) for "
+                               f"{', '.join(sorted(set(self.nacked.values())))}; publish again")
+            self.fail(Nacked(str(said), self.nacked))
         elif not self.future.done():
             self.future.set_result(None)
 
@@ -69,32 +85,64 @@ class Publisher:
         self._conn = conn
         self._channel: pika.channel.Channel | None = None
         self._next_tag = 1
-        self._unconfirmed: dict[int, Batch] = {}  # delivery tag -> its batch
+        self._unconfirmed: dict[int, tuple[Batch, int, str]] = {}  # delivery tag -> its batch, index, key
         self._order: collections.deque[int] = collections.deque()  # unconfirmed tags, oldest first
         self._batches: set[Batch] = set()
+        self._parked: list[tuple[Batch, Sequence[Outgoing]]] = []  # not written: a resource alarm blocks
 
     def send(self, messages: Sequence[Outgoing]) -> concurrent.futures.Future:
-        """Write a batch and return the future its confirms resolve; does not wait for them."""
+        """Write a batch and return the future its confirms resolve; does not wait for them.
+
+        While the connection is blocked the batch is parked instead: written
+        when it is unblocked (``resume``), failed if that takes longer than
+        the connection's blocked wait.
+        """
         batch = Batch(len(messages), self._conn.error)
         if not messages:
             batch.finish()
             return batch.future
-        ch = self._confirming_channel()
         self._batches.add(batch)
-        for key, body, props in messages:
+        if self._conn.blocked is not None:
+            self._park(batch, messages)
+        else:
+            self._write(batch, messages)
+        return batch.future
+
+    def resume(self) -> None:
+        """The connection is unblocked: write the parked batches, oldest first."""
+        parked, self._parked = self._parked, []
+        for batch, messages in parked:
+            if not batch.future.done():
+                self._write(batch, messages)
+
+    def _park(self, batch: Batch, messages: Sequence[Outgoing]) -> None:
+        self._parked.append((batch, messages))
+        waited = self._conn.blocked_wait
+
+        def expire() -> None:
+            if any(b is batch for b, _ in self._parked):
+                self._parked = [(b, m) for b, m in self._parked if b is not batch]
+                self._batches.discard(batch)
+                batch.fail(self._conn.error(f"blocked by a resource alarm ({self._conn.blocked}) for {waited:.0f} s:"
+                                            " nothing of the batch was published; publish again"))
+
+        self._conn.call_later(waited, expire)
+
+    def _write(self, batch: Batch, messages: Sequence[Outgoing]) -> None:
+        ch = self._confirming_channel()
+        for index, (key, body, props) in enumerate(messages):
             if ch.is_closed:
                 break  # the close callback has failed the batch
             ch.basic_publish("", key, body, props, mandatory=True)
-            self._unconfirmed[self._next_tag] = batch
+            self._unconfirmed[self._next_tag] = (batch, index, key)
             self._order.append(self._next_tag)
             self._next_tag += 1
             batch.keys.add(key)
             if len(self._unconfirmed) >= PUBLISH_WINDOW:
                 self._conn.pump_until(lambda: len(self._unconfirmed) < PUBLISH_WINDOW // 2 or ch.is_closed)
-        return batch.future
 
     def confirmed(self) -> bool:
-        """No batch waits for confirms."""
+        """No batch waits for confirms (nor, parked, to be written)."""
         return not self._batches
 
     def fail_all(self, error: BackendError) -> None:
@@ -104,6 +152,7 @@ class Publisher:
         self._batches.clear()
         self._unconfirmed.clear()
         self._order.clear()
+        self._parked.clear()
 
     def _confirming_channel(self) -> pika.channel.Channel:
         if self._channel is not None and self._channel.is_open:
@@ -140,10 +189,12 @@ class Publisher:
                 self._order.popleft()
 
     def _confirm(self, tag: int, nack: bool) -> None:
-        batch = self._unconfirmed.pop(tag, None)
-        if batch is None:
+        sent = self._unconfirmed.pop(tag, None)
+        if sent is None:
             return
-        batch.nacked += nack
+        batch, index, key = sent
+        if nack:
+            batch.nacked[index] = key
         batch.remaining -= 1
         if batch.remaining == 0:
             self._batches.discard(batch)

@@ -15,10 +15,20 @@
                   head of a queue: with per-message TTLs a short delay would
                   wait behind a long one. Nothing waits unacked in a worker.
 
+A bounded stage (``max_queue=N``) adds ``x-max-length: N`` to ``Q`` (it
+has ``x-overflow: reject-publish`` already): the broker refuses a publish
+beyond N ready messages with a nack, which the publisher turns into
+``QueueFull``. A delayed message that comes due while ``Q`` is full stays in
+its delay queue (at-least-once dead-lettering) and is offered again later
+(RabbitMQ's dead-letter worker retries every few minutes). Bounds need
+RabbitMQ >= 3.10: with at-most-once dead-lettering, a delayed message that
+met a full queue would be dropped, so a bound is refused on older servers.
+
 A classic stage queue has no delivery limit: only the ledger's attempt count
-ends a loop there. Changing ``delivery_limit`` for an existing queue makes
-``declare`` fail with the broker's "inequivalent arg" message: drain and
-delete the queue, then declare it again.
+ends a loop there. Changing ``delivery_limit`` or a stage's bound for an
+existing queue (adding one, removing it, or another N) makes ``declare``
+fail with the broker's "inequivalent arg" message: drain and delete the
+queue, then declare it again.
 """
 from __future__ import annotations
 
@@ -27,6 +37,7 @@ import re
 from typing import Any
 
 from swarm.broker import REASON_HEADER, dead_letter_queue
+from swarm.errors import BackendRefused
 
 DELAY_TIERS_MS: tuple[int, ...] = tuple(1000 * 2**k for k in range(12))  # 1 s .. 2048 s
 DEATH_REASONS = {
@@ -72,12 +83,21 @@ class Topology:
         self.quorum_ttl = version >= (3, 10)  # message TTL and at-least-once dead-lettering in quorum queues
         self.delivery_limit = delivery_limit
 
-    def queues(self, queue: str) -> list[tuple[str, dict]]:
-        """(name, arguments) to declare for ``queue``, each dead-letter target before its source."""
+    def queues(self, queue: str, max_length: int | None = None) -> list[tuple[str, dict]]:
+        """(name, arguments) to declare for ``queue``, each dead-letter target before its source.
+
+        ``max_length``: the stage's bound; ``BackendRefused`` on a server that cannot keep one safely.
+        """
         dlq = dead_letter_queue(queue)
         stage = self._kind(self.quorum) | self._dead_letter_to(dlq, self.quorum)
         if self.quorum:
             stage["x-delivery-limit"] = self.delivery_limit
+        if max_length is not None:
+            if not self.quorum_ttl:
+                raise BackendRefused(f"queue {queue!r}: a bounded stage (max_queue={max_length}) needs RabbitMQ "
+                                     ">= 3.10: on older servers a delayed message that meets the full queue is "
+                                     "dropped. Upgrade RabbitMQ, or leave the stage unbounded")
+            stage |= {"x-max-length": max_length, "x-overflow": "reject-publish"}
         out = [(dlq, self._kind(self.quorum)), (queue, stage)]
         for ms in DELAY_TIERS_MS:
             tier = self._kind(self.quorum_ttl) | {"x-message-ttl": ms} | self._dead_letter_to(queue, self.quorum_ttl)

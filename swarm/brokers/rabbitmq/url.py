@@ -3,8 +3,10 @@
 The vhost is URL-encoded (``%2F`` for ``/``). Every pika ``URLParameters``
 query option works (``heartbeat``, ``connection_attempts``,
 ``socket_timeout``...) except ``ssl_options``: TLS takes Swarm's options
-below. ``blocked_connection_timeout`` defaults to 60 s: without it a publish
-waits forever while a memory or disk alarm blocks publishers. Swarm adds:
+below. ``blocked_connection_timeout`` defaults to 60 s: it bounds how long a
+publish waits while a memory or disk alarm blocks publishers (then it fails
+with ``BackendError``, and pika closes a connection blocked that long).
+Swarm adds:
 
 ``delivery_limit=20``     deliveries a quorum stage queue allows a message
                           before the broker dead-letters it to ``Q.dlq``
@@ -49,6 +51,11 @@ class BrokerOptions:
     consumer_timeout: float
     label: str = ""  # the URL with its password masked: the only form logged
     secret: str | None = dataclasses.field(default=None, repr=False)  # the password, kept out of messages
+
+    @property
+    def blocked_wait(self) -> float:
+        """Seconds a publish waits while a resource alarm blocks its connection: ``blocked_connection_timeout``."""
+        return float(self.params.blocked_connection_timeout or self.reply_timeout)
 
     def error(self, text: str, kind: type[BackendError] = BackendError) -> BackendError:
         """An error naming this broker, with the password scrubbed from ``text``."""

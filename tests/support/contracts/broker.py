@@ -17,13 +17,14 @@ from typing import Callable, Iterator
 import pytest
 
 from swarm.broker import Broker, dead_letter_queue
-from swarm.errors import BackendError
+from swarm.errors import BackendError, QueueFull
 from swarm.limits import MAX_DEAD_LETTER_BYTES, MAX_REASON_CHARS
 from tests.support.waiting import wait_until
 
 Q = "swarm.test.stage"
 NEXT = "swarm.test.next"
 MISSING = "swarm.test.missing"
+BOUNDED = "swarm.test.bounded"
 
 
 class Recorder:
@@ -177,6 +178,53 @@ class BrokerContract:
             assert rec.bodies == [b"now"]  # the delayed one, published first, waits
             assert (broker.depth(Q), broker.depth(Q, delayed=False)) == (1, 0)
             wait_until(lambda: rec.bodies == [b"now", b"later"], "the delayed message", timeout=60)
+
+    # bounded queues -------------------------------------------------------------------
+
+    def test_a_bounded_queue_takes_what_fits_and_refuses_the_rest_by_name(self, broker, reopen):
+        broker.declare([BOUNDED], {BOUNDED: 3})
+        with pytest.raises(QueueFull) as full:
+            broker.publish([(BOUNDED, b"%d" % i) for i in range(5)] + [(Q, b"elsewhere")])
+        assert (full.value.queue, full.value.queues, full.value.refused) == (BOUNDED, (BOUNDED,), {3, 4})
+        assert isinstance(full.value, BackendError) and f"{BOUNDED} (max_queue 3) is full" in str(full.value)
+        other = reopen()
+        assert other.depth(BOUNDED, delayed=False) == 3 and other.depth(Q) == 1  # the others are published
+        with pytest.raises(QueueFull):
+            broker.publish([(BOUNDED, b"more")])
+        broker.publish([(BOUNDED, b"later")], delay=60)  # a delayed message waits outside the queue
+        held = Recorder()  # holds its delivery unacked: only ready messages count
+        broker.consume(BOUNDED, 1, held)
+        with serving(broker):
+            wait_until(lambda: len(held) == 1, "one delivery held")
+            broker.publish([(BOUNDED, b"3")])
+            with pytest.raises(QueueFull) as again:
+                broker.publish([(BOUNDED, b"4"), (BOUNDED, b"5")])
+            assert again.value.refused == {0, 1}
+            assert other.depth(BOUNDED, delayed=False) == 3 and len(held) == 1
+
+    def test_publishes_from_many_threads_keep_a_bound_exactly(self, broker, reopen):
+        broker.declare([BOUNDED], {BOUNDED: 25})
+        refused = []
+
+        def publisher(t):
+            try:
+                broker.publish([(BOUNDED, b"t%d-%d" % (t, i)) for i in range(10)])
+            except QueueFull as full:
+                refused.append(len(full.refused))
+
+        with concurrent.futures.ThreadPoolExecutor(6) as publishers:
+            list(publishers.map(publisher, range(6)))
+        assert sum(refused) == 6 * 10 - 25
+        assert reopen().depth(BOUNDED, delayed=False) == 25
+
+    def test_a_queue_declared_again_with_another_bound_is_refused(self, broker, reopen):
+        broker.declare([BOUNDED], {BOUNDED: 3})
+        reopen().declare([BOUNDED], {BOUNDED: 3})  # the same bound: fine
+        for bounds in ({BOUNDED: 4}, None):
+            with pytest.raises(BackendError, match="(?s)inequivalent arg 'x-max-length'.*other arguments"):
+                reopen().declare([BOUNDED], bounds)
+        with pytest.raises(BackendError, match="inequivalent arg 'x-max-length'"):
+            reopen().declare([Q], {Q: 10})  # bounding a queue that exists unbounded
 
     # settling -------------------------------------------------------------------------
 

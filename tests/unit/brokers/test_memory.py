@@ -34,3 +34,20 @@ def test_a_broker_that_never_serves_is_the_same_in_process_broker():
     serving, publishing = open_broker("memory://same"), open_broker("memory://same", serve=False)
     assert isinstance(publishing, MemoryBroker) and publishing.hub is serving.hub
 
+
+def test_a_delayed_message_due_while_its_queue_is_full_waits_for_room(hub):
+    import time
+
+    b = MemoryBroker(hub)
+    b.declare(["q"], {"q": 1})
+    b.publish([("q", b"first")])
+    b.publish([("q", b"later")], delay=0.01)
+    time.sleep(0.05)
+    with hub.cond:
+        hub.promote_due(time.monotonic())
+    assert (b.depth("q", delayed=False), b.depth("q")) == (1, 2)  # due, but waiting outside the full queue
+    assert b.purge("q") == 1
+    time.sleep(0.1)
+    with hub.cond:
+        hub.promote_due(time.monotonic())
+    assert [body for body, _, _ in hub.queues["q"]] == [b"later"]

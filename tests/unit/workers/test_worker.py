@@ -175,3 +175,55 @@ def test_quiet_gives_a_stage_s_threads_back_and_a_backlog_takes_them_again(broke
         stop.set()
         t.join(10)
     assert not t.is_alive()
+
+
+def test_a_stage_whose_successor_is_full_works_on_pool_min_threads_until_it_has_room(broker, ledger, tables,
+                                                                                     monkeypatch, caplog):
+    import logging
+
+    from swarm.broker import declare_stages
+
+    caplog.set_level(logging.INFO, logger="swarm.worker")
+    from tests.unit import toyjob
+
+    tables.create_table("out", ["f"])
+    use_sink(monkeypatch, toyjob.sink, max_queue=2)
+    sink, double = stage_queue("toy", "sink"), stage_queue("toy", "double")
+    declare_stages(broker, job)
+    broker.publish([(sink, b"waiting"), (sink, b"waiting")])  # full, and nothing consumes it yet
+    worker = Worker(job, broker, ledger, tables, stages=["double"])
+    worker.processor.backpressure.cool_down = 0.5
+    worker.processor.backpressure.patience = 0.3  # then the doubles are handed back, and the stage held back
+    ledger.open_run(RUN, "toy", {"date": "2026-11-22"})
+    messages = []
+    for n in range(6):
+        env = Envelope("toy", RUN, "main", "double", f"n{n}", "0", 1, {"n": n})
+        messages.append(Message(env.id, env.stage, env.chunk, encode(env, process_keys())))
+    ledger.save_plan(RUN, "main", messages)
+    broker.publish([(double, m.body) for m in messages])
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        assert wait_for(lambda: "double" in worker.pools)
+        pool, stage = worker.pools["double"], job.stages["double"]
+        assert pool.limit == stage.pool
+        assert wait_for(lambda: pool.limit == stage.pool_min)  # held back
+        assert wait_for(lambda: consumer_prefetch(broker, "double") == prefetch_at(stage, stage.pool_min))
+        taken = [0]
+
+        def drained_all():
+            taken[0] += broker.purge(sink)  # the sink drains; the doubles' children go in as it does
+            return taken[0] >= 8
+
+        assert wait_for(drained_all, timeout=30)
+        assert taken[0] == 8  # the two waiting, and each double's child once
+        assert wait_for(lambda: "the queues it sends to have room again" in caplog.text)  # the cap lifts
+        assert wait_for(lambda: ledger.counts(RUN).get(MessageState.DONE) == 6)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert ledger.counts(RUN) == {MessageState.DONE: 6, MessageState.QUEUED: 6}  # each double done, its child out
+    assert ledger.failures(RUN) == []  # none failed, no attempt spent
+    assert "stage double: a queue it sends to stays full" in caplog.text

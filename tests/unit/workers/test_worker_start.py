@@ -16,11 +16,11 @@ class DownAtFirst(MemoryBroker):
         self.failures = failures
         self.tries = 0
 
-    def declare(self, queues):
+    def declare(self, queues, bounds=None):
         self.tries += 1
         if self.tries <= self.failures:
             raise BackendError("RabbitMQ at amqp://swarm:***@mq1:5672/swarm: cannot connect")
-        super().declare(queues)
+        super().declare(queues, bounds)
 
 
 def test_the_worker_waits_for_the_broker_then_serves(hub, ledger, tables, monkeypatch):
