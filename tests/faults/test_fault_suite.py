@@ -4,7 +4,8 @@ The day is skewed (a quarter of its events in one chunk's range) and the
 job's scan works through each chunk a slice of ``SLICE_ROWS`` rows at a
 time, handing on the rest (``swarm.slices``), with straggler splitting on:
 at the end of the map phase the rest of a long range is split among idle
-threads.
+threads. Every stage queue is bounded (``BOUND``): the master publishes a
+window ahead of the workers, and a worker's sends wait for room.
 Across its runs the suite SIGKILLs the master and workers at random instants
 and at named failpoints (between planning and publishing, mid-publish, at a
 barrier, while finishing, and in the result's publication: checks passed,
@@ -47,6 +48,7 @@ EVENTS = 6_000
 HOT = 0.25  # of the events in one chunk's range: ~1,700 rows there, ~190 in each of the 23 others
 SLICE_ROWS = 100  # rows a scan message takes before it hands on the rest
 SPLIT = {"enabled": True, "ways": 3, "tail": 8, "min_rows": 60}  # a rest of 60 rows or more, once 8 are open
+BOUND = 20  # every stage queue's bound (jobs.max_queue): the master's window and the workers' sends keep to it
 # The master's finish path, in order: checks passed; the ledger records the promotion begun; after a batch
 # of table writes; every row written, before the ledger records the night published and the run done.
 PUBLISH_POINTS = ["master.checked", "publish.begun", "publish.mid_rows", "publish.before_record"]
@@ -228,6 +230,10 @@ def score_run(site: Site) -> None:
     left = waiting(site)
     SCORE.leftover += sum(left.values())
     assert not left, f"messages left after the drain: {left}"
+    for stage in ("scan", "reduce"):  # the run went through bounded queues
+        declared = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", site.vhost, "name", "arguments")
+        line = next(x for x in declared.splitlines() if x.split()[0] == stage_queue(JOB, stage))
+        assert f"{{\"x-max-length\",{BOUND}}}" in line.replace(" ", ""), line
     assert counters == {"rows": EVENTS, "merchants": 40}
 
 
@@ -281,7 +287,7 @@ def test_the_job_survives_faults(index, request, seed, make_site):
     runs = plan(request.config.getoption("--long"))
     rng = random.Random(seed * 1000 + index)
     site = make_site(EVENTS, {"chunks": 24, "sleep": 0.15, "fault_every": 7, "slice_rows": SLICE_ROWS}, hot=HOT,
-                     lease=2.0, lost_after=4.0, split=SPLIT)
+                     lease=2.0, lost_after=4.0, split=SPLIT, max_queue=BOUND)
     try:
         run_under_faults(site, rng, runs[index], PUBLISH_POINTS[index % len(PUBLISH_POINTS)])
     except BaseException:

@@ -69,11 +69,13 @@ class Site:
 
     def __init__(self, tmp: Path, vhost: str, database: str, hbase=None, options: dict | None = None,
                  lease: float = 3.0, lost_after: float = 5.0, broker: str | None = None, ledger: str | None = None,
-                 tables: str | None = None, cwd: Path | None = None, split: Mapping[str, object] | None = None):
+                 tables: str | None = None, cwd: Path | None = None, split: Mapping[str, object] | None = None,
+                 max_queue: int = 0):
         """``broker``, ``ledger``: URLs of other accounts than guest on ``vhost`` and root on ``database``.
 
         ``tables``: the table store's URL, if not ``hbase``'s; ``cwd``: where processes start (else ``tmp``);
-        ``split``: the config's ``[split]`` section (straggler splitting), when given.
+        ``split``: the config's ``[split]`` section (straggler splitting), when given; ``max_queue``: the
+        bound of every stage queue (``jobs.max_queue``), 0 for none.
         """
         self.tmp, self.vhost, self.database, self.hbase = tmp, vhost, database, hbase
         self.urls = {
@@ -85,6 +87,7 @@ class Site:
         self.config = tmp / "swarm.toml"
         self.options, self.lease, self.lost_after = dict(options or {}), lease, lost_after
         self.split = dict(split or {})
+        self.max_queue = max_queue
         self.write_config()
         self.workers: list[subprocess.Popen] = []
         self.started: list[subprocess.Popen] = []
@@ -101,7 +104,7 @@ class Site:
     def write_config(self) -> None:
         """The site's config file, from its URLs, key file and ``options`` (change them, then call again)."""
         self.config_file(self.config.stem, {
-            "jobs": {"modules": ["tests.support.slowjob"]},
+            "jobs": {"modules": ["tests.support.slowjob"], **({"max_queue": self.max_queue} if self.max_queue else {})},
             "worker": {"lease": self.lease},
             "master": {"poll": 0.2, "lost_after": self.lost_after},
             **({"split": self.split} if self.split else {}),
