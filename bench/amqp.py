@@ -4,13 +4,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import threading
 import time
 from typing import Iterable, Iterator
 
 import pika
 from pika.spec import Basic
 
+from tests.support.rabbitmq import DepthSampler  # noqa: F401 - the bench cases sample through it
 from tests.support.waiting import wait_until
 
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
@@ -65,36 +65,6 @@ def delete(url: str, queues: Iterable[str]) -> None:
     with channel(url) as ch:
         for queue in queues:
             ch.queue_delete(queue)
-
-
-class DepthSampler:
-    """The most messages seen ready on each of some queues, sampled every ``every`` seconds on a thread."""
-
-    def __init__(self, url: str, queues: Iterable[str], every: float = 0.02):
-        self.url, self.queues, self.every = url, list(queues), every
-        self.most = dict.fromkeys(self.queues, 0)
-        self.empty = dict.fromkeys(self.queues, 0)  # samples that found the queue empty
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="depth-sampler", daemon=True)
-
-    def __enter__(self) -> "DepthSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        with channel(self.url) as ch:
-            while not self._stop.is_set():
-                for queue in self.queues:
-                    ready = ch.queue_declare(queue, passive=True).method.message_count
-                    self.most[queue] = max(self.most[queue], ready)
-                    self.empty[queue] += ready == 0
-                self.samples += 1
-                ch.connection.sleep(self.every)
 
 
 def wait_consumers(url: str, queues: Iterable[str], count: int, timeout: float = 60.0) -> None:

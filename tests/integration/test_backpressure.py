@@ -16,7 +16,7 @@ import pytest
 from swarm.broker import stage_queue
 from swarm.ledger import MessageState
 from tests.support.pacedjob import BOUND
-from tests.support.rabbitmq import OwnNode
+from tests.support.rabbitmq import DepthSampler, OwnNode
 from tests.support.site import Site
 from tests.support.tls import running
 from tests.support.waiting import wait_until
@@ -25,35 +25,6 @@ JOB, DATE = "paced", "2026-11-22"
 RUN = f"{JOB}@date={DATE}"
 PRODUCE, CONSUME = stage_queue(JOB, "produce"), stage_queue(JOB, "consume")
 WINDOW = 60  # the master keeps at most this many ready on produce's queue
-
-
-class Depths:
-    """The most messages seen ready on each queue, sampled over a connection of the test's own."""
-
-    def __init__(self, url: str, queues: list[str]):
-        self.url, self.queues = url, queues
-        self.most = dict.fromkeys(queues, 0)
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="depths", daemon=True)
-
-    def __enter__(self) -> "Depths":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(self.url))) as conn:
-            ch = conn.channel()
-            while not self._stop.is_set():
-                for queue in self.queues:
-                    ready = ch.queue_declare(queue, passive=True).method.message_count
-                    self.most[queue] = max(self.most[queue], ready)
-                self.samples += 1
-                conn.sleep(0.01)
 
 
 @pytest.fixture
@@ -118,7 +89,7 @@ def test_a_bounded_stage_holds_its_bound_through_a_run_and_every_message_is_done
     cfg = config(site, chunks, produce_sleep=0.001, consume_sleep=0.01)
     master = site.swarm(cfg, "master", JOB, "--date", DATE)
     declared(site)
-    with Depths(site.amqp, [PRODUCE, CONSUME]) as depths:
+    with DepthSampler(site.amqp, [PRODUCE, CONSUME], every=0.01) as depths:
         worker(site, cfg, "produce")
         worker(site, cfg, "consume")
         finish(site, master, chunks)
@@ -136,7 +107,7 @@ def test_a_full_successor_slows_its_producer_which_goes_on_once_there_is_room(si
     try:
         master = site.swarm(cfg, "master", JOB, "--date", DATE)
         declared(site)
-        with Depths(site.amqp, [CONSUME]) as depths:
+        with DepthSampler(site.amqp, [CONSUME], every=0.01) as depths:
             worker(site, cfg, "produce")  # nothing consumes yet
             wait_until(lambda: logged(site, "stage produce: a queue it sends to stays full"),
                        "the producer held back", timeout=120, every=0.2)
@@ -177,7 +148,7 @@ def test_a_resource_alarm_mid_run_holds_the_publishers_while_consumers_go_on_and
         master = site.swarm(cfg, "master", JOB, "--date", DATE)
         worker(site, cfg, "produce")
         declared(site)
-        with Depths(site.amqp, [CONSUME]) as depths:
+        with DepthSampler(site.amqp, [CONSUME], every=0.01) as depths:
             wait_until(lambda: depths.most[CONSUME] == BOUND, "consume's queue full", timeout=120, every=0.1)
         with own_node.alarm():
             # The producer's and the master's next publishes block their connections, and wait.

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pika
 
@@ -196,3 +196,34 @@ class OwnNode(RabbitNode):
             yield
         finally:
             self.ctl("set_vm_memory_high_watermark", "0.4")
+
+
+class DepthSampler:
+    """The most messages seen ready on each of some queues, sampled every ``every`` seconds on a thread."""
+
+    def __init__(self, url: str, queues: Iterable[str], every: float = 0.02):
+        self.url, self.queues, self.every = url, list(queues), every
+        self.most = dict.fromkeys(self.queues, 0)
+        self.empty = dict.fromkeys(self.queues, 0)  # samples that found the queue empty
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="depth-sampler", daemon=True)
+
+    def __enter__(self) -> "DepthSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(self.url))) as conn:
+            ch = conn.channel()
+            while not self._stop.is_set():
+                for queue in self.queues:
+                    ready = ch.queue_declare(queue, passive=True).method.message_count
+                    self.most[queue] = max(self.most[queue], ready)
+                    self.empty[queue] += ready == 0
+                self.samples += 1
+                ch.connection.sleep(self.every)
