@@ -4,10 +4,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 import urllib.parse
 from typing import Iterable, Iterator
 
 from swarm.errors import BackendError
+
+OPEN_PATIENCE = 30.0  # seconds an open waits for other processes opening the same file
 
 
 class SqliteFile:
@@ -22,13 +25,31 @@ class SqliteFile:
             target, uri = f"file:{urllib.parse.quote(path)}?mode=rw", True
         try:
             self._conn = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False, uri=uri)
-            if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-            for statement in schema:
-                self._conn.execute(statement)
+            self._set_up(list(schema))
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open {what} {path}: {exc}") from None
+
+    def _set_up(self, schema: list[str]) -> None:
+        """WAL mode and the schema, waiting out other processes opening the same file at the same moment.
+
+        Switching to WAL takes the file whole, and SQLite answers "database is
+        locked" at once, without its busy wait, while another connection holds
+        it: a master and its workers starting together would fail at random.
+        """
+        deadline = time.monotonic() + OPEN_PATIENCE
+        while True:
+            try:
+                if self.path != ":memory:":
+                    if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                        self._conn.execute("PRAGMA journal_mode=WAL")
+                    self._conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+                for statement in schema:
+                    self._conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
