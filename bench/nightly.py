@@ -31,11 +31,9 @@ from typing import Any
 
 import happybase
 
-from bench import amqp
 from bench.measure import peak_rss_mib
-from bench.site import case_config
+from bench.site import case_config, timed_master
 from swarm.backends import open_tables
-from swarm.broker import stage_queue
 from swarm.keyrange import uniform_splits
 from swarm.ledger import MessageState
 from swarm.tables.hbase import HBaseTables
@@ -72,18 +70,8 @@ def _run(site: Site, url: str, events: int, chunks: int, procs: int, date: str, 
         store.close()
     before = scan_and_fold(url, date)
     config = case_config(site, "nightly", {JOB: {"chunks": chunks}}, tables=url)
-    workers = [site.swarm(config, "worker", "--job", JOB) for _ in range(procs)]
-    try:
-        amqp.wait_consumers(site.amqp, [stage_queue(JOB, s) for s in md.job.stages], procs)
-        started = time.monotonic()
-        master = site.swarm(config, "master", JOB, "--date", date)
-        code = master.wait(timeout=900)
-        seconds = time.monotonic() - started
-        peak = max(peak_rss_mib(w.pid) for w in workers)
-    finally:
-        site.stop(workers)
-    if code != 0:
-        raise RuntimeError(f"the nightly master exited with {code}:\n{site.log_tail(master)}")
+    seconds, peak = timed_master(site, config, JOB, list(md.job.stages), date, procs, "nightly",
+                                 lambda workers: max(peak_rss_mib(w.pid) for w in workers))
     after = scan_and_fold(url, date)
     ledger = site.ledger()
     try:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from bench import amqp
+from swarm.broker import stage_queue
 from tests.support import ROOT
 from tests.support.mysql import temporary_database
 from tests.support.rabbitmq import amqp_url, temporary_vhost
@@ -59,3 +63,24 @@ def case_config(site: Site, name: str, options: Mapping[str, Mapping[str, object
         sections["split"] = split
     sections.update({f"options.{job}": values for job, values in (options or {}).items()})
     return site.config_file(name, sections, tables)
+
+
+def timed_master(site: Site, config: Path, job: str, stages: Sequence[str], date: str, procs: int, label: str,
+                 before_stop: Callable[[list[subprocess.Popen]], Any] | None = None) -> tuple[float, Any]:
+    """``procs`` workers consuming, then ``swarm master`` timed from its start to its exit; the seconds.
+
+    ``before_stop(workers)``, called while they still run, gives the second value.
+    """
+    workers = [site.swarm(config, "worker", "--job", job) for _ in range(procs)]
+    try:
+        amqp.wait_consumers(site.amqp, [stage_queue(job, s) for s in stages], procs)
+        started = time.monotonic()
+        master = site.swarm(config, "master", job, "--date", date)
+        code = master.wait(timeout=900)
+        seconds = time.monotonic() - started
+        extra = before_stop(workers) if before_stop else None
+    finally:
+        site.stop(workers)
+    if code != 0:
+        raise RuntimeError(f"the {label} master exited with {code}:\n{site.log_tail(master)}")
+    return seconds, extra

@@ -19,14 +19,11 @@ as the ratio of the times (off / on): more than 1 is faster with splitting.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from bench import amqp
 from bench.nightly import ADMIN, HBASE, REGIONS, _admin, drop_tables, hbase_version
-from bench.site import case_config
+from bench.site import case_config, timed_master
 from swarm.backends import open_tables
-from swarm.broker import stage_queue
 from swarm.keyrange import uniform_splits
 from swarm.ledger import MessageState
 from swarm.slices import is_part
@@ -92,17 +89,7 @@ def _one(site: Site, url: str, date: str, events: int, chunks: int, procs: int, 
          split: dict | None) -> dict:
     name = f"skew-{'on' if split else 'off'}"
     config = case_config(site, name, {JOB: {"chunks": chunks, "slice_rows": slice_rows}}, tables=url, split=split)
-    workers = [site.swarm(config, "worker", "--job", JOB) for _ in range(procs)]
-    try:
-        amqp.wait_consumers(site.amqp, [stage_queue(JOB, s) for s in md.job.stages], procs)
-        started = time.monotonic()
-        master = site.swarm(config, "master", JOB, "--date", date)
-        code = master.wait(timeout=900)
-        seconds = time.monotonic() - started
-    finally:
-        site.stop(workers)
-    if code != 0:
-        raise RuntimeError(f"the {name} master exited with {code}:\n{site.log_tail(master)}")
+    seconds, _ = timed_master(site, config, JOB, list(md.job.stages), date, procs, name)
     run_id = md.job.run_id({"date": date})
     ledger = site.ledger()
     try:
