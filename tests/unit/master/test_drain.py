@@ -72,15 +72,21 @@ def test_a_master_started_while_its_job_drains_plans_nothing_until_the_drain_is_
     assert ledger.counters(RUN) == {"doubled": COUNT, "sunk": COUNT, "total": sum(2 * n for n in range(COUNT))}
 
 
-def test_a_drain_mid_publish_stops_the_batches_the_queued_work_finishes_and_the_run_ends_after_resume(
-        ledger, started, monkeypatch):
+def drain_after_the_first_batch(ledger, monkeypatch, reason: str):
+    """An operator drains the job just after the master's first batch is marked queued; the unpatched method."""
     marked = ledger.mark_queued
 
-    def drain_after_the_first_batch(ids):
+    def drain(ids):
         marked(ids)
-        ledger.set_control("toy", "", ControlState.DRAINING, "ops@test", "end of window")
+        ledger.set_control("toy", "", ControlState.DRAINING, "ops@test", reason)
 
-    monkeypatch.setattr(ledger, "mark_queued", drain_after_the_first_batch)
+    monkeypatch.setattr(ledger, "mark_queued", drain)
+    return marked
+
+
+def test_a_drain_mid_publish_stops_the_batches_the_queued_work_finishes_and_the_run_ends_after_resume(
+        ledger, started, monkeypatch):
+    marked = drain_after_the_first_batch(ledger, monkeypatch, "end of window")
     master = started()
     wait_until(lambda: summary(ledger, "toy")["drain"] is not None and summary(ledger, "toy")["drain"]["drained"],
                "the queued work finished")
@@ -98,13 +104,7 @@ def test_a_drain_mid_publish_stops_the_batches_the_queued_work_finishes_and_the_
 
 
 def test_a_master_restarted_while_draining_resumes_from_its_checkpoint(ledger, started, monkeypatch):
-    marked = ledger.mark_queued
-
-    def drain_after_the_first_batch(ids):
-        marked(ids)
-        ledger.set_control("toy", "", ControlState.DRAINING, "ops@test", "")
-
-    monkeypatch.setattr(ledger, "mark_queued", drain_after_the_first_batch)
+    marked = drain_after_the_first_batch(ledger, monkeypatch, "")
     first = started()
     wait_until(lambda: summary(ledger, "toy")["drain"] is not None and summary(ledger, "toy")["drain"]["drained"],
                "the queued work finished")
