@@ -344,6 +344,22 @@ class HistoryLedger(ResultView, ControlView, Protocol):
     def done_since(self, run_id: str, since: float) -> dict[str, int]:
         """Per stage, messages finished since ``since`` (for rates)."""
 
+    @abc.abstractmethod
+    def stage_counts(self, run_id: str) -> dict[str, dict[MessageState, int]]:
+        """Per stage, messages per state."""
+
+    @abc.abstractmethod
+    def done_series(self, run_id: str, bucket: float,
+                    counter: str = "rows") -> dict[str, list[tuple[float, int, int]]]:
+        """Per stage, by time: (bucket start, messages done in it, their ``counter`` total) per ``bucket`` seconds."""
+
+    @abc.abstractmethod
+    def message_info(self, msg_id: str) -> Failure | None:
+        """One message's stage, chunk, state, attempts, error and update time; None if the ledger lacks it."""
+
+    @abc.abstractmethod
+    def master_holder(self, key: str) -> str | None:
+        """Who holds the one-master lock on ``key`` now; None when nobody does."""
 
 
 class DeadLetterLedger(Protocol):

@@ -60,6 +60,10 @@ class SqlCore(abc.ABC):
     def _ddl(self, statement: str) -> str:
         return statement.format(**self.types)
 
+    def _floor(self, expr: str) -> str:
+        """The integer part of ``expr``, a number never below zero (SQLite may lack FLOOR)."""
+        return f"CAST({expr} AS INTEGER)"
+
     def _insert_new(self, table: str, columns: str) -> str:
         """An INSERT that skips a row whose primary key exists and fails on anything else."""
         return f"INSERT INTO {table} ({columns}) VALUES ({marks(columns.split(','))}) ON CONFLICT DO NOTHING"

@@ -50,6 +50,7 @@ CONNECTION_LOST = {2003, 2006, 2013, 2055, 1927, 4031, 1053}
 NO_SUCH_TABLE = 1146
 CANNOT_CONNECT = 2003  # PyMySQL's code for any failure while connecting, TLS handshake included
 MAX_LOCK_NAME = 64  # GET_LOCK's limit on MySQL
+UNNAMED_HOLDER = "a master that has not named itself yet"  # between its GET_LOCK and its row in swarm_locks
 DRIVER_ERRORS = (pymysql.MySQLError, OSError)
 
 
@@ -119,6 +120,9 @@ class MysqlLedger(SqlLedger):
             "table_options": f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={binary}",
         }
         return statement.format(**types)
+
+    def _floor(self, expr: str) -> str:
+        return f"FLOOR({expr})"  # CAST AS SIGNED rounds to the nearest
 
     def _insert_new(self, table: str, columns: str) -> str:
         # Not INSERT IGNORE: it turns every error into a warning, so an
@@ -362,8 +366,18 @@ class MysqlLedger(SqlLedger):
         row = cur.fetchone()
         cur.execute("SELECT IS_USED_LOCK(%s)", (name,))
         session = cur.fetchone()[0]
-        holder = row[0] if row is not None else "a master that has not named itself yet"
+        holder = row[0] if row is not None else UNNAMED_HOLDER
         return holder if session is None else f"{holder} (MySQL connection {session})"
+
+    def master_holder(self, key: str) -> str | None:
+        # The lock is the session's GET_LOCK; swarm_locks only names who took it, and may outlive it.
+        row = self._row(
+            "SELECT IS_USED_LOCK(?), (SELECT holder FROM swarm_locks WHERE name = ?)",
+            (self._lock_name("master", key), key),
+        )
+        if row is None or row[0] is None:
+            return None
+        return row[1] if row[1] is not None else UNNAMED_HOLDER
 
     def unlock_master(self, key: str) -> None:
         with self._masters_guard:

@@ -21,6 +21,7 @@ from swarm.ledger import (
 from swarm.ledgers.core import MESSAGE_COLUMNS, SqlCore, batches, clip_error, marks, message_of, message_row
 
 _RUN_COLUMNS = "id, job, params, status, phase, error, created_at, updated_at, finished_at, spec"
+_FAILURE_COLUMNS = "id, stage, chunk, state, attempts, error, updated_at"
 
 
 class RunSql(SqlCore, MasterLedger, HistoryLedger):
@@ -283,15 +284,46 @@ class RunSql(SqlCore, MasterLedger, HistoryLedger):
         )
         return {stage: int(n) for stage, n in rows}
 
+    def stage_counts(self, run_id: str) -> dict[str, dict[MessageState, int]]:
+        rows = self._rows(
+            "SELECT stage, state, COUNT(*) FROM swarm_messages WHERE run_id = ? GROUP BY stage, state", (run_id,)
+        )
+        out: dict[str, dict[MessageState, int]] = {}
+        for stage, state, n in rows:
+            out.setdefault(stage, {})[MessageState(state)] = int(n)
+        return out
+
+    def done_series(self, run_id: str, bucket: float,
+                    counter: str = "rows") -> dict[str, list[tuple[float, int, int]]]:
+        bucket = float(bucket)
+        if not bucket > 0:
+            raise ValueError(f"a time bucket is a positive number of seconds, not {bucket}")
+        # Grouped by the bucket's number; the (run_id, state) index finds the done messages,
+        # the counters' primary key (message_id, name) their value: at most one row each.
+        rows = self._rows(
+            f"SELECT m.stage, {self._floor('m.updated_at / ?')} AS slot, COUNT(*), COALESCE(SUM(c.value), 0) "
+            "FROM swarm_messages m LEFT JOIN swarm_counters c ON c.message_id = m.id AND c.name = ? "
+            "WHERE m.run_id = ? AND m.state = ? GROUP BY m.stage, slot ORDER BY m.stage, slot",
+            (bucket, counter, run_id, MessageState.DONE),
+        )
+        out: dict[str, list[tuple[float, int, int]]] = {}
+        for stage, slot, n, total in rows:
+            out.setdefault(stage, []).append((int(slot) * bucket, int(n), int(total)))
+        return out
+
+    def message_info(self, msg_id: str) -> Failure | None:
+        row = self._row(f"SELECT {_FAILURE_COLUMNS} FROM swarm_messages WHERE id = ?", (msg_id,))
+        return None if row is None else _failure(row)
+
     def failures(self, run_id: str, limit: int = 100, recovered: bool | None = None) -> list[Failure]:
         which = {None: "", True: " AND state = ?", False: " AND state <> ?"}[recovered]
         rows = self._rows(
-            "SELECT id, stage, chunk, state, attempts, error, updated_at FROM swarm_messages "
+            f"SELECT {_FAILURE_COLUMNS} FROM swarm_messages "
             f"WHERE run_id = ? AND (state IN (?, ?) OR error IS NOT NULL){which} ORDER BY updated_at DESC, id LIMIT ?",
             (run_id, MessageState.DEAD, MessageState.ABORTED, *([MessageState.DONE] if recovered is not None else []),
              int(limit)),
         )
-        return [Failure(r[0], r[1], r[2], MessageState(r[3]), int(r[4]), r[5], float(r[6])) for r in rows]
+        return [_failure(r) for r in rows]
 
     def counters(self, run_id: str) -> dict[str, int]:
         rows = self._rows("SELECT name, SUM(value) FROM swarm_counters WHERE run_id = ? GROUP BY name", (run_id,))
@@ -304,6 +336,11 @@ def _run(row: Sequence[Any]) -> Run:
         created_at=float(row[6]), updated_at=float(row[7]),
         finished_at=None if row[8] is None else float(row[8]), spec=json.loads(row[9]) if row[9] else {},
     )
+
+
+def _failure(row: Sequence[Any]) -> Failure:
+    """The ``Failure`` in a row of ``_FAILURE_COLUMNS``."""
+    return Failure(row[0], row[1], row[2], MessageState(row[3]), int(row[4]), row[5], float(row[6]))
 
 
 def _like_literal(text: str) -> str:

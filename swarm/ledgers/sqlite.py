@@ -77,6 +77,11 @@ class SqliteLedger(SqlLedger):
     def unlock_master(self, key: str) -> None:
         self._write("DELETE FROM swarm_locks WHERE name = ?", (key,))
 
+    def master_holder(self, key: str) -> str | None:
+        # Held as lock_master sees it: the lease not over, and the holder's process alive if on this host.
+        row = self._row("SELECT holder FROM swarm_locks WHERE name = ? AND expires_at > ?", (key, self.now()))
+        return row[0] if row is not None and _alive(row[0]) else None
+
     def close(self) -> None:
         self._db.close()
 

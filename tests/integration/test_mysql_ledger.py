@@ -16,7 +16,7 @@ import pytest
 from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked
 from swarm.ledger import ClaimRequest, Completion, MessageState
 from swarm.ledgers import schema
-from swarm.ledgers.mysql import MysqlLedger
+from swarm.ledgers.mysql import UNNAMED_HOLDER, MysqlLedger
 from tests.support.contracts.ledger import (
     EXPIRED,
     LEASE,
@@ -398,6 +398,30 @@ def test_a_lock_lost_and_taken_by_another_master_is_refused_on_renewal(url, data
         retry_while_locked(lambda: other.lock_master(RUN, "master B"))
         with pytest.raises(MasterLocked, match="master B"):
             ledger.lock_master(RUN, "master A")
+    finally:
+        ledger.close()
+        other.close()
+
+
+def test_master_holder_goes_by_the_servers_lock_not_the_row_naming_its_holder(url, admin):
+    ledger, other = MysqlLedger(url), MysqlLedger(url)
+    try:
+        with admin.cursor() as cur:  # a row left by a master whose session ended before it could delete it
+            cur.execute("INSERT INTO swarm_locks (name, holder, expires_at) VALUES (%s, %s, %s)",
+                        (RUN, "host:1:gone master", time.time() + 3600))
+        admin.commit()
+        assert ledger.master_holder(RUN) is None
+        ledger.lock_master(RUN, "master A")
+        assert "master A" in ledger.master_holder(RUN)
+        with admin.cursor() as cur:  # taken, not yet named
+            cur.execute("DELETE FROM swarm_locks WHERE name = %s", (RUN,))
+        admin.commit()
+        assert other.master_holder(RUN) == UNNAMED_HOLDER
+        ledger.close()  # its session ends, and the lock with it, on the server a moment later
+        deadline = time.monotonic() + 10
+        while other.master_holder(RUN) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert other.master_holder(RUN) is None
     finally:
         ledger.close()
         other.close()

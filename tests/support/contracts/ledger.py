@@ -27,6 +27,7 @@ from swarm.ledger import (
     ClaimRequest,
     Completion,
     ControlState,
+    Failure,
     Ledger,
     Message,
     MessageState,
@@ -727,6 +728,72 @@ class LedgerContract:
         assert {f.id for f in ledger.failures(RUN, recovered=False)} == {dead.id, retrying.id}
         assert {f.id for f in ledger.failures(RUN)} == {recovered.id, dead.id, retrying.id}
 
+    def test_stage_counts_are_per_stage_and_state(self, ledger):
+        reads = [message(i) for i in range(4)]
+        writes = [message(i, stage="write") for i in range(3)]
+        known(ledger, *reads, *writes)
+        ledger.save_plan(RUN, "reduce", [message(0, phase="reduce", stage="sum")])
+        known(ledger, message(0, run="other-run"), run="other-run")
+        ledger.mark_queued([m.id for m in reads[1:] + writes])
+        ledger.claim(RUN, PHASE, reads[2], "w1", LEASE)
+        for m in (reads[3], writes[0], writes[1]):
+            ledger.complete(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, RUN, PHASE, [], {})
+        ledger.release(writes[2].id, ledger.claim(RUN, PHASE, writes[2], "w1", LEASE).token, MessageState.DEAD, "x")
+        assert ledger.stage_counts(RUN) == {
+            "read": {MessageState.PLANNED: 1, MessageState.QUEUED: 1, MessageState.CLAIMED: 1, MessageState.DONE: 1},
+            "write": {MessageState.DONE: 2, MessageState.DEAD: 1},
+            "sum": {MessageState.PLANNED: 1},
+        }
+        assert ledger.stage_counts("no-such-run") == {}
+
+    def test_done_series_counts_finishes_and_a_counter_per_stage_and_time_bucket(self, ledger, clock):
+        reads = [message(i) for i in range(7)]
+        write = message(0, stage="write")
+        stranger = message(0, run="other-run")
+        known(ledger, *reads, write)
+        known(ledger, stranger, run="other-run")
+        ends = [  # (message, when it is done, its counts); T0 starts a minute
+            (reads[0], T0 - 1, {"rows": 1000}),
+            (reads[1], T0 + 5, {"rows": 3}),
+            (reads[2], T0 + 59.9, {"rows": 4, "bytes": 100}),
+            (reads[3], T0 + 61, {}),
+            (reads[4], T0 + 119.5, {"bytes": 9}),
+            (write, T0 + 30, {"rows": 10}),
+            (stranger, T0 + 5, {"rows": 7}),
+        ]
+        for m, at, counts in ends:
+            clock.t = at
+            run = RUN if m is not stranger else "other-run"
+            ledger.complete(m.id, ledger.claim(run, PHASE, m, "w1", LEASE).token, run, PHASE, [], counts)
+        clock.t = T0 + 20
+        ledger.claim(RUN, PHASE, reads[5], "w1", LEASE)  # not done: not counted
+        ledger.release(reads[6].id, ledger.claim(RUN, PHASE, reads[6], "w1", LEASE).token, MessageState.DEAD, "x")
+        assert ledger.done_series(RUN, 60) == {
+            "read": [(T0 - 60, 1, 1000), (T0, 2, 7), (T0 + 60, 2, 0)],
+            "write": [(T0, 1, 10)],
+        }
+        assert ledger.done_series(RUN, 60, counter="bytes") == {
+            "read": [(T0 - 60, 1, 0), (T0, 2, 100), (T0 + 60, 2, 9)],
+            "write": [(T0, 1, 0)],
+        }
+        assert ledger.done_series(RUN, 3600.0) == {"read": [(T0 - 3600, 1, 1000), (T0, 4, 7)], "write": [(T0, 1, 10)]}
+        assert ledger.done_series(RUN, 60, counter="nothing") == {
+            "read": [(T0 - 60, 1, 0), (T0, 2, 0), (T0 + 60, 2, 0)], "write": [(T0, 1, 0)]}
+        assert ledger.done_series("no-such-run", 60) == {}
+        with pytest.raises(ValueError):
+            ledger.done_series(RUN, 0)
+
+    def test_message_info_is_one_messages_state_attempts_and_error(self, ledger, clock):
+        m = known(ledger, message(1, stage="write", chunk="c7"))
+        assert ledger.message_info(m.id) == Failure(m.id, "write", "c7", MessageState.PLANNED, 0, None, T0)
+        clock.t = T0 + 10
+        ledger.release(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, MessageState.QUEUED, "Fault: busy")
+        clock.t = T0 + 20
+        ledger.release(m.id, ledger.claim(RUN, PHASE, m, "w1", LEASE).token, MessageState.DEAD, "failed twice")
+        assert ledger.message_info(m.id) == Failure(
+            m.id, "write", "c7", MessageState.DEAD, 2, "failed twice", T0 + 20)
+        assert ledger.message_info(message(2).id) is None
+
     def test_keys_are_exact_strings(self, ledger):
         ids = ["x/a", "x/A", "x/a "]
         known(ledger, *[Message(i, "read", "c0", b"b") for i in ids], message(1))
@@ -816,6 +883,19 @@ class LedgerContract:
         other.lock_master(RUN, "master B")
         with pytest.raises(MasterLocked, match="master B"):
             ledger.lock_master(RUN, "master A")
+
+    def test_master_holder_names_who_holds_the_lock_now(self, ledger, reopen):
+        other = reopen()
+        assert ledger.master_holder(RUN) is None and other.master_holder(RUN) is None
+        ledger.lock_master(RUN, "master A")
+        for viewer in (ledger, other):
+            holder = viewer.master_holder(RUN)
+            assert holder is not None and "master A" in holder and str(os.getpid()) in holder
+        assert other.master_holder("another-run") is None
+        ledger.unlock_master(RUN)
+        assert ledger.master_holder(RUN) is None and other.master_holder(RUN) is None
+        other.lock_master(RUN, "master B")
+        assert "master B" in ledger.master_holder(RUN)
 
     def test_the_lock_dies_with_a_killed_master(self, ledger, url):
         doomed = subprocess.Popen([sys.executable, "-c", DOOMED_MASTER, url, RUN], stdout=subprocess.PIPE, text=True)
