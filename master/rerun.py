@@ -19,7 +19,6 @@ pass (``swarm.publishing``).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from master.coordinator import Master, MasterSettings
@@ -29,6 +28,7 @@ from swarm.context import RERUN_MARK
 from swarm.envelope import Envelope, decode, encode
 from swarm.errors import ConfigError, MasterLocked, RerunLocked, RerunRefused, SwarmError  # noqa: F401 - re-exported
 from swarm.ledger import HistoryLedger, Ledger, MasterLedger, Message, MessageState, PhaseState, Run, RunStatus
+from swarm.nights import dates_between, param_sets  # noqa: F401 - re-exported: `swarm rerun` names them here
 from swarm.signing import SiteKeys, process_keys
 from swarm.stage import Job
 from swarm.table import TableStore
@@ -54,30 +54,6 @@ class RerunPlan:
         """What the run records of its plan: what a worker, a resumed rerun and the next rerun need."""
         return {"source": self.source, "from_stage": self.from_stage, "phases": self.phases, "reads": self.reads,
                 "replay_from": self.replay_from, "chunks": list(self.chunk_filter), "forced": self.forced}
-
-
-def dates_between(spec: str) -> list[str]:
-    """``2026-11-01..2026-11-03`` or ``2026-11-01,2026-11-05`` -> the listed days, in order."""
-    days: list[str] = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        first, _, last = part.partition("..")
-        try:
-            start = datetime.date.fromisoformat(first)
-            end = datetime.date.fromisoformat(last) if last else start
-        except ValueError:
-            raise ConfigError(f"--dates {spec!r}: expected YYYY-MM-DD, YYYY-MM-DD..YYYY-MM-DD or a list") from None
-        if end < start:
-            raise ConfigError(f"--dates {part!r}: the range ends before it starts")
-        days += [(start + datetime.timedelta(d)).isoformat() for d in range((end - start).days + 1)]
-    return days
-
-
-def param_sets(job: Job, params: Mapping[str, str], dates: Sequence[str] = ()) -> list[dict[str, str]]:
-    """One param set per date (``date`` set to each), or ``params`` alone; each checked against the job's."""
-    sets = [{**params, "date": d} for d in dates] if dates else [dict(params)]
-    for s in sets:
-        job.run_id(s)  # PluginError naming a missing or unexpected param
-    return sets
 
 
 def plan_rerun(job: Job, params: Mapping[str, str], from_stage: str, ledger: Ledger, tables: TableStore,

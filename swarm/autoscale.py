@@ -114,8 +114,11 @@ class Supervisor:
 
     def processes(self) -> list[dict]:
         """The program's processes, as ``getAllProcessInfo`` reports them, by name."""
-        infos = self._call("getAllProcessInfo")
-        return sorted((p for p in infos if p["group"] == self.group), key=lambda p: p["name"])
+        return sorted((p for p in self.all_processes() if p["group"] == self.group), key=lambda p: p["name"])
+
+    def all_processes(self) -> list[dict]:
+        """Every process this supervisord runs, of every program."""
+        return list(self._call("getAllProcessInfo"))
 
     def start(self, names: Sequence[str]) -> None:
         for name in names:

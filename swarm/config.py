@@ -75,6 +75,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tail": 8,  # split only while the phase has at most this many open messages
         "min_rows": 10_000,  # a rest estimated to hold fewer rows is not split
     },
+    "console": {  # `swarm ui`: the web console
+        "bind": "127.0.0.1",  # the address it listens on; another than loopback only by naming it here
+        "port": 8080,
+        "users_file": "",  # lines `name:scrypt$...` (`swarm ui --add-user NAME` writes them): they may act
+        "token_file": "",  # a file holding a token: whoever presents it may act (login form, or Bearer header)
+        "session_key_file": "",  # signs session cookies; empty: a new key each start (everyone logs in again)
+        "secure_cookies": False,  # true behind HTTPS: the session cookie is sent over HTTPS only
+        "session_hours": 12.0,
+        "root_path": "",  # the path prefix a reverse proxy serves it under, as /swarm
+        "supervisors": [],  # supervisord URLs of the fleet's hosts (unix:// or http://), for the fleet page
+        "metrics": [],  # the workers' /metrics URLs, for each stage's pool limit and busy threads
+        "log_dir": "console-logs",  # where the masters and reruns it starts write their logs
+    },
     "log": {
         "level": "INFO",
         "format": "text",  # or "json": one object a line (ts in UTC, level, logger, message, exc)
@@ -84,6 +97,7 @@ LOG_FORMATS = ("text", "json")
 PASSWORD_FILES = {"broker": "broker_password_file", "ledger": "ledger_password_file"}  # URL key: its file key
 # Settings that are URLs: shown only redacted, and refused when a password in them is not percent-encoded.
 URLS = ("backends.broker", "backends.ledger", "backends.tables", "autoscale.supervisor_url")
+URL_LISTS = ("console.supervisors", "console.metrics")  # lists of URLs: each shown only redacted
 FREE_SECTIONS = ("options",)  # [options.<job>] tables go to that job's planners and handlers as-is
 SECRETS = {("security", "key"), ("security", "previous_key")}  # from the environment only, never shown
 ENV_PREFIX = "SWARM_"
@@ -141,6 +155,9 @@ class Config:
         for dotted in URLS:
             section, key = dotted.split(".")
             out[section][key] = redact(out[section][key])
+        for dotted in URL_LISTS:
+            section, key = dotted.split(".")
+            out[section][key] = [redact(url) for url in out[section][key]]
         for section, key in SECRETS:
             if out[section][key]:
                 out[section][key] = "***"
@@ -191,6 +208,10 @@ def _check_urls(cfg: Config) -> None:
         check_credentials(dotted, url, cfg.origin(dotted), f"backends.{file_key}" if file_key else None)
         if section == "backends":
             check_url(dotted, url)
+    for dotted in URL_LISTS:
+        section, key = dotted.split(".")
+        for url in cfg[section][key]:
+            check_credentials(dotted, url, cfg.origin(dotted), None)
 
 
 def _apply_password_files(backends: dict[str, Any]) -> None:

@@ -108,16 +108,17 @@ def print_one(ledger: DeadLetterLedger, dl_id: int, as_json: bool = False) -> No
     if as_json:
         doc = _doc(record)
         if env is not None:
-            doc["envelope"] = _envelope_doc(env)
+            doc["envelope"] = envelope_doc(env)
         print(json.dumps(doc, indent=2))
         return
     cut = f", stored cut to {len(record.body):,}" if record.truncated else ""
     print(f"dead letter {record.id} on {record.queue}\nmessage: {record.message_id or '(undecodable)'}\n"
           f"reason:\n{record.reason}\nbody ({record.size:,} bytes{cut}, sha256 {record.sha256})", end="")
-    print(_hex_text(record.body) if env is None else _envelope_text(env))
+    print(hex_text(record.body) if env is None else _envelope_text(env))
 
 
-def _hex_text(body: bytes) -> str:
+def hex_text(body: bytes) -> str:
+    """A body that does not decode, as the start of its hex."""
     first = f" (its first {SHOWN_HEX_BYTES} bytes)" if len(body) > SHOWN_HEX_BYTES else ""
     return f", not an envelope that decodes; in hex{first}: {body[:SHOWN_HEX_BYTES].hex()}"
 
@@ -132,7 +133,8 @@ def _envelope_text(env: Envelope) -> str:
     return f"\n{UNVERIFIED}:{fields}\n{label}" + payload.replace("\n", "\n" + " " * len(label))
 
 
-def _envelope_doc(env: Envelope) -> dict:
+def envelope_doc(env: Envelope) -> dict:
+    """A decoded envelope as plain data, marked unchecked; bytes in its payload as their Python repr."""
     return {"signature_checked": False, "id": env.id, **{name: getattr(env, name) for name in ENVELOPE_FIELDS},
             "payload": _readable(env.payload)}
 

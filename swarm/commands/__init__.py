@@ -30,6 +30,7 @@ OWN = (
     "swarm.commands.config",
     "swarm.commands.fleet",
     "swarm.commands.ctl",
+    "swarm.commands.ui",
 )
 
 

@@ -1,0 +1,167 @@
+"""What the console's pages show, as plain data from the ledger (and the broker's queue depths)."""
+from __future__ import annotations
+
+import datetime
+import pprint
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from swarm.context import source_of
+from swarm.dlq import SHOWN_PAYLOAD_CHARS, UNVERIFIED, envelope_doc, hex_text
+from swarm.envelope import peek
+from swarm.errors import SwarmError
+from swarm.fleetcontrol import describe_line
+from swarm.fleetcontrol import summary as control_summary
+from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
+from swarm.report import duration
+
+RATE_WINDOW = 60.0  # seconds of history behind a stage's rate and its ETA
+BUCKET = 10.0  # seconds a point of the throughput plot stands for
+MAX_POINTS = 2000  # a longer run's plot has coarser buckets
+OPEN_STATES = (MessageState.PLANNED, MessageState.QUEUED, MessageState.CLAIMED)
+STATES = ("planned", "queued", "claimed", "done", "dead", "aborted")
+ROWS_COUNTER = "rows"  # the counter the ETA goes by: rows a message read (swarm.slices counts it)
+
+
+def when(ts: float | None) -> str:
+    return "" if ts is None else datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def took(run: Run, now: float | None = None) -> str:
+    end = (time.time() if now is None else now) if run.status == RunStatus.RUNNING else (
+        run.finished_at or run.updated_at)
+    return duration(max(0.0, end - run.created_at))
+
+
+def run_row(run: Run, ledger: HistoryLedger) -> dict[str, Any]:
+    """A line of the runs page."""
+    return {"id": run.id, "job": run.job, "status": str(run.status), "phase": run.phase or "",
+            "started": when(run.created_at), "took": took(run), "error": first_line(run.error),
+            "counters": ledger.counters(run.id)}
+
+
+def first_line(text: str | None, limit: int = 160) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
+def run_detail(run: Run, ledger: HistoryLedger) -> dict[str, Any]:
+    """One run's page, but for its stages (``stage_rows``): phases, counters, checks, failures."""
+    publication = ledger.publication(source_of(run.id))
+    control = control_summary(ledger, run.job) if run.status == RunStatus.RUNNING else None
+    return {
+        "run": run, "status": str(run.status), "started": when(run.created_at), "took": took(run),
+        "running": run.status == RunStatus.RUNNING,
+        "phases": [{"phase": phase, "counts": [states.get(MessageState(s), 0) for s in STATES]}
+                   for phase, states in ledger.chunk_counts(run.id).items()],
+        "counters": sorted(ledger.counters(run.id).items()),
+        "checks": ledger.checks(run.id),
+        "publication": publication,
+        "decisions": [{"action": d.action, "reason": d.reason, "at": when(d.at)} for d in ledger.decisions(run.id)],
+        "control": describe_line(control) if control else "",
+        "failures": [_failure(f) for f in ledger.failures(run.id, 100, recovered=False)],
+        "recovered": [_failure(f) for f in ledger.failures(run.id, 100, recovered=True)],
+    }
+
+
+def _failure(f: Any) -> dict[str, Any]:
+    label = str(f.state) if f.state in (MessageState.DEAD, MessageState.ABORTED) else (
+        "recovered" if f.state == MessageState.DONE else "retrying")
+    return {"id": f.id, "stage": f.stage, "chunk": f.chunk, "label": label, "attempts": f.attempts,
+            "error": f.error or "(no error recorded)", "when": when(f.updated_at)}
+
+
+def stage_rows(run: Run, ledger: HistoryLedger, queues: Mapping[str, str] | None,
+               depth: Callable[[str], int] | None, now: float | None = None) -> list[dict[str, Any]]:
+    """Per stage: messages by state, queue depth, rate, rows, and an ETA by rows (by messages where no rows
+    are counted)."""
+    now = ledger.now() if now is None else now
+    counts = ledger.stage_counts(run.id)
+    series = ledger.done_series(run.id, BUCKET, ROWS_COUNTER)
+    stages = list(queues) if queues is not None else sorted(counts)
+    rows = []
+    for stage in stages:
+        by_state = counts.get(stage, {})
+        points = series.get(stage, [])
+        recent = [p for p in points if p[0] + BUCKET > now - RATE_WINDOW]
+        rows.append(_stage_row(stage, by_state, points, recent, queues, depth))
+    return rows
+
+
+def _stage_row(stage: str, by_state: Mapping[MessageState, int], points: Sequence[tuple[float, int, int]],
+               recent: Sequence[tuple[float, int, int]], queues: Mapping[str, str] | None,
+               depth: Callable[[str], int] | None) -> dict[str, Any]:
+    open_ = sum(by_state.get(s, 0) for s in OPEN_STATES)
+    done = by_state.get(MessageState.DONE, 0)
+    rows_done = sum(p[2] for p in points)
+    rate = sum(p[1] for p in recent) / RATE_WINDOW
+    rows_rate = sum(p[2] for p in recent) / RATE_WINDOW
+    return {
+        "stage": stage, "queue": queues.get(stage, "") if queues else "",
+        "counts": [by_state.get(MessageState(s), 0) for s in STATES],
+        "depth": _depth(depth, queues.get(stage)) if queues and depth else None,
+        "rate": round(rate, 2), "rows": rows_done, "rows_rate": round(rows_rate, 1),
+        "eta": eta(open_, done, rows_done, rate, rows_rate),
+    }
+
+
+def eta(open_: int, done: int, rows_done: int, rate: float, rows_rate: float) -> str:
+    """How long the stage's open messages take at the last minute's pace: by rows when rows are counted."""
+    if open_ == 0:
+        return "done" if done else ""
+    if rows_done and done and rows_rate > 0:
+        return f"{duration(open_ * (rows_done / done) / rows_rate)} (by rows)"
+    if rate > 0:
+        return f"{duration(open_ / rate)} (by messages)"
+    return "no progress in the last minute"
+
+
+def _depth(depth: Callable[[str], int], queue: str | None) -> int | None:
+    if queue is None:
+        return None
+    try:
+        return depth(queue)
+    except SwarmError:
+        return None  # the broker is unreachable: the rest of the page still shows
+
+
+def throughput(run: Run, ledger: HistoryLedger, now: float | None = None) -> dict[str, Any]:
+    """The plot's data, as uPlot takes it: times, then messages done a second in each bucket, per stage."""
+    end = (ledger.now() if now is None else now) if run.status == RunStatus.RUNNING else (
+        run.finished_at or run.updated_at)
+    bucket = max(BUCKET, (end - run.created_at) / MAX_POINTS)
+    series = ledger.done_series(run.id, bucket, ROWS_COUNTER)
+    start = run.created_at - run.created_at % bucket
+    count = int((end - start) // bucket) + 1
+    xs = [start + i * bucket for i in range(count)]
+    stages = sorted(series)
+    ys = []
+    for stage in stages:
+        line = [0.0] * count
+        for t, n, _rows in series[stage]:
+            i = int(round((t - start) / bucket))
+            if 0 <= i < count:
+                line[i] += n / bucket
+        ys.append([round(v, 3) for v in line])
+    return {"stages": stages, "data": [xs, *ys], "bucket": bucket}
+
+
+def dead_letter_view(record: Any, ledger: Any) -> dict[str, Any]:
+    """One dead letter: its fields, its body decoded (unverified), and its message's attempts."""
+    env = peek(record.body)
+    info = ledger.message_info(record.message_id) if record.message_id else None
+    return {
+        "record": record, "created": when(record.created_at), "replayed": when(record.replayed_at),
+        "envelope": envelope_doc(env) if env is not None else None, "unverified": UNVERIFIED,
+        "payload": _payload_text(env) if env is not None else "",
+        "hex": hex_text(record.body) if env is None else "",
+        "attempts": info.attempts if info else None, "state": str(info.state) if info else "",
+        "error": info.error if info else None,
+    }
+
+
+def _payload_text(env: Any) -> str:
+    text = pprint.pformat(dict(env.payload), width=100, sort_dicts=False)
+    if len(text) > SHOWN_PAYLOAD_CHARS:
+        text = f"{text[:SHOWN_PAYLOAD_CHARS]}... ({len(text):,} characters in all; `swarm dlq show --json` has all)"
+    return text
