@@ -9,6 +9,9 @@ from swarm.brokers.memory import MemoryBroker, MemoryHub
 from swarm.ledgers.sqlite import SqliteLedger
 from swarm.tables.embedded import EmbeddedTables
 
+# Headless Chromium for the web console's tests: chromium, browser_context, page, page_log.
+pytest_plugins = ("tests.support.browser",)
+
 
 @pytest.fixture
 def hub() -> MemoryHub:

@@ -3,8 +3,10 @@
 # RabbitMQ on 127.0.0.1:5672 (guest/guest), MariaDB on 127.0.0.1:3306
 # (root, no password, database `test`) and HBase with its Thrift server on
 # 127.0.0.1:9090 (deploy/dev/hbase.sh: Apache HBase from Maven Central, in
-# .cache/hbase). Starts what is stopped and installs from Debian's packages
-# what is missing. Development and CI only.
+# .cache/hbase). Also installs Debian's Chromium (/usr/bin/chromium), the
+# headless browser the web console's tests drive through Playwright (never a
+# browser build downloaded by a test tool). Starts what is stopped and installs
+# from Debian's packages what is missing. Development and CI only.
 set -euo pipefail
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -71,7 +73,13 @@ ensure_hbase() {
     bash "$(dirname "${BASH_SOURCE[0]}")/hbase.sh" start
 }
 
+ensure_chromium() {
+    # Not a service: the browser tests (pytest -m browser) launch it themselves.
+    [ -x /usr/bin/chromium ] || install_pkg chromium
+}
+
 ensure_rabbitmq
 ensure_mariadb
 ensure_hbase
-echo "services: RabbitMQ, MariaDB and HBase are up"
+ensure_chromium
+echo "services: RabbitMQ, MariaDB and HBase are up; Chromium is installed"
