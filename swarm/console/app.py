@@ -280,7 +280,7 @@ class Console:
         with self.backends.ledger() as ledger:
             jobs = ledger.jobs()
         return self.page(request, "reruns.html", section="reruns", fields=fields, jobs=jobs, stages=stages,
-                         error=error, preview=None, holders=[], refused="")
+                         error=error, preview=None, holders=[], launched=self._launched())
 
     def preview(self, request: Request) -> Response:
         """The dry run of a rerun, and whatever holds its nights now: the start button only when nothing does."""
@@ -301,7 +301,7 @@ class Console:
         if not error:
             preview = self.launcher.run([*args, "--dry-run"])
         return self.page(request, "reruns.html", section="reruns", fields=fields, jobs=jobs, stages=stages,
-                         error=error, preview=preview, holders=holders, refused="")
+                         error=error, preview=preview, holders=holders, launched=self._launched())
 
     async def start_rerun(self, request: Request) -> Response:
         form, actor = await action_form(request, self.guard)
@@ -320,6 +320,11 @@ class Console:
         started = self.launcher.start(args, f"rerun-{fields['job']}-{fields['from_stage']}")
         _log_action(actor, f"started `swarm {' '.join(args)}`, pid {started.pid}")
         return self.page(request, "started.html", section="reruns", started=started, job=fields["job"])
+
+    def _launched(self) -> list[dict[str, Any]]:
+        return [{"argv": " ".join(x.started.argv), "pid": x.started.pid, "at": views.when(x.started.at),
+                 "state": "running" if x.code is None else f"exited {x.code}", "tail": x.tail,
+                 "log": x.started.log.name} for x in self.launcher.launched()]
 
     def _stages(self, job_name: str) -> tuple[list[str], str]:
         if not job_name:

@@ -21,6 +21,7 @@ from swarm.config import Config
 
 DRY_RUN_TIMEOUT = 120.0  # seconds; a dry run reads the ledger and, for a mid-phase rerun, its recorded messages
 OUTPUT_LIMIT = 64 * 1024  # characters of a dry run's output shown
+KEPT = 20  # processes started lately that the reruns page lists
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,16 @@ class Started:
     pid: int
     log: Path
     argv: tuple[str, ...]
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A process this console started: how it stands, and the end of its log."""
+
+    started: Started
+    code: int | None  # None while it runs
+    tail: str
 
 
 class Launcher:
@@ -43,6 +54,7 @@ class Launcher:
         self.cfg = cfg
         self.log_dir = log_dir or Path(str(cfg["console"]["log_dir"]))
         self._children: list[subprocess.Popen] = []
+        self._started: list[tuple[Started, subprocess.Popen]] = []  # the latest KEPT, newest last
 
     def base(self) -> list[str]:
         config = [] if self.cfg.source == "defaults" else ["--config", os.path.abspath(self.cfg.source)]
@@ -69,11 +81,28 @@ class Launcher:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self._children.append(proc)
-        return Started(proc.pid, path, tuple(args))
+        started = Started(proc.pid, path, tuple(args), time.time())
+        self._started = [*self._started, (started, proc)][-KEPT:]
+        return started
 
     def reap(self) -> None:
         """Forget the children that ended (no zombies left behind)."""
         self._children = [p for p in self._children if p.poll() is None]
+
+    def launched(self) -> list[Launched]:
+        """What this console started lately, newest first, each with the last lines of its log."""
+        return [Launched(s, proc.poll(), _tail(s.log)) for s, proc in reversed(self._started)]
+
+
+def _tail(path: Path, lines: int = 6, limit: int = 8192) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - limit))
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _safe(label: str) -> str:

@@ -16,8 +16,9 @@ from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
 from swarm.report import duration
 
 RATE_WINDOW = 60.0  # seconds of history behind a stage's rate and its ETA
-BUCKET = 10.0  # seconds a point of the throughput plot stands for
-MAX_POINTS = 2000  # a longer run's plot has coarser buckets
+BUCKET = 10.0  # seconds of the buckets a stage's rate over the last minute is summed from
+POINTS = 120  # most points of a throughput plot, a run of any length: its buckets grow with the run
+NICE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 OPEN_STATES = (MessageState.PLANNED, MessageState.QUEUED, MessageState.CLAIMED)
 STATES = ("planned", "queued", "claimed", "done", "dead", "aborted")
 ROWS_COUNTER = "rows"  # the counter the ETA goes by: rows a message read (swarm.slices counts it)
@@ -79,23 +80,25 @@ def stage_rows(run: Run, ledger: HistoryLedger, queues: Mapping[str, str] | None
     counts = ledger.stage_counts(run.id)
     series = ledger.done_series(run.id, BUCKET, ROWS_COUNTER)
     stages = list(queues) if queues is not None else sorted(counts)
+    # A run younger than the window has worked for less than it: its pace is over the time it has had.
+    window = max(BUCKET, min(RATE_WINDOW, now - run.created_at))
     rows = []
     for stage in stages:
         by_state = counts.get(stage, {})
         points = series.get(stage, [])
-        recent = [p for p in points if p[0] + BUCKET > now - RATE_WINDOW]
-        rows.append(_stage_row(stage, by_state, points, recent, queues, depth))
+        recent = [p for p in points if p[0] + BUCKET > now - window]
+        rows.append(_stage_row(stage, by_state, points, recent, window, queues, depth))
     return rows
 
 
 def _stage_row(stage: str, by_state: Mapping[MessageState, int], points: Sequence[tuple[float, int, int]],
-               recent: Sequence[tuple[float, int, int]], queues: Mapping[str, str] | None,
+               recent: Sequence[tuple[float, int, int]], window: float, queues: Mapping[str, str] | None,
                depth: Callable[[str], int] | None) -> dict[str, Any]:
     open_ = sum(by_state.get(s, 0) for s in OPEN_STATES)
     done = by_state.get(MessageState.DONE, 0)
     rows_done = sum(p[2] for p in points)
-    rate = sum(p[1] for p in recent) / RATE_WINDOW
-    rows_rate = sum(p[2] for p in recent) / RATE_WINDOW
+    rate = sum(p[1] for p in recent) / window
+    rows_rate = sum(p[2] for p in recent) / window
     return {
         "stage": stage, "queue": queues.get(stage, "") if queues else "",
         "counts": [by_state.get(MessageState(s), 0) for s in STATES],
@@ -113,7 +116,7 @@ def eta(open_: int, done: int, rows_done: int, rate: float, rows_rate: float) ->
         return f"{duration(open_ * (rows_done / done) / rows_rate)} (by rows)"
     if rate > 0:
         return f"{duration(open_ / rate)} (by messages)"
-    return "no progress in the last minute"
+    return "none done yet" if not done else "no progress in the last minute"
 
 
 def _depth(depth: Callable[[str], int], queue: str | None) -> int | None:
@@ -129,7 +132,7 @@ def throughput(run: Run, ledger: HistoryLedger, now: float | None = None) -> dic
     """The plot's data, as uPlot takes it: times, then messages done a second in each bucket, per stage."""
     end = (ledger.now() if now is None else now) if run.status == RunStatus.RUNNING else (
         run.finished_at or run.updated_at)
-    bucket = max(BUCKET, (end - run.created_at) / MAX_POINTS)
+    bucket = plot_bucket(end - run.created_at)
     series = ledger.done_series(run.id, bucket, ROWS_COUNTER)
     start = run.created_at - run.created_at % bucket
     count = int((end - start) // bucket) + 1
@@ -144,6 +147,11 @@ def throughput(run: Run, ledger: HistoryLedger, now: float | None = None) -> dic
                 line[i] += n / bucket
         ys.append([round(v, 3) for v in line])
     return {"stages": stages, "data": [xs, *ys], "bucket": bucket}
+
+
+def plot_bucket(seconds: float) -> float:
+    """Seconds a point of the plot stands for: the first round span that gives a run at most ``POINTS`` points."""
+    return next((b for b in NICE_BUCKETS if seconds / b <= POINTS), NICE_BUCKETS[-1])
 
 
 def dead_letter_view(record: Any, ledger: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 (function () {
   "use strict";
   var COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
-  var EVERY_MS = 5000;
+  var EVERY_MS = 2000;
 
   function options(stages, width) {
     var series = [{}];
@@ -25,6 +25,7 @@
         plot.setData(doc.data);
       }
       el.dataset.points = String(doc.data[0].length);
+      el.dataset.stages = String(doc.stages.length);
     }
     function load() {
       fetch(el.dataset.src, {credentials: "same-origin", headers: {"Accept": "application/json"}})

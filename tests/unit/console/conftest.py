@@ -28,7 +28,7 @@ class RecordingLauncher(Launcher):
 
     def start(self, args, label):
         self.started.append(list(args))
-        return Started(0, self.log_dir / f"{label}.log", tuple(args))
+        return Started(0, self.log_dir / f"{label}.log", tuple(args), 0.0)
 
 
 def seed(ledger: SqliteLedger) -> None:
