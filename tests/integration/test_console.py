@@ -103,7 +103,10 @@ def test_a_running_run_advances_on_its_page_without_a_reload(page, page_log, mak
             screenshot(page, "run-live")
             page.goto(f"{url}/fleet")
             expect(page.locator("table.processes tr")).to_have_count(3)  # the header and two workers
-            expect(page.locator("main")).to_contain_text("scan")  # a stage's pool, from the workers' metrics
+            pools = page.locator("tr[data-pool='merchant_slow/scan']")  # from each worker's metrics
+            expect(pools).to_have_count(2)
+            assert all(int(limit) >= 1 for limit in pools.locator(".limit").all_inner_texts())
+            assert all(busy.isdigit() for busy in pools.locator(".busy").all_inner_texts())
             assert sv.password not in page.content()
             screenshot(page, "fleet")
             page.go_back()

@@ -5,7 +5,7 @@ import re
 
 from swarm import cli
 from swarm.ledgers.sqlite import SqliteLedger
-from tests.unit.console.conftest import csrf_of, log_in
+from tests.unit.console.conftest import PASSWORD, csrf_of, log_in
 
 
 def test_a_replay_asks_first_then_replays_and_offers_to_resume_the_failed_run(console, tmp_path):
@@ -105,3 +105,34 @@ def test_a_decision_without_a_reason_decides_nothing(console, tmp_path):
     ledger = SqliteLedger(str(tmp_path / "swarm.db"))
     assert ledger.get_run("merchant_daily@date=2026-11-02").status == "held"
     ledger.close()
+
+
+def test_publishing_a_held_run_starts_swarm_publish_with_the_reason_and_who(console):
+    client, launcher = console()
+    log_in(client)
+    answer = client.post("/held/decide", data={"id": "merchant_daily@date=2026-11-02", "action": "publish",
+                                               "reason": "a short day, known", "csrf": csrf_of(client)},
+                         follow_redirects=False)
+    assert answer.status_code == 303
+    assert launcher.started == [["publish", "merchant_daily@date=2026-11-02", "--reason",
+                                 "a short day, known (by alice, in the console)"]]
+
+
+def test_behind_a_proxy_under_a_prefix_every_link_and_form_keeps_it(site, tmp_path):
+    from starlette.testclient import TestClient
+
+    from swarm.commands.ui import backends
+    from swarm.console.app import build
+    from swarm.console.auth import load_guard
+
+    cfg = site(True, 'root_path = "/swarm"\n')
+    app = build(cfg, load_guard(cfg["console"]), "k" * 32, backends(cfg))
+    client = TestClient(app, base_url="http://console.test", root_path="/swarm")
+    page = client.get("/swarm/runs")
+    assert page.status_code == 200
+    links = re.findall(r'(?:href|action|src)="(/[^"]*)"', page.text)
+    assert links and all(link.startswith("/swarm/") for link in links), links
+    assert client.get("/swarm/static/console.js").status_code == 200
+    form = {"user": "alice", "password": PASSWORD, "csrf": csrf_of(client, "/swarm/login")}
+    answer = client.post("/swarm/login", data=form, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/swarm/runs"

@@ -48,6 +48,7 @@ def log_in(page, url: str) -> None:
     page.goto(f"{url}/login")
     page.fill("input[name=user]", "alice")
     page.fill("input[name=password]", PASSWORD)
+    screenshot(page, "login")
     page.click("button[type=submit]")
     expect(page.locator("header .who")).to_contain_text("alice")
 
