@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ from swarm.urls import redact
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 2  # how often a running run's page re-reads its live part
 RUNS_SHOWN = 100
+DRY_RUNS_AT_ONCE = 2  # each is a process: a flood of previews waits for none, it is refused
+DRY_RUNS = threading.BoundedSemaphore(DRY_RUNS_AT_ONCE)
 NAV = (("runs", "Runs"), ("dead-letters", "Dead letters"), ("reruns", "Reruns"), ("held", "Held runs"),
        ("fleet", "Fleet"))
 
@@ -299,7 +302,12 @@ class Console:
                 except (ConfigError, PluginError) as exc:
                     error = str(exc)
         if not error:
-            preview = self.launcher.run([*args, "--dry-run"])
+            if not DRY_RUNS.acquire(blocking=False):
+                raise HTTPException(429, f"{DRY_RUNS_AT_ONCE} dry runs are running already: try again in a moment")
+            try:
+                preview = self.launcher.run([*args, "--dry-run"])
+            finally:
+                DRY_RUNS.release()
         return self.page(request, "reruns.html", section="reruns", fields=fields, jobs=jobs, stages=stages,
                          error=error, preview=preview, holders=holders, launched=self._launched())
 
@@ -467,7 +475,7 @@ def build(cfg: Config, guard: Guard, session_key: str, backends: Backends,
 def _error_page(console: Console) -> Callable[[Request, Exception], Any]:
     def handle(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        title = {403: "Refused", 404: "Not found", 413: "Too large"}.get(exc.status_code, "Error")
+        title = {403: "Refused", 404: "Not found", 413: "Too large", 429: "Busy"}.get(exc.status_code, "Error")
         return console.page(request, "message.html", exc.status_code, title=title, text=str(exc.detail))
     return handle
 

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -19,6 +20,8 @@ from swarm.errors import ConfigError
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # about 50 ms and 16 MiB a check: slow to guess, quick to log in
+# Each check holds 16 MiB for about 50 ms: a flood of logins waits its turn instead of taking the memory.
+CHECKS_AT_ONCE = threading.BoundedSemaphore(2)
 TOKEN_IDENTITY = "token"  # who an action was taken by, when the token was shown
 MIN_TOKEN_CHARS = 16
 
@@ -60,6 +63,10 @@ class Guard:
 
     def login(self, name: str, password: str) -> str | None:
         """The identity a login form's fields prove, or None. A blank name with the token logs in by token."""
+        with CHECKS_AT_ONCE:
+            return self._login(name, password)
+
+    def _login(self, name: str, password: str) -> str | None:
         if not name and self.token is not None and hmac.compare_digest(password.encode(), self.token.encode()):
             return TOKEN_IDENTITY
         stored = self.users.get(name)

@@ -8,11 +8,10 @@ import urllib.parse
 import pytest
 from playwright.sync_api import expect
 
-from swarm.ledger import MessageState
 from tests.support.browser import screenshot
 from tests.support.console import HOSTILE, PASSWORD, console_section, free_port, serving
 from tests.support.site import DATE
-from tests.support.supervisord import Supervisord
+from tests.support.supervisord import Supervisord, assert_exact
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
@@ -118,7 +117,7 @@ def test_a_running_run_advances_on_its_page_without_a_reload(page, page_log, mak
             assert page.evaluate("window.__same_page") is True
     finally:
         sv.stop()
-    _assert_exact(site, SLOW_RUN)
+    assert_exact(site, EVENTS, SLOW_RUN)
 
 
 def test_a_dead_letter_replayed_with_the_button_lets_the_run_complete(page, make_site):
@@ -151,14 +150,5 @@ def test_a_dead_letter_replayed_with_the_button_lets_the_run_complete(page, make
     ledger = site.ledger()
     assert ledger.dead_letters() == [] and len(ledger.dead_letters(replayed=True)) == 1
     assert HOSTILE in ledger.dead_letters(replayed=True)[0].reason
-    _assert_exact(site, RUN)
+    assert_exact(site, EVENTS, RUN)
 
-
-def _assert_exact(site, run_id: str) -> None:
-    ledger = site.ledger()
-    run = ledger.get_run(run_id)
-    assert run.status == "done", run.error
-    assert ledger.counters(run_id) == {"rows": EVENTS, "merchants": 40}
-    assert set(ledger.counts(run_id)) == {MessageState.DONE}
-    written, expected = site.exact()
-    assert written == expected and len(expected) == 40

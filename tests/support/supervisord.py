@@ -32,13 +32,13 @@ def unit_umask() -> int:
     return int(mask, 8)
 
 
-def assert_exact(site: Site, events: int) -> None:
+def assert_exact(site: Site, events: int, run_id: str = RUN) -> None:
     """The run is done, every message once, and the summary equals the single-process reference."""
     ledger = site.ledger()
-    run = ledger.get_run(RUN)
+    run = ledger.get_run(run_id)
     assert run.status == "done", run.error
-    assert ledger.counters(RUN) == {"rows": events, "merchants": 40}
-    assert set(ledger.counts(RUN)) == {MessageState.DONE}
+    assert ledger.counters(run_id) == {"rows": events, "merchants": 40}
+    assert set(ledger.counts(run_id)) == {MessageState.DONE}
     written, expected = site.exact()
     assert len(expected) == 40 and written == expected
 
