@@ -8,6 +8,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+# Processes for the unit tests (pytest-xdist); the tests on the services always run in one.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
+# The unit tests are exactly the tests that are neither `integration` nor `faults`; the rest need the services.
+UNIT_TESTS := -m "not integration and not faults"
+SERVICE_TESTS := -m "integration or faults"
 
 .PHONY: demo test check unit integration faults bench services venv clean
 
@@ -25,8 +31,11 @@ demo: $(STAMP)
 services:
 	bash deploy/dev/services.sh
 
+# The unit tests in parallel, then the integration and fault tests in one serial run: the fault suite kills
+# processes and shares the services, so nothing runs beside it. The first run that fails stops `make test`.
 test: check services
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
+	$(PYTEST) $(SERVICE_TESTS)
 
 # The house's rules: the import contracts (setup.cfg [importlinter]), style (ruff.toml), types (setup.cfg [mypy]).
 check: $(STAMP)
@@ -35,10 +44,10 @@ check: $(STAMP)
 	$(BIN)/mypy swarm master workers
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not faults"
+	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
 
 integration: $(STAMP) services
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m integration
+	$(PYTEST) -m integration
 
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
