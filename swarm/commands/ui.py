@@ -52,7 +52,7 @@ def ui(args: argparse.Namespace, cfg: Config) -> int:
 def backends(cfg: Config) -> Any:
     """The console's openers: the same as every other command's (``kit``)."""
     from swarm.commands import kit
-    from swarm.console.app import Backends
+    from swarm.console.core import Backends
 
     return Backends(open_ledger=lambda: kit.ledger(cfg), open_broker=lambda: kit.broker(cfg),
                     job=lambda name: kit.job(cfg, name), tables=lambda: kit.tables(cfg),

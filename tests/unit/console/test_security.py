@@ -28,10 +28,9 @@ def state(tmp_path) -> tuple:
         ledger.close()
 
 
-def test_every_action_is_listed_with_a_form():
-    from swarm.console.app import Console
-
-    posts = {r.path for r in Console.routes(object.__new__(Console)) if "POST" in (getattr(r, "methods", None) or ())}
+def test_every_action_is_listed_with_a_form(console):
+    client, _ = console()
+    posts = {r.path for r in client.app.routes if "POST" in (getattr(r, "methods", None) or ())}
     assert posts - {"/login", "/logout"} == set(ACTIONS) == set(FORMS)
 
 
