@@ -75,9 +75,15 @@ class Leases:
                     self._held.pop(flight.env.id, None)
 
     def renewable(self) -> list[tuple[str, int]]:
-        """``(message id, token)`` of every lease still to keep."""
+        """``(message id, token)`` of every lease held, settled or not.
+
+        A message whose handler has returned is settled, but its batch commits
+        only after the batch's last handler: its lease is kept until then.
+        Renewing one the watchdog has handed back changes nothing (the ledger
+        renews only a claim that still holds that token).
+        """
         with self._lock:
-            return [(f.env.id, f.token) for f in self._held.values() if not f.settled]
+            return [(f.env.id, f.token) for f in self._held.values()]
 
     def overdue(self, now: float) -> list[InFlight]:
         """Flights whose handler has run past its stage's timeout (a deadline is infinite until the handler starts)."""

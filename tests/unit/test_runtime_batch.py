@@ -145,6 +145,27 @@ def test_messages_waiting_in_a_batch_keep_their_leases(setup, ledger, monkeypatc
     assert proc.renewable() == []
 
 
+def test_messages_handled_in_a_batch_keep_their_leases_until_the_batch_commits(setup, ledger, monkeypatch):
+    # A batch commits together: the first message's effects wait for the last handler. Were its lease let go
+    # when its own handler returned, a batch longer than the lease would see it taken over and run twice.
+    proc = setup()
+    second, release = threading.Event(), threading.Event()
+
+    def slow_second(ctx, msg):
+        if msg.payload["n"] == 2:
+            second.set()
+            release.wait(5)
+
+    use_sink(monkeypatch, slow_second)
+    t = threading.Thread(target=proc.handle_batch, args=(deliveries(ledger, 1, 2),))
+    t.start()
+    assert second.wait(5)  # the first is handled, not committed
+    assert sorted(msg_id for msg_id, _ in proc.renewable()) == sorted([envelope(n=1).id, envelope(n=2).id])
+    release.set()
+    t.join(5)
+    assert proc.renewable() == []
+
+
 def test_dead_letter_queue_of_the_batch_stage_is_untouched_by_good_work(setup, broker, ledger):
     assert setup().handle_batch(deliveries(ledger, 1, 2)) == [DONE, DONE]
     assert broker.depth(dead_letter_queue(SINK)) == 0
