@@ -70,7 +70,7 @@ def _free(port: int) -> bool:
 
 
 def test_a_running_run_advances_on_its_page_without_a_reload(page, page_log, make_site):
-    site = make_site(EVENTS, {"chunks": 24, "sleep": 1.0}, lease=20.0, lost_after=30.0)  # about 20 s to watch
+    site = make_site(EVENTS, {"chunks": 24, "sleep": 0.6}, lease=20.0, lost_after=30.0)  # about 10 s to watch
     base = metrics_base()
     sv = Supervisord(site, 2, env={"SWARM_WORKER_METRICS_PORT": str(base)})  # merchant_slow's workers
     with site.config.open("a") as toml:
@@ -92,9 +92,9 @@ def test_a_running_run_advances_on_its_page_without_a_reload(page, page_log, mak
                        every=0.5)
             expect(page.locator("#throughput canvas")).to_have_count(1)
             plot = page.locator("#throughput")
-            try:  # a line of each stage's throughput, 8 seconds and more of it
+            try:  # a line of each stage's throughput, 4 seconds and more of it
                 wait_until(lambda: int(plot.get_attribute("data-stages") or 0) >= 1
-                           and int(plot.get_attribute("data-points") or 0) >= 8, "the plot to have points",
+                           and int(plot.get_attribute("data-points") or 0) >= 4, "the plot to have points",
                            timeout=60, every=0.5)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: {plot.evaluate('e => JSON.stringify(e.dataset)')}, "
