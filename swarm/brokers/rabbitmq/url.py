@@ -6,6 +6,13 @@ query option works (``heartbeat``, ``connection_attempts``,
 below. ``blocked_connection_timeout`` defaults to 60 s: it bounds how long a
 publish waits while a memory or disk alarm blocks publishers (then it fails
 with ``BackendError``, and pika closes a connection blocked that long).
+``tcp_options`` defaults to TCP keepalive (``TCP_KEEPIDLE`` 60 s, then
+``TCP_KEEPCNT`` 6 probes ``TCP_KEEPINTVL`` 10 s apart): heartbeats flow only
+while a connection is pumped, and the blocking broker's is not between calls,
+so it is the kernel that finds such an idle connection dead (give
+``tcp_options={}`` for none). Every call is bounded: connecting by
+``socket_timeout`` (10 s, TCP) and ``stack_timeout`` (15 s, the whole
+handshake), a reply by ``reply_timeout``, a live connection by ``heartbeat``.
 Swarm adds:
 
 ``delivery_limit=20``     deliveries a quorum stage queue allows a message
@@ -25,6 +32,7 @@ checked in any case).
 from __future__ import annotations
 
 import dataclasses
+import socket
 import urllib.parse
 from typing import Any
 
@@ -38,6 +46,9 @@ from swarm.urls import redact
 DEFAULT_CONSUMER_TIMEOUT = 1800.0  # RabbitMQ's own default, in seconds
 BLOCKED_CONNECTION_TIMEOUT = 60.0
 SWARM_OPTIONS = {"delivery_limit": 20, "reply_timeout": 60.0, "consumer_timeout": DEFAULT_CONSUMER_TIMEOUT}
+# TCP keepalive on every broker connection unless the URL sets tcp_options (only what this OS knows).
+KEEPALIVE = {name: value for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
+             if hasattr(socket, name)}
 TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_server_name", "ssl_verify_identity")
 
 
@@ -88,6 +99,8 @@ def parse_url(url: str) -> BrokerOptions:
         raise ConfigError(f"broker: {scrub(str(e), parts.password)} (in {where})") from None
     if "blocked_connection_timeout" not in query:
         params.blocked_connection_timeout = BLOCKED_CONNECTION_TIMEOUT
+    if "tcp_options" not in query:
+        params.tcp_options = dict(KEEPALIVE) or None
     params.ssl_options = ssl_options(parts.scheme, params.host, tls, where)
     return BrokerOptions(params, **_swarm_options(ours, where), label=where, secret=parts.password)
 

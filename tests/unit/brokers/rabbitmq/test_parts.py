@@ -14,6 +14,7 @@ from swarm.brokers.rabbitmq import (
     retry_queue,
 )
 from swarm.brokers.rabbitmq.consuming import write_settles
+from swarm.brokers.rabbitmq.url import parse_url
 from swarm.errors import ConfigError
 
 Q = "swarm.test.stage"
@@ -44,6 +45,12 @@ def test_bad_url_options_are_config_errors_naming_the_option(kind):
         kind(f"{URL}?delivery_limit=many")
     with pytest.raises(ConfigError, match="bogus"):
         kind(f"{URL}?bogus=1")
+
+
+def test_connections_get_tcp_keepalive_unless_the_url_sets_tcp_options():
+    assert parse_url(URL).params.tcp_options == {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
+    assert parse_url(f"{URL}?tcp_options={{'TCP_KEEPIDLE':5}}").params.tcp_options == {"TCP_KEEPIDLE": 5}
+    assert parse_url(f"{URL}?tcp_options={{}}").params.tcp_options == {}  # none at all
 
 
 def test_consumer_timeout_note_says_what_to_configure():
