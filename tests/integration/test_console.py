@@ -30,7 +30,10 @@ def configure(site, extra: str = "") -> None:
 
 
 def start_worker(site):
-    return site._spawn("worker", "--job", JOB)
+    """A merchant_console worker, stopped with the site's others after the test."""
+    proc = site._spawn("worker", "--job", JOB)
+    site.workers.append(proc)
+    return proc
 
 
 def start_master(site):
