@@ -20,11 +20,12 @@ from swarm.fleetcontrol import summary as control_summary
 from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
+    """A time as the local ``YYYY-MM-DD HH:MM:SS``; empty for none."""
     return "" if ts is None else datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _took(run: Run, now: float | None = None) -> str:
+def took(run: Run, now: float | None = None) -> str:
     """How long a finished run took; how long a running one has been running, until ``now``."""
     if run.status == RunStatus.RUNNING:
         end = time.time() if now is None else now
@@ -82,8 +83,8 @@ def runs_table(runs: list[Run], width: int, now: float | None = None) -> Table:
 
 def _run_cells(run: Run, now: float | None = None) -> dict[str, str]:
     error = run.error.splitlines()[0][:80] if run.error else ""
-    return {"run": run.id, "status": run.status, "phase": run.phase or "", "started": _when(run.created_at),
-            "took": _took(run, now), "error": error}
+    return {"run": run.id, "status": run.status, "phase": run.phase or "", "started": when(run.created_at),
+            "took": took(run, now), "error": error}
 
 
 def _table_width(widths: dict[str, int]) -> int:
@@ -124,14 +125,18 @@ RATE_WINDOW = 60.0  # seconds of history behind a stage's rate
 def stage_dict(run: Run, ledger: HistoryLedger, queues: Mapping[str, str], depth: Callable[[str], int] | None) -> dict:
     """Per stage: its queue, messages waiting there now, and messages done per second lately."""
     recent = ledger.done_since(run.id, ledger.now() - RATE_WINDOW)
-    out = {}
-    for stage, queue in queues.items():
-        try:
-            waiting = depth(queue) if depth else None
-        except SwarmError:
-            waiting = None  # the broker is unreachable: show the rest
-        out[stage] = {"queue": queue, "depth": waiting, "rate_per_s": round(recent.get(stage, 0) / RATE_WINDOW, 2)}
-    return out
+    return {stage: {"queue": queue, "depth": waiting(depth, queue),
+                    "rate_per_s": round(recent.get(stage, 0) / RATE_WINDOW, 2)} for stage, queue in queues.items()}
+
+
+def waiting(depth: Callable[[str], int] | None, queue: str) -> int | None:
+    """Messages waiting on ``queue`` now; None when there is no broker to ask, or it cannot be reached."""
+    if depth is None:
+        return None
+    try:
+        return depth(queue)
+    except SwarmError:
+        return None  # the broker is unreachable: show the rest
 
 
 FAILURES_SHOWN = 100  # of each kind, latest first
@@ -192,9 +197,9 @@ def watch_status(load: Callable[[], tuple[Run, dict]], interval: float, console:
 
 def status_view(run: Run, doc: dict, now: float | None = None) -> RenderableType:
     """One run's status; every text from the ledger as ``Text``, so brackets in it are not read as styles."""
-    took = f"running for {_took(run, now)}" if run.status == RunStatus.RUNNING else f"took {_took(run, now)}"
+    how_long = f"running for {took(run, now)}" if run.status == RunStatus.RUNNING else f"took {took(run, now)}"
     parts: list[RenderableType] = [Text.assemble(
-        (run.id, "bold"), f"  {run.status}  phase {run.phase or '-'}  started {_when(run.created_at)}  {took}")]
+        (run.id, "bold"), f"  {run.status}  phase {run.phase or '-'}  started {when(run.created_at)}  {how_long}")]
     if run.error:
         parts.append(Text.assemble(("error: ", "red"), run.error))
     control = describe_line(doc["control"]) if doc.get("control") else ""
@@ -258,7 +263,7 @@ def _publication_view(run: Run, publication: dict | None, decisions: list[dict])
     elif run.status == RunStatus.HELD:
         parts.append(Text("result: held; the night shows no published result"))
     for d in decisions:
-        parts.append(Text.assemble((f"{d['action']} ", "bold"), f"by an operator at {_when(d['at'])}: ", d["reason"]))
+        parts.append(Text.assemble((f"{d['action']} ", "bold"), f"by an operator at {when(d['at'])}: ", d["reason"]))
     return parts
 
 

@@ -6,7 +6,6 @@ operator named against the job's declaration and says what will happen.
 from __future__ import annotations
 
 import argparse
-import datetime
 import getpass
 import json
 import socket
@@ -16,6 +15,7 @@ from swarm.commands import kit
 from swarm.config import Config
 from swarm.errors import ConfigError, PluginError
 from swarm.exits import EXIT_OK
+from swarm.report import when
 
 ACTIONS = ("pause", "resume", "drain", "reload", "status")
 
@@ -92,7 +92,7 @@ def _resume(args: argparse.Namespace, cfg: Config, ledger: Any) -> int:
     for control in lifted:
         what = "drain" if control.state == ControlState.DRAINING else (
             f"pause of stage {control.stage}" if control.stage else "pause of every stage")
-        print(f"{name}: {what} lifted (it was put by {control.issued_by} at {_when(control.updated_at)})")
+        print(f"{name}: {what} lifted (it was put by {control.issued_by} at {when(control.updated_at)})")
     whole = [c for c in ledger.controls(name) if c.job == name and c.state == ControlState.PAUSED
              and c.stage == EVERY_STAGE]
     if args.stage and whole:
@@ -128,7 +128,7 @@ def _status(args: argparse.Namespace, cfg: Config, ledger: Any) -> int:
     for job, info in sorted(reloads.items()):
         whom = "the fleet" if job == "*" else job
         lines.append(f"reload of {whom}: generation {info['generation']}, last asked by {info['by']} "
-                     f"at {_when(info['at'])}")
+                     f"at {when(info['at'])}")
     if not any(doc["paused"] or doc["drain"] for doc in docs):
         lines.insert(0, f"{args.job or 'no job'}: nothing paused or draining")
     print("\n".join(lines))
@@ -164,8 +164,6 @@ def _issuer() -> str:
 
 def _since(info: dict) -> str:
     why = f": {info['reason']}" if info.get("reason") else ""
-    return f"(by {info['by']} at {_when(info['at'])}{why})"
+    return f"(by {info['by']} at {when(info['at'])}{why})"
 
 
-def _when(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,37 +1,20 @@
 """What the console's pages show, as plain data from the ledger (and the broker's queue depths)."""
 from __future__ import annotations
 
-import datetime
-import pprint
-import time
 from typing import Any, Callable, Mapping, Sequence
 
-from swarm.context import source_of
-from swarm.dlq import SHOWN_PAYLOAD_CHARS, UNVERIFIED, envelope_doc, hex_text
+from swarm.dlq import UNVERIFIED, envelope_doc, hex_text, payload_text
 from swarm.envelope import peek
-from swarm.errors import SwarmError
 from swarm.fleetcontrol import describe_line
-from swarm.fleetcontrol import summary as control_summary
 from swarm.ledger import HistoryLedger, MessageState, Run, RunStatus
-from swarm.report import duration
+from swarm.report import MESSAGE_STATES, RATE_WINDOW, duration, status_dict, took, waiting, when
 
-RATE_WINDOW = 60.0  # seconds of history behind a stage's rate and its ETA
 BUCKET = 10.0  # seconds of the buckets a stage's rate over the last minute is summed from
 POINTS = 120  # most points of a throughput plot, a run of any length: its buckets grow with the run
 NICE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 OPEN_STATES = (MessageState.PLANNED, MessageState.QUEUED, MessageState.CLAIMED)
-STATES = ("planned", "queued", "claimed", "done", "dead", "aborted")
+STATES = MESSAGE_STATES  # the columns of the phase and stage tables
 ROWS_COUNTER = "rows"  # the counter the ETA goes by: rows a message read (swarm.slices counts it)
-
-
-def when(ts: float | None) -> str:
-    return "" if ts is None else datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def took(run: Run, now: float | None = None) -> str:
-    end = (time.time() if now is None else now) if run.status == RunStatus.RUNNING else (
-        run.finished_at or run.updated_at)
-    return duration(max(0.0, end - run.created_at))
 
 
 def run_row(run: Run, ledger: HistoryLedger) -> dict[str, Any]:
@@ -47,29 +30,29 @@ def first_line(text: str | None, limit: int = 160) -> str:
 
 
 def run_detail(run: Run, ledger: HistoryLedger) -> dict[str, Any]:
-    """One run's page, but for its stages (``stage_rows``): phases, counters, checks, failures."""
-    publication = ledger.publication(source_of(run.id))
-    control = control_summary(ledger, run.job) if run.status == RunStatus.RUNNING else None
+    """One run's page, but for its stages (``stage_rows``): what ``swarm status`` shows, for the templates."""
+    doc = status_dict(run, ledger)
     return {
         "run": run, "status": str(run.status), "started": when(run.created_at), "took": took(run),
         "running": run.status == RunStatus.RUNNING,
-        "phases": [{"phase": phase, "counts": [states.get(MessageState(s), 0) for s in STATES]}
-                   for phase, states in ledger.chunk_counts(run.id).items()],
-        "counters": sorted(ledger.counters(run.id).items()),
-        "checks": ledger.checks(run.id),
-        "publication": publication,
-        "decisions": [{"action": d.action, "reason": d.reason, "at": when(d.at)} for d in ledger.decisions(run.id)],
-        "control": describe_line(control) if control else "",
-        "failures": [_failure(f) for f in ledger.failures(run.id, 100, recovered=False)],
-        "recovered": [_failure(f) for f in ledger.failures(run.id, 100, recovered=True)],
+        "phases": [{"phase": phase, "counts": [states.get(MessageState(s), 0) for s in MESSAGE_STATES]}
+                   for phase, states in doc["messages"].items()],
+        "counters": sorted(doc["counters"].items()),
+        "checks": doc["checks"],
+        "publication": doc["publication"],
+        "decisions": [{**d, "at": when(d["at"])} for d in doc["decisions"]],
+        "control": describe_line(doc["control"]) if doc["control"] else "",
+        "failures": [_failure(f) for f in doc["failures"]],
+        "recovered": [_failure(f) for f in doc["recovered"]],
     }
 
 
-def _failure(f: Any) -> dict[str, Any]:
-    label = str(f.state) if f.state in (MessageState.DEAD, MessageState.ABORTED) else (
-        "recovered" if f.state == MessageState.DONE else "retrying")
-    return {"id": f.id, "stage": f.stage, "chunk": f.chunk, "label": label, "attempts": f.attempts,
-            "error": f.error or "(no error recorded)", "when": when(f.updated_at)}
+def _failure(f: dict[str, Any]) -> dict[str, Any]:
+    state = f["state"]
+    label = str(state) if state in (MessageState.DEAD, MessageState.ABORTED) else (
+        "recovered" if state == MessageState.DONE else "retrying")
+    return {"id": f["id"], "stage": f["stage"], "chunk": f["chunk"], "label": label, "attempts": f["attempts"],
+            "error": f["error"] or "(no error recorded)", "when": when(f["updated_at"])}
 
 
 def stage_rows(run: Run, ledger: HistoryLedger, queues: Mapping[str, str] | None,
@@ -102,7 +85,7 @@ def _stage_row(stage: str, by_state: Mapping[MessageState, int], points: Sequenc
     return {
         "stage": stage, "queue": queues.get(stage, "") if queues else "",
         "counts": [by_state.get(MessageState(s), 0) for s in STATES],
-        "depth": _depth(depth, queues.get(stage)) if queues and depth else None,
+        "depth": waiting(depth, queues[stage]) if queues else None,
         "rate": round(rate, 2), "rows": rows_done, "rows_rate": round(rows_rate, 1),
         "eta": eta(open_, done, rows_done, rate, rows_rate),
     }
@@ -117,15 +100,6 @@ def eta(open_: int, done: int, rows_done: int, rate: float, rows_rate: float) ->
     if rate > 0:
         return f"{duration(open_ / rate)} (by messages)"
     return "none done yet" if not done else "no progress in the last minute"
-
-
-def _depth(depth: Callable[[str], int], queue: str | None) -> int | None:
-    if queue is None:
-        return None
-    try:
-        return depth(queue)
-    except SwarmError:
-        return None  # the broker is unreachable: the rest of the page still shows
 
 
 def throughput(run: Run, ledger: HistoryLedger, now: float | None = None) -> dict[str, Any]:
@@ -161,15 +135,10 @@ def dead_letter_view(record: Any, ledger: Any) -> dict[str, Any]:
     return {
         "record": record, "created": when(record.created_at), "replayed": when(record.replayed_at),
         "envelope": envelope_doc(env) if env is not None else None, "unverified": UNVERIFIED,
-        "payload": _payload_text(env) if env is not None else "",
+        "payload": payload_text(env, "`swarm dlq show --json` has all") if env is not None else "",
         "hex": hex_text(record.body) if env is None else "",
         "attempts": info.attempts if info else None, "state": str(info.state) if info else "",
         "error": info.error if info else None,
     }
 
 
-def _payload_text(env: Any) -> str:
-    text = pprint.pformat(dict(env.payload), width=100, sort_dicts=False)
-    if len(text) > SHOWN_PAYLOAD_CHARS:
-        text = f"{text[:SHOWN_PAYLOAD_CHARS]}... ({len(text):,} characters in all; `swarm dlq show --json` has all)"
-    return text
