@@ -6,7 +6,7 @@ import datetime
 import functools
 import json
 import pprint
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from rich.console import Console
 from rich.table import Table
@@ -14,7 +14,7 @@ from rich.text import Text
 
 from swarm.broker import Broker, DeadLetter, declare_stages, stage_queue
 from swarm.envelope import Envelope, peek
-from swarm.errors import ConfigError
+from swarm.errors import ConfigError, PluginError
 from swarm.ledger import DeadLetterLedger, DeadLetterRecord
 from swarm.stage import Job
 
@@ -43,6 +43,24 @@ def collect(broker: Broker, ledger: DeadLetterLedger, job: Job) -> int:
         declare_stages(broker, job, [stage])  # with its bound: a queue's arguments must match
         moved += broker.take_dead(queue, functools.partial(_store, ledger, queue))
     return moved
+
+
+def collect_every_job(broker: Broker, ledger: Any, load_job: Callable[[str], Job], warn: Callable[[str], None]) -> None:
+    """Gather the dead letters of every job the ledger has runs of, as ``swarm dlq list`` does before it lists.
+
+    A job this host cannot load is skipped, with ``warn``; a broker that
+    cannot be read raises ``BackendError``. The in-process broker's queues
+    went with the process that ran the job: there is nothing to gather.
+    """
+    if not broker.outlives_process:
+        return
+    for name in ledger.jobs():
+        try:
+            job = load_job(name)
+        except PluginError as exc:
+            warn(f"not gathering the dead letters of job {name!r}: cannot load it ({exc})")
+            continue
+        collect(broker, ledger, job)
 
 
 def _store(ledger: DeadLetterLedger, queue: str, dead: DeadLetter) -> None:
@@ -123,11 +141,19 @@ def hex_text(body: bytes) -> str:
     return f", not an envelope that decodes; in hex{first}: {body[:SHOWN_HEX_BYTES].hex()}"
 
 
-def _envelope_text(env: Envelope) -> str:
-    # repr shows bytes as b'\x00' and escapes control characters, which a forged letter could aim at a terminal.
+def payload_text(env: Envelope, all_of_it: str = "--json shows all") -> str:
+    """An envelope's payload as Python literals, cut to ``SHOWN_PAYLOAD_CHARS``; ``all_of_it`` says where the rest is.
+
+    repr shows bytes as b'\\x00' and escapes control characters, which a forged letter could aim at a terminal.
+    """
     payload = pprint.pformat(dict(env.payload), width=100, sort_dicts=False)
     if len(payload) > SHOWN_PAYLOAD_CHARS:
-        payload = f"{payload[:SHOWN_PAYLOAD_CHARS]}... ({len(payload):,} characters in all; --json shows all)"
+        payload = f"{payload[:SHOWN_PAYLOAD_CHARS]}... ({len(payload):,} characters in all; {all_of_it})"
+    return payload
+
+
+def _envelope_text(env: Envelope) -> str:
+    payload = payload_text(env)
     fields = "".join(f"\n  {name}: {getattr(env, name)}" for name in ENVELOPE_FIELDS)
     label = "  payload: "
     return f"\n{UNVERIFIED}:{fields}\n{label}" + payload.replace("\n", "\n" + " " * len(label))

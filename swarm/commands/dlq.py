@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from swarm.commands import kit
 from swarm.config import Config
-from swarm.errors import BackendError, ConfigError, PluginError
+from swarm.errors import BackendError, ConfigError
 from swarm.exits import EXIT_OK, EXIT_UNAVAILABLE
 
 if TYPE_CHECKING:
@@ -74,19 +74,10 @@ def _collect_every_job(cfg: Config, broker: Broker, ledger: Any) -> int:
     """
     from swarm import dlq
 
-    if not broker.outlives_process:
-        return EXIT_OK  # the in-process broker's queues went with the process that ran the job: nothing to gather
-    for name in ledger.jobs():
-        try:
-            job = kit.job(cfg, name)
-        except PluginError as exc:
-            print(f"swarm: warning: not gathering the dead letters of job {name!r}: cannot load it ({exc})",
-                  file=sys.stderr)
-            continue
-        try:
-            dlq.collect(broker, ledger, job)
-        except BackendError as exc:
-            print(f"swarm: warning: cannot gather dead letters ({exc}); listing those the ledger has",
-                  file=sys.stderr)
-            return EXIT_UNAVAILABLE
+    try:
+        dlq.collect_every_job(broker, ledger, lambda name: kit.job(cfg, name),
+                              lambda line: print(f"swarm: warning: {line}", file=sys.stderr))
+    except BackendError as exc:
+        print(f"swarm: warning: cannot gather dead letters ({exc}); listing those the ledger has", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return EXIT_OK

@@ -13,7 +13,7 @@ from swarm.console import views
 from swarm.console.core import Pages, log_action, number
 from swarm.console.guard import action_form
 from swarm.context import source_of
-from swarm.errors import ConfigError, PluginError, SwarmError
+from swarm.errors import SwarmError
 from swarm.ledger import RunStatus
 from swarm.urls import redact
 
@@ -41,13 +41,8 @@ class DeadLetterPages(Pages):
         notes: list[str] = []
         try:
             with self.backends.broker() as broker:
-                if broker is None:
-                    return notes
-                for name in ledger.jobs():
-                    try:
-                        dlq.collect(broker, ledger, self.backends.job(name))
-                    except (PluginError, ConfigError) as exc:
-                        notes.append(f"not gathering the dead letters of job {name}: cannot load it ({exc})")
+                if broker is not None:
+                    dlq.collect_every_job(broker, ledger, self.backends.job, notes.append)
         except SwarmError as exc:
             notes.append(f"cannot gather dead letters from the broker ({redact(str(exc))}); listing those the "
                          f"ledger has")
