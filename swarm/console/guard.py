@@ -64,9 +64,7 @@ async def action_form(request: Request, guard: Guard) -> tuple[FormData, Actor]:
     user = logged_in(request)
     if user is None:
         raise HTTPException(403, "log in first: actions need a user or the token (nothing was changed)")
-    sent = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "")
-    expected = request.session.get(CSRF_FIELD)
-    if not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not _csrf_matches(request, str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "")):
         raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and try again "
                                  "(nothing was changed)")
     return form, Actor(user)
@@ -77,11 +75,15 @@ async def login_form(request: Request) -> FormData:
     _same_origin(request)
     _small(request)
     form = await request.form(max_files=0, max_fields=10)
-    expected = request.session.get(CSRF_FIELD)
-    sent = str(form.get(CSRF_FIELD) or "")
-    if not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not _csrf_matches(request, str(form.get(CSRF_FIELD) or "")):
         raise HTTPException(403, "the login form is stale: reload the page and try again")
     return form
+
+
+def _csrf_matches(request: Request, sent: str) -> bool:
+    """Whether ``sent`` is the session's CSRF token (compared in constant time)."""
+    expected = request.session.get(CSRF_FIELD)
+    return isinstance(expected, str) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
 def _small(request: Request) -> None:
