@@ -9,7 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support.browser import screenshot
-from tests.support.console import HOSTILE, PASSWORD, console_section, free_port, serving
+from tests.support.console import HOSTILE, console_section, log_in, serving
+from tests.support.net import free_port
 from tests.support.site import DATE
 from tests.support.supervisord import Supervisord, assert_exact
 from tests.support.waiting import wait_until
@@ -43,14 +44,6 @@ def start_master(site):
 def done_count(page) -> int:
     cells = page.locator("#stages td.num.done").all_inner_texts()
     return sum(int(c.replace(",", "")) for c in cells)
-
-
-def log_in(page, url: str) -> None:
-    page.goto(f"{url}/login")
-    page.fill("input[name=user]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.locator("header .who")).to_contain_text("alice")
 
 
 def metrics_base() -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -12,17 +11,12 @@ from typing import Iterator, Mapping
 
 from swarm.console.auth import add_user
 from tests.support import ROOT
+from tests.support.net import free_port
 from tests.support.waiting import wait_until
 
 PASSWORD = "correct horse battery staple"
 # A handler's error that would run if any page rendered it as HTML: a script and an image's onerror.
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"> bad row"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def console_section(folder: Path, writable: bool = True) -> str:
@@ -33,6 +27,20 @@ def console_section(folder: Path, writable: bool = True) -> str:
         add_user(users, "alice", PASSWORD)
         text += f'users_file = "{users}"\n'
     return text
+
+
+def log_in(page, url: str) -> None:
+    """Log alice in through the console's login form in a browser ``page``, as an operator would."""
+    from playwright.sync_api import expect
+
+    from tests.support.browser import screenshot
+
+    page.goto(f"{url}/login")
+    page.fill("input[name=user]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    screenshot(page, "login")
+    page.click("button[type=submit]")
+    expect(page.locator("header .who")).to_contain_text("alice")
 
 
 @contextlib.contextmanager

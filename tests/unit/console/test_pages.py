@@ -13,7 +13,7 @@ from swarm import cli
 from swarm.ledger import CheckResult, RunStatus
 from swarm.ledgers.sqlite import SqliteLedger
 from tests.support.browser import screenshot
-from tests.support.console import HOSTILE, PASSWORD, console_section, serving
+from tests.support.console import HOSTILE, console_section, log_in, serving
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
@@ -42,15 +42,6 @@ def swarm_run(config, job: str, date: str) -> int:
 
 def ledger_of(tmp_path) -> SqliteLedger:
     return SqliteLedger(str(tmp_path / "swarm.db"))
-
-
-def log_in(page, url: str) -> None:
-    page.goto(f"{url}/login")
-    page.fill("input[name=user]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    screenshot(page, "login")
-    page.click("button[type=submit]")
-    expect(page.locator("header .who")).to_contain_text("alice")
 
 
 def test_the_runs_page_lists_runs_and_filters_them(page, embedded, tmp_path):
