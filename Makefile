@@ -33,9 +33,10 @@ services:
 
 # The unit tests in parallel, then the integration and fault tests in one serial run: the fault suite kills
 # processes and shares the services, so nothing runs beside it. The first run that fails stops `make test`.
+# The second lists its 30 slowest tests, to show where the time of `make test` goes.
 test: check services
 	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
-	$(PYTEST) $(SERVICE_TESTS)
+	$(PYTEST) --durations=30 $(SERVICE_TESTS)
 
 # The house's rules: the import contracts (setup.cfg [importlinter]), style (ruff.toml), types (setup.cfg [mypy]).
 check: $(STAMP)
