@@ -62,7 +62,7 @@ def case_config(site: Site, name: str, options: Mapping[str, Mapping[str, object
     if split:
         sections["split"] = split
     sections.update({f"options.{job}": values for job, values in (options or {}).items()})
-    return site.config_file(name, sections, tables)
+    return site.config_file(name, sections, **({"tables": tables} if tables else {}))
 
 
 def timed_master(site: Site, config: Path, job: str, stages: Sequence[str], date: str, procs: int, label: str,

@@ -28,6 +28,13 @@ class InFlight:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     started: bool = False
     settled: bool = False
+    # By this process's monotonic clock: when the lease may end in the ledger's eyes, at the earliest. A claim or
+    # renewal sent at t makes the ledger hold the lease until at least t + lease; -inf once the ledger says it is lost.
+    held_until: float = math.inf
+
+    def holds(self, now: float, margin: float) -> bool:
+        """Whether the lease surely lasts ``margin`` seconds more, as this worker last heard from the ledger."""
+        return self.held_until - now >= margin
 
     def begin(self, now: float) -> bool:
         """Start the handler's clock; False if the watchdog has handed the message back already."""
@@ -84,6 +91,15 @@ class Leases:
         """
         with self._lock:
             return [(f.env.id, f.token) for f in self._held.values()]
+
+    def renewed(self, asked: Sequence[tuple[str, int]], kept: set[str], until: float) -> None:
+        """After a renewal of ``asked``, sent when ``until - lease`` was now: ``kept`` hold until ``until``, the
+        others are lost (taken over, or ended). Those no longer held by this very claim are left alone."""
+        with self._lock:
+            for msg_id, token in asked:
+                flight = self._held.get(msg_id)
+                if flight is not None and flight.token == token:
+                    flight.held_until = until if msg_id in kept else -math.inf
 
     def overdue(self, now: float) -> list[InFlight]:
         """Flights whose handler has run past its stage's timeout (a deadline is infinite until the handler starts)."""

@@ -162,8 +162,8 @@ class WorkerLedger(ControlView, Protocol):
         _raised(self.complete_batch([Completion(msg_id, token, run_id, phase, children, counts or {})])[0])
 
     @abc.abstractmethod
-    def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> None:
-        """Extend the leases ``(id, token)`` still held."""
+    def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> set[str]:
+        """Extend the leases ``(id, token)`` still held; the ids of those it extended (the others are lost)."""
 
     @abc.abstractmethod
     def release(self, msg_id: str, token: int, state: MessageState, error: str | None, refund: bool = False) -> None:

@@ -132,6 +132,15 @@ class Fenced(Verdict):
 
 
 @dataclasses.dataclass(frozen=True)
+class LeaseLost(Verdict):
+    """Its lease may have ended before its table writes (the ledger was out of reach, or took it over): nothing
+    is written, and this copy is looked at again once the lease can have run out, by whoever holds it then."""
+
+    outcome = Outcome.FENCED
+    look_again_after: float
+
+
+@dataclasses.dataclass(frozen=True)
 class TimedOut(Verdict):
     """The watchdog has settled it already (a retry): the late result is dropped."""
 

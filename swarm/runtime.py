@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from typing import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from swarm.outcome import (
     GiveUp,
     HandBack,
     HandedBack,
+    LeaseLost,
     Outcome,
     Reject,
     Retry,
@@ -55,6 +57,10 @@ from swarm.stage import Job, Stage
 from swarm.table import TableStore
 
 log = logging.getLogger("swarm.worker")
+
+# Of the lease: what must be left of it, as the worker last heard from the ledger, for a batch to start its table
+# writes. Renewals come every third of a lease, so only a worker that missed one does without.
+WRITE_MARGIN = 1 / 3
 
 # Outcomes, as tests and callers name them.
 DONE, SKIPPED, RETRY, DEAD, ABORTED, REJECTED, REQUEUED, FENCED, TIMED_OUT = (
@@ -82,10 +88,12 @@ class Processor:
         leases: Leases | None = None,
         middleware: Middleware | None = None,
         split: SplitSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
+        """``clock``: the monotonic clock the leases are kept by, as this worker sees them."""
         self.job, self.broker, self.ledger, self.tables = job, broker, ledger, tables
         self.keys = keys or process_keys()
-        self.holder, self.lease = holder, lease
+        self.holder, self.lease, self.clock = holder, lease, clock
         self.read_tables = ReadTables(tables)
         self._reads: dict[str, Mapping[str, str]] = {}  # run -> Run.reads; fixed when the run opens
         self.options = options or {}
@@ -153,20 +161,21 @@ class Processor:
         batch: list[InFlight] = []
         stage_name = items[0].stage_name
         self.middleware.before_claim(stage_name, len(items))
-        started = time.perf_counter()
+        started, sent = time.perf_counter(), self.clock()
         answers = self.ledger.claim_batch(calls, self.holder, self.lease)
         self.middleware.after_claim(stage_name, sum(isinstance(a, Claim) and a.granted for a in answers),
                                     time.perf_counter() - started)
         for item, answer in zip(items, answers, strict=True):
-            verdict = of_error(answer) if isinstance(answer, Exception) else self._granted(item, answer, batch)
+            verdict = of_error(answer) if isinstance(answer, Exception) else self._granted(item, answer, batch, sent)
             if verdict is not None:
                 self.settler.settle(item, verdict)
 
-    def _granted(self, item: Item, claim: Claim, batch: list[InFlight]) -> Verdict | None:
+    def _granted(self, item: Item, claim: Claim, batch: list[InFlight], sent: float) -> Verdict | None:
         if claim.token is None:  # not granted
             return self._refused(item, claim)
         env, stage = item.accepted()
-        item.flight = InFlight(env, stage, item.delivery, claim.token, claim.attempts, batch=batch)
+        item.flight = InFlight(env, stage, item.delivery, claim.token, claim.attempts, batch=batch,
+                               held_until=sent + self.lease)
         if claim.attempts > stage.retry.max_attempts:
             # Delivered again and again without an outcome: its workers died on it.
             return GiveUp(f"no outcome after {claim.attempts - 1} deliveries: its worker died each time "
@@ -241,7 +250,8 @@ class Processor:
 
     def _write_record_publish(self, items: list[Item]) -> int:
         """The commit's steps in their order; how many messages it acked done."""
-        items = self._apply(items)
+        self._each(items, self._still_held)
+        items = self._apply([i for i in items if i.outcome is None])
         if not items:
             return 0
         failpoint("worker.after_apply")
@@ -269,6 +279,25 @@ class Processor:
         if done:
             self.outages.recovered()
         return len(done)
+
+    def _still_held(self, item: Item) -> Verdict | None:
+        """None if the lease surely outlasts the batch's writes; else nothing of the message is written.
+
+        The ledger fences a stale holder's record, but not its table writes: a
+        worker cut off from the ledger must stop writing before another can
+        have taken its messages over (their lease ended in the ledger's eyes).
+        """
+        flight = item.held()
+        now = self.clock()
+        if flight.holds(now, self.lease * WRITE_MARGIN):
+            return None
+        if flight.held_until == -math.inf:
+            why = "the ledger has taken its lease back"
+        else:
+            why = f"{max(0.0, flight.held_until - now):.1f} s of it left as far as this worker knows: renewals fail"
+        log.warning("message %s: its lease may end before its table writes (%s); nothing written, it is looked "
+                    "at again in %g s", flight.env.id, why, self.lease)
+        return LeaseLost(look_again_after=self.lease)
 
     def _apply(self, items: list[Item]) -> list[Item]:
         """The batch's table writes at once; the items still open after.
@@ -322,9 +351,14 @@ class Processor:
 
     # the watchdog's, from the worker's housekeeping thread ---------------------------
 
-    def renewable(self) -> list[tuple[str, int]]:
-        """``(message id, token)`` of the leases to renew."""
-        return self.leases.renewable()
+    def renew_leases(self) -> None:
+        """Extend the leases held; one the ledger no longer has for this claim is lost at once."""
+        held = self.leases.renewable()
+        if not held:
+            return
+        sent = self.clock()
+        kept = self.ledger.renew(held, self.lease)
+        self.leases.renewed(held, kept, sent + self.lease)
 
     def expire_overdue(self, now: float | None = None) -> list[str]:
         """Handle every call past its stage's timeout as a fault; their late results are dropped.

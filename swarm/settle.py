@@ -27,6 +27,7 @@ from swarm.outcome import (
     Deferred,
     GiveUp,
     HandBack,
+    LeaseLost,
     Outage,
     Outcome,
     Reject,
@@ -159,7 +160,9 @@ class Settler:
             return self._hand_back(item)
         if isinstance(verdict, Skip):
             self._skip(item, verdict)
-        item.delivery.ack()  # Done, Skip, Fenced
+        if isinstance(verdict, LeaseLost):
+            self._skip(item, Skip(look_again_after=verdict.look_again_after))
+        item.delivery.ack()  # Done, Skip, Fenced, LeaseLost
         return verdict.outcome
 
     def _skip(self, item: Item, skip: Skip) -> None:

@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from typing import Iterable
 
 from swarm import metrics
@@ -76,7 +75,6 @@ class Worker:
         self.pools: dict[str, StagePool] = {}
         self._held_back: set[str] = set()  # stages on pool_min threads: a successor's queue stays full
         self._housekeeping_stop = threading.Event()
-        self._last_renew = 0.0
         self._control_lock = threading.Lock()  # a stage is subscribed, paused or resumed under it
         self._stopping = False  # draining to exit: no stage consumes again
         self.control = ControlWatch(ledger, job.name, names, self._pause, self._resume, self._reload)
@@ -154,8 +152,8 @@ class Worker:
             return
         self.control.start(self._housekeeping_stop)  # a paused stage starts paused
         self._subscribe()
-        housekeeping = threading.Thread(target=self._housekeeping, name="swarm-housekeeping", daemon=True)
-        housekeeping.start()
+        threading.Thread(target=self._housekeeping, name="swarm-housekeeping", daemon=True).start()
+        threading.Thread(target=self._renewing, name="swarm-leases", daemon=True).start()
         drained = threading.Event()
         threading.Thread(target=self._drain_after, args=(stop, drained), name="swarm-drain", daemon=True).start()
         try:
@@ -234,18 +232,27 @@ class Worker:
         self.lease = self.processor.lease = float(seconds)
 
     def _housekeeping(self) -> None:
-        """Renew the leases of messages in hand, time out overdue handler calls, size the pools."""
-        interval = max(0.2, min(self.lease / 3, 10.0))
-        while not self._housekeeping_stop.wait(min(interval, 1.0)):
+        """Time out overdue handler calls and size the pools, every second (or third of a shorter lease)."""
+        while not self._housekeeping_stop.wait(min(1.0, self._renew_every())):
             self.processor.expire_overdue()
             self._hold_back()
             for pool in list(self.pools.values()):
                 pool.adjust()
-            if self._due(interval):
-                try:
-                    self.processor.ledger.renew(self.processor.renewable(), self.lease)
-                except BackendError as exc:
-                    log.warning("could not renew leases: %s", exc)
+
+    def _renewing(self) -> None:
+        """Renew the leases of messages in hand every third of a lease.
+
+        A thread of its own: a ledger out of reach holds a renewal up to its
+        time-out, and the watchdog must not wait for it meanwhile.
+        """
+        while not self._housekeeping_stop.wait(self._renew_every()):
+            try:
+                self.processor.renew_leases()
+            except BackendError as exc:
+                log.warning("could not renew leases: %s", exc)
+
+    def _renew_every(self) -> float:
+        return max(0.2, min(self.lease / 3, 10.0))
 
     def _hold_back(self) -> None:
         """Cap at ``pool_min`` threads each stage that had to hand messages back lately: a successor stayed full."""
@@ -264,13 +271,6 @@ class Worker:
             else:
                 self._held_back.discard(stage.name)
                 log.info("stage %s: the queues it sends to have room again", stage.name)
-
-    def _due(self, interval: float) -> bool:
-        now = time.monotonic()
-        if now - self._last_renew >= interval:
-            self._last_renew = now
-            return True
-        return False
 
 
 def _by(control: Control) -> str:

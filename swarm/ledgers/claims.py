@@ -103,23 +103,25 @@ class ClaimSql(SqlCore, WorkerLedger):
         )
         return {row[0]: _claim(*row[1:]) for row in cur.fetchall()}
 
-    def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> None:
+    def renew(self, leases: Sequence[tuple[str, int]], lease: float) -> set[str]:
         until = self.now() + lease
         held = sorted(set(leases))
 
-        def work(cur: Any) -> None:
+        def work(cur: Any) -> set[str]:
+            kept: set[str] = set()
             for part in batches(held, 500):
                 ids = [msg_id for msg_id, _ in part]
-                cur.execute(
-                    self._sql(
-                        f"UPDATE swarm_messages SET lease_until = ? WHERE state = ? AND id IN ({marks(ids)}) "
-                        f"AND ({_id_token_pairs(len(part))})"
-                    ),
-                    (until, MessageState.CLAIMED, *ids, *(v for pair in part for v in pair)),
-                )
+                args = (*ids, *(v for pair in part for v in pair))
+                where = f"state = ? AND id IN ({marks(ids)}) AND ({_id_token_pairs(len(part))})"
+                cur.execute(self._sql(f"UPDATE swarm_messages SET lease_until = ? WHERE {where}"),
+                            (until, MessageState.CLAIMED, *args))
+                # Renewed: still claimed with that token, and now with this very lease end
+                cur.execute(self._sql(f"SELECT id FROM swarm_messages WHERE lease_until = ? AND {where}"),
+                            (until, MessageState.CLAIMED, *args))
+                kept.update(row[0] for row in cur.fetchall())
+            return kept
 
-        if held:
-            self._transaction(work)
+        return self._transaction(work) if held else set()
 
     # completes --------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from pymysql.constants import CLIENT
 
 from swarm import tls
 from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
+from swarm.ledgers.clock import ServerClock
 from swarm.ledgers.core import T, Work
 from swarm.ledgers.group import SplitGroup
 from swarm.ledgers.sql import SqlLedger
@@ -100,6 +101,22 @@ class MysqlLedger(SqlLedger):
         self._masters: dict[str, HeldLock] = {}
         self._masters_guard = threading.Lock()
         self._mariadb = True
+        self._clock = ServerClock(self._server_time)
+
+    def now(self) -> float:  # type: ignore[override]
+        """The database server's time: every host's leases and times go by the one clock (``swarm.ledgers.clock``)."""
+        return self._clock.now()
+
+    def _server_time(self) -> float:
+        def work(cur: Any) -> float:
+            cur.execute("SET time_zone = '+00:00'")  # no daylight-saving hour read twice
+            cur.execute("SELECT UNIX_TIMESTAMP(NOW(6))")
+            return float(cur.fetchone()[0])
+
+        try:
+            return self._attempt(work)  # once: a clock reading is not worth waiting for
+        except DRIVER_ERRORS as exc:
+            raise self._failure(exc, 1) from None
 
     # the dialect ----------------------------------------------------------------
 

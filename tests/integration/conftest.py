@@ -55,7 +55,7 @@ def hbase_server(request, hbase_cluster):
 
 @pytest.fixture
 def make_site(tmp_path, amqp_vhost, mysql_db, hbase_server):
-    """Makes a ready site (ledger schema, a generated day) with the given options; stops its workers after."""
+    """Makes a ready site (ledger schema, a generated day) with the given options; stops its processes after."""
     made = []
 
     def make(events: int, options: dict, hot: float = 0.0, **settings):
@@ -67,4 +67,4 @@ def make_site(tmp_path, amqp_vhost, mysql_db, hbase_server):
 
     yield make
     for site in made:
-        site.stop()
+        site.stop_all(timeout=60)  # workers drain; a master or a worker a test started its own way goes too

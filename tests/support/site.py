@@ -101,20 +101,23 @@ class Site:
         """The broker's URL."""
         return self.urls["broker"]
 
-    def write_config(self) -> None:
-        """The site's config file, from its URLs, key file and ``options`` (change them, then call again)."""
-        self.config_file(self.config.stem, {
+    def write_config(self, name: str | None = None, **urls: str) -> Path:
+        """The site's config file, from its URLs, key file and ``options`` (change them, then call again).
+
+        ``name`` and ``urls``: another file, with some backends elsewhere (e.g. the ledger behind a fault proxy).
+        """
+        return self.config_file(name or self.config.stem, {
             "jobs": {"modules": ["tests.support.slowjob"], **({"max_queue": self.max_queue} if self.max_queue else {})},
             "worker": {"lease": self.lease},
             "master": {"poll": 0.2, "lost_after": self.lost_after},
             **({"split": self.split} if self.split else {}),
             f"options.{JOB}": self.options,
-        })
+        }, **urls)
 
-    def config_file(self, name: str, sections: Mapping[str, Mapping[str, object]], tables: str | None = None) -> Path:
-        """``<name>.toml`` in the site's folder: its backends (``tables`` for the table store), key, ``sections``."""
+    def config_file(self, name: str, sections: Mapping[str, Mapping[str, object]], **urls: str) -> Path:
+        """``<name>.toml`` in the site's folder: its backends (``urls`` in place of some), key, ``sections``."""
         path = self.tmp / f"{name}.toml"
-        path.write_text(config_text(dict(self.urls, tables=tables or self.urls["tables"]), self.key_file, sections))
+        path.write_text(config_text({**self.urls, **urls}, self.key_file, sections))
         return path
 
     def keys(self) -> SiteKeys:

@@ -42,8 +42,8 @@ def setup(broker, ledger, tables):
     broker.declare(stage_queue("toy", s) for s in job.stages)
     ledger.open_run(RUN, "toy", {"date": "2026-11-22"})
 
-    def make(behaviour=None, **kw):
-        return Processor(job, broker, ledger, tables, "w1", lease=30, options={"behaviour": behaviour or {}},
+    def make(behaviour=None, lease=30, **kw):
+        return Processor(job, broker, ledger, tables, "w1", lease=lease, options={"behaviour": behaviour or {}},
                          backend_pause=0.01, keys=KEYS, **kw)
 
     return make

@@ -139,10 +139,10 @@ def test_messages_waiting_in_a_batch_keep_their_leases(setup, ledger, monkeypatc
     t = threading.Thread(target=proc.handle_batch, args=(deliveries(ledger, 1, 2),))
     t.start()
     assert entered.wait(5)
-    assert sorted(msg_id for msg_id, _ in proc.renewable()) == sorted([envelope(n=1).id, envelope(n=2).id])
+    assert sorted(msg_id for msg_id, _ in proc.leases.renewable()) == sorted([envelope(n=1).id, envelope(n=2).id])
     release.set()
     t.join(5)
-    assert proc.renewable() == []
+    assert proc.leases.renewable() == []
 
 
 def test_messages_handled_in_a_batch_keep_their_leases_until_the_batch_commits(setup, ledger, monkeypatch):
@@ -160,10 +160,10 @@ def test_messages_handled_in_a_batch_keep_their_leases_until_the_batch_commits(s
     t = threading.Thread(target=proc.handle_batch, args=(deliveries(ledger, 1, 2),))
     t.start()
     assert second.wait(5)  # the first is handled, not committed
-    assert sorted(msg_id for msg_id, _ in proc.renewable()) == sorted([envelope(n=1).id, envelope(n=2).id])
+    assert sorted(msg_id for msg_id, _ in proc.leases.renewable()) == sorted([envelope(n=1).id, envelope(n=2).id])
     release.set()
     t.join(5)
-    assert proc.renewable() == []
+    assert proc.leases.renewable() == []
 
 
 def test_dead_letter_queue_of_the_batch_stage_is_untouched_by_good_work(setup, broker, ledger):

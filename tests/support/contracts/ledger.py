@@ -311,8 +311,8 @@ class LedgerContract:
         known(ledger, kept, lost)
         kept_claim = ledger.claim(RUN, PHASE, kept, "w1", EXPIRED)
         lost_claim = ledger.claim(RUN, PHASE, lost, "w1", EXPIRED)
-        ledger.renew([(kept.id, kept_claim.token), (lost.id, lost_claim.token + 1)], LEASE)
-        ledger.renew([], LEASE)
+        assert ledger.renew([(kept.id, kept_claim.token), (lost.id, lost_claim.token + 1)], LEASE) == {kept.id}
+        assert ledger.renew([], LEASE) == set()
         assert not ledger.claim(RUN, PHASE, kept, "w2", LEASE).granted
         assert ledger.claim(RUN, PHASE, lost, "w2", LEASE).granted
 
