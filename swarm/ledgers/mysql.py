@@ -3,7 +3,7 @@
 TLS: ``?ssl_ca=PATH`` encrypts every connection and verifies the server's
 certificate against that CA, and its name against the URL's host unless
 ``ssl_verify_identity=false``; ``ssl_cert=PATH`` and ``ssl_key=PATH`` add a
-client certificate. Any other query option is refused.
+client certificate. Besides ``lock_timeout`` (below), any other query option is refused.
 
 One connection per thread, with timeouts. A transaction that fails on a
 deadlock, a lock wait timeout or a lost connection is run again from the
@@ -12,7 +12,8 @@ and concurrent completes, from the threads of one process share one
 transaction and one commit (group commit, ``swarm.ledgers.group.Group``);
 each caller still gets its own outcome. The master's lock is
 ``GET_LOCK`` held by a connection of its own, so it ends with the master's
-session even when the master is killed.
+session even when the master is killed, or cut off (``swarm.ledgers.masterlock``;
+``?lock_timeout=SECONDS``, default 60, is how long the server waits for a silent master).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import random
 import socket
@@ -37,6 +39,7 @@ from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
 from swarm.ledgers.clock import ServerClock
 from swarm.ledgers.core import T, Work
 from swarm.ledgers.group import SplitGroup
+from swarm.ledgers.masterlock import HeldLock
 from swarm.ledgers.sql import SqlLedger
 from swarm.urls import redact
 
@@ -51,6 +54,7 @@ CONNECTION_LOST = {2003, 2006, 2013, 2055, 1927, 4031, 1053}
 NO_SUCH_TABLE = 1146
 CANNOT_CONNECT = 2003  # PyMySQL's code for any failure while connecting, TLS handshake included
 MAX_LOCK_NAME = 64  # GET_LOCK's limit on MySQL
+LOCK_TIMEOUT = 60.0  # a master's lock session silent this long is ended by the server (?lock_timeout=)
 UNNAMED_HOLDER = "a master that has not named itself yet"  # between its GET_LOCK and its row in swarm_locks
 DRIVER_ERRORS = (pymysql.MySQLError, OSError)
 
@@ -63,15 +67,7 @@ class Target:
     password: str = dataclasses.field(repr=False)
     database: str
     ssl: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # pymysql.connect's ssl_* arguments
-
-
-@dataclasses.dataclass(frozen=True)
-class HeldLock:
-    """A master's lock: the session that holds it and the holder it names."""
-
-    conn: Connection
-    name: str
-    holder: str
+    lock_timeout: float = LOCK_TIMEOUT  # seconds of silence after which the server ends a master's lock session
 
 
 class MysqlLedger(SqlLedger):
@@ -187,10 +183,13 @@ class MysqlLedger(SqlLedger):
         conn = pymysql.connect(
             host=t.host, port=t.port, user=t.user, password=t.password, database=t.database,
             charset="utf8mb4", autocommit=autocommit,
-            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout, write_timeout=self.write_timeout,
+            # The login's reads too are bounded by connect_timeout: a server that accepts and never answers
+            # must not hold a connect for read_timeout.
+            connect_timeout=self.connect_timeout, read_timeout=self.connect_timeout, write_timeout=self.write_timeout,
             # rowcount counts the rows an UPDATE matched, as SQLite does, not only those it changed.
             client_flag=CLIENT.FOUND_ROWS, **t.ssl,
         )
+        conn._read_timeout = self.read_timeout  # then each read's bound; PyMySQL applies it at the next read
         try:
             with conn.cursor() as cur:
                 # No gap locks: two transactions that each look for a missing
@@ -231,18 +230,22 @@ class MysqlLedger(SqlLedger):
             held, self._masters = list(self._masters.values()), {}
         with self._conns_guard:
             conns, self._conns = list(self._conns.values()), {}
-        for conn in [h.conn for h in held] + conns:
+        for lock in held:
+            lock.give_up()
+        for conn in conns:
             close_quietly(conn)
 
     # transactions -----------------------------------------------------------------
 
     def _transaction(self, work: Work[T]) -> T:
+        self._fence()
         return self._retrying(lambda: self._attempt(work))
 
     def _group_transaction(self, work: Work[T]) -> T:
         # Only failures a new attempt cannot cure split the group: on a lost
         # connection or a lock conflict the whole group runs again, as one call
         # alone would, and a COMMIT that landed unacknowledged is recognised per message.
+        self._fence()
         return self._retrying(lambda: self._group_attempt(work))
 
     def _group_attempt(self, work: Work[T]) -> T:
@@ -333,42 +336,73 @@ class MysqlLedger(SqlLedger):
     def lock_master(self, key: str, holder: str) -> None:
         me = f"{socket.gethostname()}:{os.getpid()}:{holder}"
         with self._masters_guard:
-            held = self._masters.pop(key, None)
+            held = self._masters.get(key)
             if held is not None:
                 if held.holder != me:
-                    self._masters[key] = held
                     raise MasterLocked(key, held.holder)
-                if self._renew_lock(key, held):
-                    self._masters[key] = held
+                if held.holds(time.monotonic()) and self._still_held(held):
                     return
-                close_quietly(held.conn)  # its session, and the lock with it, is gone: take it again if free
-            self._masters[key] = self._retrying(lambda: self._take_lock(key, me))
+                # Kept though given up: until it is taken again, the fence holds this master's transactions back
+                held.give_up(f"not confirmed for {time.monotonic() - held.confirmed:.1f} s")
+            self._masters[key] = self._retrying(lambda: self._take_lock(key, holder, me))
 
-    def _take_lock(self, key: str, me: str) -> HeldLock:
+    def _still_held(self, held: HeldLock) -> bool:
+        try:
+            return held.confirm(self._confirm_lock)
+        except DRIVER_ERRORS as exc:
+            log.warning("MySQL ledger %s: the master's lock on %s is not sure: %s", redact(self.url), held.key,
+                        describe(exc))
+            return False
+
+    def _fence(self) -> None:
+        """A master's transactions run only while its lock surely holds; else it takes the lock again first.
+
+        Taking it fails with ``MasterLocked`` once another master has it, or waits out
+        the outage that cost it (the master's patience) without acting meanwhile.
+        """
+        if not self._masters:
+            return  # a worker's ledger, or a master's between runs
+        now = time.monotonic()
+        for key, held in list(self._masters.items()):
+            if not held.holds(now):
+                self.lock_master(key, held.who)
+
+    def _take_lock(self, key: str, who: str, me: str) -> HeldLock:
         conn = self._connect(autocommit=True)
+        timeout = self.target.lock_timeout
         try:
             name = self._lock_name("master", key)
             with conn.cursor() as cur:
+                # A master silent this long (cut off, or frozen) loses its session and the lock with it
+                cur.execute("SET SESSION wait_timeout = %s", (max(1, math.ceil(timeout)),))
+                sent = time.monotonic()
                 cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
                 if cur.fetchone()[0] != 1:
-                    raise MasterLocked(key, self._lock_holder(cur, key, name))
+                    self._refuse_lock(cur, key, name, me)
                 self._name_holder(cur, key, me)
         except BaseException:
             close_quietly(conn)
             raise
-        return HeldLock(conn, name, me)
+        held = HeldLock(conn, name, me, key, who, timeout, confirmed=sent)
+        held.keep(self._confirm_lock)
+        return held
 
-    def _renew_lock(self, key: str, held: HeldLock) -> bool:
-        """Refresh the holder's row; False when the session no longer holds the lock."""
-        try:
-            with held.conn.cursor() as cur:
-                cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (held.name,))
-                if cur.fetchone()[0] != 1:
-                    return False
-                self._name_holder(cur, key, held.holder)
-        except DRIVER_ERRORS as exc:
-            log.warning("MySQL ledger %s: the master's lock on %s was lost: %s", redact(self.url), key, describe(exc))
-            return False
+    def _refuse_lock(self, cur: Any, key: str, name: str, me: str) -> None:
+        holder = self._lock_holder(cur, key, name)
+        if holder.startswith(f"{me} ("):
+            # This master's own earlier session, cut off: the server ends it after lock_timeout, then it is free
+            raise BackendError(f"MySQL ledger {redact(self.url)}: the lock on {key} is still held by this master's "
+                               f"earlier session, which the server ends after {self.target.lock_timeout:g} s of "
+                               "silence")
+        raise MasterLocked(key, holder)
+
+    def _confirm_lock(self, held: HeldLock) -> bool:
+        """From the lock's keeper: whether its session still holds it (the holder's row refreshed if so)."""
+        with held.conn.cursor() as cur:
+            cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (held.name,))
+            if cur.fetchone()[0] != 1:
+                return False
+            self._name_holder(cur, held.key, held.holder)
         return True
 
     def _name_holder(self, cur: Any, key: str, holder: str) -> None:
@@ -401,14 +435,19 @@ class MysqlLedger(SqlLedger):
             held = self._masters.pop(key, None)
         if held is None:
             return  # never held here: another master's lock is not ours to release
-        try:
-            with held.conn.cursor() as cur:
-                cur.execute("DELETE FROM swarm_locks WHERE name = %s AND holder = %s", (key, held.holder))
-                cur.execute("SELECT RELEASE_LOCK(%s)", (held.name,))
-        except DRIVER_ERRORS as exc:
-            log.warning("MySQL ledger %s: releasing the master's lock on %s: %s", redact(self.url), key, describe(exc))
-        finally:
-            close_quietly(held.conn)  # ends the session, which frees the lock in any case
+        held.stop()
+        if held.lost:
+            return  # its session is closed already
+        with held.asking:
+            try:
+                with held.conn.cursor() as cur:
+                    cur.execute("DELETE FROM swarm_locks WHERE name = %s AND holder = %s", (key, held.holder))
+                    cur.execute("SELECT RELEASE_LOCK(%s)", (held.name,))
+            except DRIVER_ERRORS as exc:
+                log.warning("MySQL ledger %s: releasing the master's lock on %s: %s", redact(self.url), key,
+                            describe(exc))
+            finally:
+                close_quietly(held.conn)  # ends the session, which frees the lock in any case
 
     def _lock_name(self, kind: str, key: str) -> str:
         # Lock names are server-wide: the database in the name keeps two
@@ -420,6 +459,7 @@ class MysqlLedger(SqlLedger):
 
 
 TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_identity")
+OPTIONS = (*TLS_OPTIONS, "lock_timeout")
 
 
 def parse_url(url: str) -> Target:
@@ -434,18 +474,32 @@ def parse_url(url: str) -> Target:
     database = urllib.parse.unquote(parts.path[1:])
     if parts.scheme.lower() != "mysql" or not database or "/" in database:
         raise ConfigError(f"ledger: {expected}, got {redact(url)}")
-    unknown = sorted(set(query) - set(TLS_OPTIONS))
+    unknown = sorted(set(query) - set(OPTIONS))
     if unknown:
         raise ConfigError(f"ledger: unknown option {', '.join(unknown)} in {redact(url)}; "
-                          f"the options are {', '.join(TLS_OPTIONS)}")
+                          f"the options are {', '.join(OPTIONS)}")
+    options = {name: values[-1] for name, values in query.items()}
     return Target(
         host=parts.hostname or "127.0.0.1",
         port=port,
         user=None if parts.username is None else urllib.parse.unquote(parts.username),
         password=urllib.parse.unquote(parts.password or ""),
         database=database,
-        ssl=ssl_arguments({name: values[-1] for name, values in query.items()}),
+        ssl=ssl_arguments({k: v for k, v in options.items() if k in TLS_OPTIONS}),
+        lock_timeout=_lock_timeout(options.get("lock_timeout"), url),
     )
+
+
+def _lock_timeout(text: str | None, url: str) -> float:
+    if text is None:
+        return LOCK_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= 86400:
+        raise ConfigError(f"ledger: lock_timeout must be seconds from 1 to 86400, got {text[:60]!r} in {redact(url)}")
+    return seconds
 
 
 def ssl_arguments(options: Mapping[str, str]) -> dict[str, Any]:

@@ -29,7 +29,9 @@ from tests.support.contracts.ledger import (
     retry_while_locked,
     together,
 )
-from tests.support.mysql import mysql_admin, mysql_url, temporary_database
+from tests.support.faultproxy import FaultProxy
+from tests.support.mysql import PORT, mysql_admin, mysql_url, temporary_database
+from tests.support.net import HOST
 
 pytestmark = pytest.mark.integration
 
@@ -401,6 +403,34 @@ def test_a_lock_lost_and_taken_by_another_master_is_refused_on_renewal(url, data
     finally:
         ledger.close()
         other.close()
+
+
+def test_a_master_cut_off_from_the_server_stops_acting_before_another_can_take_its_lock(url, database):
+    """Partitions, scenario 3: two masters never both act on one night, and the second need not wait hours."""
+    lock_timeout = 3.0
+    with FaultProxy((HOST, PORT)) as proxy:
+        first = MysqlLedger(mysql_url(database, port=proxy.port) + f"?lock_timeout={lock_timeout:g}")
+        second = MysqlLedger(mysql_url(database))
+        first.connect_timeout, first.retry_for = 2, 3.0  # its calls while cut off fail sooner
+        try:
+            first.lock_master(RUN, "master A")
+            known(first, message(1))
+            proxy.blackhole()  # A hears nothing from the server, nor the server from A
+            cut = time.monotonic()
+            with pytest.raises(MasterLocked, match="master A"):
+                second.lock_master(RUN, "master B")  # A's session is alive on the server: no second master
+            retry_while_locked(lambda: second.lock_master(RUN, "master B"), within=lock_timeout * 10)
+            assert time.monotonic() - cut >= lock_timeout * 0.9  # the server ended A's silent session, and its lock
+            assert not first._masters[RUN].holds(time.monotonic())  # ...after A had stopped acting on it
+            with pytest.raises(BackendError):
+                known(first, message(2))  # A's fence: no transaction while its lock is not sure
+            proxy.passing()
+            with pytest.raises(MasterLocked, match="master B"):
+                known(first, message(3))  # healed: B has the lock, so A stops for good
+            assert sum(second.counts(RUN).values()) == 1  # only what A did while it held the lock
+        finally:
+            first.close()
+            second.close()
 
 
 def test_master_holder_goes_by_the_servers_lock_not_the_row_naming_its_holder(url, admin):
