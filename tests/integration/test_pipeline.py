@@ -69,6 +69,7 @@ def test_a_worker_killed_mid_message_loses_nothing(site):
     finish(site, master)
 
 
+@pytest.mark.exclusive
 def test_the_broker_restarted_mid_run(site):
     site.start_worker()
     site.start_worker()

@@ -168,6 +168,7 @@ def test_a_handler_busy_longer_than_the_heartbeat_does_not_lose_the_connection(v
     assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]
 
 
+@pytest.mark.exclusive
 def test_serve_survives_a_broker_restart_without_losing_messages(broker, vhost, pool):
     held: list = []
 
