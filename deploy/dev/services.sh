@@ -78,8 +78,15 @@ ensure_chromium() {
     [ -x /usr/bin/chromium ] || install_pkg chromium
 }
 
+ensure_nettools() {
+    # Not services: the test hosts in network namespaces (tests/support/nethosts.py) need ip, tc and nft.
+    command -v tc >/dev/null || install_pkg iproute2
+    command -v nft >/dev/null || install_pkg nftables
+}
+
 ensure_rabbitmq
 ensure_mariadb
 ensure_hbase
 ensure_chromium
+ensure_nettools
 echo "services: RabbitMQ, MariaDB and HBase are up; Chromium is installed"

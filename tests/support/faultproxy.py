@@ -76,12 +76,15 @@ class _Link:
 
 
 class FaultProxy:
-    """A TCP proxy from ``127.0.0.1:port`` to ``target`` whose network can fail on demand (see the module)."""
+    """A TCP proxy from ``bind:port`` to ``target`` whose network can fail on demand (see the module).
 
-    def __init__(self, target: tuple[str, int], name: str = "fault-proxy"):
+    ``bind`` is loopback unless a test wants it on an address of its own (a veth's, say).
+    """
+
+    def __init__(self, target: tuple[str, int], name: str = "fault-proxy", bind: str = HOST):
         self.target = target
-        self.host = HOST
-        self._listener = socket.create_server((HOST, 0), backlog=BACKLOG)
+        self.host = bind
+        self._listener = socket.create_server((bind, 0), backlog=BACKLOG)
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
         self.accepted = 0  # connections accepted and forwarded
@@ -255,7 +258,7 @@ class FaultProxy:
         filler = socket.socket()
         filler.setblocking(False)
         with contextlib.suppress(BlockingIOError):
-            filler.connect((HOST, self.port))
+            filler.connect((self.host, self.port))
         self._filler = filler  # never registered: nobody reads it
 
     def _empty_backlog(self) -> None:
