@@ -8,12 +8,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-# Processes for the unit tests (pytest-xdist); the tests on the services always run in one.
+# Processes for the unit tests and for the tests on the services (pytest-xdist).
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 # The unit tests are exactly the tests that are neither `integration` nor `faults`; the rest need the services.
 UNIT_TESTS := -m "not integration and not faults"
-SERVICE_TESTS := -m "integration or faults"
+# Of those, the fault suite and the tests that stop a service every test shares (`exclusive`) run alone.
+SHARING_TESTS := -m "integration and not exclusive and not faults"
+ALONE_TESTS := -m "faults or exclusive"
 
 .PHONY: demo test check unit integration faults bench services venv clean
 
@@ -31,12 +33,13 @@ demo: $(STAMP)
 services:
 	bash deploy/dev/services.sh
 
-# The unit tests in parallel, then the integration and fault tests in one serial run: the fault suite kills
-# processes and shares the services, so nothing runs beside it. The first run that fails stops `make test`.
-# The second lists its 30 slowest tests, to show where the time of `make test` goes.
+# The unit tests in parallel; then the tests on the services in parallel, a test file to each process (each test
+# has a vhost, a database and a table prefix of its own); then, alone, the fault suite and the tests that stop a
+# shared service. The first run that fails stops `make test`. The service runs list their slowest tests.
 test: check services
 	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
-	$(PYTEST) --durations=30 $(SERVICE_TESTS)
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --durations=30 $(SHARING_TESTS)
+	$(PYTEST) --durations=10 $(ALONE_TESTS)
 
 # The house's rules: the import contracts (setup.cfg [importlinter]), style (ruff.toml), types (setup.cfg [mypy]).
 check: $(STAMP)
@@ -48,7 +51,8 @@ unit: $(STAMP)
 	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
 
 integration: $(STAMP) services
-	$(PYTEST) -m integration
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile $(SHARING_TESTS)
+	$(PYTEST) -m "integration and exclusive"
 
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt

@@ -89,4 +89,4 @@ ensure_mariadb
 ensure_hbase
 ensure_chromium
 ensure_nettools
-echo "services: RabbitMQ, MariaDB and HBase are up; Chromium is installed"
+echo "services: RabbitMQ, MariaDB and HBase are up; Chromium, iproute2 and nftables are installed"
