@@ -78,6 +78,9 @@ class MysqlLedger(SqlLedger):
     read_timeout = 60
     write_timeout = 60
     lock_wait_timeout = 20
+    # A session idle inside a transaction this long has lost its client (cut off mid-transaction): MariaDB
+    # ends it, and frees its row locks, which would otherwise stall every claim on them until wait_timeout (8 h).
+    idle_transaction_timeout = 15
     schema_lock_wait = 30
     attempts = 8  # per transaction; the pauses between them add up to about 5 s
     retry_for = 45.0  # and no new attempt after this many seconds, lock waits included
@@ -199,7 +202,9 @@ class MysqlLedger(SqlLedger):
                     "SET SESSION innodb_lock_wait_timeout = %s, SESSION sql_mode = %s",
                     (self.lock_wait_timeout, "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"),
                 )
-            self._mariadb = "mariadb" in conn.get_server_info().lower()
+                self._mariadb = "mariadb" in conn.get_server_info().lower()
+                if self._mariadb:  # MySQL has no such setting (see README, Partitions and clocks)
+                    cur.execute("SET SESSION idle_transaction_timeout = %s", (self.idle_transaction_timeout,))
         except BaseException:
             close_quietly(conn)
             raise

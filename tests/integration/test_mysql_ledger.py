@@ -433,6 +433,29 @@ def test_a_master_cut_off_from_the_server_stops_acting_before_another_can_take_i
             second.close()
 
 
+def test_a_client_cut_off_mid_transaction_frees_its_row_locks_soon(url, database):
+    """Partitions: a worker cut off between two statements of a transaction must not stall every claim for hours."""
+    with FaultProxy((HOST, PORT)) as proxy:
+        cut_off, other = MysqlLedger(mysql_url(database, port=proxy.port)), MysqlLedger(url)
+        cut_off.idle_transaction_timeout = 2
+        conn = None
+        try:
+            msg = known(other, message(1))
+            conn = cut_off._connect()  # as the ledger makes its connections
+            with conn.cursor() as cur:  # a transaction left open on the row: its lock held
+                cur.execute("UPDATE swarm_messages SET attempts = attempts WHERE id = %s", (msg.id,))
+            proxy.blackhole()
+            started = time.monotonic()
+            assert other.claim(RUN, PHASE, msg, "w2", LEASE).granted
+            assert time.monotonic() - started < other.lock_wait_timeout  # the server ended it; no lock wait gave up
+        finally:
+            proxy.passing()
+            if conn is not None:
+                conn.close()
+            cut_off.close()
+            other.close()
+
+
 def test_master_holder_goes_by_the_servers_lock_not_the_row_naming_its_holder(url, admin):
     ledger, other = MysqlLedger(url), MysqlLedger(url)
     try:
