@@ -126,3 +126,11 @@ def batches(rows: list, size: int) -> Iterator[list]:
 def clip_error(text: str | None) -> str | None:
     """An error or reason cut to what the ledger keeps."""
     return None if text is None else clip(text, MAX_ERROR_CHARS)
+
+
+def close_quietly(resource: Any) -> None:
+    """Close a connection or cursor that may be broken already."""
+    try:
+        resource.close()
+    except Exception:  # noqa: BLE001 - it is being thrown away
+        pass

@@ -20,6 +20,8 @@ from typing import Callable
 
 from pymysql.connections import Connection
 
+from swarm.ledgers.core import close_quietly
+
 log = logging.getLogger("swarm.ledger")
 
 ACT_WITHIN = 2 / 3  # of lock_timeout: how old the last confirmation may be for the master to act
@@ -76,7 +78,7 @@ class HeldLock:
         self._stop.set()
         if self.asking.acquire(blocking=False):
             try:
-                _close(self.conn)
+                close_quietly(self.conn)
             finally:
                 self.asking.release()
 
@@ -92,17 +94,10 @@ class HeldLock:
                 log.debug("the master's lock on %s: its session is out of reach: %s", self.key, exc)
         if self.lost:
             with self.asking:
-                _close(self.conn)
+                close_quietly(self.conn)
 
     def _note(self, why: str) -> None:
         if not self._noted:
             self._noted = True
             log.warning("the master's lock on %s is no longer sure (%s): this master acts on it no more until it "
                         "holds it again", self.key, why)
-
-
-def _close(conn: Connection) -> None:
-    try:
-        conn.close()
-    except Exception:  # noqa: BLE001 - closed already
-        pass

@@ -37,7 +37,7 @@ from pymysql.constants import CLIENT
 from swarm import tls
 from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
 from swarm.ledgers.clock import ServerClock
-from swarm.ledgers.core import T, Work
+from swarm.ledgers.core import T, Work, close_quietly
 from swarm.ledgers.group import SplitGroup
 from swarm.ledgers.masterlock import HeldLock
 from swarm.ledgers.sql import SqlLedger
@@ -578,11 +578,3 @@ def scalar(conn: Connection, statement: str, args: tuple) -> Any:
     with conn.cursor() as cur:
         cur.execute(statement, args)
         return cur.fetchone()[0]
-
-
-def close_quietly(resource: Any) -> None:
-    """Close a connection or cursor that may be broken already."""
-    try:
-        resource.close()
-    except Exception:  # noqa: BLE001 - it is being thrown away
-        pass
