@@ -393,13 +393,20 @@ class MysqlLedger(SqlLedger):
         return held
 
     def _refuse_lock(self, cur: Any, key: str, name: str, me: str) -> None:
-        holder = self._lock_holder(cur, key, name)
-        if holder.startswith(f"{me} ("):
+        """GET_LOCK said no: ``MasterLocked`` naming the holder, or a wait if it is this master's own old session."""
+        cur.execute("SELECT holder FROM swarm_locks WHERE name = %s", (key,))
+        row = cur.fetchone()
+        cur.execute("SELECT IS_USED_LOCK(%s)", (name,))
+        session = cur.fetchone()[0]
+        holder = row[0] if row is not None else UNNAMED_HOLDER
+        if session is None:
+            raise MasterLocked(key, holder)
+        if holder == me:
             # This master's own earlier session, cut off: the server ends it after lock_timeout, then it is free
             raise BackendError(f"MySQL ledger {redact(self.url)}: the lock on {key} is still held by this master's "
                                f"earlier session, which the server ends after {self.target.lock_timeout:g} s of "
                                "silence")
-        raise MasterLocked(key, holder)
+        raise MasterLocked(key, f"{holder} (MySQL connection {session})")
 
     def _confirm_lock(self, held: HeldLock) -> bool:
         """From the lock's keeper: whether its session still holds it (the holder's row refreshed if so)."""
@@ -415,15 +422,6 @@ class MysqlLedger(SqlLedger):
             "REPLACE INTO swarm_locks (name, holder, expires_at) VALUES (%s, %s, %s)",
             (key, holder, self.now() + self.LOCK_LEASE),
         )
-
-    @staticmethod
-    def _lock_holder(cur: Any, key: str, name: str) -> str:
-        cur.execute("SELECT holder FROM swarm_locks WHERE name = %s", (key,))
-        row = cur.fetchone()
-        cur.execute("SELECT IS_USED_LOCK(%s)", (name,))
-        session = cur.fetchone()[0]
-        holder = row[0] if row is not None else UNNAMED_HOLDER
-        return holder if session is None else f"{holder} (MySQL connection {session})"
 
     def master_holder(self, key: str) -> str | None:
         # The lock is the session's GET_LOCK; swarm_locks only names who took it, and may outlive it.
