@@ -28,7 +28,7 @@ from swarm.alerts import Alert, no_alert
 from swarm.broker import Broker, declare_stages, stage_queue
 from swarm.checks import summary as checks_summary
 from swarm.context import source_of
-from swarm.errors import BackendError, BackendRefused, SwarmError, TableError
+from swarm.errors import BackendError, BackendRefused, MasterLockLost, SwarmError, TableError
 from swarm.failpoints import failpoint
 from swarm.fleetcontrol import draining
 from swarm.ledger import MasterLedger, Message, MessageState, PhaseState, Run, RunStatus, known_run
@@ -124,7 +124,15 @@ class Master:
         try:
             if self.on_locked is not None:
                 self.on_locked()
-            return self._run_locked()
+            while True:
+                try:
+                    return self._run_locked()
+                except MasterLockLost as exc:
+                    # Another master may have run the night meanwhile: start over from the ledger, as a new
+                    # master would, once the lock is this master's again (MasterLocked if another holds it).
+                    log.warning("%s; resuming %s from the ledger once this master holds the lock again", exc,
+                                self.run_id)
+                    self._patiently("start", self.ledger.lock_master, self.lock_key, self.holder)
         finally:
             self.ledger.unlock_master(self.lock_key)
 
@@ -196,8 +204,8 @@ class Master:
         while True:
             try:
                 return step(*args)
-            except BackendRefused:
-                raise  # a refusal (a password, a grant, a certificate): waiting will not fix it
+            except (BackendRefused, MasterLockLost):
+                raise  # a refusal (a password, a grant, a certificate): waiting will not fix it; a lapsed lock: run()
             except BackendError as exc:
                 failures += 1
                 if time.monotonic() - started > self.settings.patience:

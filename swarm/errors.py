@@ -83,6 +83,16 @@ class BackendRefused(BackendError):
     """
 
 
+class MasterLockLost(BackendError):
+    """A master's lock lapsed while it ran (cut off from the ledger, or frozen), and another master may have run
+    meanwhile: what this one knows of the run is stale. It resumes from the ledger once it holds the lock again.
+    """
+
+    def __init__(self, key: str, why: str):
+        super().__init__(f"the master's lock on {key} lapsed ({why}); nothing more was done on it")
+        self.key = key
+
+
 class MasterLocked(SwarmError):
     """Another master already runs this job and params."""
 

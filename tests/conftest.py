@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that need real services carry the ``integration`` marker."""
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -43,5 +44,38 @@ def unique() -> str:
 
 
 def pytest_addoption(parser):
-    parser.addoption("--long", action="store_true", help="run the fault-injection suite at full length")
+    parser.addoption("--long", action="store_true", help="run the fault and network suites at full length")
     parser.addoption("--fault-seed", type=int, default=None, help="reproduce a fault-suite run from its seed")
+    parser.addoption("--network-seed", type=int, default=None, help="reproduce a network-suite run from its seed")
+
+
+# The network suite's score: kept by the process that ran its nights (a pytest-xdist worker, in `make test`),
+# handed to the controlling process, printed there with the seed.
+NETWORK_SCORE = "swarm_network_score"
+
+
+def pytest_sessionfinish(session):
+    from tests.support.scoring import NETWORK
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None and NETWORK.seed is not None:
+        output[NETWORK_SCORE] = json.dumps(NETWORK.to_json())
+
+
+def pytest_testnodedown(node, error):
+    from tests.support.scoring import NETWORK
+
+    data = getattr(node, "workeroutput", {}).get(NETWORK_SCORE)
+    if data:
+        NETWORK.merge(json.loads(data))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.support.scoring import NETWORK
+
+    if NETWORK.seed is None:
+        return
+    terminalreporter.write_sep("=", f"network faults, on {NETWORK.hosts}")
+    for line in NETWORK.lines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"reproduce with: pytest tests/network --network-seed {NETWORK.seed}")

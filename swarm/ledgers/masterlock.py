@@ -38,6 +38,7 @@ class HeldLock:
     who: str  # what lock_master was called with
     timeout: float  # lock_timeout
     confirmed: float  # time.monotonic() when the last confirmation that it held was sent
+    session: int = 0  # the server's id of the session that holds it (CONNECTION_ID())
     lost: bool = False  # its session no longer holds it, or may not: given up, to be taken again
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     asking: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # one query at a time on conn

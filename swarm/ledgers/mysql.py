@@ -35,7 +35,7 @@ from pymysql.connections import Connection
 from pymysql.constants import CLIENT
 
 from swarm import tls
-from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked
+from swarm.errors import BackendError, BackendRefused, ConfigError, MasterLocked, MasterLockLost
 from swarm.ledgers.clock import ServerClock
 from swarm.ledgers.core import T, Work, close_quietly
 from swarm.ledgers.group import SplitGroup
@@ -204,11 +204,17 @@ class MysqlLedger(SqlLedger):
                 )
                 self._mariadb = "mariadb" in conn.get_server_info().lower()
                 if self._mariadb:  # MySQL has no such setting (see README, Partitions and clocks)
-                    cur.execute("SET SESSION idle_transaction_timeout = %s", (self.idle_transaction_timeout,))
+                    cur.execute("SET SESSION idle_transaction_timeout = %s", (self._idle_transaction_limit(),))
         except BaseException:
             close_quietly(conn)
             raise
         return conn
+
+    def _idle_transaction_limit(self) -> int:
+        """``idle_transaction_timeout``, and under half the lock's: a master's transaction whose COMMIT the
+        network held back ends before its lock can pass to another master (the lock's session is at most a
+        quarter of lock_timeout silent when the partition begins, and the server waits the rest)."""
+        return max(1, min(self.idle_transaction_timeout, int(self.target.lock_timeout // 2)))
 
     def _connection(self) -> Connection:
         """This thread's connection, made anew when there is none or it was closed."""
@@ -257,7 +263,7 @@ class MysqlLedger(SqlLedger):
         try:
             return self._attempt(work)
         except Exception as exc:
-            if isinstance(exc, DRIVER_ERRORS) and transient(exc):
+            if isinstance(exc, DRIVER_ERRORS) and transient(exc) or isinstance(exc, MasterLockLost):
                 raise
             raise SplitGroup(describe(exc)) from exc
 
@@ -267,6 +273,7 @@ class MysqlLedger(SqlLedger):
             cur = conn.cursor()
             try:
                 result = work(cur)
+                self._fence_in(cur)
             finally:
                 close_quietly(cur)
             self._commit(conn)
@@ -360,17 +367,33 @@ class MysqlLedger(SqlLedger):
             return False
 
     def _fence(self) -> None:
-        """A master's transactions run only while its lock surely holds; else it takes the lock again first.
+        """A master's transactions run only while its lock surely holds.
 
-        Taking it fails with ``MasterLocked`` once another master has it, or waits out
-        the outage that cost it (the master's patience) without acting meanwhile.
+        Once it may have lapsed, each raises ``MasterLockLost`` until the master takes
+        the lock again (``lock_master``): another master may have run meanwhile.
         """
         if not self._masters:
             return  # a worker's ledger, or a master's between runs
         now = time.monotonic()
         for key, held in list(self._masters.items()):
             if not held.holds(now):
-                self.lock_master(key, held.who)
+                why = "given up" if held.lost else f"not confirmed for {now - held.confirmed:.1f} s"
+                held.give_up(why)
+                raise MasterLockLost(key, why)
+
+    def _fence_in(self, cur: Any) -> None:
+        """Inside a master's transaction, before its COMMIT: the server still gives each of its locks to its session.
+
+        The check the clock cannot make: a transaction the network held back past the
+        lock's passing to another master is rolled back, not committed late.
+        """
+        for key, held in list(self._masters.items()):
+            cur.execute("SELECT IS_USED_LOCK(%s)", (held.name,))
+            session = cur.fetchone()[0]
+            if session != held.session:
+                why = f"the server gives it to {'no session' if session is None else f'session {session}'}"
+                held.give_up(why)
+                raise MasterLockLost(key, why)
 
     def _take_lock(self, key: str, who: str, me: str) -> HeldLock:
         conn = self._connect(autocommit=True)
@@ -380,6 +403,8 @@ class MysqlLedger(SqlLedger):
             with conn.cursor() as cur:
                 # A master silent this long (cut off, or frozen) loses its session and the lock with it
                 cur.execute("SET SESSION wait_timeout = %s", (max(1, math.ceil(timeout)),))
+                cur.execute("SELECT CONNECTION_ID()")
+                session = int(cur.fetchone()[0])
                 sent = time.monotonic()
                 cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
                 if cur.fetchone()[0] != 1:
@@ -388,7 +413,7 @@ class MysqlLedger(SqlLedger):
         except BaseException:
             close_quietly(conn)
             raise
-        held = HeldLock(conn, name, me, key, who, timeout, confirmed=sent)
+        held = HeldLock(conn, name, me, key, who, timeout, confirmed=sent, session=session)
         held.keep(self._confirm_lock)
         return held
 

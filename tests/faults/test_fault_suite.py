@@ -33,12 +33,12 @@ import time
 import pytest
 
 from master.coordinator import barrier_passed
-from swarm.broker import dead_letter_queue, stage_queue
-from swarm.brokers.rabbitmq import RabbitBroker
-from swarm.ledger import MessageState, PhaseState, PublishState
+from swarm.broker import stage_queue
+from swarm.ledger import MessageState, PhaseState
 from swarm.slices import is_part
 from tests.support.mysql import kill_mysql_sessions
-from tests.support.rabbitmq import rabbitmqctl, ready
+from tests.support.rabbitmq import rabbitmqctl
+from tests.support.scoring import score_night, waiting
 from tests.support.site import DATE, JOB, Site
 from tests.support.waiting import wait_until
 
@@ -65,11 +65,11 @@ class Score:
     broker_restarts: int = 0
     mysql_disconnects: int = 0
     handler_faults: int = 0
-    lost: int = 0  # reference rows missing from the summary
-    unexpected: int = 0  # summary rows the reference does not have
-    wrong: int = 0  # rows present in both but different
-    duplicated: int = 0  # rows counted more than once
-    leftover: int = 0  # messages still on a queue after the drain
+    lost: int = 0  # as tests.support.scoring.Tally: reference rows missing from the summary
+    unexpected: int = 0
+    wrong: int = 0
+    duplicated: int = 0
+    leftover: int = 0
     publish_kills: int = 0  # masters killed at a failpoint of the publication
     slices: int = 0  # scan messages that continued a slice before them
     splits: int = 0  # scan messages that are a part of a split range (or a slice of one)
@@ -203,52 +203,23 @@ class Chaos:
 
 
 def score_run(site: Site) -> None:
+    tally = score_night(site, EVENTS)
+    for name, value in dataclasses.asdict(tally).items():
+        setattr(SCORE, name, getattr(SCORE, name) + value)
     ledger = site.ledger()
     run_id = f"{JOB}@date={DATE}"
-    run = ledger.get_run(run_id)
-    assert run is not None and run.status == "done", (run, site.log_tail())
-    pub = ledger.publication(run_id)  # the night: its first run's id
-    assert pub is not None and (pub.run_id, pub.state) == (run_id, PublishState.PUBLISHED), pub
-    counters = ledger.counters(run_id)
-    SCORE.duplicated += max(0, counters.get("rows", 0) - EVENTS)
-    assert set(ledger.counts(run_id)) == {MessageState.DONE}
-    written, expected = site.exact()
-    SCORE.lost += len(set(expected) - set(written))
-    SCORE.unexpected += len(set(written) - set(expected))
-    SCORE.wrong += sum(1 for k in set(written) & set(expected) if written[k] != expected[k])
     SCORE.handler_faults += sum(1 for f in ledger.failures(run_id, limit=10_000) if "injected fault" in (f.error or ""))
     seqs = [r.message.id.rsplit("/", 1)[1] for r in ledger.recorded(run_id, "map")]
     SCORE.slices += sum(1 for s in seqs if "+" in s.rsplit(":", 1)[-1])  # 0+1, 0+2:1+1: a slice after another
     SCORE.splits += sum(1 for s in seqs if is_part(s))
-    # The drain: workers skip the duplicates re-published while things died (some wait in delay
-    # queues); then every stage queue, delay queue and dead-letter queue must be empty.
-    try:
-        wait_until(lambda: not waiting(site), "the queues to drain", timeout=90, every=0.1)
-    except AssertionError:
-        pass  # scored below as leftover
-    site.stop()
-    left = waiting(site)
-    SCORE.leftover += sum(left.values())
-    assert not left, f"messages left after the drain: {left}"
+    counters = ledger.counters(run_id)
+    ledger.close()
+    assert not tally.leftover, f"messages left after the drain: {waiting(site)}"
     for stage in ("scan", "reduce"):  # the run went through bounded queues
         declared = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", site.vhost, "name", "arguments")
         line = next(x for x in declared.splitlines() if x.split()[0] == stage_queue(JOB, stage))
         assert f"{{\"x-max-length\",{BOUND}}}" in line.replace(" ", ""), line
     assert counters == {"rows": EVENTS, "merchants": 40}
-
-
-def waiting(site: Site) -> dict[str, int]:
-    """Messages on the job's queues (with their delay queues) and dead-letter queues, where not zero."""
-    broker = RabbitBroker(site.urls["broker"])
-    try:
-        counts = {}
-        for stage in ("scan", "reduce"):
-            queue = stage_queue(JOB, stage)
-            counts[queue] = broker.depth(queue)
-            counts[dead_letter_queue(queue)] = ready(site.vhost, dead_letter_queue(queue))
-        return {q: n for q, n in counts.items() if n}
-    finally:
-        broker.close()
 
 
 def run_under_faults(site: Site, rng: random.Random, spec: dict, owed: str) -> None:

@@ -13,7 +13,7 @@ import time
 import pymysql
 import pytest
 
-from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked
+from swarm.errors import BackendError, ConfigError, Fenced, MasterLocked, MasterLockLost
 from swarm.ledger import ClaimRequest, Completion, MessageState
 from swarm.ledgers import schema
 from swarm.ledgers.mysql import UNNAMED_HOLDER, MysqlLedger
@@ -425,12 +425,50 @@ def test_a_master_cut_off_from_the_server_stops_acting_before_another_can_take_i
             with pytest.raises(BackendError):
                 known(first, message(2))  # A's fence: no transaction while its lock is not sure
             proxy.passing()
+            with pytest.raises(MasterLockLost):
+                known(first, message(3))  # healed: still none, until A has taken its lock again...
             with pytest.raises(MasterLocked, match="master B"):
-                known(first, message(3))  # healed: B has the lock, so A stops for good
+                first.lock_master(RUN, "master A")  # ... which it cannot: B has it, so A stops for good
             assert sum(second.counts(RUN).values()) == 1  # only what A did while it held the lock
         finally:
             first.close()
             second.close()
+
+
+def test_a_master_transaction_after_its_lock_passed_to_another_is_rolled_back(url, database, admin):
+    """Partitions, scenario 3: the fence a clock cannot make. A's lock session ended and B took the lock before
+    A's keeper could notice (a transaction the network held back arrives so): A's next commit does not land."""
+    ledger, other = MysqlLedger(url), MysqlLedger(url)
+    try:
+        ledger.lock_master(RUN, "master A")
+        kill_sessions(admin, database)
+        retry_while_locked(lambda: other.lock_master(RUN, "master B"))
+        assert ledger._masters[RUN].holds(time.monotonic())  # by A's clock it still holds the lock
+        with pytest.raises(MasterLockLost, match="gives it to session"):
+            known(ledger, message(1))
+        assert other.counts(RUN) == {}  # rolled back
+        with pytest.raises(MasterLockLost, match="given up"):
+            known(ledger, message(2))  # and no more, until A holds the lock again, which it cannot
+        with pytest.raises(MasterLocked, match="master B"):
+            ledger.lock_master(RUN, "master A")
+    finally:
+        ledger.close()
+        other.close()
+
+
+def test_a_master_sessions_idle_transactions_end_before_its_lock_can_pass(url):
+    """A COMMIT held back by the network is rolled back by the server before the lock's session can end."""
+    ledger, default = MysqlLedger(url + "?lock_timeout=8"), MysqlLedger(url)
+    try:
+        assert ledger._idle_transaction_limit() == 4  # the session is at most 2 s silent at the cut: 6 s left
+        assert default._idle_transaction_limit() == default.idle_transaction_timeout == 15
+        conn = ledger._connection()
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@SESSION.idle_transaction_timeout")
+            assert cur.fetchone()[0] == 4
+    finally:
+        ledger.close()
+        default.close()
 
 
 def test_a_client_cut_off_mid_transaction_frees_its_row_locks_soon(url, database):

@@ -180,6 +180,7 @@ class Host:
         self.gateway, self.address = str(gateway), str(address)
         self.forwarders: dict[int, FaultProxy] = {}  # service port -> its forwarder on the gateway
         self._procs: list[subprocess.Popen[Any]] = []
+        self.command = ["ip", "netns", "exec", netns]  # runs what follows on this host (it execs: same pid)
 
     def _up(self, net: IPv4Network) -> None:
         _cmd(["ip", "netns", "add", self.netns])
@@ -204,14 +205,14 @@ class Host:
 
     def popen(self, argv: list[str], env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` on this host, in a session of its own; killed at teardown."""
-        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], env=env, start_new_session=True, **kw)
+        proc = subprocess.Popen([*self.command, *argv], env=env, start_new_session=True, **kw)
         self._procs.append(proc)
         return proc
 
     def run(self, argv: list[str], timeout: float = 60, check: bool = True,
             **kw: Any) -> subprocess.CompletedProcess[str]:
         """Run a short command on this host; its output as text."""
-        return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True,
+        return subprocess.run([*self.command, *argv], capture_output=True, text=True,
                               timeout=timeout, check=check, **kw)
 
     def python(self, code: str, *args: str, timeout: float = 60) -> str:
@@ -304,6 +305,8 @@ class Host:
 
 class NetHosts:
     """Test hosts made with ``add``; ``close`` removes them all."""
+
+    kind = "network namespaces"
 
     def __init__(self) -> None:
         reason = unavailable_reason()

@@ -168,15 +168,17 @@ class Site:
     # processes -----------------------------------------------------------------------
 
     def spawn(self, args: Sequence[str], env: Mapping[str, str] | None = None,
-              label: str | None = None) -> subprocess.Popen:
+              label: str | None = None, wrap: Sequence[str] = ()) -> subprocess.Popen:
         """Start ``python -m <args>`` with the repository importable; ``env`` adds to the environment.
 
         Its log is numbered in start order and named by ``label`` (else by the module and the last argument).
+        ``wrap``: a command that runs it, e.g. on a test host (``Host.command``); it must exec, not fork.
         """
         path = self.logs / f"{len(self.started) + 1:02d}-{label or f'{args[0]}-{args[-1]}'}.log"
         with open(path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+            env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+            proc = subprocess.Popen([*wrap, sys.executable, "-m", *args], cwd=self.cwd, stdout=log,
+                                    stderr=subprocess.STDOUT, env=env)
         self.started.append(proc)
         self._log_of[proc.pid] = path
         return proc
