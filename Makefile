@@ -34,8 +34,8 @@ services:
 	bash deploy/dev/services.sh
 
 # The unit tests in parallel; then the tests on the services in parallel, a test file to each process (each test
-# has a vhost, a database and a table prefix of its own); then, alone, the fault suite and the tests that stop a
-# shared service. The first run that fails stops `make test`. The service runs list their slowest tests.
+# has a vhost, a database and a table prefix of its own; the network suite, tests/network, is one such file); then,
+# alone, the fault suite and the tests that stop a shared service. The first run that fails stops `make test`. The service runs list their slowest tests.
 test: check services
 	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
 	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --durations=30 $(SHARING_TESTS)

@@ -19,6 +19,8 @@ from tests.support.nethosts import DIRECTIONS, Unsupported
 class LoopHost:
     """One host's connections to the services, through proxies of its own."""
 
+    DROPPED = "connections stalled"  # what ``dropped`` counts
+
     command: list[str] = []  # its processes run as they are
 
     def __init__(self, name: str):

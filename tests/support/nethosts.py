@@ -173,6 +173,8 @@ def clean_stale() -> list[str]:
 class Host:
     """One test host: a namespace ``netns``, its address ``address``, the root side's ``gateway``."""
 
+    DROPPED = "packets dropped"  # what ``dropped`` counts
+
     def __init__(self, name: str, netns: str, link: str, net: IPv4Network):
         self.name, self.netns = name, netns
         self.link, self.peer = link + "r", link + "h"  # root end, host end
