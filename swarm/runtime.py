@@ -177,9 +177,10 @@ class Processor:
         item.flight = InFlight(env, stage, item.delivery, claim.token, claim.attempts, batch=batch,
                                held_until=sent + self.lease)
         if claim.attempts > stage.retry.max_attempts:
-            # Delivered again and again without an outcome: its workers died on it.
-            return GiveUp(f"no outcome after {claim.attempts - 1} deliveries: its worker died each time "
-                          "(outages do not count)")
+            # Delivered again and again without an outcome: its workers died on it, or lost their leases.
+            return GiveUp(f"no outcome after {claim.attempts - 1} deliveries: each time its lease ran out first "
+                          "(its worker died, or could not renew the lease in time: see worker.lease; "
+                          "outages do not count)")
         batch.append(item.flight)
         return None
 

@@ -49,6 +49,11 @@ def pytest_addoption(parser):
     parser.addoption("--network-seed", type=int, default=None, help="reproduce a network-suite run from its seed")
 
 
+def pytest_collection_modifyitems(items):
+    """The network suite first: in `make test` it is the longest file of the parallel run, and must not start last."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/network/"))
+
+
 # The network suite's score: kept by the process that ran its nights (a pytest-xdist worker, in `make test`),
 # handed to the controlling process, printed there with the seed.
 NETWORK_SCORE = "swarm_network_score"

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Iterable
 
 from swarm import metrics
@@ -245,7 +246,11 @@ class Worker:
         A thread of its own: a ledger out of reach holds a renewal up to its
         time-out, and the watchdog must not wait for it meanwhile.
         """
-        while not self._housekeeping_stop.wait(self._renew_every()):
+        started = time.monotonic()
+        # Every third of a lease from the last renewal's start, not its end: on a slow link a renewal takes
+        # seconds, and waiting a whole period after it would leave the lease that much shorter each time.
+        while not self._housekeeping_stop.wait(max(0.0, started + self._renew_every() - time.monotonic())):
+            started = time.monotonic()
             try:
                 self.processor.renew_leases()
             except BackendError as exc:

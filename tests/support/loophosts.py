@@ -20,6 +20,7 @@ class LoopHost:
     """One host's connections to the services, through proxies of its own."""
 
     DROPPED = "connections stalled"  # what ``dropped`` counts
+    ONE_WAY = False  # can ``partition`` drop one direction only
 
     command: list[str] = []  # its processes run as they are
 

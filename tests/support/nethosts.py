@@ -174,6 +174,7 @@ class Host:
     """One test host: a namespace ``netns``, its address ``address``, the root side's ``gateway``."""
 
     DROPPED = "packets dropped"  # what ``dropped`` counts
+    ONE_WAY = True  # can ``partition`` drop one direction only
 
     def __init__(self, name: str, netns: str, link: str, net: IPv4Network):
         self.name, self.netns = name, netns
