@@ -8,8 +8,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-# Processes for the unit tests and for the tests on the services (pytest-xdist).
+# Processes for the unit tests (pytest-xdist), and for the tests on the services: these mostly wait on the
+# services, so one more than the 2 cores CI has.
 TEST_WORKERS ?= 2
+SERVICE_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 # The unit tests are exactly the tests that are neither `integration` nor `faults`; the rest need the services.
 UNIT_TESTS := -m "not integration and not faults"
@@ -38,7 +40,7 @@ services:
 # alone, the fault suite and the tests that stop a shared service. The first run that fails stops `make test`. The service runs list their slowest tests.
 test: check services
 	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --durations=30 $(SHARING_TESTS)
+	$(PYTEST) -n $(SERVICE_WORKERS) --dist loadfile --durations=30 $(SHARING_TESTS)
 	$(PYTEST) --durations=10 $(ALONE_TESTS)
 
 # The house's rules: the import contracts (setup.cfg [importlinter]), style (ruff.toml), types (setup.cfg [mypy]).
@@ -51,7 +53,7 @@ unit: $(STAMP)
 	$(PYTEST) -n $(TEST_WORKERS) $(UNIT_TESTS)
 
 integration: $(STAMP) services
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile $(SHARING_TESTS)
+	$(PYTEST) -n $(SERVICE_WORKERS) --dist loadfile $(SHARING_TESTS)
 	$(PYTEST) -m "integration and exclusive"
 
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt
