@@ -28,6 +28,7 @@
 #   HBASE_HEAP           HBase's -Xmx [1g]    HBASE_THRIFT_HEAP  the Thrift server's [512m]
 #   HBASE_SCANNER_TIMEOUT_MS  hbase.client.scanner.timeout.period, the scanner lease [5000]
 #   HBASE_START_TIMEOUT  seconds to wait for the Thrift server to answer [240]
+#   HBASE_DEV_RETRY_PAUSE  seconds before Maven is tried again, times the try, after a failed fetch [15]
 # A second data dir with other ports is a private HBase of its own.
 set -euo pipefail
 
@@ -90,11 +91,22 @@ resolve() {
         say "fetching HBase with Maven into $CACHE (once)"
         local started=$SECONDS
         rm -rf "$CACHE/lib-$want"
-        if ! mvn -B -q -Dmaven.repo.local="$CACHE/m2" -Dhbase.dev.cache="$CACHE" \
-            -Dhbase.dev.lib="$CACHE/lib-$want" -f "$MODULE/pom.xml" package >"$CACHE/maven.log" 2>&1; then
-            tail -n 40 "$CACHE/maven.log" >&2
-            die "Maven could not fetch HBase or build DevAdmin; see $CACHE/maven.log"
-        fi
+        # A repository that answers 503 or drops a download for a while is common: try again, up to 4 times
+        # (-U: Maven otherwise remembers a failed download and does not ask again).
+        local try
+        for try in 1 2 3 4; do
+            if mvn -B -q $([ "$try" -gt 1 ] && echo -U) -Dmaven.repo.local="$CACHE/m2" -Dhbase.dev.cache="$CACHE" \
+                -Dhbase.dev.lib="$CACHE/lib-$want" -f "$MODULE/pom.xml" package >"$CACHE/maven.log" 2>&1; then
+                break
+            fi
+            if [ "$try" -eq 4 ]; then
+                tail -n 40 "$CACHE/maven.log" >&2
+                die "Maven could not fetch HBase or build DevAdmin after 4 tries; see $CACHE/maven.log"
+            fi
+            say "Maven failed (try $try of 4: $(grep -m1 -o 'status: [0-9]*[^-]*' "$CACHE/maven.log" || echo "see maven.log")); trying again in $((try * ${HBASE_DEV_RETRY_PAUSE:-15})) s"
+            rm -rf "$CACHE/lib-$want"
+            sleep $((try * ${HBASE_DEV_RETRY_PAUSE:-15}))
+        done
         touch "$CACHE/lib-$want/.complete"
         say "fetched $(ls "$CACHE/lib-$want" | wc -l) jars in $((SECONDS - started)) s"
     fi
