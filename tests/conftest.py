@@ -10,8 +10,9 @@ from swarm.brokers.memory import MemoryBroker, MemoryHub
 from swarm.ledgers.sqlite import SqliteLedger
 from swarm.tables.embedded import EmbeddedTables
 
-# Headless Chromium for the web console's tests: chromium, browser_context, page, page_log.
-pytest_plugins = ("tests.support.browser",)
+# Headless Chromium for the web console's tests: chromium, browser_context, page, page_log; and the fixtures on
+# the real services: amqp_vhost, mysql_db, hbase_cluster, hbase_server, make_site.
+pytest_plugins = ("tests.support.browser", "tests.support.services")
 
 
 @pytest.fixture

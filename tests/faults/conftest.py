@@ -1,13 +1,3 @@
-from tests.integration.conftest import (  # noqa: F401 - shared fixtures
-    amqp_vhost,
-    hbase_cluster,
-    hbase_server,
-    make_site,
-    mysql_db,
-    pytest_configure,
-)
-
-
 def pytest_terminal_summary(terminalreporter):
     """The suite's score, printed at the end of every run that ran it."""
     from tests.faults.test_fault_suite import SCORE

@@ -54,6 +54,8 @@ from tests.support.scoring import NETWORK, score_night
 from tests.support.site import DATE, JOB, Site
 from tests.support.waiting import wait_until
 
+pytestmark = [pytest.mark.network, pytest.mark.integration]
+
 RABBITMQ, MARIADB = 5672, 3306
 RUN = f"{JOB}@date={DATE}"
 EVENTS = 2_000
